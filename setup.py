@@ -1,0 +1,35 @@
+"""gasp_jax: Guided Asymmetric Self-Play for coding LLMs, in JAX."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="gasp_jax",
+    version="0.1.0",
+    description="JAX/TPU-native Guided Asymmetric Self-Play (GASP) for coding LLMs",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["gasp_jax", "gasp_jax.*"]),
+    python_requires=">=3.11",
+    install_requires=[
+        "jax>=0.6.0",
+        "flax>=0.10.4",
+        "optax>=0.2.4",
+        "orbax-checkpoint>=0.11.0",
+        "transformers>=4.51.0",
+        "datasets>=3.0.0",
+        "ml-collections>=1.0.0",
+        "tensorboardX>=2.6",
+        "numpy>=1.26",
+        "absl-py>=2.0",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8.0",
+            "pytest-xdist>=3.5",
+            "hypothesis>=6.100",
+            # CPU wheel; an unpinned torch pulls several GB of CUDA packages.
+            "torch==2.13.0",
+            "safetensors>=0.4.3",
+        ],
+    },
+)
