@@ -1,0 +1,294 @@
+"""A decoder-only transformer for the Qwen2 / Qwen2.5 / Qwen3 / Llama 3 families, in Flax Linen.
+
+Read top to bottom: RMSNorm, RoPE, attention (GQA, optional q/k bias and q/k norm, KV cache), SwiGLU MLP,
+one decoder layer, and the `Transformer` that embeds, scans the layers and projects to logits.
+
+Conventions
+- Params are a plain pytree (`model.init(...)["params"]`, unboxed). Layer weights are stacked on a
+  leading `layers` axis because the layers run under `nn.scan`.
+- Every weight is created with logical axis names; activations are constrained by logical names when the
+  model is given a mesh (see `gasp_jax.sharding`). Without a mesh the constraints are no-ops.
+- KV cache: `KVCache(k, v)` with `k, v: [layers, batch, cache_len, kv_heads, head_dim]`. A call with a
+  cache writes the new keys/values at slots `[cache_index, cache_index + T)` and attends over all slots
+  allowed by `kv_mask` (which slots hold real tokens) and causality by slot index.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import jax
+from jax.ad_checkpoint import checkpoint_name
+import jax.numpy as jnp
+from flax import linen as nn
+from jax.sharding import Mesh
+
+from gasp_jax import sharding as shd
+from gasp_jax.models.config import ModelConfig
+
+_NEG_INF = -0.7 * float(jnp.finfo(jnp.float32).max)  # finite: fully-masked (padding) rows stay NaN-free
+
+
+class KVCache(NamedTuple):
+    k: jax.Array  # [L, B, S, K, D]
+    v: jax.Array  # [L, B, S, K, D]
+
+
+CACHE_AXES = ("cache_layers", "cache_batch", "cache_length", "cache_kv_heads", "cache_head_dim")
+
+
+def init_cache(config: ModelConfig, batch: int, length: int, dtype: Any = None) -> KVCache:
+    """Zero KV cache for `batch` rows and `length` slots."""
+    shape = (config.num_layers, batch, length, config.num_kv_heads, config.head_dim)
+    dtype = dtype or config.dtype
+    return KVCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
+
+
+def _param(module: nn.Module, name: str, init, shape, axes, dtype):
+    return module.param(name, nn.with_logical_partitioning(init, axes), shape, dtype)
+
+
+_KERNEL_INIT = nn.initializers.normal(stddev=0.02)
+
+
+class RMSNorm(nn.Module):
+    dim: int
+    eps: float
+    dtype: Any
+    param_dtype: Any
+    axis_name: str = "norm"
+
+    @nn.compact
+    def __call__(self, x):
+        scale = _param(self, "scale", nn.initializers.ones, (self.dim,), (self.axis_name,), self.param_dtype)
+        x32 = x.astype(jnp.float32)
+        y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        return scale.astype(self.dtype) * y.astype(self.dtype)
+
+
+# ----------------------------------------------------------------------------------------------- RoPE
+
+
+def rope_inv_freq(config: ModelConfig) -> jax.Array:
+    """Inverse frequencies [head_dim // 2], with linear or Llama-3 scaling applied."""
+    d = config.head_dim
+    inv_freq = 1.0 / (config.rope_theta ** (jnp.arange(0, d, 2, dtype=jnp.float32) / d))
+    s = config.rope_scaling
+    if s is None or s.type == "default":
+        return inv_freq
+    if s.type == "linear":
+        return inv_freq / s.factor
+    # llama3: keep high frequencies, divide low ones by `factor`, interpolate in between.
+    low_wavelen = s.original_max_position_embeddings / s.low_freq_factor
+    high_wavelen = s.original_max_position_embeddings / s.high_freq_factor
+    wavelen = 2 * math.pi / inv_freq
+    smooth = (s.original_max_position_embeddings / wavelen - s.low_freq_factor) / (
+        s.high_freq_factor - s.low_freq_factor
+    )
+    interpolated = (1 - smooth) * inv_freq / s.factor + smooth * inv_freq
+    return jnp.where(
+        wavelen > low_wavelen, inv_freq / s.factor, jnp.where(wavelen < high_wavelen, inv_freq, interpolated)
+    )
+
+
+def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array) -> jax.Array:
+    """Rotates `x: [B, T, H, D]` by `positions: [B, T]` (HF's rotate-half layout), in fp32."""
+    angles = positions.astype(jnp.float32)[:, :, None] * inv_freq[None, None, :]  # [B, T, D/2]
+    cos = jnp.cos(angles)[:, :, None, :]
+    sin = jnp.sin(angles)[:, :, None, :]
+    x32 = x.astype(jnp.float32)
+    x1, x2 = jnp.split(x32, 2, axis=-1)
+    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return out.astype(x.dtype)
+
+
+# ------------------------------------------------------------------------------------------ Attention
+
+
+class Attention(nn.Module):
+    config: ModelConfig
+    mesh: Mesh | None
+    rules: shd.Rules
+
+    @nn.compact
+    def __call__(self, x, positions, mask, cache_kv, cache_index):
+        cfg = self.config
+        e, h, k, d = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        pdt, dt = cfg.param_dtype, cfg.dtype
+        wq = _param(self, "q_proj", _KERNEL_INIT, (e, h, d), ("embed", "q_heads", "head_dim"), pdt)
+        wk = _param(self, "k_proj", _KERNEL_INIT, (e, k, d), ("embed", "kv_heads", "head_dim"), pdt)
+        wv = _param(self, "v_proj", _KERNEL_INIT, (e, k, d), ("embed", "kv_heads", "head_dim"), pdt)
+        wo = _param(self, "o_proj", _KERNEL_INIT, (h, d, e), ("q_heads", "head_dim", "embed"), pdt)
+
+        q = jnp.einsum("bte,ehd->bthd", x, wq.astype(dt))
+        key = jnp.einsum("bte,ekd->btkd", x, wk.astype(dt))
+        val = jnp.einsum("bte,ekd->btkd", x, wv.astype(dt))
+        if cfg.qkv_bias:
+            zeros = nn.initializers.zeros
+            q = q + _param(self, "q_bias", zeros, (h, d), ("q_heads", "head_dim"), pdt).astype(dt)
+            key = key + _param(self, "k_bias", zeros, (k, d), ("kv_heads", "head_dim"), pdt).astype(dt)
+            val = val + _param(self, "v_bias", zeros, (k, d), ("kv_heads", "head_dim"), pdt).astype(dt)
+        if cfg.qk_norm:  # Qwen3: RMSNorm over head_dim, before RoPE.
+            q = RMSNorm(d, cfg.rms_norm_eps, dt, pdt, "head_dim", name="q_norm")(q)
+            key = RMSNorm(d, cfg.rms_norm_eps, dt, pdt, "head_dim", name="k_norm")(key)
+
+        inv_freq = rope_inv_freq(cfg)
+        q = apply_rope(q, positions, inv_freq)
+        key = apply_rope(key, positions, inv_freq)
+        q = shd.constrain(q, ("act_batch", "act_length", "act_heads", None), self.mesh, self.rules)
+        key = shd.constrain(key, ("act_batch", "act_length", "act_kv_heads", None), self.mesh, self.rules)
+
+        new_cache_kv = None
+        if cache_kv is not None:
+            ck, cv = cache_kv
+            ck = jax.lax.dynamic_update_slice(ck, key.astype(ck.dtype), (0, cache_index, 0, 0))
+            cv = jax.lax.dynamic_update_slice(cv, val.astype(cv.dtype), (0, cache_index, 0, 0))
+            ck = shd.constrain(ck, CACHE_AXES[1:], self.mesh, self.rules)
+            cv = shd.constrain(cv, CACHE_AXES[1:], self.mesh, self.rules)
+            new_cache_kv = (ck, cv)
+            key, val = ck.astype(dt), cv.astype(dt)
+
+        # Grouped-query attention: query head n = kv_head * groups + g, as HF's repeat_kv.
+        b, t = q.shape[:2]
+        q = q.reshape(b, t, k, h // k, d)
+        scores = jnp.einsum("btkgd,bskd->bkgts", q, key, preferred_element_type=jnp.float32)
+        scores = scores * (1.0 / math.sqrt(d))
+        scores = jnp.where(mask[:, None, None, :, :], scores, _NEG_INF)
+        probs = jax.nn.softmax(scores, axis=-1).astype(dt)
+        out = jnp.einsum("bkgts,bskd->btkgd", probs, val).reshape(b, t, h, d)
+        out = shd.constrain(out, ("act_batch", "act_length", "act_heads", None), self.mesh, self.rules)
+        out = jnp.einsum("bthd,hde->bte", out, wo.astype(dt))
+        out = checkpoint_name(out, "attn_out")
+        return out, new_cache_kv
+
+
+class MLP(nn.Module):
+    config: ModelConfig
+    mesh: Mesh | None
+    rules: shd.Rules
+
+    @nn.compact
+    def __call__(self, x):
+        cfg = self.config
+        e, f, pdt, dt = cfg.hidden_size, cfg.intermediate_size, cfg.param_dtype, cfg.dtype
+        wg = _param(self, "gate_proj", _KERNEL_INIT, (e, f), ("embed", "mlp"), pdt)
+        wu = _param(self, "up_proj", _KERNEL_INIT, (e, f), ("embed", "mlp"), pdt)
+        wd = _param(self, "down_proj", _KERNEL_INIT, (f, e), ("mlp", "embed"), pdt)
+        gate = jnp.einsum("bte,ef->btf", x, wg.astype(dt))
+        up = jnp.einsum("bte,ef->btf", x, wu.astype(dt))
+        hidden = shd.constrain(nn.silu(gate) * up, ("act_batch", "act_length", "act_mlp"), self.mesh, self.rules)
+        return jnp.einsum("btf,fe->bte", hidden, wd.astype(dt))
+
+
+class DecoderLayer(nn.Module):
+    config: ModelConfig
+    mesh: Mesh | None
+    rules: shd.Rules
+
+    @nn.compact
+    def __call__(self, x, positions, mask, cache_kv, cache_index):
+        cfg = self.config
+        norm = lambda name: RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg.dtype, cfg.param_dtype, name=name)
+        attn_out, new_cache_kv = Attention(cfg, self.mesh, self.rules, name="attn")(
+            norm("input_norm")(x), positions, mask, cache_kv, cache_index
+        )
+        x = x + attn_out
+        x = x + MLP(cfg, self.mesh, self.rules, name="mlp")(norm("post_attn_norm")(x))
+        x = shd.constrain(x, ("act_batch", "act_length", "act_embed"), self.mesh, self.rules)
+        return x, new_cache_kv
+
+
+def _remat_policy(name: str):
+    return {
+        "full": None,  # save nothing: recompute the whole layer
+        "dots": jax.checkpoint_policies.checkpoint_dots,
+        "dots_with_no_batch_dims": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+        "save_attn_out": jax.checkpoint_policies.save_only_these_names("attn_out"),
+    }[name]
+
+
+class Transformer(nn.Module):
+    """Decoder-only LM. `__call__(tokens)` -> fp32 logits `[B, T, vocab]`.
+
+    Args of `__call__`:
+      tokens: int32 `[B, T]`.
+      positions: int32 `[B, T]` RoPE positions; default `arange(T)`.
+      kv_mask: bool `[B, S]`, which key slots hold real tokens (S = T without a cache, the cache length
+        with one). Default: all valid.
+      cache / cache_index: a `KVCache` and the int32 slot where `tokens[:, 0]` is written. With a cache
+        the call returns `(logits, new_cache)`.
+      return_hidden: return the final-norm hidden states `[B, T, E]` instead of logits (for chunked
+        log-prob computation with `unembed`).
+    """
+
+    config: ModelConfig
+    mesh: Mesh | None = None
+    rules: shd.Rules = shd.DEFAULT_RULES
+
+    def setup(self):
+        cfg = self.config
+        self.embedding = self.param(
+            "embedding",
+            nn.with_logical_partitioning(nn.initializers.normal(stddev=0.02), ("vocab", "embed")),
+            (cfg.vocab_size, cfg.hidden_size),
+            cfg.param_dtype,
+        )
+        if not cfg.tie_word_embeddings:
+            self.lm_head = self.param(
+                "lm_head",
+                nn.with_logical_partitioning(_KERNEL_INIT, ("embed", "vocab")),
+                (cfg.hidden_size, cfg.vocab_size),
+                cfg.param_dtype,
+            )
+        layer_cls = DecoderLayer
+        if cfg.remat_policy != "none":
+            layer_cls = nn.remat(layer_cls, policy=_remat_policy(cfg.remat_policy), prevent_cse=False)
+        self.layers = nn.scan(
+            layer_cls,
+            variable_axes={"params": 0},
+            split_rngs={"params": True},
+            in_axes=(nn.broadcast, nn.broadcast, 0, nn.broadcast),
+            length=cfg.num_layers,
+            metadata_params={nn.PARTITION_NAME: "layers"},
+        )(cfg, self.mesh, self.rules, name="layers")
+        self.final_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg.dtype, cfg.param_dtype)
+
+    def __call__(self, tokens, positions=None, *, kv_mask=None, cache=None, cache_index=None, return_hidden=False):
+        cfg = self.config
+        b, t = tokens.shape
+        if positions is None:
+            positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+        x = jnp.take(self.embedding, tokens, axis=0).astype(cfg.dtype)
+        x = shd.constrain(x, ("act_batch", "act_length", "act_embed"), self.mesh, self.rules)
+
+        if cache is None:
+            query_slots = jnp.arange(t)
+            num_slots = t
+            cache_kv = None
+        else:
+            if cache_index is None:
+                raise ValueError("cache_index is required with a cache")
+            query_slots = cache_index + jnp.arange(t)
+            num_slots = cache.k.shape[2]
+            cache_kv = (cache.k, cache.v)
+        mask = query_slots[:, None] >= jnp.arange(num_slots)[None, :]  # causal by slot  [T, S]
+        mask = jnp.broadcast_to(mask, (b, t, num_slots))
+        if kv_mask is not None:
+            mask = mask & kv_mask[:, None, :].astype(bool)
+
+        x, new_cache_kv = self.layers(x, positions, mask, cache_kv, cache_index)
+        x = self.final_norm(x)
+        out = x if return_hidden else self.unembed(x)
+        if cache is None:
+            return out
+        return out, KVCache(*new_cache_kv)
+
+    def unembed(self, hidden):
+        """fp32 logits from final hidden states `[..., E]`."""
+        dt = self.config.dtype
+        if self.config.tie_word_embeddings:
+            logits = jnp.einsum("...e,ve->...v", hidden.astype(dt), self.embedding.astype(dt))
+        else:
+            logits = jnp.einsum("...e,ev->...v", hidden.astype(dt), self.lm_head.astype(dt))
+        return logits.astype(jnp.float32)
