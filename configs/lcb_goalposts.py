@@ -1,0 +1,102 @@
+r"""LiveCodeBench goalpost selection (job `lcb_goalposts`): problems no checkpoint solves at pass@100.
+
+Run (one entry per checkpoint of the selection RL runs; GASP: 3 seeds, a checkpoint every 50 steps):
+
+  python -m gasp_jax.main --config=configs/lcb_goalposts.py:3 --workdir=/tmp/goalposts \
+      --config.checkpoints.0.checkpoint=/ckpt/seed0/step50 \
+      --config.checkpoints.1.checkpoint=/ckpt/seed0/step100 \
+      --config.checkpoints.2.checkpoint=/ckpt/seed1/step50 \
+      --config.data.sources=/data/lcb/code_generation_lite --config.data.release=release_v5
+
+The arg is the number of checkpoint slots (default 1). Defaults: problems dated before 2024-08-01
+(601 in release_v5), k=100 with n=100 samples per problem and checkpoint at temperature 1.0 (the
+paper's rollout temperature), LCB chat prompt, every public + private test graded in the sandbox.
+A problem solved by an earlier checkpoint is not sampled again (skip_solved).
+
+Expect in `workdir`: goalposts.json (goalpost ids and, per goalpost and checkpoint, n, correct
+count, pass@k, verdict histogram, sample codes and the samples file; solved problems with the
+checkpoint that solved them; undetermined problems with the reason), and
+checkpoints/<name>/samples.jsonl (all samples; rerun the same command to resume).
+GASP found 146 goalposts among 601 problems with Qwen2.5-Coder-7B RLVR runs.
+
+  smoke   (`:smoke`) two random-weight tiny checkpoints on 3 problems, n=k=2: plumbing check.
+"""
+
+import os
+
+import ml_collections
+
+# The shipped public-test sample (../shared/data next to the repo); pass real release files instead.
+_SAMPLE = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "livecodebench", "problems",
+    "lcb_release_v5_880_public.jsonl",
+)
+
+
+def _checkpoint_slot(name: str = "") -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.name = name  # label in goalposts.json (default: the directory name)
+    c.checkpoint = ""  # local HF checkpoint directory
+    c.preset = ""  # or a random-weight preset (smoke tests)
+    c.tokenizer = ""
+    c.dtype = "bfloat16"
+    c.init_seed = 0
+    return c
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    smoke = arg == "smoke"
+    slots = 2 if smoke else int(arg or 1)
+    config = ml_collections.ConfigDict()
+    config.job = "lcb_goalposts"
+
+    config.data = ml_collections.ConfigDict()
+    config.data.sources = (os.path.normpath(_SAMPLE),)
+    config.data.release = ""
+    config.data.loader = "stream"
+    config.data.start = ""  # half-open window [start, end) on contest_date
+    config.data.end = "2024-08-01"
+    config.data.problem_ids = ()
+    config.data.max_problems = 0
+    config.data.max_private_mb = 512
+
+    config.checkpoints = [_checkpoint_slot() for _ in range(slots)]
+
+    config.prompt = ml_collections.ConfigDict()
+    config.prompt.style = "chat"
+    config.prompt.few_shot_dir = ""
+
+    config.k = 100
+    config.sampling = ml_collections.ConfigDict()
+    config.sampling.n = 100  # must be >= k
+    config.sampling.temperature = 1.0
+    config.sampling.top_p = 1.0
+    config.sampling.top_k = 0
+    config.sampling.max_new_tokens = 4096
+    config.sampling.seed = 0
+    config.sampling.extra_eos_ids = ()
+    config.sampling.batch_problems = 2
+    config.sampling.max_rows = 256
+
+    config.extraction = "lcb"
+    config.sandbox = ml_collections.ConfigDict()
+    config.sandbox.workers = 0
+    config.sandbox.infra_retries = 1
+    config.sandbox.limits = ml_collections.ConfigDict()
+
+    config.skip_solved = True
+    config.evidence_samples = 2  # sample codes copied inline per goalpost and checkpoint
+    config.overwrite = False
+
+    if smoke:
+        config.data.problem_ids = ("2777", "abc301_a", "1873_A")
+        for i, c in enumerate(config.checkpoints):
+            c.name = f"tiny{i}"
+            c.preset = "tiny"
+            c.dtype = "float32"
+            c.init_seed = i
+        config.k = 2
+        config.sampling.n = 2
+        config.sampling.max_new_tokens = 16
+        config.sandbox.workers = 2
+    return config

@@ -1,0 +1,106 @@
+"""Config plumbing shared by the LCB jobs: problems, prompts, the sandbox, reports."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from gasp_jax.data.livecodebench import (
+    DEFAULT_MAX_PRIVATE_BYTES,
+    DateWindow,
+    LoadReport,
+    Problem,
+    load_problems,
+    load_problems_with_datasets,
+)
+from gasp_jax.evaluation.prompts import load_few_shot, render_prompt
+
+log = logging.getLogger(__name__)
+
+
+def shared_data_dir() -> Path:
+    """The project's shared LCB sample data (``$GASP_SHARED_DATA`` or ``<repo>/../shared/data``)."""
+    root = os.environ.get("GASP_SHARED_DATA")
+    if root:
+        return Path(root) / "livecodebench"
+    return Path(__file__).resolve().parents[3] / "shared" / "data" / "livecodebench"
+
+
+def load_config_problems(data_cfg: Any) -> tuple[list[Problem], LoadReport, DateWindow]:
+    """Problems selected by ``config.data`` (sources, release, window, ids, max_problems)."""
+    window = DateWindow.of(data_cfg.get("start") or None, data_cfg.get("end") or None)
+    report = LoadReport()
+    sources = data_cfg.sources
+    if isinstance(sources, str):
+        sources = [sources]
+    if not sources:
+        raise ValueError("config.data.sources is empty: give LCB JSONL files or a release directory")
+    max_bytes = int(data_cfg.get("max_private_mb", 0) * 1024 * 1024) or DEFAULT_MAX_PRIVATE_BYTES
+    if data_cfg.get("loader", "stream") == "datasets":
+        problems = load_problems_with_datasets(list(map(str, sources)), window=window, report=report, max_private_bytes=max_bytes)
+    else:
+        problems = load_problems(sources, window=window, release=data_cfg.get("release") or None, report=report, max_private_bytes=max_bytes)
+    ids = tuple(data_cfg.get("problem_ids", ()) or ())
+    if ids:
+        wanted = set(ids)
+        missing = wanted - {p.id for p in problems}
+        if missing:
+            log.warning("requested problem ids not found in the window: %s", sorted(missing))
+        problems = [p for p in problems if p.id in wanted]
+    limit = int(data_cfg.get("max_problems", 0) or 0)
+    if limit:
+        problems = problems[:limit]
+    if problems and not any(p.has_private_tests for p in problems):
+        log.warning("LCB: no selected problem has private tests: grading on PUBLIC tests only (not comparable to LCB)")
+    log.info(
+        "LCB: %d problems in %s (%d rows read, %d skipped as bad, %d duplicates, %d outside the window)",
+        len(problems), window, report.rows_read, len(report.skipped), report.duplicates, report.outside_window,
+    )
+    return problems, report, window
+
+
+def make_prompt_fn(prompt_cfg: Any, tokenizer: Any) -> Callable[[Problem], str]:
+    style = prompt_cfg.get("style", "chat")
+    few_shot = None
+    if style == "base":
+        few_shot = load_few_shot(prompt_cfg.get("few_shot_dir") or shared_data_dir() / "few_shot")
+    return lambda problem: render_prompt(problem, style, tokenizer=tokenizer, few_shot=few_shot)
+
+
+@contextlib.contextmanager
+def open_sandbox(sandbox_cfg: Any) -> Iterator[Any]:
+    """A started ``gasp_jax.sandbox.Sandbox`` configured from ``config.sandbox``."""
+    from gasp_jax.sandbox import Sandbox
+
+    workers = int(sandbox_cfg.get("workers", 0) or 0) or (os.cpu_count() or 1)
+    limits = dict(sandbox_cfg.get("limits", {}) or {})
+    kwargs: dict[str, Any] = {"workers": workers}
+    if limits:
+        kwargs["limits"] = _sandbox_limits(limits)
+    with Sandbox(**kwargs) as sb:
+        yield sb
+
+
+def _sandbox_limits(limits: Mapping[str, Any]) -> Any:
+    from gasp_jax import sandbox
+
+    limits_cls = getattr(sandbox, "Limits", None)
+    return limits_cls(**limits) if limits_cls is not None else dict(limits)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write atomically (temp file + rename) so a crash never leaves a half-written report."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False, default=str))
+    os.replace(tmp, path)
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    return config.to_dict() if hasattr(config, "to_dict") else dict(config)

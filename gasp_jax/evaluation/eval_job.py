@@ -1,0 +1,184 @@
+"""LCB evaluation job: sample n completions per problem, grade, report pass@k (job ``lcb_eval``).
+
+    python -m gasp_jax.main --config=configs/lcb_eval.py --workdir=/tmp/lcb_eval \
+        --config.model.checkpoint=/ckpt/Qwen2.5-Coder-1.5B-Instruct
+
+Writes into ``workdir``:
+  * ``samples.jsonl``  one line per problem: completions, extracted code, verdicts (resume state);
+  * ``run_meta.json``  the settings the samples were drawn with (a resumed run must match);
+  * ``report.json``    pass@k overall / per difficulty / per platform, per-problem counts, skipped
+                       rows and problems, verdict histogram;
+  * ``tensorboard/``   the pass@k scalars (tensorboardX), at step ``config.step``.
+Re-running with the same workdir reuses every finished problem and samples only the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from gasp_jax.data.livecodebench import DateWindow, LoadReport, Problem
+from gasp_jax.evaluation.common import config_to_dict, load_config_problems, make_prompt_fn, open_sandbox, write_json
+from gasp_jax.evaluation.grading import Grader, SandboxGrader
+from gasp_jax.evaluation.pass_at_k import pass_at_k, pass_at_k_table
+from gasp_jax.evaluation.runner import GenerateFn, ProblemRecord, SampleStore, sample_and_grade
+
+log = logging.getLogger(__name__)
+
+
+def usable_ks(ks: Sequence[int], n: int) -> list[int]:
+    """The requested k values that pass@k is defined for with n samples (k <= n)."""
+    ks = sorted({int(k) for k in ks})
+    dropped = [k for k in ks if k > n or k < 1]
+    if dropped:
+        log.warning("pass@k not reported for k=%s: needs 1 <= k <= n=%d", dropped, n)
+    return [k for k in ks if 1 <= k <= n]
+
+
+def eval_fingerprint(config: Any) -> dict[str, Any]:
+    """Settings that change the samples or their grades; a resumed run must match them."""
+    return {
+        "model": config_to_dict(config.model),
+        "prompt": config_to_dict(config.prompt),
+        "sampling": {k: v for k, v in config_to_dict(config.sampling).items() if k not in ("batch_problems", "max_rows")},
+        "extraction": config.extraction,
+        "sandbox_limits": config_to_dict(config.sandbox).get("limits", {}),
+    }
+
+
+def build_report(
+    problems: Sequence[Problem],
+    records: dict[str, ProblemRecord],
+    ks: Sequence[int],
+    *,
+    load_report: LoadReport,
+    window: DateWindow,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The JSON report: pass@k tables, per-problem results, everything skipped and why."""
+    graded = [p for p in problems if p.id in records and records[p.id].error is None]
+    skipped = [{"problem_id": p.id, "reason": records[p.id].error} for p in problems if p.id in records and records[p.id].error]
+    counts = {p.id: (records[p.id].n, records[p.id].correct) for p in graded}
+    # Problems whose every sample was dropped (n == 0) cannot enter pass@k; they count as excluded.
+    table = pass_at_k_table(
+        counts,
+        ks,
+        groups={"difficulty": {p.id: p.difficulty for p in graded}, "platform": {p.id: p.platform for p in graded}},
+    )
+    statuses: Counter[str] = Counter()
+    for p in graded:
+        statuses.update(g.status for g in records[p.id].grades)
+    per_problem = {}
+    for p in graded:
+        r = records[p.id]
+        entry = {
+            "difficulty": p.difficulty,
+            "platform": p.platform,
+            "date": p.date.isoformat(),
+            "n": r.n,
+            "correct": r.correct,
+            "dropped": r.dropped,
+            "statuses": r.status_counts(),
+        }
+        entry.update({f"pass@{k}": pass_at_k(r.n, r.correct, k) for k in ks if r.n >= k})
+        per_problem[p.id] = entry
+    return {
+        "window": str(window),
+        "ks": list(ks),
+        "problems": {"selected": len(problems), "graded": len(graded), "skipped": len(skipped)},
+        "pass_at_k": table,
+        "samples": {
+            "judged": sum(r[0] for r in counts.values()),
+            "correct": sum(r[1] for r in counts.values()),
+            "dropped_infra": sum(records[p.id].dropped for p in graded),
+            "statuses": dict(sorted(statuses.items())),
+        },
+        "skipped_problems": skipped,
+        "load": load_report.to_dict(),
+        "per_problem": per_problem,
+        **(extra or {}),
+    }
+
+
+def write_tensorboard(logdir: str | Path, table: dict[str, Any], step: int, prefix: str = "lcb") -> None:
+    """pass@k scalars: ``lcb/pass@k``, ``lcb/difficulty/<d>/pass@k``, ``lcb/platform/<p>/pass@k``."""
+    from tensorboardX import SummaryWriter
+
+    with SummaryWriter(str(logdir)) as writer:
+        for key, value in table["overall"].items():
+            if key.startswith("pass@"):
+                writer.add_scalar(f"{prefix}/{key}", value, step)
+        for group in ("difficulty", "platform"):
+            for name, leaf in table.get(group, {}).items():
+                for key, value in leaf.items():
+                    if key.startswith("pass@"):
+                        writer.add_scalar(f"{prefix}/{group}/{name}/{key}", value, step)
+
+
+def _summary_line(table: dict[str, Any]) -> str:
+    overall = table["overall"]
+    return ", ".join(f"{k}={v:.4f}" for k, v in overall.items() if k.startswith("pass@")) or "no pass@k defined"
+
+
+def run(
+    config: Any,
+    workdir: str,
+    *,
+    generate_fn: GenerateFn | None = None,
+    tokenizer: Any = None,
+    grader: Grader | None = None,
+) -> dict[str, Any]:
+    """Run the evaluation described by ``config`` into ``workdir``; returns the report dict.
+
+    ``generate_fn`` / ``tokenizer`` / ``grader`` replace the model and sandbox built from the config
+    (tests use a fake generator).
+    """
+    t0 = time.monotonic()
+    workdir_path = Path(workdir)
+    problems, load_report, window = load_config_problems(config.data)
+    n = int(config.sampling.n)
+    ks = usable_ks(config.ks, n)
+    if generate_fn is None:
+        from gasp_jax.evaluation.generation import build_generate_fn
+
+        generate_fn, tokenizer = build_generate_fn(config.model, config.sampling)
+    prompt_fn = make_prompt_fn(config.prompt, tokenizer)
+    store = SampleStore(workdir_path)
+    done = store.open(eval_fingerprint(config), overwrite=bool(config.get("overwrite", False)))
+
+    def go(grade: Grader) -> dict[str, ProblemRecord]:
+        return sample_and_grade(
+            problems,
+            prompt_fn=prompt_fn,
+            generate_fn=generate_fn,
+            grader=grade,
+            store=store,
+            done=done,
+            num_samples=n,
+            batch_problems=int(config.sampling.get("batch_problems", 8)),
+            extraction=config.extraction,
+            label="lcb_eval",
+        )
+
+    if grader is None:
+        with open_sandbox(config.sandbox) as sb:
+            records = go(SandboxGrader(sb, infra_retries=int(config.sandbox.get("infra_retries", 1))))
+    else:
+        records = go(grader)
+
+    report = build_report(
+        problems,
+        records,
+        ks,
+        load_report=load_report,
+        window=window,
+        extra={"n": n, "config": config_to_dict(config), "elapsed_s": time.monotonic() - t0},
+    )
+    write_json(workdir_path / "report.json", report)
+    write_tensorboard(workdir_path / "tensorboard", report["pass_at_k"], int(config.get("step", 0)))
+    log.info("lcb_eval: %s over %d problems -> %s", _summary_line(report["pass_at_k"]), report["problems"]["graded"], workdir_path / "report.json")
+    return report

@@ -1,0 +1,144 @@
+"""The default ``generate_fn`` for the LCB jobs: a checkpoint + tokenizer driven by our sampler.
+
+The jobs only need ``generate_fn(prompts, n) -> list[list[str]]`` (see ``runner.GenerateFn``), so
+they can be tested with a fake generator; this module builds the real one from a config:
+
+    model.checkpoint  local HF checkpoint directory (weights + tokenizer), loaded with load_hf, or
+    model.preset      a ModelConfig preset with random weights (smoke tests), plus model.tokenizer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from gasp_jax.evaluation.runner import GenerateFn
+
+log = logging.getLogger(__name__)
+
+
+def eos_ids_for(tokenizer: Any, checkpoint: str | None = None, extra: Sequence[int] = ()) -> tuple[int, ...]:
+    """Stop tokens: the tokenizer's EOS, the checkpoint's ``generation_config.json`` EOS ids, extras.
+
+    Chat models end a turn with a token (e.g. ``<|im_end|>``) that is not always the tokenizer's EOS,
+    which is why the generation config is consulted too.
+    """
+    ids: list[int] = []
+    if getattr(tokenizer, "eos_token_id", None) is not None:
+        ids.append(int(tokenizer.eos_token_id))
+    if checkpoint:
+        path = os.path.join(checkpoint, "generation_config.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                eos = json.load(f).get("eos_token_id")
+            ids.extend([int(e) for e in eos] if isinstance(eos, list) else [int(eos)] if eos is not None else [])
+    ids.extend(int(e) for e in extra)
+    return tuple(dict.fromkeys(ids))
+
+
+def sampler_generate_fn(
+    model: Any,
+    params: Any,
+    tokenizer: Any,
+    *,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    eos_ids: Sequence[int] = (),
+    seed: int = 0,
+    mesh: Any = None,
+    max_rows: int = 256,
+) -> GenerateFn:
+    """``generate_fn`` over ``gasp_jax.sampling.generate`` (one prefill per prompt, n samples each).
+
+    Prompts are already fully rendered text (chat template applied by the prompt code), so they are
+    tokenized without adding special tokens. Each call folds a call counter into the seed: the same
+    sequence of calls gives the same samples. At most ``max_rows`` rows (prompts x n) go to one
+    sampler call, bounding the KV cache.
+    """
+    import jax
+
+    from gasp_jax import sampling
+
+    base_key = jax.random.key(seed)
+    calls = 0
+
+    def generate(prompts: list[str], n: int) -> list[list[str]]:
+        nonlocal calls
+        per_call = max(1, max_rows // max(1, n))
+        out: list[list[str]] = []
+        for start in range(0, len(prompts), per_call):
+            chunk = prompts[start : start + per_call]
+            token_ids = [tokenizer.encode(p, add_special_tokens=False) for p in chunk]
+            rng = jax.random.fold_in(base_key, calls)
+            calls += 1
+            res = sampling.generate(
+                model,
+                params,
+                token_ids,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                top_k=top_k,
+                top_p=top_p,
+                eos_ids=tuple(eos_ids),
+                num_samples=n,
+                rng=rng,
+                mesh=mesh,
+            )
+            tokens = jax.device_get(res.tokens)
+            lengths = jax.device_get(res.lengths)
+            texts = [
+                tokenizer.decode([int(t) for t in tokens[r, : int(lengths[r])]], skip_special_tokens=True)
+                for r in range(len(chunk) * n)
+            ]
+            out.extend(texts[i * n : (i + 1) * n] for i in range(len(chunk)))
+        return out
+
+    return generate
+
+
+def load_model_and_tokenizer(model_cfg: Any, *, mesh: Any = None) -> tuple[Any, Any, Any]:
+    """``(model, params, tokenizer)`` from ``model.checkpoint`` or ``model.preset`` (+ tokenizer)."""
+    from gasp_jax import models
+
+    checkpoint = model_cfg.get("checkpoint") or None
+    tokenizer_path = model_cfg.get("tokenizer") or checkpoint
+    if not tokenizer_path:
+        raise ValueError("config.model needs a checkpoint (HF directory) or a preset plus a tokenizer path")
+    if checkpoint:
+        log.info("loading checkpoint %s (%s)", checkpoint, model_cfg.get("dtype", "float32"))
+        model, params = models.load_hf(checkpoint, dtype=model_cfg.get("dtype", "float32"), mesh=mesh)
+    elif model_cfg.get("preset"):
+        import jax
+
+        log.warning("model.preset=%s: RANDOM weights (smoke test only)", model_cfg.preset)
+        model = models.build_model(models.get_preset(model_cfg.preset, dtype=model_cfg.get("dtype", "float32")), mesh=mesh)
+        params = models.init_params(model, jax.random.key(int(model_cfg.get("init_seed", 0))))
+    else:
+        raise ValueError("config.model needs either checkpoint or preset")
+    tokenizer = models.load_tokenizer(tokenizer_path)
+    return model, params, tokenizer
+
+
+def build_generate_fn(model_cfg: Any, sampling_cfg: Any, *, mesh: Any = None) -> tuple[GenerateFn, Any]:
+    """``(generate_fn, tokenizer)`` for a ``config.model`` / ``config.sampling`` pair."""
+    model, params, tokenizer = load_model_and_tokenizer(model_cfg, mesh=mesh)
+    eos = eos_ids_for(tokenizer, model_cfg.get("checkpoint") or None, sampling_cfg.get("extra_eos_ids", ()))
+    fn = sampler_generate_fn(
+        model,
+        params,
+        tokenizer,
+        max_new_tokens=int(sampling_cfg.max_new_tokens),
+        temperature=float(sampling_cfg.temperature),
+        top_k=int(sampling_cfg.get("top_k", 0)),
+        top_p=float(sampling_cfg.get("top_p", 1.0)),
+        eos_ids=eos,
+        seed=int(sampling_cfg.get("seed", 0)),
+        mesh=mesh,
+        max_rows=int(sampling_cfg.get("max_rows", 256)),
+    )
+    return fn, tokenizer

@@ -1,0 +1,138 @@
+"""Grading LCB samples through the gasp_jax sandbox, with verdicts mapped to LCB's result codes.
+
+Our sandbox runs each program as a real process (stdin mode: a real ``__main__`` script; functional
+mode: JSON-per-line arguments, a fresh ``Solution()`` per test) and compares in the parent, so it
+avoids the official harness's false negatives (``for line in sys.stdin``, ``open(0)``, top-level
+``global``) and its reward hacks. Scores can therefore sit slightly above the official ones; the
+differential test against the O1-Mini verdicts tracks the difference.
+
+LCB result codes (``lcb_runner/evaluation/testing_util.py``): ``True`` pass, ``-1`` global timeout,
+``-2`` wrong answer, ``-3`` time limit, ``-4`` runtime/compile error, ``-5`` harness error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from gasp_jax.data.livecodebench import DataError, Problem
+
+log = logging.getLogger(__name__)
+
+# Sandbox status -> LCB error code (``None``: pass). LCB has no memory or output limit of its
+# own: a MemoryError surfaces there as a runtime error (-4) and an output flood as a wrong (or
+# mismatched-length) answer (-2).
+LCB_CODES: dict[str, int | None] = {
+    "PASS": None,
+    "WA": -2,
+    "OLE": -2,
+    "TLE": -3,
+    "RE": -4,
+    "CE": -4,
+    "MLE": -4,
+    "INFRA_ERROR": -5,
+}
+STATUSES = tuple(LCB_CODES)
+
+
+def lcb_code(status: str) -> int | None:
+    """LCB's error code for a sandbox status (``None`` for a pass); unknown statuses are -5."""
+    return LCB_CODES.get(status, -5)
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleGrade:
+    """The outcome of one sample, as stored in sample files and reports.
+
+    ``passed`` is None when the sample could not be judged (an infrastructure or data error): such a
+    sample is dropped from pass@k, never scored as a pass or a fail.
+    """
+
+    status: str
+    passed: bool | None
+    lcb_code: int | None
+    message: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> SampleGrade:
+        return cls(d["status"], d["passed"], d["lcb_code"], d.get("message", ""))
+
+
+class Grader(Protocol):
+    """Grades the extracted programs of one problem; one :class:`SampleGrade` per program."""
+
+    def __call__(self, problem: Problem, codes: Sequence[str]) -> list[SampleGrade]: ...
+
+
+def _message(verdict: Any) -> str:
+    for attr in ("message", "detail", "error"):
+        value = getattr(verdict, attr, None)
+        if value:
+            return str(value)[:500]
+    return ""
+
+
+def grade_from_verdict(verdict: Any) -> SampleGrade:
+    """Turn a sandbox ``Verdict`` into a :class:`SampleGrade` (reward None -> not judged)."""
+    status = str(getattr(verdict.status, "value", verdict.status))
+    if getattr(verdict, "reward", 0.0) is None:
+        return SampleGrade(status, None, lcb_code(status) if status in LCB_CODES else -5, _message(verdict))
+    passed = bool(verdict.passed)
+    if passed != (status == "PASS"):
+        # Never let an inconsistent verdict become a silent pass.
+        log.error("sandbox verdict inconsistent: status=%s passed=%s; treating as not judged", status, passed)
+        return SampleGrade(status, None, -5, "inconsistent verdict")
+    return SampleGrade(status, passed, lcb_code(status), _message(verdict))
+
+
+def sandbox_tests(problem: Problem) -> list[Any]:
+    """The problem's public + private tests as sandbox ``TestCase`` objects (may raise DataError)."""
+    from gasp_jax.sandbox import TestCase
+
+    tests = problem.tests
+    if not tests:
+        raise DataError("problem has no tests")
+    return [TestCase(input=t.input, output=t.output) for t in tests]
+
+
+class SandboxGrader:
+    """Grades through a running ``gasp_jax.sandbox.Sandbox`` (the caller owns its lifetime).
+
+    Samples that come back as infrastructure errors are regraded up to ``infra_retries`` times;
+    what still fails is returned as not judged (``passed=None``).
+    """
+
+    def __init__(self, sandbox: Any, *, infra_retries: int = 1) -> None:
+        self.sandbox = sandbox
+        self.infra_retries = infra_retries
+
+    def __call__(self, problem: Problem, codes: Sequence[str]) -> list[SampleGrade]:
+        tests = sandbox_tests(problem)
+        grades: list[SampleGrade | None] = [None] * len(codes)
+        todo = list(range(len(codes)))
+        for attempt in range(self.infra_retries + 1):
+            verdicts = self._grade_many([codes[i] for i in todo], tests, problem.fn_name)
+            retry = []
+            for i, verdict in zip(todo, verdicts):
+                grades[i] = grade_from_verdict(verdict)
+                if grades[i].passed is None and grades[i].status == "INFRA_ERROR":
+                    retry.append(i)
+            todo = retry
+            if not todo:
+                break
+            log.warning("%s: regrading %d sample(s) after infrastructure errors", problem.id, len(todo))
+        return [g for g in grades if g is not None]
+
+    def _grade_many(self, codes: Sequence[str], tests: list[Any], fn_name: str | None) -> list[Any]:
+        if not codes:
+            return []
+        jobs = [(code, tests, fn_name) for code in codes]
+        verdicts = self.sandbox.grade_many(jobs)
+        if len(verdicts) != len(codes):
+            raise RuntimeError(f"sandbox returned {len(verdicts)} verdicts for {len(codes)} jobs")
+        return verdicts

@@ -1,0 +1,234 @@
+"""Sample -> extract -> grade over a list of problems, resumable from an append-only JSONL file.
+
+Both jobs (evaluation and goalpost selection) are this loop with different reports. Each finished
+problem is appended to ``samples.jsonl`` as one line (completions, extracted code, verdicts) and
+flushed, so a killed job loses at most the batch in flight; on restart, problems already in the file
+are reused and only the rest is sampled. A torn last line (killed mid-write) is ignored and redone.
+The run's settings are fingerprinted in ``run_meta.json`` so that a resumed run never mixes samples
+drawn under different settings.
+
+Grading of batch ``i`` runs in a background thread while batch ``i+1`` is generated: the sandbox
+works in its own processes, so the model and the graders overlap.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import json
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from gasp_jax.data.livecodebench import DataError, Problem
+from gasp_jax.evaluation.extraction import ExtractionMode, extract_code
+from gasp_jax.evaluation.grading import Grader, SampleGrade
+
+log = logging.getLogger(__name__)
+
+GenerateFn = Callable[[list[str], int], list[list[str]]]
+"""``generate_fn(prompts, n)`` -> ``n`` completions (strings) for each prompt, in prompt order."""
+
+
+@dataclasses.dataclass
+class ProblemRecord:
+    """Everything sampled and judged for one problem (one line of ``samples.jsonl``)."""
+
+    question_id: str
+    completions: list[str]
+    codes: list[str]
+    grades: list[SampleGrade]
+    error: str | None = None  # set when the problem was skipped (bad tests, prompt refused, ...)
+
+    @property
+    def n(self) -> int:
+        """Samples with a definite verdict (infrastructure errors excluded)."""
+        return sum(g.passed is not None for g in self.grades)
+
+    @property
+    def correct(self) -> int:
+        return sum(g.passed is True for g in self.grades)
+
+    @property
+    def dropped(self) -> int:
+        return sum(g.passed is None for g in self.grades)
+
+    def status_counts(self) -> dict[str, int]:
+        return dict(sorted(Counter(g.status for g in self.grades).items()))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "question_id": self.question_id,
+            "error": self.error,
+            "n": self.n,
+            "correct": self.correct,
+            "completions": self.completions,
+            "codes": self.codes,
+            "grades": [g.to_json() for g in self.grades],
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> ProblemRecord:
+        return cls(
+            question_id=d["question_id"],
+            completions=list(d["completions"]),
+            codes=list(d["codes"]),
+            grades=[SampleGrade.from_json(g) for g in d["grades"]],
+            error=d.get("error"),
+        )
+
+
+class SampleStore:
+    """Append-only per-problem records with a settings fingerprint, for resumable jobs."""
+
+    def __init__(self, directory: str | os.PathLike) -> None:
+        self.dir = Path(directory)
+        self.samples_path = self.dir / "samples.jsonl"
+        self.meta_path = self.dir / "run_meta.json"
+
+    def open(self, fingerprint: Mapping[str, Any], *, overwrite: bool = False) -> dict[str, ProblemRecord]:
+        """Check/record the fingerprint and return the records already on disk (id -> record)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        fingerprint = json.loads(json.dumps(fingerprint, sort_keys=True, default=str))
+        if overwrite:
+            self.samples_path.unlink(missing_ok=True)
+        elif self.meta_path.exists():
+            old = json.loads(self.meta_path.read_text())
+            if old != fingerprint:
+                diff = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
+                raise ValueError(
+                    f"{self.dir} holds samples drawn with different settings ({diff}); use a new workdir "
+                    "or set overwrite=True"
+                )
+        self.meta_path.write_text(json.dumps(fingerprint, indent=1, sort_keys=True))
+        return self.load()
+
+    def load(self) -> dict[str, ProblemRecord]:
+        records: dict[str, ProblemRecord] = {}
+        if not self.samples_path.exists():
+            return records
+        good_bytes = 0
+        with open(self.samples_path, "rb") as f:
+            for line in f:
+                try:
+                    rec = ProblemRecord.from_json(json.loads(line))
+                except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+                    log.warning("%s: ignoring a torn/corrupt record after byte %d", self.samples_path, good_bytes)
+                    break
+                records[rec.question_id] = rec
+                good_bytes += len(line)
+        if good_bytes != self.samples_path.stat().st_size:
+            with open(self.samples_path, "r+b") as f:  # drop the torn tail so appends stay parseable
+                f.truncate(good_bytes)
+        return records
+
+    def append(self, record: ProblemRecord) -> None:
+        with open(self.samples_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record.to_json(), ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _generate_checked(generate_fn: GenerateFn, prompts: list[str], n: int) -> list[list[str]]:
+    out = generate_fn(prompts, n)
+    if len(out) != len(prompts) or any(len(c) != n for c in out):
+        raise RuntimeError(f"generate_fn returned {[len(c) for c in out]} completions for {len(prompts)} x {n}")
+    return [[str(c) for c in row] for row in out]
+
+
+def _generate_batch(
+    generate_fn: GenerateFn, problems: Sequence[Problem], prompts: list[str], n: int
+) -> list[list[str] | str]:
+    """Completions per problem, or an error string for problems whose generation was refused.
+
+    A refusal (e.g. a prompt longer than the model's context) of the whole batch is retried one
+    problem at a time, so that one bad prompt only skips its own problem.
+    """
+    try:
+        return list(_generate_checked(generate_fn, prompts, n))
+    except ValueError as e:
+        if len(prompts) == 1:
+            return [f"generation refused: {e}"]
+        log.warning("batch generation refused (%s); retrying problem by problem", e)
+    out: list[list[str] | str] = []
+    for p, prompt in zip(problems, prompts):
+        try:
+            out.append(_generate_checked(generate_fn, [prompt], n)[0])
+        except ValueError as e:
+            log.warning("%s: generation refused: %s", p.id, e)
+            out.append(f"generation refused: {e}")
+    return out
+
+
+def _grade_problem(grader: Grader, problem: Problem, completions: list[str] | str, mode: ExtractionMode) -> ProblemRecord:
+    if isinstance(completions, str):
+        return ProblemRecord(problem.id, [], [], [], error=completions)
+    codes = [extract_code(c, mode) for c in completions]
+    try:
+        grades = grader(problem, codes)
+    except DataError as e:  # e.g. an undecodable private-test blob
+        log.warning("%s: skipped: %s", problem.id, e)
+        return ProblemRecord(problem.id, completions, codes, [], error=f"bad tests: {e}")
+    if len(grades) != len(codes):
+        raise RuntimeError(f"grader returned {len(grades)} grades for {len(codes)} programs")
+    return ProblemRecord(problem.id, completions, codes, grades)
+
+
+def sample_and_grade(
+    problems: Sequence[Problem],
+    *,
+    prompt_fn: Callable[[Problem], str],
+    generate_fn: GenerateFn,
+    grader: Grader,
+    store: SampleStore,
+    done: Mapping[str, ProblemRecord],
+    num_samples: int,
+    batch_problems: int = 8,
+    extraction: ExtractionMode = "lcb",
+    label: str = "lcb",
+) -> dict[str, ProblemRecord]:
+    """Sample ``num_samples`` completions for every problem not in ``done``, grade, append to ``store``.
+
+    Returns all records (reused + new), keyed by problem id.
+    """
+    records = {p.id: done[p.id] for p in problems if p.id in done}
+    todo = [p for p in problems if p.id not in done]
+    log.info("%s: %d problems (%d reused from disk, %d to sample), n=%d", label, len(problems), len(records), len(todo), num_samples)
+    start = time.monotonic()
+    finished = 0
+
+    def grade_batch(batch: Sequence[Problem], completions: list[list[str] | str]) -> None:
+        nonlocal finished
+        for p, comp in zip(batch, completions):
+            rec = _grade_problem(grader, p, comp, extraction)
+            store.append(rec)
+            records[p.id] = rec
+            finished += 1
+        elapsed = time.monotonic() - start
+        rate = finished / elapsed if elapsed > 0 else 0.0
+        eta = (len(todo) - finished) / rate if rate > 0 else float("nan")
+        solved = sum(r.correct > 0 for r in records.values())
+        log.info(
+            "%s: %d/%d problems done (%d with a correct sample), %.2f problems/s, ETA %.0f s",
+            label, len(records), len(problems), solved, rate, eta,
+        )
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="lcb-grade") as pool:
+        pending: concurrent.futures.Future | None = None
+        for batch in _chunks(todo, max(1, batch_problems)):
+            prompts = [prompt_fn(p) for p in batch]
+            completions = _generate_batch(generate_fn, batch, prompts, num_samples)
+            if pending is not None:
+                pending.result()
+            pending = pool.submit(grade_batch, batch, completions)
+        if pending is not None:
+            pending.result()
+    return records
