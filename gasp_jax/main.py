@@ -1,0 +1,48 @@
+"""The entry point: `python -m gasp_jax.main --config=configs/<file>.py[:arg] --workdir=DIR`.
+
+The config's `job` field picks what runs; each job module exposes `run(config, workdir) -> dict`.
+Any config field can be overridden on the command line: `--config.model.dtype=bfloat16`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from gasp_jax import runtime
+
+JOBS = {
+    "demo": "gasp_jax.jobs.demo",
+}
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where logs, checkpoints and reports go.")
+_LOG_LEVEL = flags.DEFINE_string("log_level", "INFO", "Python logging level.")
+
+log = logging.getLogger("gasp_jax")
+
+
+def run_job(config, workdir: str) -> dict:
+    if config.job not in JOBS:
+        raise ValueError(f"unknown job {config.job!r}; available: {', '.join(sorted(JOBS))}")
+    runtime.initialize(config)
+    module = importlib.import_module(JOBS[config.job])
+    log.info("job %s -> %s", config.job, workdir)
+    return module.run(config, workdir)
+
+
+def main(argv):
+    del argv
+    runtime.setup_logging(_LOG_LEVEL.value)
+    if _CONFIG.value is None or _WORKDIR.value is None:
+        raise app.UsageError("--config and --workdir are required")
+    summary = run_job(_CONFIG.value, _WORKDIR.value)
+    log.info("done: %s", json.dumps(summary, default=str))
+
+
+if __name__ == "__main__":
+    app.run(main)
