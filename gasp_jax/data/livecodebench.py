@@ -78,6 +78,8 @@ class DataError(ValueError):
 class Test:
     """One LCB test. Functional inputs hold one JSON value per line, outputs one JSON value."""
 
+    __test__ = False  # not a pytest test class
+
     input: str
     output: str
     testtype: Literal["stdin", "functional"]
