@@ -3,7 +3,7 @@ r"""LiveCodeBench evaluation (job `lcb_eval`): pass@1/5/10/20 on problems dated 
 Run (a local HF checkpoint directory with its tokenizer; LCB files on local disk):
 
   python -m gasp_jax.main --config=configs/lcb_eval.py --workdir=/tmp/lcb_eval \
-      --config.model.checkpoint=/ckpt/Qwen2.5-Coder-7B-Instruct \
+      --config.model.hf_path=/ckpt/Qwen2.5-Coder-7B-Instruct \
       --config.data.sources=/data/lcb/code_generation_lite --config.data.release=release_v5
 
 Defaults follow GASP's evaluation: LCB release_v5 problems in [2024-08-01, 2025-02-01) (279
@@ -17,7 +17,7 @@ Progress is logged per batch (problems done, problems/s, ETA).
 
 Config args (`--config=configs/lcb_eval.py:<arg>`):
   (none)  the full evaluation above.
-  smoke   a random-weight tiny model (byte tokenizer at --config.model.tokenizer) on 4 problems of the
+  smoke   a random-weight tiny model with the project's byte tokenizer on 4 problems of the
           shipped public-test sample, n=2: checks the plumbing in about a minute on CPU; expect pass@1 = 0.
 """
 
@@ -48,11 +48,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.max_private_mb = 512  # decompressed size cap per problem's private tests
 
     config.model = ml_collections.ConfigDict()
-    config.model.checkpoint = ""  # local HF checkpoint directory (weights + tokenizer)
+    config.model.hf_path = ""  # local HF checkpoint directory (weights + tokenizer)
     config.model.preset = ""  # or a gasp_jax.models preset with RANDOM weights (smoke tests)
     config.model.tokenizer = ""  # tokenizer directory when it is not the checkpoint's
     config.model.dtype = "bfloat16"
+    config.model.param_dtype = ""
+    config.model.remat_policy = "none"
+    config.model.vocab_size = 0  # override the preset's vocab (0 = keep)
     config.model.init_seed = 0
+
+    config.use_mesh = True  # shard the model and sampler over all devices (config.mesh)
+    config.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1))
 
     config.prompt = ml_collections.ConfigDict()
     config.prompt.style = "chat"  # "chat" | "chat_no_system" | "base" (LCB few-shot)
@@ -86,6 +92,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.data.problem_ids = ("2777", "abc301_a", "1873_A", "3026")
         config.model.preset = "tiny"
         config.model.dtype = "float32"
+        config.use_mesh = False
         config.sampling.n = 2
         config.sampling.temperature = 1.0
         config.sampling.top_p = 1.0

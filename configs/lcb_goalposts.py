@@ -3,9 +3,9 @@ r"""LiveCodeBench goalpost selection (job `lcb_goalposts`): problems no checkpoi
 Run (one entry per checkpoint of the selection RL runs; GASP: 3 seeds, a checkpoint every 50 steps):
 
   python -m gasp_jax.main --config=configs/lcb_goalposts.py:3 --workdir=/tmp/goalposts \
-      --config.checkpoints.0.checkpoint=/ckpt/seed0/step50 \
-      --config.checkpoints.1.checkpoint=/ckpt/seed0/step100 \
-      --config.checkpoints.2.checkpoint=/ckpt/seed1/step50 \
+      --config.checkpoints.0.hf_path=/ckpt/seed0/step50 \
+      --config.checkpoints.1.hf_path=/ckpt/seed0/step100 \
+      --config.checkpoints.2.hf_path=/ckpt/seed1/step50 \
       --config.data.sources=/data/lcb/code_generation_lite --config.data.release=release_v5
 
 The arg is the number of checkpoint slots (default 1). Defaults: problems dated before 2024-08-01
@@ -36,10 +36,13 @@ _SAMPLE = os.path.join(
 def _checkpoint_slot(name: str = "") -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.name = name  # label in goalposts.json (default: the directory name)
-    c.checkpoint = ""  # local HF checkpoint directory
+    c.hf_path = ""  # local HF checkpoint directory
     c.preset = ""  # or a random-weight preset (smoke tests)
     c.tokenizer = ""
     c.dtype = "bfloat16"
+    c.param_dtype = ""
+    c.remat_policy = "none"
+    c.vocab_size = 0
     c.init_seed = 0
     return c
 
@@ -61,6 +64,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.max_private_mb = 512
 
     config.checkpoints = [_checkpoint_slot() for _ in range(slots)]
+    config.use_mesh = True
+    config.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1))
 
     config.prompt = ml_collections.ConfigDict()
     config.prompt.style = "chat"
@@ -95,6 +100,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             c.preset = "tiny"
             c.dtype = "float32"
             c.init_seed = i
+        config.use_mesh = False
         config.k = 2
         config.sampling.n = 2
         config.sampling.max_new_tokens = 16

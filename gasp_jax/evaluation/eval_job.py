@@ -1,7 +1,7 @@
 """LCB evaluation job: sample n completions per problem, grade, report pass@k (job ``lcb_eval``).
 
     python -m gasp_jax.main --config=configs/lcb_eval.py --workdir=/tmp/lcb_eval \
-        --config.model.checkpoint=/ckpt/Qwen2.5-Coder-1.5B-Instruct
+        --config.model.hf_path=/ckpt/Qwen2.5-Coder-1.5B-Instruct
 
 Writes into ``workdir``:
   * ``samples.jsonl``  one line per problem: completions, extracted code, verdicts (resume state);
@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -143,9 +143,9 @@ def run(
     n = int(config.sampling.n)
     ks = usable_ks(config.ks, n)
     if generate_fn is None:
-        from gasp_jax.evaluation.generation import build_generate_fn
+        from gasp_jax.evaluation.generation import build_generate_fn, mesh_for
 
-        generate_fn, tokenizer = build_generate_fn(config.model, config.sampling)
+        generate_fn, tokenizer = build_generate_fn(config.model, config.sampling, mesh=mesh_for(config))
     prompt_fn = make_prompt_fn(config.prompt, tokenizer)
     store = SampleStore(workdir_path)
     done = store.open(eval_fingerprint(config), overwrite=bool(config.get("overwrite", False)))

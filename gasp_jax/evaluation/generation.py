@@ -3,8 +3,8 @@
 The jobs only need ``generate_fn(prompts, n) -> list[list[str]]`` (see ``runner.GenerateFn``), so
 they can be tested with a fake generator; this module builds the real one from a config:
 
-    model.checkpoint  local HF checkpoint directory (weights + tokenizer), loaded with load_hf, or
-    model.preset      a ModelConfig preset with random weights (smoke tests), plus model.tokenizer.
+    model.hf_path    local HF checkpoint directory (weights + tokenizer), loaded with load_hf, or
+    model.preset     a ModelConfig preset with random weights (smoke tests); model.tokenizer optional.
 """
 
 from __future__ import annotations
@@ -101,33 +101,38 @@ def sampler_generate_fn(
     return generate
 
 
-def load_model_and_tokenizer(model_cfg: Any, *, mesh: Any = None) -> tuple[Any, Any, Any]:
-    """``(model, params, tokenizer)`` from ``model.checkpoint`` or ``model.preset`` (+ tokenizer)."""
-    from gasp_jax import models
+def load_model_and_tokenizer(model_cfg: Any, *, mesh: Any = None, rules: Any = None) -> tuple[Any, Any, Any]:
+    """``(model, params, tokenizer)`` from ``model.hf_path`` or a random-init ``model.preset``.
 
-    checkpoint = model_cfg.get("checkpoint") or None
-    tokenizer_path = model_cfg.get("tokenizer") or checkpoint
-    if not tokenizer_path:
-        raise ValueError("config.model needs a checkpoint (HF directory) or a preset plus a tokenizer path")
-    if checkpoint:
-        log.info("loading checkpoint %s (%s)", checkpoint, model_cfg.get("dtype", "float32"))
-        model, params = models.load_hf(checkpoint, dtype=model_cfg.get("dtype", "float32"), mesh=mesh)
-    elif model_cfg.get("preset"):
-        import jax
+    Models come from ``runtime.model_from_config`` (the project's one way to build them). The
+    tokenizer is ``model.tokenizer`` or the checkpoint's own; a preset without one gets the
+    project's byte-level tokenizer.
+    """
+    import jax
 
+    from gasp_jax import models, runtime
+    from gasp_jax import sharding as shd
+
+    if not model_cfg.get("hf_path") and not model_cfg.get("preset"):
+        raise ValueError("config.model needs hf_path (a local HF checkpoint directory) or a preset")
+    if not model_cfg.get("hf_path"):
         log.warning("model.preset=%s: RANDOM weights (smoke test only)", model_cfg.preset)
-        model = models.build_model(models.get_preset(model_cfg.preset, dtype=model_cfg.get("dtype", "float32")), mesh=mesh)
-        params = models.init_params(model, jax.random.key(int(model_cfg.get("init_seed", 0))))
+    rng = jax.random.key(int(model_cfg.get("init_seed", 0)))
+    model, params = runtime.model_from_config(model_cfg, mesh, rules or shd.DEFAULT_RULES, rng)
+    tokenizer_path = model_cfg.get("tokenizer") or model_cfg.get("hf_path")
+    if tokenizer_path:
+        tokenizer = models.load_tokenizer(tokenizer_path)
     else:
-        raise ValueError("config.model needs either checkpoint or preset")
-    tokenizer = models.load_tokenizer(tokenizer_path)
+        from gasp_jax.tokenizer import build_byte_tokenizer
+
+        tokenizer = build_byte_tokenizer()
     return model, params, tokenizer
 
 
 def build_generate_fn(model_cfg: Any, sampling_cfg: Any, *, mesh: Any = None) -> tuple[GenerateFn, Any]:
     """``(generate_fn, tokenizer)`` for a ``config.model`` / ``config.sampling`` pair."""
     model, params, tokenizer = load_model_and_tokenizer(model_cfg, mesh=mesh)
-    eos = eos_ids_for(tokenizer, model_cfg.get("checkpoint") or None, sampling_cfg.get("extra_eos_ids", ()))
+    eos = eos_ids_for(tokenizer, model_cfg.get("hf_path") or None, sampling_cfg.get("extra_eos_ids", ()))
     fn = sampler_generate_fn(
         model,
         params,
@@ -142,3 +147,12 @@ def build_generate_fn(model_cfg: Any, sampling_cfg: Any, *, mesh: Any = None) ->
         max_rows=int(sampling_cfg.get("max_rows", 256)),
     )
     return fn, tokenizer
+
+
+def mesh_for(config: Any) -> Any:
+    """The device mesh from ``config.mesh`` when ``config.use_mesh`` is set, else None (one device)."""
+    if not config.get("use_mesh", False):
+        return None
+    from gasp_jax import runtime
+
+    return runtime.mesh_from_config(config)

@@ -41,15 +41,15 @@ GenerateFnFactory = Callable[[Any], tuple[GenerateFn, Any]]
 
 def checkpoint_name(ckpt_cfg: Any, index: int) -> str:
     """A filesystem-safe, unique-by-position name for a checkpoint entry."""
-    name = ckpt_cfg.get("name") or Path(str(ckpt_cfg.get("checkpoint") or ckpt_cfg.get("preset") or "ckpt")).name
+    name = ckpt_cfg.get("name") or Path(str(ckpt_cfg.get("hf_path") or ckpt_cfg.get("preset") or "ckpt")).name
     return f"{index:02d}_" + re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
-def _default_factory(sampling_cfg: Any) -> GenerateFnFactory:
+def _default_factory(config: Any) -> GenerateFnFactory:
     def factory(ckpt_cfg: Any) -> tuple[GenerateFn, Any]:
-        from gasp_jax.evaluation.generation import build_generate_fn
+        from gasp_jax.evaluation.generation import build_generate_fn, mesh_for
 
-        return build_generate_fn(ckpt_cfg, sampling_cfg)
+        return build_generate_fn(ckpt_cfg, config.sampling, mesh=mesh_for(config))
 
     return factory
 
@@ -131,7 +131,7 @@ def run(
         raise ValueError("config.checkpoints is empty")
     names = [checkpoint_name(c, i) for i, c in enumerate(checkpoints)]
     problems, load_report, window = load_config_problems(config.data)
-    factory = generate_fn_factory or _default_factory(config.sampling)
+    factory = generate_fn_factory or _default_factory(config)
     skip_solved = bool(config.get("skip_solved", True))
 
     per_ckpt: dict[str, dict[str, ProblemRecord]] = {}

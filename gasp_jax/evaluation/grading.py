@@ -17,7 +17,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from gasp_jax.data.livecodebench import DataError, Problem
+from gasp_jax.data.livecodebench import DataError, Problem, Test
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +64,12 @@ class SampleGrade:
 
 
 class Grader(Protocol):
-    """Grades the extracted programs of one problem; one :class:`SampleGrade` per program."""
+    """Grades the extracted programs of one problem against its (already decoded) tests.
 
-    def __call__(self, problem: Problem, codes: Sequence[str]) -> list[SampleGrade]: ...
+    Returns one :class:`SampleGrade` per program.
+    """
+
+    def __call__(self, problem: Problem, tests: Sequence[Test], codes: Sequence[str]) -> list[SampleGrade]: ...
 
 
 def _message(verdict: Any) -> str:
@@ -90,11 +93,10 @@ def grade_from_verdict(verdict: Any) -> SampleGrade:
     return SampleGrade(status, passed, lcb_code(status), _message(verdict))
 
 
-def sandbox_tests(problem: Problem) -> list[Any]:
-    """The problem's public + private tests as sandbox ``TestCase`` objects (may raise DataError)."""
+def sandbox_tests(tests: Sequence[Test]) -> list[Any]:
+    """LCB tests as sandbox ``TestCase`` objects (raises DataError when there are none)."""
     from gasp_jax.sandbox import TestCase
 
-    tests = problem.tests
     if not tests:
         raise DataError("problem has no tests")
     return [TestCase(input=t.input, output=t.output) for t in tests]
@@ -111,12 +113,12 @@ class SandboxGrader:
         self.sandbox = sandbox
         self.infra_retries = infra_retries
 
-    def __call__(self, problem: Problem, codes: Sequence[str]) -> list[SampleGrade]:
-        tests = sandbox_tests(problem)
+    def __call__(self, problem: Problem, tests: Sequence[Test], codes: Sequence[str]) -> list[SampleGrade]:
+        cases = sandbox_tests(tests)
         grades: list[SampleGrade | None] = [None] * len(codes)
         todo = list(range(len(codes)))
         for attempt in range(self.infra_retries + 1):
-            verdicts = self._grade_many([codes[i] for i in todo], tests, problem.fn_name)
+            verdicts = self._grade_many([codes[i] for i in todo], cases, problem.fn_name)
             retry = []
             for i, verdict in zip(todo, verdicts):
                 grades[i] = grade_from_verdict(verdict)

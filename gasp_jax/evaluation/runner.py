@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from gasp_jax.data.livecodebench import DataError, Problem
+from gasp_jax.data.livecodebench import DataError, Problem, Test
 from gasp_jax.evaluation.extraction import ExtractionMode, extract_code
 from gasp_jax.evaluation.grading import Grader, SampleGrade
 
@@ -168,13 +168,25 @@ def _generate_batch(
     return out
 
 
-def _grade_problem(grader: Grader, problem: Problem, completions: list[str] | str, mode: ExtractionMode) -> ProblemRecord:
+def _decode_tests(problem: Problem) -> tuple[Test, ...] | str:
+    """The problem's tests, or the reason they cannot be used (checked before any sampling)."""
+    try:
+        tests = problem.tests
+    except DataError as e:  # e.g. an undecodable or oversized private-test blob
+        log.warning("%s: skipped: bad tests: %s", problem.id, e)
+        return f"bad tests: {e}"
+    return tests if tests else "bad tests: none"
+
+
+def _grade_problem(
+    grader: Grader, problem: Problem, tests: tuple[Test, ...], completions: list[str] | str, mode: ExtractionMode
+) -> ProblemRecord:
     if isinstance(completions, str):
         return ProblemRecord(problem.id, [], [], [], error=completions)
     codes = [extract_code(c, mode) for c in completions]
     try:
-        grades = grader(problem, codes)
-    except DataError as e:  # e.g. an undecodable private-test blob
+        grades = grader(problem, tests, codes)
+    except DataError as e:  # malformed tests that only the grader can detect (e.g. functional JSON)
         log.warning("%s: skipped: %s", problem.id, e)
         return ProblemRecord(problem.id, completions, codes, [], error=f"bad tests: {e}")
     if len(grades) != len(codes):
@@ -205,10 +217,10 @@ def sample_and_grade(
     start = time.monotonic()
     finished = 0
 
-    def grade_batch(batch: Sequence[Problem], completions: list[list[str] | str]) -> None:
+    def grade_batch(batch: Sequence[Problem], tests: list[tuple[Test, ...]], completions: list[list[str] | str]) -> None:
         nonlocal finished
-        for p, comp in zip(batch, completions):
-            rec = _grade_problem(grader, p, comp, extraction)
+        for p, t, comp in zip(batch, tests, completions):
+            rec = _grade_problem(grader, p, t, comp, extraction)
             store.append(rec)
             records[p.id] = rec
             finished += 1
@@ -224,11 +236,15 @@ def sample_and_grade(
     with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="lcb-grade") as pool:
         pending: concurrent.futures.Future | None = None
         for batch in _chunks(todo, max(1, batch_problems)):
-            prompts = [prompt_fn(p) for p in batch]
-            completions = _generate_batch(generate_fn, batch, prompts, num_samples)
+            decoded = [_decode_tests(p) for p in batch]
+            bad = {p.id: d for p, d in zip(batch, decoded) if isinstance(d, str)}
+            usable = [p for p in batch if p.id not in bad]
+            generated = iter(_generate_batch(generate_fn, usable, [prompt_fn(p) for p in usable], num_samples) if usable else [])
+            completions = [bad[p.id] if p.id in bad else next(generated) for p in batch]
+            tests = [() if isinstance(d, str) else d for d in decoded]
             if pending is not None:
                 pending.result()
-            pending = pool.submit(grade_batch, batch, completions)
+            pending = pool.submit(grade_batch, batch, tests, completions)
         if pending is not None:
             pending.result()
     return records

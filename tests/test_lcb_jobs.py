@@ -1,0 +1,199 @@
+"""LCB jobs with a fake generator and grader: reports, resume, bad input, goalpost selection."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from gasp_jax.evaluation import eval_job, goalposts
+from gasp_jax.evaluation.common import shared_data_dir
+from gasp_jax.evaluation.grading import SampleGrade
+from gasp_jax.evaluation.runner import SampleStore
+
+LCB = shared_data_dir()
+SAMPLE = LCB / "problems" / "lcb_release_v5_880_public.jsonl"
+ENCODED = LCB / "private_tests" / "lcb_1873_A_with_encoded_private.json"
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(not SAMPLE.exists(), reason="shared LCB data not found")
+
+IDS = ["2777", "abc301_a", "abc301_b", "2779", "abc302_a", "abc302_b"]
+
+
+def load_config(name, arg=None):
+    spec = importlib.util.spec_from_file_location(name, REPO / "configs" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+def fake_grader(problem, tests, codes):
+    """PASS iff the program says CORRECT; INFRA marks an infrastructure failure (not judged)."""
+    assert tests and tests == problem.tests
+    out = []
+    for code in codes:
+        if "INFRA" in code:
+            out.append(SampleGrade("INFRA_ERROR", None, -5))
+        elif "CORRECT" in code:
+            out.append(SampleGrade("PASS", True, None))
+        else:
+            out.append(SampleGrade("WA", False, -2))
+    return out
+
+
+class FakeGenerator:
+    """Problem i (in prompt text order of IDS) gets `plan[id]` correct completions out of n."""
+
+    def __init__(self, plan, *, refuse=()):
+        self.plan, self.refuse, self.calls, self.prompts = plan, set(refuse), 0, []
+
+    def __call__(self, prompts, n):
+        self.calls += 1
+        out = []
+        for prompt in prompts:
+            self.prompts.append(prompt)
+            pid = prompt.split("\x00")[1]
+            if pid in self.refuse:
+                raise ValueError(f"prompt of {pid} is too long")
+            spec = self.plan.get(pid, 0)
+            good, infra = (spec, 0) if isinstance(spec, int) else spec
+            texts = ["```python\nprint('CORRECT')\n```"] * good + ["```python\nINFRA\n```"] * infra
+            out.append((texts + ["```python\nprint('wrong')\n```"] * n)[:n])
+        return out
+
+
+class IdTemplater:
+    """A chat 'tokenizer' that tags prompts with the problem id (via the statement) for the fake generator."""
+
+    chat_template = "x"
+
+    def __init__(self, statements):
+        self.by_statement = statements
+
+    def apply_chat_template(self, messages, tokenize, add_generation_prompt):
+        user = messages[-1]["content"]
+        pid = next(i for s, i in self.by_statement.items() if s in user)
+        return f"\x00{pid}\x00" + user
+
+
+@pytest.fixture(scope="module")
+def statements():
+    rows = [json.loads(line) for line in open(SAMPLE)]
+    return {r["question_content"]: r["question_id"] for r in rows if r["question_id"] in IDS + ["1873_A"]}
+
+
+def eval_config(tmp_path, n=4, ids=IDS, sources=(str(SAMPLE),)):
+    c = load_config("lcb_eval", "smoke")
+    c.data.sources = sources
+    c.data.problem_ids = tuple(ids)
+    c.sampling.n = n
+    c.sampling.batch_problems = 4
+    c.ks = (1, 2, 4, 20)
+    return c
+
+
+def test_eval_report_pass_at_k_and_groups(tmp_path, statements):
+    plan = {"2777": 4, "abc301_a": 2, "abc301_b": 0, "2779": 1, "abc302_a": (1, 2), "abc302_b": 0}
+    gen = FakeGenerator(plan)
+    report = eval_job.run(eval_config(tmp_path), str(tmp_path), generate_fn=gen, tokenizer=IdTemplater(statements), grader=fake_grader)
+    assert report["ks"] == [1, 2, 4]  # k=20 > n=4 is not reported
+    per = report["per_problem"]
+    assert per["2777"]["pass@1"] == 1.0 and per["abc301_a"]["pass@1"] == 0.5 and per["abc301_b"]["pass@4"] == 0.0
+    # abc302_a: 2 of 4 samples dropped as infrastructure errors -> n=2, so pass@4 undefined for it.
+    assert per["abc302_a"]["n"] == 2 and per["abc302_a"]["dropped"] == 2 and "pass@4" not in per["abc302_a"]
+    overall = report["pass_at_k"]["overall"]
+    assert overall["pass@1"] == pytest.approx((1 + 0.5 + 0 + 0.25 + 0.5 + 0) / 6)
+    assert overall["excluded@4"] == 1 and overall["pass@4"] == pytest.approx(3 / 5)
+    assert set(report["pass_at_k"]["platform"]) == {"leetcode", "atcoder"}
+    assert set(report["pass_at_k"]["difficulty"]) <= {"easy", "medium", "hard"}
+    assert report["samples"]["dropped_infra"] == 2 and report["samples"]["statuses"]["PASS"] == 8
+    assert json.loads((tmp_path / "report.json").read_text())["per_problem"] == per
+    assert any((tmp_path / "tensorboard").iterdir())
+    assert gen.calls == 2  # 6 problems in batches of 4
+
+
+def test_eval_resumes_and_redoes_a_torn_record(tmp_path, statements):
+    cfg = eval_config(tmp_path)
+    tok = IdTemplater(statements)
+    first = eval_job.run(cfg, str(tmp_path), generate_fn=FakeGenerator({"2777": 2}), tokenizer=tok, grader=fake_grader)
+
+    def must_not_run(prompts, n):
+        raise AssertionError("resumed run must not sample finished problems")
+
+    again = eval_job.run(cfg, str(tmp_path), generate_fn=must_not_run, tokenizer=tok, grader=fake_grader)
+    assert again["pass_at_k"] == first["pass_at_k"]
+    samples = tmp_path / "samples.jsonl"
+    data = samples.read_bytes()
+    samples.write_bytes(data[: len(data) - 40])  # killed mid-write of the last record
+    gen = FakeGenerator({"2777": 2})
+    third = eval_job.run(cfg, str(tmp_path), generate_fn=gen, tokenizer=tok, grader=fake_grader)
+    assert gen.calls == 1 and len(gen.prompts) == 1
+    assert third["pass_at_k"] == first["pass_at_k"]
+    assert len(SampleStore(tmp_path).load()) == len(IDS)
+    cfg.sampling.temperature = 0.5
+    with pytest.raises(ValueError, match="different settings"):
+        eval_job.run(cfg, str(tmp_path), generate_fn=gen, tokenizer=tok, grader=fake_grader)
+
+
+def test_eval_skips_bad_problems_with_reasons(tmp_path, statements):
+    row = json.loads(ENCODED.read_text())[0]
+    row["private_test_cases"] = row["private_test_cases"][:-12]  # corrupt the real blob
+    rows = [json.loads(line) for line in open(SAMPLE) if json.loads(line)["question_id"] in ("2777", "abc301_a")]
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in [*rows, row]) + "{broken\n")
+    cfg = eval_config(tmp_path, ids=(), sources=(str(data),))
+    gen = FakeGenerator({"2777": 4, "abc301_a": 4, "1873_A": 4}, refuse={"abc301_a"})
+    report = eval_job.run(cfg, str(tmp_path / "run"), generate_fn=gen, tokenizer=IdTemplater(statements), grader=fake_grader)
+    skipped = {s["problem_id"]: s["reason"] for s in report["skipped_problems"]}
+    assert set(skipped) == {"abc301_a", "1873_A"}
+    assert "too long" in skipped["abc301_a"] and "bad tests" in skipped["1873_A"]
+    assert not any("\x001873_A\x00" in p for p in gen.prompts)  # no samples wasted on untestable problems
+    assert report["problems"] == {"selected": 3, "graded": 1, "skipped": 2}
+    assert report["pass_at_k"]["overall"]["pass@1"] == 1.0  # only 2777 counts; no silent pass/fail
+    assert report["load"]["skipped"] == 1 and report["load"]["skipped_rows"][0]["problem_id"].startswith("<data.jsonl")
+
+
+def goal_config(n=3, k=3):
+    c = load_config("lcb_goalposts", "smoke")
+    c.data.sources = (str(SAMPLE),)
+    c.data.problem_ids = ("2777", "abc301_a", "abc301_b", "2779")
+    c.sampling.n, c.k = n, k
+    return c
+
+
+def test_goalposts_selection_evidence_and_resume(tmp_path, statements):
+    plans = {
+        "tiny0": {"2777": 1, "abc301_a": 0, "abc301_b": 0, "2779": (0, 1)},
+        "tiny1": {"2777": 3, "abc301_a": 2, "abc301_b": 0, "2779": 0},
+    }
+    gens = {}
+
+    def factory(ckpt_cfg):
+        gens[ckpt_cfg.name] = FakeGenerator(plans[ckpt_cfg.name])
+        return gens[ckpt_cfg.name], IdTemplater(statements)
+
+    out = goalposts.run(goal_config(), str(tmp_path), generate_fn_factory=factory, grader=fake_grader)
+    assert out["goalpost_ids"] == ["abc301_b"]
+    assert out["solved"]["2777"]["by"] == "00_tiny0" and out["solved"]["abc301_a"]["by"] == "01_tiny1"
+    assert "only 2 judged samples < k=3" in out["undetermined"]["2779"]
+    # skip_solved: the second checkpoint never saw 2777 (solved by the first).
+    assert not any("\x002777\x00" in p for p in gens["tiny1"].prompts)
+    (gp,) = out["goalposts"]
+    ev = gp["evidence"]
+    assert set(ev) == {"00_tiny0", "01_tiny1"}
+    assert all(e["n"] == 3 and e["correct"] == 0 and e["pass@3"] == 0.0 for e in ev.values())
+    assert ev["00_tiny0"]["sample_codes"] == ["print('wrong')"] * 2
+    assert (tmp_path / ev["01_tiny1"]["samples_file"]).exists()
+    saved = json.loads((tmp_path / "goalposts.json").read_text())
+    assert saved["goalpost_ids"] == ["abc301_b"] and saved["summary"]["goalposts"] == 1
+
+    def no_model(ckpt_cfg):
+        raise AssertionError("a finished checkpoint must not be loaded again")
+
+    again = goalposts.run(goal_config(), str(tmp_path), generate_fn_factory=no_model, grader=fake_grader)
+    assert again["goalpost_ids"] == out["goalpost_ids"] and again["solved"] == out["solved"]
+
+
+def test_goalposts_need_n_at_least_k(tmp_path):
+    with pytest.raises(ValueError, match="must be >= k"):
+        goalposts.run(goal_config(n=2, k=3), str(tmp_path), generate_fn_factory=lambda c: None, grader=fake_grader)
