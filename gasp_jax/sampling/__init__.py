@@ -20,8 +20,9 @@ from gasp_jax.sampling.sampler import (
     sample_tokens,
     token_logprobs,
 )
+from gasp_jax.sampling.text import default_eos_ids, encode_prompts, generate_text
 
 __all__ = [
     "PAD_ID", "SampleOutput", "SamplingMode", "batch_bucket", "clear_program_cache", "compiled_program_count",
-    "default_prompt_buckets", "generate", "pick_bucket", "sample_tokens", "token_logprobs",
+    "default_eos_ids", "default_prompt_buckets", "encode_prompts", "generate", "generate_text", "pick_bucket", "sample_tokens", "token_logprobs",
 ]
