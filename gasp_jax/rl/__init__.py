@@ -1,0 +1,38 @@
+"""RL core: TRR++ / GRPO advantages, PPO-clip losses and one jitted, sharded update step.
+
+    from gasp_jax import models, rl
+
+    rl_config = rl.default_config()                       # the `rl` config section (AZR/GASP defaults)
+    model = models.build_model(models.get_preset("tiny"), mesh=mesh)
+    state = rl.create_train_state(model, rl_config, rng=jax.random.key(0))   # or params=...
+    update = rl.make_update_step(model, rl_config, mesh)
+
+    adv = rl.advantages.trr_plus_plus(rewards, groups=[(task, role), ...], lengths=completion_lengths)
+    batch = rl.make_batch(prompt_ids, completion_ids, sampler_logprobs, adv.advantages,
+                          batch_multiple=rl_config.micro_batches * data_parallel)
+    state, metrics = update(state, batch)                 # state is donated
+
+See docs/rl.md for the formulas and what every metric means.
+"""
+
+from gasp_jax.rl import advantages, losses
+from gasp_jax.rl.batch import DEFAULT_LENGTH_BUCKETS, Batch, make_batch, validate_batch
+from gasp_jax.rl.config import default_config, validate_config
+from gasp_jax.rl.logprobs import token_logprobs
+from gasp_jax.rl.losses import policy_loss
+from gasp_jax.rl.train_state import (
+    TrainState,
+    create_role_states,
+    create_train_state,
+    make_optimizer,
+    make_schedule,
+    train_state_shardings,
+)
+from gasp_jax.rl.update import UpdateStep, make_update_step
+
+__all__ = [
+    "advantages", "losses", "Batch", "DEFAULT_LENGTH_BUCKETS", "make_batch", "validate_batch",
+    "default_config", "validate_config", "token_logprobs", "policy_loss", "TrainState",
+    "create_role_states", "create_train_state", "make_optimizer", "make_schedule",
+    "train_state_shardings", "UpdateStep", "make_update_step",
+]
