@@ -12,7 +12,7 @@ LCB-parity code extraction, all public + private tests graded in the sandbox.
 
 Expect in `workdir`: report.json (pass@k overall / per difficulty / per platform, per-problem
 counts, everything skipped and why), samples.jsonl (resume state; rerun the same command to
-continue), tensorboard/ (scalars lcb/pass@k, lcb/difficulty/*/pass@k, lcb/platform/*/pass@k).
+continue), tensorboard/ (scalars lcb/pass_at_k, lcb/difficulty/*/pass_at_k, lcb/platform/*/pass_at_k).
 Progress is logged per batch (problems done, problems/s, ETA).
 
 Config args (`--config=configs/lcb_eval.py:<arg>`):

@@ -8,7 +8,7 @@ Writes into ``workdir``:
   * ``run_meta.json``  the settings the samples were drawn with (a resumed run must match);
   * ``report.json``    pass@k overall / per difficulty / per platform, per-problem counts, skipped
                        rows and problems, verdict histogram;
-  * ``tensorboard/``   the pass@k scalars (tensorboardX), at step ``config.step``.
+  * ``tensorboard/``   the pass@k scalars (tensorboardX; tags lcb/pass_at_k, ...), at step ``config.step``.
 Re-running with the same workdir reuses every finished problem and samples only the rest.
 """
 
@@ -105,18 +105,22 @@ def build_report(
 
 
 def write_tensorboard(logdir: str | Path, table: dict[str, Any], step: int, prefix: str = "lcb") -> None:
-    """pass@k scalars: ``lcb/pass@k``, ``lcb/difficulty/<d>/pass@k``, ``lcb/platform/<p>/pass@k``."""
+    """pass@k scalars ``lcb/pass_at_k``, ``lcb/difficulty/<d>/pass_at_k``, ``lcb/platform/<p>/pass_at_k``.
+
+    ('@' is not a legal TensorBoard tag character.)
+    """
     from tensorboardX import SummaryWriter
 
+    def scalars(leaf: dict[str, Any]) -> list[tuple[str, float]]:
+        return [(key.replace("@", "_at_"), value) for key, value in leaf.items() if key.startswith("pass@")]
+
     with SummaryWriter(str(logdir)) as writer:
-        for key, value in table["overall"].items():
-            if key.startswith("pass@"):
-                writer.add_scalar(f"{prefix}/{key}", value, step)
+        for tag, value in scalars(table["overall"]):
+            writer.add_scalar(f"{prefix}/{tag}", value, step)
         for group in ("difficulty", "platform"):
             for name, leaf in table.get(group, {}).items():
-                for key, value in leaf.items():
-                    if key.startswith("pass@"):
-                        writer.add_scalar(f"{prefix}/{group}/{name}/{key}", value, step)
+                for tag, value in scalars(leaf):
+                    writer.add_scalar(f"{prefix}/{group}/{name}/{tag}", value, step)
 
 
 def _summary_line(table: dict[str, Any]) -> str:

@@ -21,13 +21,13 @@ from gasp_jax.data.livecodebench import DataError, Problem, Test
 
 log = logging.getLogger(__name__)
 
-# Sandbox status -> LCB error code (``None``: pass). LCB has no memory or output limit of its
-# own: a MemoryError surfaces there as a runtime error (-4) and an output flood as a wrong (or
-# mismatched-length) answer (-2).
+# Sandbox status -> LCB error code (``None``: pass), the same table as ``gasp_jax.sandbox``. LCB
+# has no memory or output limit of its own: a MemoryError or a flood that kills its harness
+# surfaces there as a runtime error (-4).
 LCB_CODES: dict[str, int | None] = {
     "PASS": None,
     "WA": -2,
-    "OLE": -2,
+    "OLE": -4,
     "TLE": -3,
     "RE": -4,
     "CE": -4,
@@ -81,8 +81,14 @@ def _message(verdict: Any) -> str:
 
 
 def grade_from_verdict(verdict: Any) -> SampleGrade:
-    """Turn a sandbox ``Verdict`` into a :class:`SampleGrade` (reward None -> not judged)."""
+    """Turn a sandbox ``Verdict`` into a :class:`SampleGrade` (reward None -> not judged).
+
+    A verdict flagged as a *data* error (e.g. malformed functional JSON in the tests) raises
+    :class:`DataError`: the problem, not the sample, is broken, and it is reported and skipped.
+    """
     status = str(getattr(verdict.status, "value", verdict.status))
+    if getattr(verdict, "data_error", False):
+        raise DataError(f"sandbox rejected the tests: {_message(verdict) or status}")
     if getattr(verdict, "reward", 0.0) is None:
         return SampleGrade(status, None, lcb_code(status) if status in LCB_CODES else -5, _message(verdict))
     passed = bool(verdict.passed)
@@ -102,11 +108,34 @@ def sandbox_tests(tests: Sequence[Test]) -> list[Any]:
     return [TestCase(input=t.input, output=t.output) for t in tests]
 
 
+GradeItem = tuple[Problem, Sequence[Test], Sequence[str]]
+"""One problem's work: the problem, its decoded tests and the extracted programs."""
+
+
+def grade_items(grader: Grader, items: Sequence[GradeItem]) -> list[list[SampleGrade] | DataError]:
+    """Grade several problems; a grader with ``grade_batch`` gets them in one call (parallelism).
+
+    Each entry is the problem's grades, or the :class:`DataError` that made it ungradeable.
+    """
+    batch = getattr(grader, "grade_batch", None)
+    if batch is not None:
+        return batch(items)
+    out: list[list[SampleGrade] | DataError] = []
+    for problem, tests, codes in items:
+        try:
+            out.append(grader(problem, tests, codes))
+        except DataError as e:
+            out.append(e)
+    return out
+
+
 class SandboxGrader:
     """Grades through a running ``gasp_jax.sandbox.Sandbox`` (the caller owns its lifetime).
 
-    Samples that come back as infrastructure errors are regraded up to ``infra_retries`` times;
-    what still fails is returned as not judged (``passed=None``).
+    All programs of a batch of problems go to the sandbox in one ``grade_many`` call, so its worker
+    pool stays busy even with one sample per problem. Samples that come back as infrastructure
+    errors are regraded up to ``infra_retries`` times; what still fails is returned as not judged
+    (``passed=None``).
     """
 
     def __init__(self, sandbox: Any, *, infra_retries: int = 1) -> None:
@@ -114,27 +143,44 @@ class SandboxGrader:
         self.infra_retries = infra_retries
 
     def __call__(self, problem: Problem, tests: Sequence[Test], codes: Sequence[str]) -> list[SampleGrade]:
-        cases = sandbox_tests(tests)
-        grades: list[SampleGrade | None] = [None] * len(codes)
-        todo = list(range(len(codes)))
+        (result,) = self.grade_batch([(problem, tests, codes)])
+        if isinstance(result, DataError):
+            raise result
+        return result
+
+    def grade_batch(self, items: Sequence[GradeItem]) -> list[list[SampleGrade] | DataError]:
+        errors: dict[int, DataError] = {}
+        cases: list[list[Any]] = []
+        for p_idx, (_, tests, _) in enumerate(items):
+            try:
+                cases.append(sandbox_tests(tests))
+            except DataError as e:
+                errors[p_idx] = e
+                cases.append([])
+        grades: dict[tuple[int, int], SampleGrade] = {}
+        todo = [(p, s) for p, (_, _, codes) in enumerate(items) if p not in errors for s in range(len(codes))]
         for attempt in range(self.infra_retries + 1):
-            verdicts = self._grade_many([codes[i] for i in todo], cases, problem.fn_name)
+            jobs = [(items[p][2][s], cases[p], items[p][0].fn_name) for p, s in todo]
+            verdicts = self.sandbox.grade_many(jobs) if jobs else []
+            if len(verdicts) != len(jobs):
+                raise RuntimeError(f"sandbox returned {len(verdicts)} verdicts for {len(jobs)} jobs")
             retry = []
-            for i, verdict in zip(todo, verdicts):
-                grades[i] = grade_from_verdict(verdict)
-                if grades[i].passed is None and grades[i].status == "INFRA_ERROR":
-                    retry.append(i)
-            todo = retry
+            for (p, s), verdict in zip(todo, verdicts):
+                if p in errors:
+                    continue
+                try:
+                    grades[p, s] = grade_from_verdict(verdict)
+                except DataError as e:
+                    log.warning("%s: %s", items[p][0].id, e)
+                    errors[p] = e
+                    continue
+                if grades[p, s].status == "INFRA_ERROR" and attempt < self.infra_retries:
+                    retry.append((p, s))
+            todo = [(p, s) for p, s in retry if p not in errors]
             if not todo:
                 break
-            log.warning("%s: regrading %d sample(s) after infrastructure errors", problem.id, len(todo))
-        return [g for g in grades if g is not None]
-
-    def _grade_many(self, codes: Sequence[str], tests: list[Any], fn_name: str | None) -> list[Any]:
-        if not codes:
-            return []
-        jobs = [(code, tests, fn_name) for code in codes]
-        verdicts = self.sandbox.grade_many(jobs)
-        if len(verdicts) != len(codes):
-            raise RuntimeError(f"sandbox returned {len(verdicts)} verdicts for {len(codes)} jobs")
-        return verdicts
+            log.warning("regrading %d sample(s) after infrastructure errors", len(todo))
+        return [
+            errors[p] if p in errors else [grades[p, s] for s in range(len(codes))]
+            for p, (_, _, codes) in enumerate(items)
+        ]

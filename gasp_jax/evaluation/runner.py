@@ -26,7 +26,7 @@ from typing import Any
 
 from gasp_jax.data.livecodebench import DataError, Problem, Test
 from gasp_jax.evaluation.extraction import ExtractionMode, extract_code
-from gasp_jax.evaluation.grading import Grader, SampleGrade
+from gasp_jax.evaluation.grading import Grader, SampleGrade, grade_items
 
 log = logging.getLogger(__name__)
 
@@ -178,20 +178,33 @@ def _decode_tests(problem: Problem) -> tuple[Test, ...] | str:
     return tests if tests else "bad tests: none"
 
 
-def _grade_problem(
-    grader: Grader, problem: Problem, tests: tuple[Test, ...], completions: list[str] | str, mode: ExtractionMode
-) -> ProblemRecord:
-    if isinstance(completions, str):
-        return ProblemRecord(problem.id, [], [], [], error=completions)
-    codes = [extract_code(c, mode) for c in completions]
-    try:
-        grades = grader(problem, tests, codes)
-    except DataError as e:  # malformed tests that only the grader can detect (e.g. functional JSON)
-        log.warning("%s: skipped: %s", problem.id, e)
-        return ProblemRecord(problem.id, completions, codes, [], error=f"bad tests: {e}")
-    if len(grades) != len(codes):
-        raise RuntimeError(f"grader returned {len(grades)} grades for {len(codes)} programs")
-    return ProblemRecord(problem.id, completions, codes, grades)
+def _records_for_batch(
+    grader: Grader,
+    batch: Sequence[Problem],
+    tests: Sequence[tuple[Test, ...]],
+    completions: Sequence[list[str] | str],
+    mode: ExtractionMode,
+) -> list[ProblemRecord]:
+    """Extract and grade a batch; problems that failed earlier (a str) keep their reason."""
+    records: list[ProblemRecord | None] = [None] * len(batch)
+    items, where = [], []
+    for i, (p, t, comp) in enumerate(zip(batch, tests, completions)):
+        if isinstance(comp, str):
+            records[i] = ProblemRecord(p.id, [], [], [], error=comp)
+        else:
+            items.append((p, t, [extract_code(c, mode) for c in comp]))
+            where.append(i)
+    for i, (p, _, codes), result in zip(where, items, grade_items(grader, items)):
+        comp = completions[i]
+        assert not isinstance(comp, str)
+        if isinstance(result, DataError):  # malformed tests only the grader can detect
+            log.warning("%s: skipped: bad tests: %s", p.id, result)
+            records[i] = ProblemRecord(p.id, comp, codes, [], error=f"bad tests: {result}")
+        elif len(result) != len(codes):
+            raise RuntimeError(f"grader returned {len(result)} grades for {len(codes)} programs")
+        else:
+            records[i] = ProblemRecord(p.id, comp, codes, list(result))
+    return [r for r in records if r is not None]
 
 
 def sample_and_grade(
@@ -219,10 +232,9 @@ def sample_and_grade(
 
     def grade_batch(batch: Sequence[Problem], tests: list[tuple[Test, ...]], completions: list[list[str] | str]) -> None:
         nonlocal finished
-        for p, t, comp in zip(batch, tests, completions):
-            rec = _grade_problem(grader, p, t, comp, extraction)
+        for rec in _records_for_batch(grader, batch, tests, completions, extraction):
             store.append(rec)
-            records[p.id] = rec
+            records[rec.question_id] = rec
             finished += 1
         elapsed = time.monotonic() - start
         rate = finished / elapsed if elapsed > 0 else 0.0

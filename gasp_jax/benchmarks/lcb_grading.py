@@ -1,0 +1,122 @@
+"""Benchmark: grade the official O1-Mini LiveCodeBench samples with our sandbox on public tests.
+
+    python -m gasp_jax.benchmarks.lcb_grading [--workers N] [--limit N] [--out report.json]
+
+Reports problems/s on this machine (sandbox start-up excluded and reported apart) and the agreement
+with the official LCB verdicts. Every officially passing sample must pass ours (the official run used
+public + private tests, a superset of ours); officially failing samples that pass ours are split into
+"failed officially on a public test" (a real disagreement, listed) and "failed on a private test or
+unknown" (expected: private tests are not in the shipped sample).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from typing import Any
+
+from gasp_jax.data.livecodebench import LoadReport, load_problems
+from gasp_jax.evaluation.common import open_sandbox, shared_data_dir, write_json
+from gasp_jax.evaluation.grading import SampleGrade, SandboxGrader
+from gasp_jax.evaluation.official import compare, load_official
+
+log = logging.getLogger("gasp_jax.benchmarks.lcb_grading")
+
+LCB = shared_data_dir()
+DEFAULT_OFFICIAL = LCB / "official_submissions" / "O1-Mini-2024-09-12_N1_codegeneration_1_0.2_eval_all.json"
+DEFAULT_PROBLEMS = LCB / "problems" / "lcb_release_v5_880_public.jsonl"
+
+
+def machine() -> str:
+    return f"{platform.node() or 'host'}: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+
+
+def grade_official(
+    official_path: str, problems_path: str, *, workers: int, limit: int = 0, chunk: int = 64, sandbox_limits: dict | None = None
+) -> dict[str, Any]:
+    """Grade the official samples on the problems' tests; timing and agreement in one dict."""
+    report = LoadReport()
+    problems = {p.id: p for p in load_problems(problems_path, report=report)}
+    samples = load_official(official_path)
+    if limit:
+        samples = samples[:limit]
+    by_problem: dict[str, list] = {}
+    for s in samples:
+        if s.question_id in problems:
+            by_problem.setdefault(s.question_id, []).append(s)
+    items = [(problems[qid], problems[qid].tests, [s.code for s in ss]) for qid, ss in by_problem.items()]
+    grades: dict[tuple[str, int], SampleGrade] = {}
+    t_start = time.perf_counter()
+    with open_sandbox({"workers": workers, "limits": sandbox_limits or {}}) as sb:
+        startup_s = time.perf_counter() - t_start
+        grader = SandboxGrader(sb, infra_retries=1)
+        t0 = time.perf_counter()
+        for start in range(0, len(items), chunk):
+            part = items[start : start + chunk]
+            for (problem, _, _), result in zip(part, grader.grade_batch(part)):
+                if isinstance(result, Exception):
+                    log.warning("%s: not graded: %s", problem.id, result)
+                    continue
+                for s, g in zip(by_problem[problem.id], result):
+                    grades[s.question_id, s.index] = g
+            done = min(start + chunk, len(items))
+            log.info("graded %d/%d problems (%.1f problems/s)", done, len(items), done / (time.perf_counter() - t0))
+        grade_s = time.perf_counter() - t0
+    result = compare(samples, problems, grades)
+    n_tests = sum(len(t) for _, t, _ in items)
+    return {
+        "machine": machine(),
+        "workers": workers,
+        "problems_graded": len(items),
+        "samples_graded": len(grades),
+        "tests_run_max": n_tests,
+        "sandbox_startup_s": startup_s,
+        "grading_s": grade_s,
+        "problems_per_s": len(items) / grade_s if grade_s else None,
+        "samples_per_s": len(grades) / grade_s if grade_s else None,
+        "skipped_rows": [s.problem_id for s in report.skipped],
+        **result,
+    }
+
+
+def summary(r: dict[str, Any]) -> str:
+    lines = [
+        f"machine: {r['machine']} (sandbox workers: {r['workers']})",
+        f"graded {r['samples_graded']} samples of {r['problems_graded']} problems in {r['grading_s']:.1f} s "
+        f"-> {r['problems_per_s']:.2f} problems/s (sandbox start-up {r['sandbox_startup_s']:.2f} s excluded)",
+        f"skipped rows (no tests): {r['skipped_rows']}",
+        f"agreement with the official verdicts: {r['agreement']:.4f} over {r['graded']} samples",
+        f"confusion: {json.dumps(r['confusion'])}",
+        f"official PASS, ours not ({len(r['official_pass_we_fail'])}): "
+        + json.dumps([(e["question_id"], e["ours"], e["message"][:120]) for e in r["official_pass_we_fail"]]),
+        f"official FAIL on a public test, ours PASS ({len(r['official_fail_we_pass_on_public_test'])}): "
+        + json.dumps([(e["question_id"], e["official_code"]) for e in r["official_fail_we_pass_on_public_test"]]),
+        f"official FAIL on a private/unknown test, ours PASS: {len(r['official_fail_we_pass_private_or_unknown'])}",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--official", default=str(DEFAULT_OFFICIAL))
+    ap.add_argument("--problems", default=str(DEFAULT_PROBLEMS))
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--limit", type=int, default=0, help="grade only the first N official samples")
+    ap.add_argument("--chunk", type=int, default=64, help="problems per grade_many call")
+    ap.add_argument("--out", default="", help="write the full JSON report here")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname).1s %(name)s] %(message)s", stream=sys.stdout)
+    result = grade_official(args.official, args.problems, workers=args.workers, limit=args.limit, chunk=args.chunk)
+    print(summary(result))
+    if args.out:
+        write_json(args.out, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
