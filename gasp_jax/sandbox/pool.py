@@ -1,0 +1,225 @@
+"""Parent side of one sandbox worker: start it (a fresh interpreter, never a fork of the
+trainer), send jobs, stream per-test results back, stop or kill it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from gasp_jax.sandbox import cgroups
+from gasp_jax.sandbox.protocol import ProtocolError, encode_frame, read_frame
+
+log = logging.getLogger("gasp_jax.sandbox")
+
+WORKER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.py")
+
+#: The only environment the sandbox ever sees (no tokens, keys or caches of the trainer).
+SANDBOX_ENV = {
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "LANG": "C.UTF-8",
+    "LC_ALL": "C.UTF-8",
+    "PYTHONHASHSEED": "0",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+}
+
+
+class WorkerDied(RuntimeError):
+    """The worker process is gone or stopped answering (an infrastructure error)."""
+
+
+@dataclass
+class WorkerConfig:
+    """Static configuration of a worker process (fixed for its lifetime)."""
+
+    python: str
+    stack_bytes: int
+    tmpfs_bytes: int
+    cgroup_bytes: int | None
+    hide: Sequence[str] = ()
+    keep: Sequence[str] = ()
+    site_paths: Sequence[str] = ()
+    isolate: bool = True
+    start_timeout_s: float = 30.0
+    debug: bool = False
+
+
+@dataclass
+class WorkerProcess:
+    """One worker: W (namespaces) -> J (PID 1, trusted runner) -> one T per test."""
+
+    slot: int
+    config: WorkerConfig
+    proc: subprocess.Popen | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+    jobs_done: int = 0
+    cgroup_path: str | None = None
+    _next_id: int = 0
+
+    def start(self) -> None:
+        cfg = self.config
+        if cfg.cgroup_bytes and os.geteuid() == 0 and cfg.isolate:
+            self.cgroup_path = cgroups.create(f"gasp_sandbox_{os.getpid()}_{self.slot}_{time.monotonic_ns()}",
+                                              cfg.cgroup_bytes)
+        wcfg = {"stack": cfg.stack_bytes, "tmpfs": cfg.tmpfs_bytes, "hide": list(cfg.hide),
+                "keep": list(cfg.keep), "site_paths": list(cfg.site_paths), "isolate": cfg.isolate,
+                "cgroup": self.cgroup_path}
+        # subprocess uses vfork/exec here (no preexec_fn): the trainer process is never forked.
+        self.proc = subprocess.Popen(
+            [cfg.python, "-I", "-S", WORKER_SCRIPT, json.dumps(wcfg)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=None if cfg.debug else subprocess.DEVNULL,
+            env=dict(SANDBOX_ENV), cwd="/", close_fds=True, start_new_session=True, bufsize=0)
+        try:
+            header, _ = read_frame(self.proc.stdout.fileno(), time.monotonic() + cfg.start_timeout_s)
+        except (ProtocolError, OSError) as exc:
+            self.kill()
+            raise WorkerDied(f"sandbox worker {self.slot} failed to start: {exc}") from None
+        if header.get("t") != "ready":
+            self.kill()
+            raise WorkerDied(f"sandbox worker {self.slot} sent {header.get('t')!r} instead of ready")
+        self.facts = header.get("facts", {})
+        self.jobs_done = 0
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _write(self, buffers: list, deadline: float) -> None:
+        fd = self.proc.stdin.fileno()
+        views = [memoryview(b).cast("B") for b in buffers if len(b)]
+        while views:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([], [fd], [], left)[1]:
+                raise WorkerDied("timed out sending a job to the sandbox worker")
+            try:
+                n = os.writev(fd, views[:64])
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                raise WorkerDied(f"sandbox worker pipe closed: {exc}") from None
+            while n and views:
+                if n >= views[0].nbytes:
+                    n -= views[0].nbytes
+                    views.pop(0)
+                else:
+                    views[0] = views[0][n:]
+                    n = 0
+
+    def execute(self, header: dict[str, Any], blobs: Sequence[bytes], deadline: float,
+                on_test: Callable[[dict[str, Any], list[bytes]], bool]) -> int:
+        """Run one job. ``on_test`` gets every per-test frame and returns False to stop early
+        (a STOP frame is then sent; the runner skips the remaining tests). Returns tests run."""
+        if not self.alive:
+            raise WorkerDied("sandbox worker is not running")
+        self._next_id += 1
+        job_id = self._next_id
+        self._write(encode_frame({**header, "t": "job", "id": job_id}, blobs), deadline)
+        stopped = False
+        fd = self.proc.stdout.fileno()
+        try:
+            while True:
+                frame, data = read_frame(fd, deadline)
+                kind = frame.get("t")
+                if frame.get("id") != job_id:
+                    raise ProtocolError(f"frame for job {frame.get('id')} while running job {job_id}")
+                if kind == "test":
+                    if not on_test(frame, data) and not stopped:
+                        stopped = True
+                        self._write(encode_frame({"t": "stop", "id": job_id}), deadline)
+                elif kind == "done":
+                    self.jobs_done += 1
+                    return int(frame.get("ran", 0))
+                else:
+                    raise ProtocolError(f"unexpected frame {kind!r}")
+        except (ProtocolError, OSError) as exc:
+            raise WorkerDied(f"sandbox worker {self.slot}: {exc}") from None
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Graceful stop: EOF on the command pipe ends J, then W; kill if it lingers."""
+        if self.proc is None:
+            return
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL the worker's whole session (J and every T die with W: PDEATHSIG/PID namespace)."""
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+                try:
+                    proc.kill()
+                except OSError:
+                    pass
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                log.error("sandbox worker %d (pid %d) did not die after SIGKILL", self.slot, proc.pid)
+            for stream in (proc.stdin, proc.stdout):
+                try:
+                    if stream:
+                        stream.close()
+                except OSError:
+                    pass
+        if self.cgroup_path:
+            cgroups.remove(self.cgroup_path)
+            self.cgroup_path = None
+
+
+def default_python() -> str:
+    """The real interpreter binary (a venv's ``bin/python`` may live in a hidden directory)."""
+    return os.path.realpath(sys.executable)
+
+
+def site_package_dirs() -> list[str]:
+    return [p for p in sys.path if p.rstrip("/").endswith(("site-packages", "dist-packages")) and os.path.isdir(p)]
+
+
+def default_hidden_paths() -> list[str]:
+    """Directories hidden from sandboxed programs: checkouts, data, homes and caches."""
+    repo_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    home = os.path.expanduser("~")
+    candidates = ["/work", "/home", "/mnt", "/media", "/srv", "/root", home, repo_root, os.getcwd(),
+                  os.environ.get("HF_HOME", ""), os.environ.get("XDG_CACHE_HOME", ""),
+                  os.path.dirname(os.path.dirname(os.path.abspath(sys.executable)))]
+    out: list[str] = []
+    for path in candidates:
+        if not path:
+            continue
+        path = os.path.realpath(path)
+        if path == "/" or not os.path.isdir(path) or path.startswith(("/usr", "/proc", "/sys", "/dev", "/etc",
+                                                                      "/lib", "/bin", "/sbin", "/tmp", "/var")):
+            continue
+        if any(path == p or path.startswith(p + "/") for p in out):
+            continue
+        out = [p for p in out if not p.startswith(path + "/")] + [path]
+    return sorted(out)
+
+
+def default_kept_paths() -> list[str]:
+    """Inside hidden directories, keep the interpreter's prefix and site-packages visible."""
+    keep = {os.path.realpath(sys.base_prefix)}
+    keep.update(os.path.realpath(p) for p in site_package_dirs())
+    return sorted(p for p in keep if os.path.isdir(p))
+

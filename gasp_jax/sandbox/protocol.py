@@ -1,0 +1,94 @@
+"""Wire format between the trusted parent and a sandbox worker.
+
+Stdlib only: this module is also loaded, by file path, into the worker interpreter
+(``python -I -S worker.py``), which must not import the ``gasp_jax`` package (its ``__init__``
+may pull in JAX).
+
+A frame is ``<u32 header length><u32 blob bytes>`` + a JSON header + raw blobs. The header
+holds only metadata; every piece of user data (program text, test inputs, program output)
+travels as a raw blob, so the worker never has to decode, copy or pickle it, and the parent
+never unpickles anything that came from the worker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import struct
+import time
+from typing import Any, Sequence
+
+PREFIX = struct.Struct("<II")
+MAX_HEADER = 1 << 20
+
+
+class ProtocolError(RuntimeError):
+    """The byte stream from the other side is malformed, truncated or late."""
+
+
+def encode_frame(header: dict[str, Any], blobs: Sequence[bytes | bytearray | memoryview] = ()) -> list:
+    """Return the frame as a list of buffers suitable for ``os.writev``."""
+    sizes = [len(b) if not isinstance(b, memoryview) else b.nbytes for b in blobs]
+    head = dict(header)
+    head["b"] = sizes
+    raw = json.dumps(head, separators=(",", ":")).encode()
+    return [PREFIX.pack(len(raw), sum(sizes)), raw, *blobs]
+
+
+def write_all(fd: int, buffers: list) -> None:
+    """Write every buffer completely (pipes may accept partial writes)."""
+    views = [memoryview(b).cast("B") for b in buffers if len(b)]
+    while views:
+        n = os.writev(fd, views[:64])
+        while n and views:
+            head = views[0]
+            if n >= head.nbytes:
+                n -= head.nbytes
+                views.pop(0)
+            else:
+                views[0] = head[n:]
+                n = 0
+
+
+def send_frame(fd: int, header: dict[str, Any], blobs: Sequence = ()) -> None:
+    write_all(fd, encode_frame(header, blobs))
+
+
+def read_exact(fd: int, n: int, deadline: float | None = None, into: memoryview | None = None) -> bytes | memoryview:
+    """Read exactly ``n`` bytes (into ``into`` if given), honouring an absolute monotonic deadline."""
+    buf = into if into is not None else memoryview(bytearray(n))
+    got = 0
+    while got < n:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ProtocolError("timed out waiting for the worker")
+            ready, _, _ = select.select([fd], [], [], left)
+            if not ready:
+                raise ProtocolError("timed out waiting for the worker")
+        k = os.readv(fd, [buf[got:n]])
+        if k == 0:
+            raise ProtocolError("unexpected end of stream")
+        got += k
+    return buf if into is not None else bytes(buf)
+
+
+def read_frame(fd: int, deadline: float | None = None) -> tuple[dict[str, Any], list[bytes]]:
+    """Read one frame; blobs are returned as ``bytes`` (parent side)."""
+    hlen, total = PREFIX.unpack(read_exact(fd, PREFIX.size, deadline))
+    if hlen > MAX_HEADER:
+        raise ProtocolError(f"frame header too large ({hlen} bytes)")
+    try:
+        header = json.loads(read_exact(fd, hlen, deadline))
+        sizes = [int(s) for s in header["b"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ProtocolError(f"malformed frame header: {exc}") from None
+    if sum(sizes) != total or any(s < 0 for s in sizes):
+        raise ProtocolError("frame blob sizes do not add up")
+    body = read_exact(fd, total, deadline) if total else b""
+    blobs, off = [], 0
+    for s in sizes:
+        blobs.append(body[off:off + s])
+        off += s
+    return header, blobs

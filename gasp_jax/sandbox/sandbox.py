@@ -1,0 +1,560 @@
+"""``Sandbox``: the public entry point. Grades untrusted programs in a pool of isolated workers.
+
+The caller's process (the trainer) only ever holds plain data: it sends program text and test
+inputs to workers, receives stdout bytes / strict JSON / repr strings back, and compares them
+with the expected outputs, which never leave this process.
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+import os
+import queue
+import signal as _signal
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+from gasp_jax.sandbox import policy
+from gasp_jax.sandbox.compare import COMPARE_MODES, compare_json, compare_stdout, loads_json
+from gasp_jax.sandbox.limits import DEFAULT_LIMITS, Limits
+from gasp_jax.sandbox.pool import (WorkerConfig, WorkerDied, WorkerProcess, default_hidden_paths,
+                                   default_kept_paths, default_python, site_package_dirs)
+from gasp_jax.sandbox.verdict import DeterminismReport, Result, Status, TestCase, TestResult, Verdict
+
+log = logging.getLogger("gasp_jax.sandbox")
+
+PREVIEW_CHARS = 2048
+_SETUP_FAILED = "sandbox child setup failed"
+
+
+class SandboxUnavailable(RuntimeError):
+    """No usable isolation (and ``allow_unsafe`` not set), or the workers cannot start."""
+
+
+@dataclass(frozen=True)
+class IsolationReport:
+    """What the startup self-test found. ``level``: ``full`` (network + PID + mount namespaces and
+    a non-root uid), ``partial`` (some of them) or ``none`` (rlimits and a process group only)."""
+
+    level: str
+    network_namespace: bool
+    pid_namespace: bool
+    mount_namespace: bool
+    non_root_uid: bool
+    memory_cgroup: bool
+    hidden_paths: tuple[str, ...]
+    details: str = ""
+
+
+@dataclass(frozen=True)
+class GradeJob:
+    """One item for ``grade_many``; a ``(code, tests)`` / ``(code, tests, fn_name)`` tuple or a
+    mapping with these keys is accepted as well."""
+
+    code: Any
+    tests: Sequence[Any]
+    fn_name: str | None = None
+    compare: str | None = None
+    limits: Limits | None = None
+    stop_on_failure: bool | None = None
+
+
+@dataclass
+class _Task:
+    """A job ready for a worker: wire header + blobs + the parent-side judge."""
+
+    header: dict[str, Any]
+    blobs: list[bytes]
+    limits: Limits
+    kind: str  # "grade" | "run" | "reference"
+    future: Future
+    expected: list[Any] | None = None
+    compare: str = "lcb"
+    stop_on_failure: bool = True
+    n: int = 0
+
+
+class _DataError(ValueError):
+    pass
+
+
+def _coerce_test(t: Any) -> TestCase:
+    if isinstance(t, TestCase):
+        inp, out = t.input, t.output
+    elif isinstance(t, Mapping):
+        if "input" not in t or "output" not in t:
+            raise _DataError("test mapping needs 'input' and 'output'")
+        inp, out = t["input"], t["output"]
+    elif isinstance(t, (tuple, list)) and len(t) == 2:
+        inp, out = t
+    else:
+        raise _DataError(f"cannot use {type(t).__name__} as a test case")
+    if inp is None or out is None:
+        raise _DataError("test input/output is None")
+    if isinstance(inp, bytes) or isinstance(out, bytes):
+        try:
+            inp = inp.decode("utf-8") if isinstance(inp, bytes) else inp
+            out = out.decode("utf-8") if isinstance(out, bytes) else out
+        except UnicodeDecodeError:
+            raise _DataError("test data is not valid UTF-8") from None
+    if not isinstance(inp, str) or not isinstance(out, str):
+        raise _DataError("test input and output must be strings")
+    return TestCase(inp, out)
+
+
+class Sandbox:
+    """Pool of isolated workers executing untrusted Python. Use as a context manager.
+
+    Example::
+
+        with Sandbox(workers=2, limits=Limits(cpu_s=2)) as sb:
+            v = sb.grade("print(int(input())*2)", [TestCase("2\\n", "4\\n")])
+            assert v.passed and v.reward == 1.0
+
+    ``grade`` / ``grade_many`` / ``submit`` never raise for any program text: bad programs get a
+    verdict, bad test data gets ``INFRA_ERROR`` with ``data_error=True`` and ``reward=None``.
+    """
+
+    def __init__(self, workers: int | None = None, limits: Limits | None = None, *,
+                 allow_unsafe: bool = False, compare: str = "lcb", lcb_header: bool = True,
+                 lcb_exit_parity: bool = False, site_packages: bool = True,
+                 hide_paths: Sequence[str] | None = None, recycle_after: int = 5000,
+                 max_program_bytes: int = policy.MAX_PROGRAM_BYTES, python: str | None = None,
+                 isolate: bool = True, debug: bool = False) -> None:
+        if compare not in COMPARE_MODES:
+            raise ValueError(f"compare must be one of {COMPARE_MODES}")
+        self.limits = limits or DEFAULT_LIMITS
+        self.workers = max(1, int(workers if workers is not None else (os.cpu_count() or 1)))
+        self.compare = compare
+        self.lcb_header = lcb_header
+        self.lcb_exit_parity = lcb_exit_parity
+        self.recycle_after = recycle_after
+        self.max_program_bytes = max_program_bytes
+        hidden = list(hide_paths) if hide_paths is not None else default_hidden_paths()
+        self._config = WorkerConfig(
+            python=python or default_python(), stack_bytes=self.limits.stack_bytes,
+            tmpfs_bytes=self.limits.tmpfs_bytes, cgroup_bytes=self.limits.cgroup_bytes, hide=hidden,
+            keep=default_kept_paths(), site_paths=site_package_dirs() if site_packages else (),
+            isolate=isolate, debug=debug)
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._procs: list[WorkerProcess] = []
+        self._closed = False
+        self._lock = threading.Lock()
+        self.stats = {"jobs": 0, "tests": 0, "infra_errors": 0, "restarts": 0}
+        try:
+            self._start(allow_unsafe)
+        except BaseException:
+            self.close()
+            raise
+
+    # ------------------------------------------------------------------ lifecycle
+    def _start(self, allow_unsafe: bool) -> None:
+        procs = [WorkerProcess(slot=i, config=self._config) for i in range(self.workers)]
+        errors: list[BaseException] = []
+
+        def boot(w: WorkerProcess) -> None:
+            try:
+                w.start()
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
+
+        starters = [threading.Thread(target=boot, args=(w,)) for w in procs]
+        for t in starters:
+            t.start()
+        for t in starters:
+            t.join()
+        self._procs = procs
+        if errors:
+            raise SandboxUnavailable(f"sandbox workers failed to start: {errors[0]}")
+        for w in procs:
+            t = threading.Thread(target=self._serve, args=(w,), name=f"gasp-sandbox-{w.slot}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        self.isolation = self._self_test()
+        msg = (f"sandbox isolation level={self.isolation.level} net_ns={self.isolation.network_namespace} "
+               f"pid_ns={self.isolation.pid_namespace} mount_ns={self.isolation.mount_namespace} "
+               f"non_root_uid={self.isolation.non_root_uid} memory_cgroup={self.isolation.memory_cgroup} "
+               f"workers={self.workers}")
+        if self.isolation.level == "none":
+            if not allow_unsafe:
+                raise SandboxUnavailable(msg + ": refusing to run untrusted code without isolation "
+                                         "(pass allow_unsafe=True for tests only)")
+            log.warning(msg + " (UNSAFE: allow_unsafe=True)")
+        elif self.isolation.level == "partial":
+            log.warning(msg + " " + self.isolation.details)
+        else:
+            log.info(msg)
+
+    def _self_test(self) -> IsolationReport:
+        facts = self._procs[0].facts
+        probe = (
+            "def probe():\n"
+            "    import os, socket\n"
+            "    r = {'uid': os.getuid(), 'pid': os.getpid()}\n"
+            "    try:\n"
+            "        socket.create_connection(('1.1.1.1', 80), timeout=1).close(); r['net'] = True\n"
+            "    except OSError:\n"
+            "        r['net'] = False\n"
+            f"    r['hidden_visible'] = [p for p in {list(self._config.hide)!r} if os.listdir(p) and "
+            "any(not e.startswith('.') for e in os.listdir(p)) and p not in ('/root',)]\n"
+            "    return r\n")
+        res = self.run_function(probe, [""], fn_name="probe", limits=self.limits.replace(cpu_s=5.0))
+        seen: dict[str, Any] = {}
+        if res and res[0].ok and res[0].output:
+            try:
+                seen = ast.literal_eval(res[0].output)
+            except (ValueError, SyntaxError):
+                seen = {}
+        if not seen:
+            raise SandboxUnavailable(f"sandbox self-test failed: {res[0].error if res else 'no result'}")
+        net = bool(facts.get("netns")) and seen.get("net") is False
+        pid = bool(facts.get("pidns")) and int(seen.get("pid", 0)) < 100
+        mnt = bool(facts.get("mountns"))
+        uid = int(seen.get("uid", 0)) != 0
+        cg = bool(facts.get("cgroup"))
+        level = "full" if (net and pid and mnt and uid) else ("partial" if (net or pid or mnt or uid) else "none")
+        details = "; ".join(facts.get("errors", []))
+        return IsolationReport(level, net, pid, mnt, uid, cg, tuple(facts.get("hidden", [])), details)
+
+    def close(self) -> None:
+        """Stop all workers; pending jobs resolve to INFRA_ERROR."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        for _ in self._threads:
+            self._queue.put(None)
+        for t in self._threads:
+            t.join(timeout=60)
+        while True:
+            try:
+                task = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if task is not None:
+                self._fail(task, "sandbox closed")
+        for w in self._procs:
+            w.stop()
+
+    def __enter__(self) -> "Sandbox":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+    # ------------------------------------------------------------------ worker threads
+    def _serve(self, w: WorkerProcess) -> None:
+        while True:
+            task = self._queue.get()
+            if task is None:
+                return
+            if task.future.cancelled():
+                continue
+            try:
+                if not w.alive or w.jobs_done >= self.recycle_after:
+                    if w.proc is not None:
+                        w.stop()
+                    w.start()
+                    self.stats["restarts"] += 1
+                self._execute(w, task)
+            except WorkerDied as exc:
+                log.error("sandbox infrastructure error: %s", exc)
+                self.stats["infra_errors"] += 1
+                w.kill()
+                self._fail(task, str(exc))
+            except BaseException as exc:  # noqa: BLE001 - never lose a future
+                log.exception("sandbox internal error")
+                self.stats["infra_errors"] += 1
+                w.kill()
+                self._fail(task, f"internal error: {exc!r}")
+
+    def _fail(self, task: _Task, message: str) -> None:
+        if task.future.done():
+            return
+        if task.kind == "grade":
+            task.future.set_result(Verdict(Status.INFRA_ERROR, message=message, n_tests=task.n))
+        elif task.kind == "reference":
+            task.future.set_result([None] * task.n)
+        else:
+            task.future.set_result([Result(Status.INFRA_ERROR, error=message)] * task.n)
+
+    def _execute(self, w: WorkerProcess, task: _Task) -> None:
+        lim = task.limits
+        per_test = lim.wall_deadline_s + 2.0
+        deadline = time.monotonic() + 10.0 + per_test * task.n + 1e-9 * sum(len(b) for b in task.blobs) * 50
+        results: list[Any] = []
+
+        def on_test(h: dict[str, Any], blobs: list[bytes]) -> bool:
+            r = self._judge(task, h, blobs)
+            results.append(r)
+            if task.kind == "grade":
+                return not (task.stop_on_failure and not r.passed)
+            return True
+
+        w.execute(task.header, task.blobs, deadline, on_test)
+        self.stats["jobs"] += 1
+        self.stats["tests"] += len(results)
+        if task.kind == "grade":
+            task.future.set_result(self._aggregate(task, results))
+        else:
+            task.future.set_result(results)
+
+    # ------------------------------------------------------------------ judging (parent side)
+    def _judge(self, task: _Task, h: dict[str, Any], blobs: list[bytes]) -> Any:
+        """Turn raw facts about one test into a TestResult (grade) or Result (run)."""
+        out, rec_raw, err = blobs[0], blobs[1], b"".join(blobs[2:])
+        i = int(h["i"])
+        lim = task.limits
+        cpu, wall = float(h.get("cpu", 0.0)), float(h.get("wall", 0.0))
+        sig, code = h.get("sig"), h.get("exit")
+        stderr_tail = err.decode("utf-8", "replace")
+        record: dict[str, Any] = {}
+        if rec_raw and not h.get("res_over"):
+            try:
+                parsed = loads_json(rec_raw.decode("utf-8"))
+                record = parsed if isinstance(parsed, dict) else {}
+            except (ValueError, UnicodeDecodeError, RecursionError):
+                record = {}
+        status, message = None, ""
+        if not h.get("setup_ok", True):
+            status, message = Status.INFRA_ERROR, f"{_SETUP_FAILED}: {record.get('msg', '')}"
+        elif record.get("k") == "ce":
+            status, message = Status.CE, str(record.get("msg", ""))
+        elif h.get("kill") == "ole" or h.get("out_over") or h.get("res_over"):
+            status, message = Status.OLE, f"output exceeded {lim.stdout_bytes} bytes"
+        elif h.get("kill") == "wall":
+            status, message = Status.TLE, f"wall-clock limit {lim.wall_deadline_s:g}s"
+        elif cpu > lim.cpu_s or sig == _signal.SIGXCPU or (sig == _signal.SIGKILL and cpu >= int(lim.cpu_s + 0.999) - 0.05):
+            status, message = Status.TLE, f"CPU limit {lim.cpu_s:g}s (used {cpu:.2f}s)"
+        elif record.get("k") == "mle" or (sig == _signal.SIGKILL):
+            status, message = Status.MLE, "out of memory" if sig is None else "killed (SIGKILL), likely out of memory"
+        elif sig is not None:
+            status, message = Status.RE, f"killed by signal {_signal.Signals(sig).name if sig in _signal.Signals._value2member_map_ else sig}"
+        elif record.get("k") == "exc":
+            status, message = Status.RE, f"{record.get('etype', 'Exception')}: {record.get('msg', '')}"
+        elif record.get("k") == "bad":
+            status, message = Status.RE, f"unserializable return value: {record.get('msg', '')}"
+        elif code not in (0, None) and not (self.lcb_exit_parity and task.header["mode"] == "stdin"
+                                           and record.get("k") == "exit"):
+            status, message = Status.RE, f"exit code {code}"
+        mode = task.header["mode"]
+        if task.kind == "run":
+            if status is None:
+                if record.get("k") == "ok" and "v" in record:
+                    return Result(Status.PASS, output=str(record["v"]), cpu_s=cpu, wall_s=wall)
+                status, message = Status.RE, "function did not return (exit before return)"
+            return Result(status, error=message, cpu_s=cpu, wall_s=wall)
+        output_text = ""
+        if mode == "stdin":
+            output_text = out[:PREVIEW_CHARS * 4].decode("utf-8", "replace")[:PREVIEW_CHARS]
+        elif "v" in record:
+            output_text = str(record["v"])[:PREVIEW_CHARS]
+        if task.kind == "reference":
+            full = None
+            if status is None:
+                if mode == "stdin":
+                    full = out.decode("utf-8", "replace")
+                elif record.get("k") == "ok":
+                    full = str(record.get("v"))
+            return full
+        if status is None:
+            if mode == "stdin":
+                ok, message = compare_stdout(out, task.expected[i], task.compare)
+            elif record.get("k") == "ok" and "v" in record:
+                ok, message = compare_json(str(record["v"]), task.expected[i])
+            else:
+                ok, message = False, "function did not return (exit before return)"
+                status = Status.RE
+            if status is None:
+                status = Status.PASS if ok else Status.WA
+        return TestResult(index=i, status=status, cpu_s=cpu, wall_s=wall, exit_code=code, signal=sig,
+                          stdout_truncated=bool(h.get("out_over")), stderr_tail=stderr_tail,
+                          output=output_text, message=message)
+
+    def _aggregate(self, task: _Task, results: list[TestResult]) -> Verdict:
+        if not results:
+            return Verdict(Status.INFRA_ERROR, message="no test ran", n_tests=task.n)
+        infra = [r for r in results if r.status is Status.INFRA_ERROR]
+        if infra:
+            return Verdict(Status.INFRA_ERROR, tuple(results), infra[0].message, n_tests=task.n)
+        failed = [r for r in results if not r.passed]
+        if failed:
+            return Verdict(failed[0].status, tuple(results), f"test {failed[0].index}: {failed[0].message}",
+                           n_tests=task.n)
+        if len(results) < task.n:
+            return Verdict(Status.INFRA_ERROR, tuple(results), "not every test ran", n_tests=task.n)
+        return Verdict(Status.PASS, tuple(results), n_tests=task.n)
+
+    # ------------------------------------------------------------------ building jobs
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("Sandbox is closed")
+
+    def _done(self, value: Any) -> Future:
+        f: Future = Future()
+        f.set_result(value)
+        return f
+
+    def _submit(self, task: _Task) -> Future:
+        self._check_open()
+        self._queue.put(task)
+        return task.future
+
+    def submit(self, code: Any, tests: Sequence[Any], *, fn_name: str | None = None, compare: str | None = None,
+               limits: Limits | None = None, stop_on_failure: bool | None = None) -> "Future[Verdict]":
+        """Asynchronous ``grade``: returns a ``concurrent.futures.Future`` resolving to a Verdict."""
+        self._check_open()
+        text, reason = policy.validate_program(code, self.max_program_bytes)
+        n = len(tests) if isinstance(tests, Sequence) and not isinstance(tests, (str, bytes)) else 0
+        if text is None:
+            return self._done(Verdict(Status.CE, message=reason or "invalid program", n_tests=n))
+        try:
+            if isinstance(tests, (str, bytes)) or not isinstance(tests, Iterable):
+                raise _DataError("tests must be a list of TestCase")
+            cases = [_coerce_test(t) for t in tests]
+            if not cases:
+                raise _DataError("zero tests")
+            if fn_name is not None and (not isinstance(fn_name, str) or not fn_name.isidentifier()):
+                raise _DataError(f"invalid fn_name {fn_name!r}")
+            mode = "functional" if fn_name is not None else "stdin"
+            expected: list[Any]
+            if mode == "functional":
+                expected = []
+                for c in cases:
+                    try:
+                        for line in c.input.split("\n"):
+                            loads_json(line)
+                        expected.append(loads_json(c.output))
+                    except (ValueError, RecursionError) as exc:
+                        raise _DataError(f"malformed functional test JSON: {exc}") from None
+            else:
+                expected = [c.output for c in cases]
+            cmp = compare or self.compare
+            if cmp not in COMPARE_MODES:
+                raise _DataError(f"unknown compare mode {cmp!r}")
+            lim = limits or self.limits
+            blobs = [text.encode("utf-8")] + [c.input.encode("utf-8", "surrogatepass") for c in cases]
+        except _DataError as exc:
+            return self._done(Verdict(Status.INFRA_ERROR, message=f"data error: {exc}", data_error=True, n_tests=n))
+        header = {"mode": mode, "fn": fn_name, "lim": lim.to_wire(), "header": self.lcb_header}
+        task = _Task(header, blobs, lim, "grade", Future(), expected, cmp,
+                     True if stop_on_failure is None else bool(stop_on_failure), len(cases))
+        return self._submit(task)
+
+    def grade(self, code: Any, tests: Sequence[Any], *, fn_name: str | None = None, compare: str | None = None,
+              limits: Limits | None = None, stop_on_failure: bool | None = None) -> Verdict:
+        """Grade one program. ``fn_name`` given -> functional (LeetCode) mode, else stdin mode."""
+        return self.submit(code, tests, fn_name=fn_name, compare=compare, limits=limits,
+                           stop_on_failure=stop_on_failure).result()
+
+    @staticmethod
+    def _as_job(job: Any) -> GradeJob:
+        if isinstance(job, GradeJob):
+            return job
+        if isinstance(job, Mapping):
+            return GradeJob(**{k: job[k] for k in ("code", "tests", "fn_name", "compare", "limits",
+                                                   "stop_on_failure") if k in job})
+        if isinstance(job, (tuple, list)) and 2 <= len(job) <= 3:
+            return GradeJob(*job)
+        raise TypeError(f"cannot use {type(job).__name__} as a grade job")
+
+    def grade_many_async(self, jobs: Iterable[Any]) -> "list[Future[Verdict]]":
+        """Submit many jobs at once (they run in parallel over the pool); one future per job."""
+        futures = []
+        for job in jobs:
+            try:
+                j = self._as_job(job)
+            except TypeError as exc:
+                futures.append(self._done(Verdict(Status.INFRA_ERROR, message=f"data error: {exc}",
+                                                  data_error=True)))
+                continue
+            futures.append(self.submit(j.code, j.tests, fn_name=j.fn_name, compare=j.compare, limits=j.limits,
+                                       stop_on_failure=j.stop_on_failure))
+        return futures
+
+    def grade_many(self, jobs: Iterable[Any]) -> list[Verdict]:
+        """Grade many programs in parallel; verdicts in job order."""
+        return [f.result() for f in self.grade_many_async(jobs)]
+
+    def _run_task(self, code: Any, inputs: Sequence[str], fn_name: str | None, limits: Limits | None,
+                  kind: str, header: bool | None = None) -> Future | list:
+        text, reason = policy.validate_program(code, self.max_program_bytes)
+        items = list(inputs)
+        if text is None:
+            return [Result(Status.CE, error=reason or "invalid program")] * len(items)
+        if not items:
+            return []
+        if any(not isinstance(x, str) for x in items):
+            return [Result(Status.INFRA_ERROR, error="data error: inputs must be strings")] * len(items)
+        if fn_name is not None and (not isinstance(fn_name, str) or not fn_name.isidentifier()):
+            return [Result(Status.INFRA_ERROR, error=f"data error: invalid fn_name {fn_name!r}")] * len(items)
+        lim = limits or self.limits
+        if kind == "run":
+            mode = "azr"
+        else:
+            mode = "functional" if fn_name is not None else "stdin"
+        use_header = (mode != "azr" and self.lcb_header) if header is None else header
+        wire = {"mode": mode, "fn": fn_name, "lim": lim.to_wire(), "header": use_header}
+        blobs = [text.encode("utf-8")] + [x.encode("utf-8", "surrogatepass") for x in items]
+        task = _Task(wire, blobs, lim, kind, Future(), None, self.compare, False, len(items))
+        return self._submit(task)
+
+    def run_function_async(self, code: Any, inputs: Sequence[str], *, fn_name: str = "f",
+                           limits: Limits | None = None, banned_modules: Iterable[str] | bool | None = None,
+                           lcb_header: bool = False) -> "Future[list[Result]]":
+        """Asynchronous ``run_function``."""
+        self._check_open()
+        if banned_modules:
+            banned = policy.DEFAULT_BANNED_MODULES if banned_modules is True else frozenset(banned_modules)
+            text, _ = policy.validate_program(code, self.max_program_bytes)
+            if text is not None:
+                hits = policy.find_banned_imports(text, banned)
+                if hits:
+                    return self._done([Result(Status.CE, error=f"banned import: {', '.join(hits)}")] * len(inputs))
+        out = self._run_task(code, inputs, fn_name, limits, "run", lcb_header)
+        return out if isinstance(out, Future) else self._done(out)
+
+    def run_function(self, code: Any, inputs: Sequence[str], *, fn_name: str = "f", limits: Limits | None = None,
+                     banned_modules: Iterable[str] | bool | None = None, lcb_header: bool = False) -> list[Result]:
+        """AZR-style: for each input expression ``x`` (e.g. ``"'abc', 3"``) evaluate ``fn_name(x)``
+        in its own sandboxed process and return ``repr`` of the value (or the error) per input.
+        ``banned_modules=True`` applies the default import policy (a CE without running)."""
+        return self.run_function_async(code, inputs, fn_name=fn_name, limits=limits,
+                                       banned_modules=banned_modules, lcb_header=lcb_header).result()
+
+    def check_deterministic(self, code: Any, inputs: Sequence[str], *, fn_name: str = "f", runs: int = 2,
+                            limits: Limits | None = None,
+                            banned_modules: Iterable[str] | bool | None = None) -> DeterminismReport:
+        """Run the calls ``runs`` times in separate sandboxes; deterministic iff every run gives the
+        same status and output for every input. ``deterministic`` is None on an infrastructure error."""
+        futures = [self.run_function_async(code, inputs, fn_name=fn_name, limits=limits,
+                                           banned_modules=banned_modules) for _ in range(max(2, runs))]
+        all_runs = tuple(tuple(f.result()) for f in futures)
+        if any(r.status is Status.INFRA_ERROR for run in all_runs for r in run):
+            return DeterminismReport(None, all_runs, "infrastructure error")
+        first = [(r.status, r.output) for r in all_runs[0]]
+        for k, run in enumerate(all_runs[1:], 1):
+            for i, r in enumerate(run):
+                if (r.status, r.output) != first[i]:
+                    return DeterminismReport(False, all_runs, f"input {i} differs between run 0 and run {k}")
+        return DeterminismReport(True, all_runs)
+
+    def run_reference(self, code: Any, inputs: Sequence[str], *, fn_name: str | None = None,
+                      limits: Limits | None = None) -> list[str | None]:
+        """Outputs of a trusted-or-not reference program (stdout text, or the JSON of the return
+        value when ``fn_name`` is given), for computing expected outputs; None where it failed."""
+        out = self._run_task(code, inputs, fn_name, limits, "reference")
+        if isinstance(out, Future):
+            return list(out.result())
+        return [None] * len(out)
