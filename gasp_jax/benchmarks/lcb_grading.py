@@ -95,7 +95,7 @@ def summary(r: dict[str, Any]) -> str:
         f"official PASS, ours not ({len(r['official_pass_we_fail'])}): "
         + json.dumps([(e["question_id"], e["ours"], e["message"][:120]) for e in r["official_pass_we_fail"]]),
         f"official FAIL on a public test, ours PASS ({len(r['official_fail_we_pass_on_public_test'])}): "
-        + json.dumps([(e["question_id"], e["official_code"]) for e in r["official_fail_we_pass_on_public_test"]]),
+        + json.dumps([(e["question_id"], e["official_code"], e["likely_harness_false_negative"]) for e in r["official_fail_we_pass_on_public_test"]], indent=0),
         f"official FAIL on a private/unknown test, ours PASS: {len(r['official_fail_we_pass_private_or_unknown'])}",
     ]
     return "\n".join(lines)

@@ -1,0 +1,63 @@
+"""End to end: a tiny random model, our sampler, the real sandbox, a handful of real LCB problems."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from gasp_jax.evaluation import eval_job, goalposts
+from gasp_jax.evaluation.common import shared_data_dir
+from gasp_jax.evaluation.runner import SampleStore
+
+SAMPLE = shared_data_dir() / "problems" / "lcb_release_v5_880_public.jsonl"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_config(name, arg=None):
+    spec = importlib.util.spec_from_file_location(name, REPO / "configs" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+# Short statements (they fit the tiny model's 2048-token context with the byte tokenizer):
+# LeetCode (functional) and AtCoder (stdin), on both sides of 2024-08-01.
+PROBLEMS = ("3676", "abc383_d", "3453", "abc333_a")
+
+pytestmark = pytest.mark.skipif(not SAMPLE.exists(), reason="shared LCB data not found")
+
+
+def test_eval_job_tiny_random_model(tmp_path):
+    pytest.importorskip("gasp_jax.sandbox").Sandbox
+    pytest.importorskip("gasp_jax.sampling").generate
+    config = load_config("lcb_eval", "smoke")
+    config.data.problem_ids = PROBLEMS
+    report = eval_job.run(config, str(tmp_path))
+
+    assert report["problems"] == {"selected": 4, "graded": 4, "skipped": 0}
+    assert report["ks"] == [1, 2] and set(report["pass_at_k"]["platform"]) == {"leetcode", "atcoder"}
+    records = SampleStore(tmp_path).load()
+    assert sorted(records) == sorted(PROBLEMS)
+    for rec in records.values():
+        assert len(rec.completions) == 2 and len(rec.codes) == 2 and len(rec.grades) == 2
+        # Random weights: nothing can be correct; every sample gets a definite verdict.
+        assert all(g.passed is False and g.status in ("WA", "RE", "CE", "TLE") for g in rec.grades)
+    assert report["pass_at_k"]["overall"]["pass@1"] == 0.0
+    assert json.loads((tmp_path / "report.json").read_text())["samples"]["judged"] == 8
+    assert any((tmp_path / "tensorboard").iterdir())
+
+    again = eval_job.run(config, str(tmp_path))  # resumed: everything reused
+    assert again["per_problem"] == report["per_problem"]
+
+
+def test_goalposts_job_two_tiny_checkpoints(tmp_path):
+    pytest.importorskip("gasp_jax.sandbox").Sandbox
+    pytest.importorskip("gasp_jax.sampling").generate
+    config = load_config("lcb_goalposts", "smoke")
+    config.data.problem_ids = PROBLEMS[2:]  # the two pre-2024-08-01 ones
+    out = goalposts.run(config, str(tmp_path))
+    assert out["summary"]["problems"] == 2
+    assert sorted(out["goalpost_ids"]) == sorted(PROBLEMS[2:])  # a random model solves nothing
+    for gp in out["goalposts"]:
+        assert set(gp["evidence"]) == {"00_tiny0", "01_tiny1"}
+        assert all(e["n"] == 2 and e["correct"] == 0 and e["pass@2"] == 0.0 for e in gp["evidence"].values())
