@@ -19,7 +19,8 @@ checkpoint that solved them; undetermined problems with the reason), and
 checkpoints/<name>/samples.jsonl (all samples; rerun the same command to resume).
 GASP found 146 goalposts among 601 problems with Qwen2.5-Coder-7B RLVR runs.
 
-  smoke   (`:smoke`) two random-weight tiny checkpoints on 3 problems, n=k=2: plumbing check.
+  smoke   (`:smoke`) two random-weight tiny checkpoints on 3 short problems, n=k=2: plumbing
+          check; expect all 3 as goalposts (random weights solve nothing).
 """
 
 import os
@@ -94,7 +95,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.overwrite = False
 
     if smoke:
-        config.data.problem_ids = ("2777", "abc301_a", "1873_A")
+        config.data.problem_ids = ("3453", "abc333_a", "3337")  # short statements (tiny context)
         for i, c in enumerate(config.checkpoints):
             c.name = f"tiny{i}"
             c.preset = "tiny"

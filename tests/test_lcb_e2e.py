@@ -43,11 +43,13 @@ def test_eval_job_tiny_random_model(tmp_path):
         # Random weights: nothing can be correct; every sample gets a definite verdict.
         assert all(g.passed is False and g.status in ("WA", "RE", "CE", "TLE") for g in rec.grades)
     assert report["pass_at_k"]["overall"]["pass@1"] == 0.0
-    assert json.loads((tmp_path / "report.json").read_text())["samples"]["judged"] == 8
+    assert report["samples"]["judged"] == 8
+    full = json.loads((tmp_path / "report.json").read_text())
+    assert sorted(full["per_problem"]) == sorted(PROBLEMS)
     assert any((tmp_path / "tensorboard").iterdir())
 
     again = eval_job.run(config, str(tmp_path))  # resumed: everything reused
-    assert again["per_problem"] == report["per_problem"]
+    assert json.loads((tmp_path / "report.json").read_text())["per_problem"] == full["per_problem"]
 
 
 def test_goalposts_job_two_tiny_checkpoints(tmp_path):
@@ -55,8 +57,9 @@ def test_goalposts_job_two_tiny_checkpoints(tmp_path):
     pytest.importorskip("gasp_jax.sampling").generate
     config = load_config("lcb_goalposts", "smoke")
     config.data.problem_ids = PROBLEMS[2:]  # the two pre-2024-08-01 ones
-    out = goalposts.run(config, str(tmp_path))
-    assert out["summary"]["problems"] == 2
+    summary = goalposts.run(config, str(tmp_path))
+    out = json.loads((tmp_path / "goalposts.json").read_text())
+    assert summary["summary"] == out["summary"] and out["summary"]["problems"] == 2
     assert sorted(out["goalpost_ids"]) == sorted(PROBLEMS[2:])  # a random model solves nothing
     for gp in out["goalposts"]:
         assert set(gp["evidence"]) == {"00_tiny0", "01_tiny1"}

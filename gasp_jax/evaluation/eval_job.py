@@ -136,7 +136,10 @@ def run(
     tokenizer: Any = None,
     grader: Grader | None = None,
 ) -> dict[str, Any]:
-    """Run the evaluation described by ``config`` into ``workdir``; returns the report dict.
+    """Run the evaluation described by ``config`` into ``workdir``.
+
+    Returns a compact summary (the report without per-problem entries and config); the full
+    report is ``workdir/report.json``.
 
     ``generate_fn`` / ``tokenizer`` / ``grader`` replace the model and sandbox built from the config
     (tests use a fake generator).
@@ -185,4 +188,12 @@ def run(
     write_json(workdir_path / "report.json", report)
     write_tensorboard(workdir_path / "tensorboard", report["pass_at_k"], int(config.get("step", 0)))
     log.info("lcb_eval: %s over %d problems -> %s", _summary_line(report["pass_at_k"]), report["problems"]["graded"], workdir_path / "report.json")
-    return report
+    return summarize(report, workdir_path / "report.json")
+
+
+def summarize(report: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The report without its bulky parts (what the entry point logs)."""
+    out = {k: v for k, v in report.items() if k not in ("per_problem", "config", "load")}
+    out["load"] = {k: v for k, v in report["load"].items() if k != "skipped_rows"}
+    out["report_path"] = str(path)
+    return out

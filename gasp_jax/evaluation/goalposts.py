@@ -119,7 +119,7 @@ def run(
     generate_fn_factory: GenerateFnFactory | None = None,
     grader: Grader | None = None,
 ) -> dict[str, Any]:
-    """Select goalposts as configured; writes ``goalposts.json`` in ``workdir`` and returns it."""
+    """Select goalposts as configured into ``workdir/goalposts.json``; returns a compact summary."""
     t0 = time.monotonic()
     workdir_path = Path(workdir)
     k = int(config.k)
@@ -206,4 +206,9 @@ def run(
         "lcb_goalposts: %d goalposts (pass@%d = 0 for all %d checkpoints), %d solved, %d undetermined -> %s",
         len(goal_ids), k, len(names), len(solved), len(undetermined), workdir_path / "goalposts.json",
     )
-    return result
+    return {
+        "summary": result["summary"],
+        "goalpost_ids": goal_ids,
+        "undetermined": undetermined,
+        "path": str(workdir_path / "goalposts.json"),
+    }
