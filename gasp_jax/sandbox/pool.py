@@ -117,9 +117,10 @@ class WorkerProcess:
                     n = 0
 
     def execute(self, header: dict[str, Any], blobs: Sequence[bytes], deadline: float,
-                on_test: Callable[[dict[str, Any], list[bytes]], bool]) -> int:
+                on_test: Callable[[dict[str, Any], list[bytes]], bool]) -> dict[str, Any]:
         """Run one job. ``on_test`` gets every per-test frame and returns False to stop early
-        (a STOP frame is then sent; the runner skips the remaining tests). Returns tests run."""
+        (a STOP frame is then sent; the runner skips the remaining tests). Returns the final
+        ``done`` frame: tests run, whether the job was stopped/killed, the runner's exit status."""
         if not self.alive:
             raise WorkerDied("sandbox worker is not running")
         self._next_id += 1
@@ -139,7 +140,8 @@ class WorkerProcess:
                         self._write(encode_frame({"t": "stop", "id": job_id}), deadline)
                 elif kind == "done":
                     self.jobs_done += 1
-                    return int(frame.get("ran", 0))
+                    frame["stopped"] = stopped
+                    return frame
                 else:
                     raise ProtocolError(f"unexpected frame {kind!r}")
         except (ProtocolError, OSError) as exc:

@@ -302,13 +302,39 @@ class Sandbox:
                 return not (task.stop_on_failure and not r.passed)
             return True
 
-        w.execute(task.header, task.blobs, deadline, on_test)
+        done = w.execute(task.header, task.blobs, deadline, on_test)
         self.stats["jobs"] += 1
         self.stats["tests"] += len(results)
+        if len(results) < task.n and not done.get("stopped"):
+            self._fill_missing(task, results, done)
         if task.kind == "grade":
             task.future.set_result(self._aggregate(task, results))
         else:
             task.future.set_result(results)
+
+    def _fill_missing(self, task: _Task, results: list[Any], done: dict[str, Any]) -> None:
+        """Tests the runner never reported: CE for all after a compile error; TLE when the job's
+        wall budget ran out; RE when the program killed its own runner; INFRA_ERROR when the
+        runner failed before any program code could have run."""
+        first = results[0] if results else None
+        if first is not None and first.status is Status.CE:
+            status, message = Status.CE, first.error if task.kind == "run" else first.message
+        elif done.get("killed") == "budget":
+            status, message = Status.TLE, "job wall-clock budget exhausted"
+        elif done.get("runner_exit") in (73, 74) or done.get("killed") == "protocol":
+            status, message = Status.INFRA_ERROR, f"sandbox runner failed (exit {done.get('runner_exit')})"
+            log.error("sandbox runner failed: %s", done)
+        else:
+            status, message = Status.RE, "the program killed its sandbox runner"
+        for i in range(len(results), task.n):
+            if task.kind == "grade":
+                results.append(TestResult(index=i, status=status, message=message))
+                if task.stop_on_failure:
+                    break
+            elif task.kind == "run":
+                results.append(Result(status, error=message))
+            else:
+                results.append(None)
 
     # ------------------------------------------------------------------ judging (parent side)
     def _judge(self, task: _Task, h: dict[str, Any], blobs: list[bytes]) -> Any:

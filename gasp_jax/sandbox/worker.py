@@ -46,6 +46,13 @@ HEADER_MODULES = ("string", "re", "datetime", "collections", "heapq", "bisect", 
 LCB_HEADER = "".join(f"from {m} import *\n" for m in HEADER_MODULES) + "".join(
     f"import {m}\n" for m in HEADER_MODULES) + "sys.setrecursionlimit(50000)\n"
 HEADER_CODE = compile(LCB_HEADER, "<lcb-header>", "exec")
+# Executed once here; T copies the resulting names (~30 us) instead of re-running ~1,500 star
+# imports (~1 ms). Names bound to the interpreter's streams/argv are re-bound in T.
+HEADER_NS: dict = {"__name__": "__lcb_header__"}
+exec(HEADER_CODE, HEADER_NS)
+for _k in ("__name__", "__builtins__", "__doc__", "__loader__", "__spec__", "__package__"):
+    HEADER_NS.pop(_k, None)
+sys.setrecursionlimit(1000)
 
 _here = os.path.dirname(os.path.abspath(__file__))
 sys.path = [p for p in sys.path if os.path.abspath(p or ".") != _here]
@@ -54,8 +61,9 @@ CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
 CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
-PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 4, 36, 38
 RESULT_FD = 3
+SETUP_OK = b"\x01"
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -178,7 +186,7 @@ def _setup_isolation(cfg: dict, facts: dict) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# T: the test child (runs the untrusted program; never returns)
+# C: the test child (runs the untrusted program once; never returns)
 # ----------------------------------------------------------------------------------------------
 
 class _Unserializable(Exception):
@@ -208,7 +216,7 @@ def _plain(x, depth=0):
     raise _Unserializable(f"return value of type {t.__name__} is not plain JSON data")
 
 
-def _write_fd(fd: int, data: bytes) -> None:
+def _write_fd(fd: int, data) -> None:
     view = memoryview(data)
     while view:
         try:
@@ -218,66 +226,22 @@ def _write_fd(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
-def _child(job: dict, ctx: dict, payload_fd: int, out_w: int, err_w: int, res_w: int, ok_w: int) -> None:
-    """Body of T. Sets up limits and identity, runs the program, reports, ``_exit``s."""
+def _test_child(job: dict, prog: dict, payload: bytes, fds: tuple, cpu: tuple) -> None:
+    """Body of C: wire stdio, set the per-test CPU limit, run the program, report, ``_exit``."""
     code = 70
-    report_fd = res_w
     try:
-        code_bytes = os.pread(ctx["code_fd"], ctx["code_len"], 0) if ctx["code_len"] else b""
-        payload = b""
-        if job["mode"] != "stdin":
-            payload = os.pread(payload_fd, ctx["payload_len"], 0) if ctx["payload_len"] else b""
-        # Move our pipe ends above the target numbers first so no dup2 clobbers another one.
-        stdin_src = payload_fd if job["mode"] == "stdin" else ctx["devnull"]
-        moved = [os.dup(fd) for fd in (stdin_src, out_w, err_w, res_w, ok_w)]
+        moved = [os.dup(fd) for fd in fds]  # stdin, stdout, stderr, result
         for target, fd in enumerate(moved):
             os.dup2(fd, target)
-        report_fd = RESULT_FD
-        os.closerange(RESULT_FD + 2, 1 << 16)
-        lim = job["lim"]
-        try:
-            with open("/proc/self/oom_score_adj", "w") as fh:
-                fh.write("1000")
-        except OSError:
-            pass
-        os.chdir(ctx["cwd"])
-        if not ctx["pidns"]:
-            os.setsid()
-        R = resource
-        R.setrlimit(R.RLIMIT_CORE, (0, 0))
-        R.setrlimit(R.RLIMIT_CPU, (lim["cpu_soft"], lim["cpu_hard"]))
-        R.setrlimit(R.RLIMIT_FSIZE, (lim["fsize"], lim["fsize"]))
-        R.setrlimit(R.RLIMIT_NOFILE, (lim["nofile"], lim["nofile"]))
-        R.setrlimit(R.RLIMIT_STACK, (lim["stack"], lim["stack"]))
-        R.setrlimit(R.RLIMIT_AS, (lim["as"], lim["as"]))
-        R.setrlimit(R.RLIMIT_NPROC, (lim["nproc"], lim["nproc"]))
-        if ctx["uid"] is not None:
-            os.setgroups([])
-            os.setresgid(ctx["uid"], ctx["uid"], ctx["uid"])
-            os.setresuid(ctx["uid"], ctx["uid"], ctx["uid"])
-        try:
-            _prctl(PR_SET_NO_NEW_PRIVS, 1)
-            _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        except OSError:
-            pass
-        os.environ["HOME"] = os.environ["TMPDIR"] = ctx["cwd"]
-        os.environ.pop("GASP_SB_REEXEC", None)
-        # Tell J that setup succeeded, on a pipe the program can no longer reach: anything that
-        # goes wrong from here on is the program's doing, not an infrastructure fault.
-        os.write(RESULT_FD + 1, b"1")
-        os.close(RESULT_FD + 1)
-    except BaseException as exc:  # noqa: BLE001 - setup failure is an infrastructure fault
-        try:
-            _write_fd(report_fd, _json_mod.dumps({"k": "setup", "msg": f"{type(exc).__name__}: {exc}"}).encode())
-        finally:
-            os._exit(71)
-
-    stdin = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "rb", closefd=False)), encoding="utf-8",
-                             errors="strict", newline="\n")
-    stdout = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "wb", closefd=False)), encoding="utf-8",
-                              errors="strict", newline="\n")
-    stderr = io.TextIOWrapper(io.BufferedWriter(io.FileIO(2, "wb", closefd=False)), encoding="utf-8",
-                              errors="backslashreplace", newline="\n", line_buffering=True)
+        os.closerange(RESULT_FD + 1, 1 << 16)
+        if not prog["pidns"]:
+            os.setsid()  # its own process group, so T can kill what it leaves behind
+        resource.setrlimit(resource.RLIMIT_CPU, cpu)
+        # Setup done: a first byte on the result pipe that the program cannot take back.
+        os.write(RESULT_FD, SETUP_OK)
+    except BaseException:  # noqa: BLE001 - setup failure is an infrastructure fault
+        os._exit(71)
+    stdin, stdout, stderr = prog["streams"]
     sys.stdin = sys.__stdin__ = stdin
     sys.stdout = sys.__stdout__ = stdout
     sys.stderr = sys.__stderr__ = stderr
@@ -285,44 +249,39 @@ def _child(job: dict, ctx: dict, payload_fd: int, out_w: int, err_w: int, res_w:
     mode = job["mode"]
     record: dict = {"k": "ok"}
     module = types.ModuleType("__main__" if mode == "stdin" else "solution")
-    module.__file__ = os.path.join(ctx["cwd"], "solution.py")
+    module.__file__ = prog["file"]
     module.__builtins__ = builtins
     sys.modules[module.__name__] = module
     ns = module.__dict__
     try:
         if job.get("header"):
-            exec(HEADER_CODE, ns)
-        try:
-            text = code_bytes.decode("utf-8")
-            del code_bytes
-            program = compile(text, "solution.py", "exec", dont_inherit=True)
-        except (SyntaxError, ValueError, UnicodeDecodeError, OverflowError, MemoryError, RecursionError) as exc:
-            record = {"k": "ce", "msg": f"{type(exc).__name__}: {exc}"}
-            program = None
-        if program is not None:
-            exec(program, ns)
-            if mode != "stdin":
-                fn_name = job["fn"]
-                sol = ns.get("Solution")
-                if isinstance(sol, type) and hasattr(sol, fn_name):
-                    fn = getattr(sol(), fn_name)
-                elif fn_name in ns:
-                    fn = ns[fn_name]
-                else:
-                    raise NameError(f"function {fn_name!r} not found")
-                arg_text = payload.decode("utf-8")
-                if mode == "functional":
-                    args = [_json_mod.loads(line) for line in arg_text.split("\n")]
-                    value = fn(*args)
-                    try:
-                        record = {"k": "ok", "v": _json_mod.dumps(_plain(value), allow_nan=False)}
-                    except (_Unserializable, RecursionError, ValueError) as exc:
-                        record = {"k": "bad", "msg": str(exc)}
-                else:  # azr: f(<input expression>) -> repr
-                    call = compile(f"__gasp_fn__({arg_text})", "<input>", "eval", dont_inherit=True)
-                    ns["__gasp_fn__"] = fn
-                    value = eval(call, ns)
-                    record = {"k": "ok", "v": repr(value)}
+            ns.update(HEADER_NS)
+            ns.update(stdin=stdin, stdout=stdout, stderr=stderr, __stdin__=stdin, __stdout__=stdout,
+                      __stderr__=stderr, argv=sys.argv)
+            sys.setrecursionlimit(50000)
+        exec(prog["code"], ns)
+        if mode != "stdin":
+            fn_name = job["fn"]
+            sol = ns.get("Solution")
+            if isinstance(sol, type) and hasattr(sol, fn_name):
+                fn = getattr(sol(), fn_name)  # a fresh Solution() per test
+            elif fn_name in ns:
+                fn = ns[fn_name]
+            else:
+                raise NameError(f"function {fn_name!r} not found")
+            arg_text = payload.decode("utf-8")
+            if mode == "functional":
+                args = [_json_mod.loads(line) for line in arg_text.split("\n")]
+                value = fn(*args)
+                try:
+                    record = {"k": "ok", "v": _json_mod.dumps(_plain(value), allow_nan=False)}
+                except (_Unserializable, RecursionError, ValueError) as exc:
+                    record = {"k": "bad", "msg": str(exc)}
+            else:  # azr: f(<input expression>) -> repr
+                call = compile(f"__gasp_fn__({arg_text})", "<input>", "eval", dont_inherit=True)
+                ns["__gasp_fn__"] = fn
+                value = eval(call, ns)
+                record = {"k": "ok", "v": repr(value)}
         code = 0
     except SystemExit as exc:
         arg = exc.code
@@ -374,7 +333,239 @@ def _child(job: dict, ctx: dict, payload_fd: int, out_w: int, err_w: int, res_w:
 
 
 # ----------------------------------------------------------------------------------------------
-# J: trusted runner
+# T: the per-job program runner (trusted code, but already non-root and limited)
+# ----------------------------------------------------------------------------------------------
+
+def _kill_others(pidns: bool, pid: int | None) -> None:
+    """SIGKILL every process this uid may signal except ourselves (in our PID namespace that is
+    exactly the program's leftovers), or the child's process group without a namespace."""
+    try:
+        if pidns:
+            os.kill(-1, signal.SIGKILL)
+        elif pid is not None:
+            os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _reap_all(block: bool) -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, 0 if block else os.WNOHANG)
+            if pid == 0:
+                return
+        except ChildProcessError:
+            return
+        except InterruptedError:
+            continue
+
+
+def _wipe_dir(path: str, keep_root: bool = True) -> None:
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return
+    for name in names:
+        full = os.path.join(path, name)
+        try:
+            if os.path.isdir(full) and not os.path.islink(full):
+                shutil.rmtree(full, ignore_errors=True)
+            else:
+                os.unlink(full)
+        except OSError:
+            pass
+
+
+class ProgramRunner:
+    """T: one per (program, job). Sets the sandbox identity and limits once, compiles the program
+    once, then forks one child C per test and judges nothing: it reports raw facts (exit status,
+    signal, CPU from ``wait4``, wall time, capped stdout, stderr tail, result record) to J.
+
+    T never runs program code itself, is non-dumpable (a child of the same uid cannot ptrace it
+    or open its fds via /proc) and is a child subreaper, so it reaps everything the test left.
+    The worst a test can do to T is kill or stop it, which only fails the program's own tests.
+    """
+
+    def __init__(self, job: dict, ctx: dict) -> None:
+        self.job, self.ctx = job, ctx
+        self.lim = job["lim"]
+
+    def setup(self) -> None:
+        ctx, lim = self.ctx, self.lim
+        keep = {ctx["res_w"], ctx["ctl_r"], ctx["code_fd"], ctx["inputs_fd"], ctx["devnull"]}
+        for fd in range(0, 3):  # J's 0/1 are the parent's pipes: T must not hold them
+            os.dup2(ctx["devnull"], fd)
+        prev = 2
+        for fd in sorted(keep):
+            os.closerange(prev + 1, fd)
+            prev = fd
+        os.closerange(prev + 1, 1 << 16)
+        os.chdir(ctx["cwd"])
+        if not ctx["pidns"]:
+            os.setsid()
+        R = resource
+        n = max(1, ctx["n"])
+        R.setrlimit(R.RLIMIT_CORE, (0, 0))
+        total = lim["cpu_hard"] * n + 10  # T's own budget; each C gets the per-test limit
+        R.setrlimit(R.RLIMIT_CPU, (total, total))
+        R.setrlimit(R.RLIMIT_FSIZE, (lim["fsize"], lim["fsize"]))
+        R.setrlimit(R.RLIMIT_NOFILE, (lim["nofile"], lim["nofile"]))
+        R.setrlimit(R.RLIMIT_STACK, (lim["stack"], lim["stack"]))
+        R.setrlimit(R.RLIMIT_AS, (lim["as"], lim["as"]))
+        R.setrlimit(R.RLIMIT_NPROC, (lim["nproc"], lim["nproc"]))
+        if ctx["uid"] is not None:
+            os.setgroups([])
+            os.setresgid(ctx["uid"], ctx["uid"], ctx["uid"])
+            os.setresuid(ctx["uid"], ctx["uid"], ctx["uid"])
+        _prctl(PR_SET_DUMPABLE, 0)
+        _prctl(PR_SET_CHILD_SUBREAPER, 1)
+        if not ctx["pidns"]:
+            _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.environ.get("TMPDIR") != ctx["cwd"]:
+            os.environ["HOME"] = os.environ["TMPDIR"] = ctx["cwd"]
+
+    def _send(self, header: dict, blobs=()) -> None:
+        write_all(self.ctx["res_w"], encode_frame(header, blobs))
+
+    def run(self) -> None:
+        ctx = self.ctx
+        code_bytes = os.pread(ctx["code_fd"], ctx["code_len"], 0) if ctx["code_len"] else b""
+        os.close(ctx["code_fd"])
+        try:
+            text = code_bytes.decode("utf-8")
+            program = compile(text, "solution.py", "exec", dont_inherit=True)
+        except (SyntaxError, ValueError, UnicodeDecodeError, OverflowError, MemoryError, RecursionError) as exc:
+            rec = _json_mod.dumps({"k": "ce", "msg": f"{type(exc).__name__}: {exc}"[:2000]}).encode()
+            self._send({"t": "test", "i": 0, "exit": 0, "sig": None, "cpu": 0.0, "wall": 0.0, "rss_kb": 0,
+                        "kill": None, "out_over": False, "res_over": False, "setup_ok": True}, [b"", rec, b""])
+            return
+        del text, code_bytes
+        prog = {"code": program, "streams": ctx["streams"], "file": os.path.join(ctx["cwd"], "solution.py"),
+                "pidns": ctx["pidns"]}
+        offsets = ctx["offsets"]
+        for i, (off, size) in enumerate(offsets):
+            if i and self._stop_requested():
+                return
+            payload = os.pread(ctx["inputs_fd"], size, off) if size else b""
+            self._run_test(i, prog, payload)
+
+    def _stop_requested(self) -> bool:
+        try:
+            return bool(os.read(self.ctx["ctl_r"], 64))
+        except BlockingIOError:
+            return False
+
+    def _run_test(self, i: int, prog: dict, payload: bytes) -> None:
+        job, ctx, lim = self.job, self.ctx, self.lim
+        stdin_fd = ctx["devnull"]
+        memfd = None
+        if job["mode"] == "stdin":
+            memfd = stdin_fd = os.memfd_create("stdin", 0)
+            _write_fd(memfd, payload)
+            os.lseek(memfd, 0, os.SEEK_SET)
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        res_r, res_w = os.pipe()
+        start = time.monotonic()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                _test_child(job, prog, payload, (stdin_fd, out_w, err_w, res_w), (lim["cpu_soft"], lim["cpu_hard"]))
+            finally:
+                os._exit(72)
+        for fd in (out_w, err_w, res_w):
+            os.close(fd)
+        if memfd is not None:
+            os.close(memfd)
+        pidfd = os.pidfd_open(pid)
+        cap, err_cap = lim["out"], lim["err"]
+        bufs = {out_r: bytearray(), res_r: bytearray()}
+        over = {out_r: False, res_r: False}
+        err_tail = bytearray()
+        kill_reason = None
+        deadline = start + float(lim["wall"])
+        open_fds = [out_r, err_r, res_r]
+        for fd in open_fds:
+            os.set_blocking(fd, False)
+
+        def drain(fd: int) -> bool:
+            """Read what is available; False on EOF or when nothing is pending."""
+            nonlocal kill_reason, err_tail
+            try:
+                chunk = os.read(fd, 1 << 16)
+            except BlockingIOError:
+                return False
+            if not chunk:
+                return False
+            if fd == err_r:
+                err_tail += chunk
+                if len(err_tail) > 2 * err_cap:
+                    err_tail = err_tail[-err_cap:]
+            elif not over[fd]:
+                buf = bufs[fd]
+                buf += chunk
+                if len(buf) > cap:
+                    del buf[cap:]
+                    over[fd] = True
+                    kill_reason = kill_reason or "ole"
+            return True
+
+        status = usage = None
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    kill_reason = kill_reason or "wall"
+                if kill_reason:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                    _kill_others(ctx["pidns"], pid)
+                    break
+                ready, _, _ = select.select(open_fds + [pidfd], [], [], left)
+                for fd in ready:
+                    if fd != pidfd and not drain(fd):
+                        # EOF (a BlockingIOError right after select cannot happen on a pipe)
+                        open_fds.remove(fd)
+                if pidfd in ready:
+                    break
+            _, status, usage = os.wait4(pid, 0)
+            wall = time.monotonic() - start
+            _kill_others(ctx["pidns"], pid)  # leftovers of the test (daemons, forks, threads)
+            _reap_all(block=ctx["pidns"])
+            for fd in list(open_fds):  # every writer is dead: drain to EOF (bounded by the caps)
+                while drain(fd) and not (kill_reason == "ole" and fd == out_r):
+                    pass
+        finally:
+            for fd in (out_r, err_r, res_r, pidfd):
+                os.close(fd)
+        _wipe_dir(ctx["cwd"])
+        if ctx["pidns"]:
+            _wipe_dir("/dev/shm")
+        res = bufs[res_r]
+        setup_ok = bool(res) and res[0] == SETUP_OK[0]
+        header = {"t": "test", "i": i, "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
+                  "sig": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+                  "cpu": usage.ru_utime + usage.ru_stime, "wall": wall, "rss_kb": usage.ru_maxrss,
+                  "kill": kill_reason, "out_over": over[out_r], "res_over": over[res_r], "setup_ok": setup_ok}
+        self._send(header, [bufs[out_r], memoryview(res)[1 if setup_ok else 0:], err_tail[-err_cap:]])
+
+
+def _fresh_streams() -> tuple:
+    """Unused stdio objects for fds 0/1/2, built once in J; each C gets pristine copies by fork
+    (building them in every child costs ~0.2 ms). Like CPython's own: UTF-8, no newline translation."""
+    stdin = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "rb", closefd=False)), encoding="utf-8",
+                             errors="strict", newline="\n")
+    stdout = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "wb", closefd=False)), encoding="utf-8",
+                              errors="strict", newline="\n")
+    stderr = io.TextIOWrapper(io.BufferedWriter(io.FileIO(2, "wb", closefd=False)), encoding="utf-8",
+                              errors="backslashreplace", newline="\n", line_buffering=True)
+    return stdin, stdout, stderr
+
+
+# ----------------------------------------------------------------------------------------------
+# J: trusted runner (root, PID 1 of the sandbox PID namespace)
 # ----------------------------------------------------------------------------------------------
 
 def _dontfork_map(size: int) -> mmap.mmap:
@@ -383,55 +574,68 @@ def _dontfork_map(size: int) -> mmap.mmap:
     return m
 
 
+class _Timeout(Exception):
+    pass
+
+
 class Runner:
-    """PID 1 of the sandbox PID namespace: reads jobs, forks one child per test, reports."""
+    """J: reads jobs from the parent, forks one ProgramRunner per job, relays its per-test frames
+    to the parent, enforces the job's total wall-clock budget and kills every leftover process.
+
+    Hygiene: all user data J touches (program, inputs, relayed outputs) lives in DONTFORK maps
+    that it reads into and writes from without copies, so no later child inherits it."""
 
     def __init__(self, cmd_fd: int, res_fd: int, facts: dict, uid: int | None) -> None:
         self.cmd, self.res, self.facts, self.uid = cmd_fd, res_fd, facts, uid
         self.devnull = os.open(os.devnull, os.O_RDONLY)
         self.work_root = "/tmp" if facts["mountns"] else None
+        self.streams = _fresh_streams()
+        os.environ.pop("GASP_SB_REEXEC", None)
+        if self.work_root:
+            os.environ["HOME"] = os.environ["TMPDIR"] = os.path.join(self.work_root, "run")
 
     # -- protocol -------------------------------------------------------------------------
-    def _read_exact(self, n: int, into=None):
+    @staticmethod
+    def _read_exact(fd: int, n: int, into=None, deadline: float | None = None):
         buf = into if into is not None else memoryview(bytearray(n))
         got = 0
         while got < n:
-            k = os.readv(self.cmd, [buf[got:n]])
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([fd], [], [], left)[0]:
+                    raise _Timeout
+            k = os.readv(fd, [buf[got:n]])
             if k == 0:
                 raise EOFError
             got += k
         return buf
 
-    def _read_frame(self):
+    def _read_frame(self, fd: int, deadline: float | None = None):
         """Read one frame; blobs go straight into a DONTFORK arena (no heap copies)."""
-        hlen, total = PREFIX.unpack(bytes(self._read_exact(PREFIX.size)))
-        header = json.loads(bytes(self._read_exact(hlen)))
+        hlen, total = PREFIX.unpack(bytes(self._read_exact(fd, PREFIX.size, deadline=deadline)))
+        if hlen > MAX_HEADER:
+            raise EOFError
+        header = json.loads(bytes(self._read_exact(fd, hlen, deadline=deadline)))
         arena = _dontfork_map(total)
         view = memoryview(arena)
         if total:
-            self._read_exact(total, view)
+            self._read_exact(fd, total, view, deadline)
         blobs, off = [], 0
         for s in header["b"]:
             blobs.append(view[off:off + s])
             off += s
         return header, arena, view, blobs
 
+    @staticmethod
+    def _release(frame) -> None:
+        _, arena, view, blobs = frame
+        for b in blobs:
+            b.release()
+        view.release()
+        arena.close()
+
     def _send(self, header: dict, blobs=()) -> None:
         write_all(self.res, encode_frame(header, blobs))
-
-    def _stop_requested(self, job_id: int) -> bool:
-        """Non-blocking check for a STOP frame for this job (early exit on first failure)."""
-        while select.select([self.cmd], [], [], 0)[0]:
-            header, arena, view, blobs = self._read_frame()
-            for b in blobs:
-                b.release()
-            view.release()
-            arena.close()
-            if header.get("t") == "stop" and header.get("id") == job_id:
-                return True
-            if header.get("t") != "stop":
-                raise RuntimeError(f"unexpected frame {header.get('t')!r} during a job")
-        return False
 
     # -- serving --------------------------------------------------------------------------
     def serve(self) -> None:
@@ -440,51 +644,105 @@ class Runner:
         self._send({"t": "ready", "facts": self.facts, "pid": os.getpid()})
         while True:
             try:
-                header, arena, view, blobs = self._read_frame()
+                frame = self._read_frame(self.cmd)
             except EOFError:
                 return
+            header, _, _, blobs = frame
             try:
                 if header.get("t") == "job":
                     self._run_job(header, blobs)
                 elif header.get("t") == "ping":
                     self._send({"t": "pong", "id": header.get("id")})
             finally:
-                for b in blobs:
-                    b.release()
-                view.release()
-                arena.close()
+                self._release(frame)
 
     def _run_job(self, job: dict, blobs: list) -> None:
         job_id = job["id"]
         code_blob, inputs = blobs[0], blobs[1:]
         lim = job["lim"]
-        out_map = _dontfork_map(lim["out"] + 1)
-        res_map = _dontfork_map(lim["out"] + 1)
-        err_map = _dontfork_map(lim["err"])
         code_fd = os.memfd_create("program", 0)
-        try:
-            write_all(code_fd, [code_blob])
-            ran = 0
-            for i, payload in enumerate(inputs):
-                if i and self._stop_requested(job_id):
-                    break
-                self._run_test(job, i, code_fd, code_blob.nbytes, payload, out_map, res_map, err_map)
-                ran += 1
-            self._send({"t": "done", "id": job_id, "ran": ran})
-        finally:
-            os.close(code_fd)
-            for m in (out_map, res_map, err_map):
-                m.close()
-
-    def _run_test(self, job, i, code_fd, code_len, payload, out_map, res_map, err_map) -> None:
-        lim = job["lim"]
-        payload_fd = os.memfd_create("input", 0)
-        write_all(payload_fd, [payload])
-        os.lseek(payload_fd, 0, os.SEEK_SET)
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
+        inputs_fd = os.memfd_create("inputs", 0)
+        write_all(code_fd, [code_blob])
+        write_all(inputs_fd, list(inputs))
+        offsets, off = [], 0
+        for b in inputs:
+            offsets.append((off, b.nbytes))
+            off += b.nbytes
         res_r, res_w = os.pipe()
-        ok_r, ok_w = os.pipe()
+        ctl_r, ctl_w = os.pipe()
+        os.set_blocking(ctl_r, False)
+        cwd = self._make_cwd()
+        ctx = {"code_fd": code_fd, "code_len": code_blob.nbytes, "inputs_fd": inputs_fd, "offsets": offsets,
+               "n": len(offsets), "cwd": cwd, "uid": self.uid, "devnull": self.devnull,
+               "pidns": self.facts["pidns"], "streams": self.streams, "res_w": res_w, "ctl_r": ctl_r}
+        pid = os.fork()
+        if pid == 0:  # T
+            code = 73
+            try:
+                runner = ProgramRunner(job, ctx)
+                runner.setup()
+                code = 74
+                runner.run()
+                code = 0
+            finally:
+                os._exit(code)
+        for fd in (res_w, ctl_r, code_fd, inputs_fd):
+            os.close(fd)
+        budget = len(offsets) * (float(lim["wall"]) + 1.0) + 10.0
+        deadline = time.monotonic() + budget
+        ran, killed, stopped = 0, None, False
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    killed = "budget"
+                    break
+                ready, _, _ = select.select([res_r, self.cmd], [], [], left)
+                if self.cmd in ready:
+                    frame = self._read_frame(self.cmd)
+                    kind, fid = frame[0].get("t"), frame[0].get("id")
+                    self._release(frame)
+                    if kind == "stop" and fid == job_id and not stopped:
+                        stopped = True
+                        try:
+                            os.write(ctl_w, b"s")
+                        except OSError:
+                            pass
+                    elif kind != "stop":
+                        raise RuntimeError(f"unexpected frame {kind!r} during a job")
+                if res_r in ready:
+                    try:
+                        frame = self._read_frame(res_r, deadline)
+                    except EOFError:
+                        break
+                    except (_Timeout, ValueError, KeyError):
+                        killed = "budget"
+                        break
+                    try:
+                        header, _, _, fblobs = frame
+                        if header.get("t") != "test" or len(fblobs) != 3:
+                            killed = "protocol"
+                            break
+                        header["id"] = job_id
+                        self._send(header, fblobs)
+                        ran += 1
+                    finally:
+                        self._release(frame)
+        finally:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            _, status = os.waitpid(pid, 0)
+            self._kill_all()
+            for fd in (res_r, ctl_w):
+                os.close(fd)
+            self._clean(cwd)
+        self._send({"t": "done", "id": job_id, "ran": ran, "killed": killed,
+                    "runner_exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
+                    "runner_sig": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None})
+
+    def _make_cwd(self) -> str:
         if self.work_root:
             cwd = os.path.join(self.work_root, "run")
             if os.path.lexists(cwd):
@@ -495,171 +753,22 @@ class Runner:
             cwd = tempfile.mkdtemp(prefix="gasp_sb_")
         if self.uid is not None:
             os.chown(cwd, self.uid, self.uid)
-        ctx = {"code_fd": code_fd, "code_len": code_len, "payload_len": payload.nbytes, "cwd": cwd,
-               "uid": self.uid, "devnull": self.devnull, "pidns": self.facts["pidns"]}
-        start = time.monotonic()
-        pid = os.fork()
-        if pid == 0:  # T
-            try:
-                _child(job, ctx, payload_fd, out_w, err_w, res_w, ok_w)
-            finally:
-                os._exit(72)
-        for fd in (out_w, err_w, res_w, payload_fd, ok_w):
-            os.close(fd)
-        pidfd = os.pidfd_open(pid)
-        out_cap, err_cap = lim["out"], lim["err"]
-        out_mv, res_mv, err_mv = memoryview(out_map), memoryview(res_map), memoryview(err_map)
-        state = {"out": 0, "res": 0, "err": 0, "err_wrapped": False}
-        kill_reason = None
-        deadline = start + float(lim["wall"])
-        open_fds = {out_r, err_r, res_r}
-        status = None
+        return cwd
 
-        for fd in open_fds:
-            os.set_blocking(fd, False)
-
-        def drain(fd: int) -> bool:
-            """Read what is available from fd into its arena; False on EOF or nothing pending."""
-            try:
-                return _drain(fd)
-            except BlockingIOError:
-                return False
-
-        def _drain(fd: int) -> bool:
-            nonlocal kill_reason
-            if fd == out_r or fd == res_r:
-                key, mv = ("out", out_mv) if fd == out_r else ("res", res_mv)
-                pos = state[key]
-                if pos > out_cap:  # already over the cap: discard into the last byte
-                    k = os.readv(fd, [mv[out_cap:out_cap + 1]])
-                else:
-                    k = os.readv(fd, [mv[pos:out_cap + 1]])
-                    state[key] = pos + k
-                if state[key] > out_cap and kill_reason is None:
-                    kill_reason = "ole"
-                return k > 0
-            pos = state["err"]  # ring buffer keeps the stderr tail
-            k = os.readv(fd, [err_mv[pos:err_cap], err_mv[0:pos]])
-            if k:
-                new = pos + k
-                if new >= err_cap:
-                    state["err_wrapped"] = True
-                state["err"] = new % err_cap
-            return k > 0
-
-        try:
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    kill_reason = kill_reason or "wall"
-                if kill_reason:
-                    self._kill_all(pid)
-                    break
-                ready, _, _ = select.select(list(open_fds) + [pidfd], [], [], left)
-                for fd in ready:
-                    if fd == pidfd:
-                        continue
-                    try:
-                        if not _drain(fd):
-                            open_fds.discard(fd)
-                    except BlockingIOError:
-                        pass
-                if pidfd in ready:
-                    break
-            _, status, usage = os.wait4(pid, 0)
-            wall = time.monotonic() - start
-            os.set_blocking(ok_r, False)
-            try:
-                setup_ok = os.read(ok_r, 1) == b"1"
-            except BlockingIOError:
-                setup_ok = False
-            self._kill_all(None)
-            # Everything that could write is dead now: drain to EOF (bounded by the caps).
-            for fd in list(open_fds):
-                while drain(fd):
-                    if kill_reason == "ole":
-                        break
-        finally:
-            for fd in (out_r, err_r, res_r, pidfd, ok_r):
-                os.close(fd)
-            self._reap()
-            self._clean(cwd)
-        sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-        exit_code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
-        if state["err_wrapped"]:
-            err_blobs = [err_mv[state["err"]:err_cap], err_mv[0:state["err"]]]
-        else:
-            err_blobs = [err_mv[0:state["err"]]]
-        n_out = min(state["out"], out_cap)
-        n_res = min(state["res"], out_cap)
-        header = {"t": "test", "id": job["id"], "i": i, "exit": exit_code, "sig": sig,
-                  "cpu": usage.ru_utime + usage.ru_stime, "wall": wall, "rss_kb": usage.ru_maxrss,
-                  "kill": kill_reason, "out_over": state["out"] > out_cap, "res_over": state["res"] > out_cap,
-                  "err_parts": len(err_blobs), "setup_ok": setup_ok}
-        try:
-            self._send(header, [out_mv[:n_out], res_mv[:n_res], *err_blobs])
-        finally:
-            for v in err_blobs:
-                v.release()
-            out_mv.release()
-            res_mv.release()
-            err_mv.release()
-        # Hygiene: zero what this test wrote before the next test (the maps are DONTFORK anyway).
-        for m, n in ((out_map, min(state["out"], out_cap + 1)), (res_map, min(state["res"], out_cap + 1))):
-            if n:
-                m.madvise(mmap.MADV_DONTNEED, 0, (n + mmap.PAGESIZE - 1) // mmap.PAGESIZE * mmap.PAGESIZE)
-        err_map.madvise(mmap.MADV_DONTNEED)
-
-    def _kill_all(self, pid: int | None) -> None:
-        """SIGKILL the test child and every other process in the sandbox."""
-        if pid is not None:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        if self.facts["pidns"]:
-            try:  # as PID 1: every process in the namespace except ourselves
-                os.kill(-1, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        elif pid is not None:
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-
-    def _reap(self) -> None:
+    def _kill_all(self) -> None:
+        """SIGKILL every process left in the sandbox and reap them (J is PID 1: they are ours)."""
         if self.facts["pidns"]:
             try:
                 os.kill(-1, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        while True:
-            try:
-                pid, _ = os.waitpid(-1, 0 if self.facts["pidns"] else os.WNOHANG)
-                if pid == 0:
-                    return
-            except ChildProcessError:
-                return
-            except InterruptedError:
-                continue
+        _reap_all(block=self.facts["pidns"])
 
     def _clean(self, cwd: str) -> None:
         shutil.rmtree(cwd, ignore_errors=True)
         if self.facts["mountns"]:
-            for d in ("/dev/shm",):
-                try:
-                    with os.scandir(d) as it:
-                        for entry in it:
-                            if entry.is_dir(follow_symlinks=False):
-                                shutil.rmtree(entry.path, ignore_errors=True)
-                            else:
-                                try:
-                                    os.unlink(entry.path)
-                                except OSError:
-                                    pass
-                except OSError:
-                    pass
+            _wipe_dir("/dev/shm")
+
 
 
 def main() -> None:
@@ -689,8 +798,12 @@ def main() -> None:
     if pid == 0:  # J
         try:
             _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-            if os.getppid() == 0 and not facts["pidns"]:
-                os._exit(1)
+            _prctl(PR_SET_NO_NEW_PRIVS, 1)  # inherited by every T: no setuid-binary escalation
+            try:  # W is OOM-exempt; J and the T's are ordinary, so the OOM killer picks the hog
+                with open("/proc/self/oom_score_adj", "w") as fh:
+                    fh.write("0")
+            except OSError:
+                pass
             if facts["pidns"] and facts["mountns"]:
                 try:
                     _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
@@ -722,7 +835,7 @@ def _load_protocol():
 
 
 _proto = _load_protocol()
-PREFIX, encode_frame, write_all = _proto.PREFIX, _proto.encode_frame, _proto.write_all
+PREFIX, MAX_HEADER, encode_frame, write_all = _proto.PREFIX, _proto.MAX_HEADER, _proto.encode_frame, _proto.write_all
 
 if __name__ == "__main__":
     main()
