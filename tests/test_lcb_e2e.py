@@ -64,3 +64,19 @@ def test_goalposts_job_two_tiny_checkpoints(tmp_path):
     for gp in out["goalposts"]:
         assert set(gp["evidence"]) == {"00_tiny0", "01_tiny1"}
         assert all(e["n"] == 2 and e["correct"] == 0 and e["pass@2"] == 0.0 for e in gp["evidence"].values())
+
+
+def test_default_generate_fn_shapes_chunking_and_determinism():
+    pytest.importorskip("gasp_jax.sampling").generate_text
+    from gasp_jax.evaluation.generation import build_generate_fn
+
+    config = load_config("lcb_eval", "smoke")
+    config.sampling.max_rows = 2  # 3 prompts x n=2 -> three sampler calls
+    prompts = ["print(", "def f(x):", "import sys\n"]
+    fn_a, tok = build_generate_fn(config.model, config.sampling)
+    fn_b, _ = build_generate_fn(config.model, config.sampling)
+    out_a, out_b = fn_a(prompts, 2), fn_b(prompts, 2)
+    assert len(out_a) == 3 and all(len(row) == 2 and all(isinstance(t, str) for t in row) for row in out_a)
+    assert out_a == out_b  # same seed, same call sequence -> same samples
+    assert fn_a(prompts, 2) != out_a or fn_a(prompts, 2) != out_a  # later calls draw new keys
+    assert tok.eos_token is not None

@@ -53,18 +53,20 @@ def sampler_generate_fn(
     mesh: Any = None,
     max_rows: int = 256,
 ) -> GenerateFn:
-    """``generate_fn`` over ``gasp_jax.sampling.generate`` (one prefill per prompt, n samples each).
+    """``generate_fn`` over ``gasp_jax.sampling.generate_text`` (one prefill per prompt, n samples each).
 
-    Prompts are already fully rendered text (chat template applied by the prompt code), so they are
-    tokenized without adding special tokens. Each call folds a call counter into the seed: the same
-    sequence of calls gives the same samples. At most ``max_rows`` rows (prompts x n) go to one
-    sampler call, bounding the KV cache.
+    Prompts arrive fully rendered (the LCB prompt code applied the chat template), so the sampler's
+    own chat templating is off and no special tokens are added. Stop tokens are ``eos_ids`` plus the
+    sampler's defaults (tokenizer and model config EOS). Each call folds a call counter into the
+    seed: the same sequence of calls gives the same samples. At most ``max_rows`` rows (prompts x n)
+    go to one sampler call, bounding the KV cache.
     """
     import jax
 
     from gasp_jax import sampling
 
     base_key = jax.random.key(seed)
+    stop = tuple(dict.fromkeys([*eos_ids, *sampling.default_eos_ids(tokenizer, model)]))
     calls = 0
 
     def generate(prompts: list[str], n: int) -> list[list[str]]:
@@ -72,30 +74,25 @@ def sampler_generate_fn(
         per_call = max(1, max_rows // max(1, n))
         out: list[list[str]] = []
         for start in range(0, len(prompts), per_call):
-            chunk = prompts[start : start + per_call]
-            token_ids = [tokenizer.encode(p, add_special_tokens=False) for p in chunk]
             rng = jax.random.fold_in(base_key, calls)
             calls += 1
-            res = sampling.generate(
-                model,
-                params,
-                token_ids,
-                max_new_tokens=max_new_tokens,
-                temperature=temperature,
-                top_k=top_k,
-                top_p=top_p,
-                eos_ids=tuple(eos_ids),
-                num_samples=n,
-                rng=rng,
-                mesh=mesh,
+            out.extend(
+                sampling.generate_text(
+                    model,
+                    params,
+                    tokenizer,
+                    list(prompts[start : start + per_call]),
+                    num_samples=n,
+                    max_new_tokens=max_new_tokens,
+                    temperature=temperature,
+                    top_k=top_k,
+                    top_p=top_p,
+                    eos_ids=stop,
+                    chat_template=False,
+                    rng=rng,
+                    mesh=mesh,
+                )
             )
-            tokens = jax.device_get(res.tokens)
-            lengths = jax.device_get(res.lengths)
-            texts = [
-                tokenizer.decode([int(t) for t in tokens[r, : int(lengths[r])]], skip_special_tokens=True)
-                for r in range(len(chunk) * n)
-            ]
-            out.extend(texts[i * n : (i + 1) * n] for i in range(len(chunk)))
         return out
 
     return generate
