@@ -112,6 +112,7 @@ def test_compare_counts_and_lists():
               ("q", 2): SampleGrade("PASS", True, None), ("q", 3): SampleGrade("WA", False, -2, "diff")}
     r = compare(samples, {"q": p}, grades)
     assert r["agreement"] == 0.25 and r["graded"] == 4
+    assert r["decidable_on_public_tests"] == 3 and r["agreement_decidable"] == pytest.approx(1 / 3)
     assert [e["index"] for e in r["official_pass_we_fail"]] == [3]
     assert [e["index"] for e in r["official_fail_we_pass_on_public_test"]] == [1]
     assert [e["index"] for e in r["official_fail_we_pass_private_or_unknown"]] == [2]

@@ -90,12 +90,17 @@ def summary(r: dict[str, Any]) -> str:
         f"graded {r['samples_graded']} samples of {r['problems_graded']} problems in {r['grading_s']:.1f} s "
         f"-> {r['problems_per_s']:.2f} problems/s (sandbox start-up {r['sandbox_startup_s']:.2f} s excluded)",
         f"skipped rows (no tests): {r['skipped_rows']}",
-        f"agreement with the official verdicts: {r['agreement']:.4f} over {r['graded']} samples",
+        f"agreement with the official verdicts: {r['agreement']:.4f} over {r['graded']} samples; on the "
+        f"{r['decidable_on_public_tests']} samples decidable on public tests: {r['agreement_decidable']:.4f} "
+        f"({r['agreement_decidable_after_harness_false_negatives']:.4f} counting known official-harness false negatives)",
         f"confusion: {json.dumps(r['confusion'])}",
         f"official PASS, ours not ({len(r['official_pass_we_fail'])}): "
         + json.dumps([(e["question_id"], e["ours"], e["message"][:120]) for e in r["official_pass_we_fail"]]),
-        f"official FAIL on a public test, ours PASS ({len(r['official_fail_we_pass_on_public_test'])}): "
-        + json.dumps([(e["question_id"], e["official_code"], e["likely_harness_false_negative"]) for e in r["official_fail_we_pass_on_public_test"]], indent=0),
+        f"official FAIL on a public test, ours PASS ({len(r['official_fail_we_pass_on_public_test'])}):",
+        *(
+            f"  {e['question_id']} (official {e['official_code']}): {e['likely_harness_false_negative'] or 'UNEXPLAINED'}"
+            for e in r["official_fail_we_pass_on_public_test"]
+        ),
         f"official FAIL on a private/unknown test, ours PASS: {len(r['official_fail_we_pass_private_or_unknown'])}",
     ]
     return "\n".join(lines)

@@ -152,12 +152,32 @@ def compare(
             (public_disagree if on_public else private_only).append(entry)
     graded = sum(confusion.values())
     agree = confusion["official_PASS/ours_PASS"] + confusion["official_FAIL/ours_FAIL"]
+    # Decidable on the tests we have: official passes, and official failures located on a public
+    # test. (Official failures on private tests cannot be reproduced without those tests.)
+    undecidable = len(private_only) + sum(
+        1
+        for s in samples
+        if not s.passed
+        and (s.question_id, s.index) in grades
+        and grades[s.question_id, s.index].passed is False
+        and s.question_id in problems
+        and not failed_on_public(s, problems[s.question_id])
+    )
+    decidable = graded - undecidable - confusion["official_PASS/ours_DROPPED"] - confusion["official_FAIL/ours_DROPPED"]
+    decidable_agree = decidable - len(must_fix) - len(public_disagree)
     return {
         "samples": len(samples),
         "graded": graded,
         "not_graded": sorted(set(not_graded)),
         "confusion": dict(sorted(confusion.items())),
         "agreement": agree / graded if graded else None,
+        "decidable_on_public_tests": decidable,
+        "agreement_decidable": decidable_agree / decidable if decidable else None,
+        "agreement_decidable_after_harness_false_negatives": (
+            (decidable_agree + sum(1 for e in public_disagree if e["likely_harness_false_negative"])) / decidable
+            if decidable
+            else None
+        ),
         "official_pass_we_fail": must_fix,
         "official_fail_we_pass_on_public_test": public_disagree,
         "official_fail_we_pass_private_or_unknown": private_only,
