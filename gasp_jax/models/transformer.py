@@ -8,9 +8,14 @@ Conventions
   leading `layers` axis because the layers run under `nn.scan`.
 - Every weight is created with logical axis names; activations are constrained by logical names when the
   model is given a mesh (see `gasp_jax.sharding`). Without a mesh the constraints are no-ops.
-- KV cache: `KVCache(k, v)` with `k, v: [layers, batch, cache_len, kv_heads, head_dim]`. A call with a
+- KV cache: `KVCache(k, v)` with `k, v: [layers, batch, kv_heads, cache_len, head_dim]`. A call with a
   cache writes the new keys/values at slots `[cache_index, cache_index + T)` and attends over all slots
   allowed by `kv_mask` (which slots hold real tokens) and causality by slot index.
+  Layout choices, both for decode speed: (batch, kv_heads) lead, so the attention matmuls read the
+  cache with their batch dimensions major and no per-step transpose of the cache; and the whole
+  cache is a *carry* of the layer scan, each layer writing its slice in place with
+  `dynamic_update_slice`, rather than a scanned input/output (which would copy every layer's cache
+  into a freshly stacked output at every decode step).
 """
 
 from __future__ import annotations
@@ -31,16 +36,17 @@ _NEG_INF = -0.7 * float(jnp.finfo(jnp.float32).max)  # finite: fully-masked (pad
 
 
 class KVCache(NamedTuple):
-    k: jax.Array  # [L, B, S, K, D]
-    v: jax.Array  # [L, B, S, K, D]
+    k: jax.Array  # [L, B, K, S, D]
+    v: jax.Array  # [L, B, K, S, D]
 
 
-CACHE_AXES = ("cache_layers", "cache_batch", "cache_length", "cache_kv_heads", "cache_head_dim")
+CACHE_AXES = ("cache_layers", "cache_batch", "cache_kv_heads", "cache_length", "cache_head_dim")
+CACHE_LENGTH_AXIS = CACHE_AXES.index("cache_length")
 
 
 def init_cache(config: ModelConfig, batch: int, length: int, dtype: Any = None) -> KVCache:
     """Zero KV cache for `batch` rows and `length` slots."""
-    shape = (config.num_layers, batch, length, config.num_kv_heads, config.head_dim)
+    shape = (config.num_layers, batch, config.num_kv_heads, length, config.head_dim)
     dtype = dtype or config.dtype
     return KVCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
 
@@ -112,7 +118,8 @@ class Attention(nn.Module):
     rules: shd.Rules
 
     @nn.compact
-    def __call__(self, x, positions, mask, cache_kv, cache_index):
+    def __call__(self, x, positions, mask, cache_kv, layer, cache_index):
+        """`cache_kv`: the whole `(k, v)` cache of all layers (or None); this layer writes slice `layer`."""
         cfg = self.config
         e, h, k, d = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         pdt, dt = cfg.param_dtype, cfg.dtype
@@ -139,24 +146,29 @@ class Attention(nn.Module):
         q = shd.constrain(q, ("act_batch", "act_length", "act_heads", None), self.mesh, self.rules)
         key = shd.constrain(key, ("act_batch", "act_length", "act_kv_heads", None), self.mesh, self.rules)
 
+        key = key.transpose(0, 2, 1, 3)  # [B, K, T, D]: the cache layout
+        val = val.transpose(0, 2, 1, 3)
         new_cache_kv = None
         if cache_kv is not None:
-            ck, cv = cache_kv
-            ck = jax.lax.dynamic_update_slice(ck, key.astype(ck.dtype), (0, cache_index, 0, 0))
-            cv = jax.lax.dynamic_update_slice(cv, val.astype(cv.dtype), (0, cache_index, 0, 0))
-            ck = shd.constrain(ck, CACHE_AXES[1:], self.mesh, self.rules)
-            cv = shd.constrain(cv, CACHE_AXES[1:], self.mesh, self.rules)
+            ck, cv = cache_kv  # [L, B, K, S, D]
+            start = (layer, 0, 0, cache_index, 0)
+            start = tuple(jnp.asarray(i, jnp.int32) for i in start)
+            ck = jax.lax.dynamic_update_slice(ck, key[None].astype(ck.dtype), start)
+            cv = jax.lax.dynamic_update_slice(cv, val[None].astype(cv.dtype), start)
+            ck = shd.constrain(ck, CACHE_AXES, self.mesh, self.rules)
+            cv = shd.constrain(cv, CACHE_AXES, self.mesh, self.rules)
             new_cache_kv = (ck, cv)
-            key, val = ck.astype(dt), cv.astype(dt)
+            key = jax.lax.dynamic_index_in_dim(ck, layer, 0, keepdims=False).astype(dt)
+            val = jax.lax.dynamic_index_in_dim(cv, layer, 0, keepdims=False).astype(dt)
 
         # Grouped-query attention: query head n = kv_head * groups + g, as HF's repeat_kv.
         b, t = q.shape[:2]
         q = q.reshape(b, t, k, h // k, d)
-        scores = jnp.einsum("btkgd,bskd->bkgts", q, key, preferred_element_type=jnp.float32)
+        scores = jnp.einsum("btkgd,bksd->bkgts", q, key, preferred_element_type=jnp.float32)
         scores = scores * (1.0 / math.sqrt(d))
         scores = jnp.where(mask[:, None, None, :, :], scores, _NEG_INF)
         probs = jax.nn.softmax(scores, axis=-1).astype(dt)
-        out = jnp.einsum("bkgts,bskd->btkgd", probs, val).reshape(b, t, h, d)
+        out = jnp.einsum("bkgts,bksd->btkgd", probs, val).reshape(b, t, h, d)
         out = shd.constrain(out, ("act_batch", "act_length", "act_heads", None), self.mesh, self.rules)
         out = jnp.einsum("bthd,hde->bte", out, wo.astype(dt))
         out = checkpoint_name(out, "attn_out")
@@ -187,16 +199,18 @@ class DecoderLayer(nn.Module):
     rules: shd.Rules
 
     @nn.compact
-    def __call__(self, x, positions, mask, cache_kv, cache_index):
+    def __call__(self, carry, positions, mask, layer, cache_index):
+        """`carry = (x, cache_kv)`: the residual stream and the whole cache (None without one)."""
+        x, cache_kv = carry
         cfg = self.config
         norm = lambda name: RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg.dtype, cfg.param_dtype, name=name)
         attn_out, new_cache_kv = Attention(cfg, self.mesh, self.rules, name="attn")(
-            norm("input_norm")(x), positions, mask, cache_kv, cache_index
+            norm("input_norm")(x), positions, mask, cache_kv, layer, cache_index
         )
         x = x + attn_out
         x = x + MLP(cfg, self.mesh, self.rules, name="mlp")(norm("post_attn_norm")(x))
         x = shd.constrain(x, ("act_batch", "act_length", "act_embed"), self.mesh, self.rules)
-        return x, new_cache_kv
+        return (x, new_cache_kv), None
 
 
 def _remat_policy(name: str):
@@ -270,14 +284,15 @@ class Transformer(nn.Module):
             if cache_index is None:
                 raise ValueError("cache_index is required with a cache")
             query_slots = cache_index + jnp.arange(t)
-            num_slots = cache.k.shape[2]
+            num_slots = cache.k.shape[CACHE_LENGTH_AXIS]
             cache_kv = (cache.k, cache.v)
         mask = query_slots[:, None] >= jnp.arange(num_slots)[None, :]  # causal by slot  [T, S]
         mask = jnp.broadcast_to(mask, (b, t, num_slots))
         if kv_mask is not None:
             mask = mask & kv_mask[:, None, :].astype(bool)
 
-        x, new_cache_kv = self.layers(x, positions, mask, cache_kv, cache_index)
+        layer_ids = jnp.arange(cfg.num_layers, dtype=jnp.int32)
+        (x, new_cache_kv), _ = self.layers((x, cache_kv), positions, mask, layer_ids, cache_index)
         x = self.final_norm(x)
         out = x if return_hidden else self.unembed(x)
         if cache is None:

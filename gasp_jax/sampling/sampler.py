@@ -46,7 +46,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from gasp_jax import sharding as shd
-from gasp_jax.models.transformer import CACHE_AXES, KVCache, Transformer, init_cache
+from gasp_jax.models.transformer import CACHE_AXES, CACHE_LENGTH_AXIS, KVCache, Transformer, init_cache
 from gasp_jax.sampling import buckets as bk
 
 PAD_ID = 0  # token written after a row's stop token (use `lengths` to know where a row ends)
@@ -165,13 +165,15 @@ def _decode(
     Returns `(tokens [B, N], logprobs [B, N], lengths [B])` with `B = Bp * num_samples`.
     """
     mesh, rules = model.mesh, model.rules
-    num_prompts, prompt_slots = pad_lens.shape[0], prompt_cache.k.shape[2]
+    num_prompts, prompt_slots = pad_lens.shape[0], prompt_cache.k.shape[CACHE_LENGTH_AXIS]
     batch = num_prompts * num_samples
     cache_len = prompt_slots + max_new_tokens - 1  # the last sampled token is never fed back
 
-    def expand(c):  # [L, Bp, P, K, D] -> [L, Bp * ns, cache_len, K, D], prompt-major rows
+    def expand(c):  # [L, Bp, K, P, D] -> [L, Bp * ns, K, cache_len, D], prompt-major rows
         c = jnp.repeat(c, num_samples, axis=1) if num_samples > 1 else c
-        c = jnp.pad(c, ((0, 0), (0, 0), (0, cache_len - prompt_slots), (0, 0), (0, 0)))
+        widths = [(0, 0)] * c.ndim
+        widths[CACHE_LENGTH_AXIS] = (0, cache_len - prompt_slots)
+        c = jnp.pad(c, widths)
         return shd.constrain(c, CACHE_AXES, mesh, rules)
 
     tile = lambda x: jnp.repeat(x, num_samples, axis=0) if num_samples > 1 else x
