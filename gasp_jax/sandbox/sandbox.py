@@ -295,11 +295,17 @@ class Sandbox:
         deadline = time.monotonic() + 10.0 + per_test * task.n + 1e-9 * sum(len(b) for b in task.blobs) * 50
         results: list[Any] = []
 
+        failed = False
+
         def on_test(h: dict[str, Any], blobs: list[bytes]) -> bool:
+            nonlocal failed
+            if failed:  # ran before our STOP arrived: ignored (LCB semantics stop at the first failure)
+                return False
             r = self._judge(task, h, blobs)
             results.append(r)
-            if task.kind == "grade":
-                return not (task.stop_on_failure and not r.passed)
+            if task.kind == "grade" and task.stop_on_failure and not r.passed:
+                failed = True
+                return False
             return True
 
         done = w.execute(task.header, task.blobs, deadline, on_test)
@@ -363,7 +369,8 @@ class Sandbox:
             status, message = Status.TLE, f"wall-clock limit {lim.wall_deadline_s:g}s"
         elif cpu > lim.cpu_s or sig == _signal.SIGXCPU or (sig == _signal.SIGKILL and cpu >= int(lim.cpu_s + 0.999) - 0.05):
             status, message = Status.TLE, f"CPU limit {lim.cpu_s:g}s (used {cpu:.2f}s)"
-        elif record.get("k") == "mle" or (sig == _signal.SIGKILL):
+        elif record.get("k") == "mle" or sig == _signal.SIGKILL or (
+                sig == _signal.SIGABRT and "MemoryError" in stderr_tail):
             status, message = Status.MLE, "out of memory" if sig is None else "killed (SIGKILL), likely out of memory"
         elif sig is not None:
             status, message = Status.RE, f"killed by signal {_signal.Signals(sig).name if sig in _signal.Signals._value2member_map_ else sig}"

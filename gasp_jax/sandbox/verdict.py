@@ -37,6 +37,8 @@ class TestCase(NamedTuple):
     input: str
     output: str
 
+    __test__ = False  # not a pytest test class
+
 
 @dataclass(frozen=True)
 class TestResult:

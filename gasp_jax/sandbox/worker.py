@@ -226,7 +226,7 @@ def _write_fd(fd: int, data) -> None:
         view = view[n:]
 
 
-def _test_child(job: dict, prog: dict, payload: bytes, fds: tuple, cpu: tuple) -> None:
+def _test_child(job: dict, prog: dict, payload: bytes, fds: tuple, cpu: tuple, fsize: int) -> None:
     """Body of C: wire stdio, set the per-test CPU limit, run the program, report, ``_exit``."""
     code = 70
     try:
@@ -237,6 +237,7 @@ def _test_child(job: dict, prog: dict, payload: bytes, fds: tuple, cpu: tuple) -
         if not prog["pidns"]:
             os.setsid()  # its own process group, so T can kill what it leaves behind
         resource.setrlimit(resource.RLIMIT_CPU, cpu)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))  # not in T: it writes stdin memfds
         # Setup done: a first byte on the result pipe that the program cannot take back.
         os.write(RESULT_FD, SETUP_OK)
     except BaseException:  # noqa: BLE001 - setup failure is an infrastructure fault
@@ -408,7 +409,6 @@ class ProgramRunner:
         R.setrlimit(R.RLIMIT_CORE, (0, 0))
         total = lim["cpu_hard"] * n + 10  # T's own budget; each C gets the per-test limit
         R.setrlimit(R.RLIMIT_CPU, (total, total))
-        R.setrlimit(R.RLIMIT_FSIZE, (lim["fsize"], lim["fsize"]))
         R.setrlimit(R.RLIMIT_NOFILE, (lim["nofile"], lim["nofile"]))
         R.setrlimit(R.RLIMIT_STACK, (lim["stack"], lim["stack"]))
         R.setrlimit(R.RLIMIT_AS, (lim["as"], lim["as"]))
@@ -470,7 +470,8 @@ class ProgramRunner:
         pid = os.fork()
         if pid == 0:
             try:
-                _test_child(job, prog, payload, (stdin_fd, out_w, err_w, res_w), (lim["cpu_soft"], lim["cpu_hard"]))
+                _test_child(job, prog, payload, (stdin_fd, out_w, err_w, res_w), (lim["cpu_soft"], lim["cpu_hard"]),
+                            lim["fsize"])
             finally:
                 os._exit(72)
         for fd in (out_w, err_w, res_w):
@@ -777,6 +778,8 @@ def main() -> None:
     cmd_fd, res_fd = 0, 1
     # Our stdin/stdout are the protocol pipes; user-visible streams are rebuilt in T.
     sys.set_int_max_str_digits(0)
+    # ``python -S`` has no site-installed exit/quit; programs call them after printing.
+    builtins.exit = builtins.quit = sys.exit
     _thread.stack_size(16 << 20)  # glibc would otherwise default threads to RLIMIT_STACK (512 MiB)
     for p in cfg.get("site_paths", []):
         if p not in sys.path:
