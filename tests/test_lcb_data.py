@@ -7,7 +7,6 @@ import os
 import pickle
 import shutil
 import zlib
-from pathlib import Path
 
 import pytest
 
@@ -96,15 +95,21 @@ def test_private_plain_json_and_empty():
 
 
 class _Boom:
+    def __init__(self, marker):
+        self.marker = marker
+
     def __reduce__(self):
-        return (os.system, ("touch /tmp/gasp_lcb_pwned",))
+        return (os.system, (f"touch {self.marker}",))
 
 
-def test_unpickler_refuses_globals_without_executing():
-    marker = Path("/tmp/gasp_lcb_pwned")
-    marker.unlink(missing_ok=True)
+def test_unpickler_refuses_globals_without_executing(tmp_path):
+    marker = tmp_path / "pwned"
+    payload = _encode(_Boom(marker))
+    pickle.loads(zlib.decompress(base64.b64decode(payload)))  # control: a plain unpickler runs it
+    assert marker.exists()
+    marker.unlink()
     with pytest.raises(DataError, match="refus"):
-        decode_private_tests(_encode(_Boom()))
+        decode_private_tests(payload)
     assert not marker.exists()
     with pytest.raises(DataError, match="expected a JSON str"):
         decode_private_tests(_encode(42))

@@ -155,7 +155,8 @@ def run(
         generate_fn, tokenizer = build_generate_fn(config.model, config.sampling, mesh=mesh_for(config))
     prompt_fn = make_prompt_fn(config.prompt, tokenizer)
     store = SampleStore(workdir_path)
-    done = store.open(eval_fingerprint(config), overwrite=bool(config.get("overwrite", False)))
+    # The report needs counts only; completions stay on disk (samples.jsonl).
+    done = store.open(eval_fingerprint(config), overwrite=bool(config.get("overwrite", False)), keep_samples=0)
 
     def go(grade: Grader) -> dict[str, ProblemRecord]:
         return sample_and_grade(
@@ -169,6 +170,7 @@ def run(
             batch_problems=int(config.sampling.get("batch_problems", 8)),
             extraction=config.extraction,
             label="lcb_eval",
+            keep_samples=0,
         )
 
     if grader is None:

@@ -133,6 +133,7 @@ def run(
     problems, load_report, window = load_config_problems(config.data)
     factory = generate_fn_factory or _default_factory(config)
     skip_solved = bool(config.get("skip_solved", True))
+    samples_inline = int(config.get("evidence_samples", 2))
 
     per_ckpt: dict[str, dict[str, ProblemRecord]] = {}
 
@@ -140,7 +141,9 @@ def run(
         solved_ids: set[str] = set()
         for name, ckpt_cfg in zip(names, checkpoints):
             store = SampleStore(workdir_path / "checkpoints" / name)
-            done = store.open(fingerprint(config, ckpt_cfg), overwrite=bool(config.get("overwrite", False)))
+            done = store.open(
+                fingerprint(config, ckpt_cfg), overwrite=bool(config.get("overwrite", False)), keep_samples=samples_inline
+            )
             todo = [p for p in problems if not (skip_solved and p.id in solved_ids)]
             if all(p.id in done for p in todo):
                 log.info("lcb_goalposts: %s already complete (%d problems), not loading it", name, len(todo))
@@ -158,6 +161,7 @@ def run(
                     batch_problems=int(config.sampling.get("batch_problems", 4)),
                     extraction=config.extraction,
                     label=f"lcb_goalposts[{name}]",
+                    keep_samples=samples_inline,
                 )
             per_ckpt[name] = records
             solved_ids.update(pid for pid, r in records.items() if r.correct > 0)
@@ -171,7 +175,6 @@ def run(
 
     goal_ids, solved, undetermined = classify(problems, per_ckpt, k)
     by_id = {p.id: p for p in problems}
-    samples_inline = int(config.get("evidence_samples", 2))
     result = {
         "k": k,
         "n": n,

@@ -57,6 +57,16 @@ class ProblemRecord:
     def dropped(self) -> int:
         return sum(g.passed is None for g in self.grades)
 
+    def trimmed(self, keep: int | None) -> ProblemRecord:
+        """A copy holding only the first ``keep`` completions/codes (grades are kept: they are small).
+
+        Jobs keep trimmed records in memory (100 samples x 600 problems x several checkpoints of
+        completions is GBs); ``samples.jsonl`` always has everything.
+        """
+        if keep is None:
+            return self
+        return dataclasses.replace(self, completions=self.completions[:keep], codes=self.codes[:keep])
+
     def status_counts(self) -> dict[str, int]:
         return dict(sorted(Counter(g.status for g in self.grades).items()))
 
@@ -90,7 +100,9 @@ class SampleStore:
         self.samples_path = self.dir / "samples.jsonl"
         self.meta_path = self.dir / "run_meta.json"
 
-    def open(self, fingerprint: Mapping[str, Any], *, overwrite: bool = False) -> dict[str, ProblemRecord]:
+    def open(
+        self, fingerprint: Mapping[str, Any], *, overwrite: bool = False, keep_samples: int | None = None
+    ) -> dict[str, ProblemRecord]:
         """Check/record the fingerprint and return the records already on disk (id -> record)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         fingerprint = json.loads(json.dumps(fingerprint, sort_keys=True, default=str))
@@ -105,9 +117,9 @@ class SampleStore:
                     "or set overwrite=True"
                 )
         self.meta_path.write_text(json.dumps(fingerprint, indent=1, sort_keys=True))
-        return self.load()
+        return self.load(keep_samples=keep_samples)
 
-    def load(self) -> dict[str, ProblemRecord]:
+    def load(self, *, keep_samples: int | None = None) -> dict[str, ProblemRecord]:
         records: dict[str, ProblemRecord] = {}
         if not self.samples_path.exists():
             return records
@@ -119,7 +131,7 @@ class SampleStore:
                 except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
                     log.warning("%s: ignoring a torn/corrupt record after byte %d", self.samples_path, good_bytes)
                     break
-                records[rec.question_id] = rec
+                records[rec.question_id] = rec.trimmed(keep_samples)
                 good_bytes += len(line)
         if good_bytes != self.samples_path.stat().st_size:
             with open(self.samples_path, "r+b") as f:  # drop the torn tail so appends stay parseable
@@ -219,10 +231,12 @@ def sample_and_grade(
     batch_problems: int = 8,
     extraction: ExtractionMode = "lcb",
     label: str = "lcb",
+    keep_samples: int | None = None,
 ) -> dict[str, ProblemRecord]:
     """Sample ``num_samples`` completions for every problem not in ``done``, grade, append to ``store``.
 
-    Returns all records (reused + new), keyed by problem id.
+    Returns all records (reused + new), keyed by problem id; with ``keep_samples`` the returned
+    records hold only that many completions/codes each (the store has them all).
     """
     records = {p.id: done[p.id] for p in problems if p.id in done}
     todo = [p for p in problems if p.id not in done]
@@ -234,7 +248,7 @@ def sample_and_grade(
         nonlocal finished
         for rec in _records_for_batch(grader, batch, tests, completions, extraction):
             store.append(rec)
-            records[rec.question_id] = rec
+            records[rec.question_id] = rec.trimmed(keep_samples)
             finished += 1
         elapsed = time.monotonic() - start
         rate = finished / elapsed if elapsed > 0 else 0.0
