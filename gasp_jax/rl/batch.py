@@ -95,7 +95,7 @@ def validate_batch(batch: Batch, *, micro_batches: int = 1, batch_divisor: int =
         raise ValueError("non-finite advantages (NaN or inf rewards?)")
     if not np.isfinite(np.where(mask, batch.old_logprobs, 0.0)).all():
         raise ValueError("non-finite old_logprobs on completion tokens")
-    if batch.ref_logprobs is not None and not np.isfinite(np.where(mask, batch.ref_logprobs, 0.0)).all():
+    if need_ref and batch.ref_logprobs is not None and not np.isfinite(np.where(mask, batch.ref_logprobs, 0.0)).all():
         raise ValueError("non-finite ref_logprobs on completion tokens")
 
 

@@ -71,6 +71,43 @@ def _split_micro_batches(batch: Batch, k: int) -> Batch:
     return jax.tree.map(split, batch)
 
 
+def accumulate_gradients(params, batch: Batch, *, model, rl_config, param_shardings=None):
+    """Exact gradient of the batch loss over `rl_config.micro_batches` micro-batches (traceable).
+
+    Returns `(grads, loss, denom, metrics)`: fp32 grads of `sum(loss_sum) / sum(denom)` (the full-batch
+    loss), that loss, the summed denominator and finalized metrics (incl. the sampler-vs-trainer
+    |delta logp| mean and max). `param_shardings` pins the fp32 accumulator to the params' layout.
+    """
+    k = int(rl_config.micro_batches)
+    loss_and_grad = jax.value_and_grad(
+        lambda p, mb: _loss_fn(p, mb, model=model, rl_config=rl_config), has_aux=True
+    )
+    micro = _split_micro_batches(batch, k)
+    mesh = model.mesh
+    if mesh is not None:
+        axes = _batch_mesh_axes(model, mesh)
+        micro = jax.lax.with_sharding_constraint(micro, NamedSharding(mesh, P(None, axes or None)))
+
+    def accumulate(grad_acc, mb):
+        (loss_sum, (denom, metrics, delta_max)), grads = loss_and_grad(params, mb)
+        grad_acc = jax.tree.map(lambda a, g: a + g.astype(jnp.float32), grad_acc, grads)
+        return grad_acc, (loss_sum, denom, metrics, delta_max)
+
+    zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
+    if param_shardings is not None:
+        zeros = jax.lax.with_sharding_constraint(zeros, param_shardings)
+    grad_sum, (loss_sums, denoms, metric_parts, delta_maxes) = jax.lax.scan(accumulate, zeros, micro)
+
+    # Divide once by the total denominator: the same gradient as one pass over the whole batch.
+    denom = denoms.sum()
+    scale = jnp.where(denom > 0, 1.0 / jnp.maximum(denom, 1e-30), 0.0)
+    grads = jax.tree.map(lambda g: g * scale, grad_sum)
+    metrics = finalize_metrics(jax.tree.map(lambda x: x.sum(), metric_parts))
+    metrics["sampler_logp_abs_diff_max"] = delta_maxes.max()
+    metrics["denominator"] = denom
+    return grads, loss_sums.sum() * scale, denom, metrics
+
+
 @dataclasses.dataclass(frozen=True)
 class UpdateStep:
     """`update(state, batch) -> (state, metrics)`, with host-side batch validation before the device step.
@@ -116,33 +153,15 @@ def make_update_step(model, rl_config, mesh: Mesh | None = None) -> UpdateStep:
     schedule = make_schedule(rl_config.optimizer)
     state_sh = train_state_shardings(model, rl_config)
     batch_axes = _batch_mesh_axes(model, mesh)
-    loss_fn = jax.value_and_grad(
-        lambda p, mb: _loss_fn(p, mb, model=model, rl_config=rl_config), has_aux=True
-    )
 
     def update(state: TrainState, batch: Batch):
         params = state.params
-        micro = _split_micro_batches(batch, k)
-        if mesh is not None:
-            micro = jax.lax.with_sharding_constraint(micro, NamedSharding(mesh, P(None, batch_axes or None)))
-
-        def accumulate(grad_acc, mb):
-            (loss_sum, (denom, metrics, delta_max)), grads = loss_fn(params, mb)
-            grad_acc = jax.tree.map(lambda a, g: a + g.astype(jnp.float32), grad_acc, grads)
-            return grad_acc, (loss_sum, denom, metrics, delta_max)
-
-        zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
-        if state_sh is not None:
-            zeros = jax.lax.with_sharding_constraint(zeros, state_sh.params)
-        grad_sum, (loss_sums, denoms, metric_parts, delta_maxes) = jax.lax.scan(accumulate, zeros, micro)
-
-        denom = denoms.sum()
-        scale = jnp.where(denom > 0, 1.0 / jnp.maximum(denom, 1e-30), 0.0)
-        grads = jax.tree.map(lambda g, p: (g * scale).astype(p.dtype), grad_sum, params)
-        loss = loss_sums.sum() * scale
-        grad_norm = optax.global_norm(grad_sum) * scale  # fp32, before clipping
+        grads, loss, denom, metrics = accumulate_gradients(
+            params, batch, model=model, rl_config=rl_config, param_shardings=state_sh and state_sh.params
+        )
+        grad_norm = optax.global_norm(grads)  # fp32, before clipping
         ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & (denom > 0)
-
+        grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, params)
         updates, new_opt_state = tx.update(grads, state.opt_state, params)
         new_params = optax.apply_updates(params, updates)
         keep = lambda new, old: jnp.where(ok, new, old)
@@ -151,16 +170,13 @@ def make_update_step(model, rl_config, mesh: Mesh | None = None) -> UpdateStep:
             params=jax.tree.map(keep, new_params, params),
             opt_state=jax.tree.map(keep, new_opt_state, state.opt_state),
         )
-        metrics = finalize_metrics(jax.tree.map(lambda x: x.sum(), metric_parts))
         metrics.update(
             loss=loss,
             grad_norm=grad_norm,
-            sampler_logp_abs_diff_max=delta_maxes.max(),
             skipped=1.0 - ok.astype(jnp.float32),
             learning_rate=jnp.asarray(schedule(state.step), jnp.float32),
             num_tokens=batch.completion_mask.sum().astype(jnp.float32),
             num_sequences=batch.completion_mask.any(-1).sum().astype(jnp.float32),
-            denominator=denom,
         )
         return new_state, metrics
 
