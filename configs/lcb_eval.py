@@ -80,7 +80,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.sandbox = ml_collections.ConfigDict()
     config.sandbox.workers = 0  # 0 = os.cpu_count()
     config.sandbox.infra_retries = 1
-    config.sandbox.limits = ml_collections.ConfigDict()  # passed to gasp_jax.sandbox Limits(...)
+    config.sandbox.limits = ml_collections.ConfigDict()  # gasp_jax.sandbox.Limits fields
+    config.sandbox.limits.cpu_s = 6.0  # LCB's per-test timeout (judged on CPU time)
+    config.sandbox.limits.memory_bytes = 2 << 30
 
     config.ks = (1, 5, 10, 20)
     config.step = 0  # TensorBoard step (e.g. the checkpoint's training step)

@@ -1,14 +1,14 @@
 r"""LiveCodeBench goalpost selection (job `lcb_goalposts`): problems no checkpoint solves at pass@100.
 
-Run (one entry per checkpoint of the selection RL runs; GASP: 3 seeds, a checkpoint every 50 steps):
+Run (one entry per checkpoint of the selection RL runs; GASP: 3 seeds, a checkpoint every 50 steps).
+The arg is a comma-separated list of local HF checkpoint directories:
 
-  python -m gasp_jax.main --config=configs/lcb_goalposts.py:3 --workdir=/tmp/goalposts \
-      --config.checkpoints.0.hf_path=/ckpt/seed0/step50 \
-      --config.checkpoints.1.hf_path=/ckpt/seed0/step100 \
-      --config.checkpoints.2.hf_path=/ckpt/seed1/step50 \
+  python -m gasp_jax.main --workdir=/tmp/goalposts \
+      --config=configs/lcb_goalposts.py:/ckpt/seed0/step50,/ckpt/seed0/step100,/ckpt/seed1/step50 \
       --config.data.sources=/data/lcb/code_generation_lite --config.data.release=release_v5
 
-The arg is the number of checkpoint slots (default 1). Defaults: problems dated before 2024-08-01
+or a number of empty checkpoint slots filled by overrides (`--config=configs/lcb_goalposts.py:2
+--config.checkpoints[0].hf_path=/ckpt/a --config.checkpoints[1].hf_path=/ckpt/b`); default 1 slot. Defaults: problems dated before 2024-08-01
 (601 in release_v5), k=100 with n=100 samples per problem and checkpoint at temperature 1.0 (the
 paper's rollout temperature), LCB chat prompt, every public + private test graded in the sandbox.
 A problem solved by an earlier checkpoint is not sampled again (skip_solved).
@@ -50,7 +50,14 @@ def _checkpoint_slot(name: str = "") -> ml_collections.ConfigDict:
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     smoke = arg == "smoke"
-    slots = 2 if smoke else int(arg or 1)
+    paths: list[str] = []
+    if smoke:
+        slots = 2
+    elif arg and not arg.isdigit():
+        paths = [p for p in arg.split(",") if p]
+        slots = len(paths)
+    else:
+        slots = int(arg or 1)
     config = ml_collections.ConfigDict()
     config.job = "lcb_goalposts"
 
@@ -65,6 +72,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.max_private_mb = 512
 
     config.checkpoints = [_checkpoint_slot() for _ in range(slots)]
+    for slot, path in zip(config.checkpoints, paths):
+        slot.hf_path = path
     config.use_mesh = True
     config.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1))
 
@@ -88,7 +97,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.sandbox = ml_collections.ConfigDict()
     config.sandbox.workers = 0
     config.sandbox.infra_retries = 1
-    config.sandbox.limits = ml_collections.ConfigDict()
+    config.sandbox.limits = ml_collections.ConfigDict()  # gasp_jax.sandbox.Limits fields
+    config.sandbox.limits.cpu_s = 6.0  # LCB's per-test timeout (judged on CPU time)
+    config.sandbox.limits.memory_bytes = 2 << 30
 
     config.skip_solved = True
     config.evidence_samples = 2  # sample codes copied inline per goalpost and checkpoint
