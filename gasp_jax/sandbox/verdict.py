@@ -44,6 +44,8 @@ class TestCase(NamedTuple):
 class TestResult:
     """What happened to one test. ``output`` is a short prefix of the program's output/JSON value."""
 
+    __test__ = False  # not a pytest test class
+
     index: int
     status: Status
     cpu_s: float = 0.0

@@ -1,0 +1,129 @@
+"""Pure parent-side pieces of the sandbox: comparison, program validation, import policy,
+limits, verdict semantics and the wire protocol (no workers started)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from decimal import Decimal
+
+import pytest
+
+from gasp_jax.sandbox import Limits, Status, TestCase, Verdict, compare_json, compare_stdout
+from gasp_jax.sandbox.compare import loads_json
+from gasp_jax.sandbox.policy import find_banned_imports, validate_program
+from gasp_jax.sandbox.protocol import ProtocolError, encode_frame, read_frame, write_all
+from gasp_jax.sandbox.verdict import TestResult
+
+
+@pytest.mark.parametrize("got,want,ok", [
+    (b"3\n", "3", True),
+    (b"  3  \r\n\n\n", "3\n", True),
+    (b"1  2\n", "1 2\n", True),
+    (b"3.0\n", "3\n", True),
+    (b"3e0", "3", True),
+    (b"1e3", "1000", True),
+    (b"0.30000000001", "0.3", False),
+    (b"2 1", "1 2", False),
+    (b"1 2", "1 2 2", False),
+    (b"Yes", "YES", False),
+    (b"a\nb", "a b", False),
+    (b"\xff", "x", False),
+    ("é\n".encode(), "é", True),
+    (b"nan", "nan", True),
+    (b"NaN 1", "nan 1", False),
+])
+def test_compare_stdout_lcb(got, want, ok):
+    assert compare_stdout(got, want)[0] is ok
+
+
+def test_compare_stdout_tolerance_and_exact():
+    assert compare_stdout(b"0.3333333", "0.33333333", "tolerance")[0]
+    assert not compare_stdout(b"0.334", "0.33333333", "tolerance")[0]
+    assert compare_stdout(b"1000000.5", "1000000", "tolerance", rel_tol=1e-6)[0]
+    assert not compare_stdout(b"inf", "1e308", "tolerance")[0]
+    assert compare_stdout(b"abc 1.0000001", "abc 1", "tolerance")[0]
+    assert not compare_stdout(b"3\n", "3", "exact")[0]
+    assert compare_stdout(b"3\n", "3\n", "exact")[0]
+    with pytest.raises(ValueError):
+        compare_stdout(b"", "", "lenient")
+
+
+def test_compare_json():
+    big = "1" + "0" * 6000
+    assert compare_json("[1.0, 2]", loads_json("[1, 2]"))[0]
+    assert compare_json("true", loads_json("1"))[0]  # LCB parity: Python ==
+    assert not compare_json("[2, 1]", loads_json("[1, 2]"))[0]
+    assert compare_json(big, loads_json(big))[0]
+    assert isinstance(loads_json(big), Decimal)
+    assert not compare_json(big + "1", loads_json(big))[0]
+    assert not compare_json("{bad", 1)[0]
+    assert not compare_json("[" * 100000 + "]" * 100000, [])[0]
+
+
+@pytest.mark.parametrize("code,reason", [
+    (None, "no program"), ("", "empty"), ("  \n", "empty"), ("x\x00", "NUL"), (b"\xff", "UTF-8"),
+    ("a" * 300_000, "larger"), ("\ud800", "surrogates"), (3, "str or bytes"), (b"print(1)", None),
+])
+def test_validate_program(code, reason):
+    text, why = validate_program(code)
+    if reason is None:
+        assert text == "print(1)" and why is None
+    else:
+        assert text is None and reason in why
+
+
+def test_banned_imports():
+    assert find_banned_imports("import random\nimport math") == ["random"]
+    assert find_banned_imports("from os import path") == ["os.path"]
+    assert find_banned_imports("import os.path as p") == ["os.path"]
+    assert find_banned_imports("import os\nos.getcwd()") == []
+    assert find_banned_imports("from time import sleep\nimport threading") == ["threading", "time"]
+    assert find_banned_imports("x = __import__('subprocess')") == ["subprocess"]
+    assert find_banned_imports("def f(:\nimport random") == ["random"]  # syntax error: word match
+    assert find_banned_imports("import numpy", {"numpy"}) == ["numpy"]
+
+
+def test_limits_validation_and_wire():
+    lim = Limits(cpu_s=1.5)
+    assert lim.wall_deadline_s == 4.0
+    wire = lim.to_wire()
+    assert wire["cpu_soft"] == 2 and wire["cpu_hard"] == 3  # hard = soft + 1: SIGKILL follows SIGXCPU
+    for bad in ({"cpu_s": 0}, {"cpu_s": float("inf")}, {"memory_bytes": -1}, {"open_files": 3},
+                {"wall_s": 0}):
+        with pytest.raises(ValueError):
+            Limits(**bad)
+
+
+def test_verdict_reward_semantics():
+    assert Verdict(Status.PASS, n_tests=1).reward == 1.0
+    for s in (Status.WA, Status.TLE, Status.MLE, Status.OLE, Status.RE, Status.CE):
+        assert Verdict(s).reward == 0.0 and not Verdict(s).passed
+    assert Verdict(Status.INFRA_ERROR).reward is None
+    assert Status.PASS == "PASS" and str(Status.TLE) == "TLE"
+    v = Verdict(Status.WA, (TestResult(0, Status.PASS), TestResult(1, Status.WA)), n_tests=4)
+    assert v.pass_fraction == 0.25 and v.lcb_codes == [True, -2]
+    assert TestCase("a", "b") == ("a", "b")
+
+
+def test_protocol_roundtrip_and_errors():
+    r, w = os.pipe()
+    big = os.urandom(300_000)
+    t = threading.Thread(target=lambda: write_all(w, encode_frame({"t": "x", "n": 1}, [b"abc", big, b""])))
+    t.start()
+    header, blobs = read_frame(r, deadline=None)
+    t.join()
+    assert header["t"] == "x" and blobs == [b"abc", big, b""]
+    os.write(w, b"\x05\x00\x00\x00\x00\x00\x00\x00{bad}")
+    with pytest.raises(ProtocolError):
+        read_frame(r)
+    os.close(w)
+    with pytest.raises(ProtocolError):
+        read_frame(r)
+    os.close(r)
+    r2, w2 = os.pipe()
+    import time
+    with pytest.raises(ProtocolError):
+        read_frame(r2, deadline=time.monotonic() + 0.05)
+    os.close(r2)
+    os.close(w2)
