@@ -200,3 +200,25 @@ def test_goalposts_selection_evidence_and_resume(tmp_path, statements):
 def test_goalposts_need_n_at_least_k(tmp_path):
     with pytest.raises(ValueError, match="must be >= k"):
         goalposts.run(goal_config(n=2, k=3), str(tmp_path), generate_fn_factory=lambda c: None, grader=fake_grader)
+
+
+def test_resume_refuses_other_test_data_and_datasets_loader_matches(tmp_path, statements):
+    rows = [json.loads(line) for line in open(SAMPLE) if json.loads(line)["question_id"] in IDS]
+    public_only = tmp_path / "public.jsonl"
+    public_only.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tok = IdTemplater(statements)
+    cfg = eval_config(tmp_path, sources=(str(public_only),))
+    first = eval_job.run(cfg, str(tmp_path / "run"), generate_fn=FakeGenerator({"2777": 1}), tokenizer=tok, grader=fake_grader)
+    # The same problems with (here: fake) private tests added: earlier verdicts must not be reused.
+    with_private = tmp_path / "full.jsonl"
+    extra = json.dumps([{"input": "[1]", "output": "[1]", "testtype": "functional"}])
+    with_private.write_text("".join(json.dumps(dict(r, private_test_cases=extra if r["platform"] == "leetcode" else None)) + "\n" for r in rows))
+    cfg.data.sources = (str(with_private),)
+    with pytest.raises(ValueError, match="data_files"):
+        eval_job.run(cfg, str(tmp_path / "run"), generate_fn=FakeGenerator({}), tokenizer=tok, grader=fake_grader)
+    cfg.data.sources = (str(public_only),)
+    cfg.data.loader = "datasets"  # same files through `datasets`: resuming is fine, nothing resampled
+    resumed = eval_job.run(cfg, str(tmp_path / "run"), generate_fn=FakeGenerator({}, refuse=IDS), tokenizer=tok, grader=fake_grader)
+    assert resumed["pass_at_k"] == first["pass_at_k"] and resumed["problems"]["skipped"] == 0
+    via_ds = eval_job.run(cfg, str(tmp_path / "run_ds"), generate_fn=FakeGenerator({"2777": 1}), tokenizer=tok, grader=fake_grader)
+    assert via_ds["pass_at_k"] == first["pass_at_k"]

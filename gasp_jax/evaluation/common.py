@@ -17,6 +17,7 @@ from gasp_jax.data.livecodebench import (
     Problem,
     load_problems,
     load_problems_with_datasets,
+    resolve_sources,
 )
 from gasp_jax.evaluation.prompts import load_few_shot, render_prompt
 
@@ -42,7 +43,8 @@ def load_config_problems(data_cfg: Any) -> tuple[list[Problem], LoadReport, Date
         raise ValueError("config.data.sources is empty: give LCB JSONL files or a release directory")
     max_bytes = int(data_cfg.get("max_private_mb", 0) * 1024 * 1024) or DEFAULT_MAX_PRIVATE_BYTES
     if data_cfg.get("loader", "stream") == "datasets":
-        problems = load_problems_with_datasets(list(map(str, sources)), window=window, report=report, max_private_bytes=max_bytes)
+        files = [str(f) for f in resolve_sources(sources, data_cfg.get("release") or None)]
+        problems = load_problems_with_datasets(files, window=window, report=report, max_private_bytes=max_bytes)
     else:
         problems = load_problems(sources, window=window, release=data_cfg.get("release") or None, report=report, max_private_bytes=max_bytes)
     ids = tuple(data_cfg.get("problem_ids", ()) or ())
@@ -62,6 +64,15 @@ def load_config_problems(data_cfg: Any) -> tuple[list[Problem], LoadReport, Date
         len(problems), window, report.rows_read, len(report.skipped), report.duplicates, report.outside_window,
     )
     return problems, report, window
+
+
+def data_identity(data_cfg: Any) -> list[list[Any]]:
+    """(file name, size) of every data file: part of a run's fingerprint, so samples graded on one
+    copy of the tests (e.g. the public-only sample) are never silently reused with another."""
+    sources = data_cfg.sources
+    if isinstance(sources, str):
+        sources = [sources]
+    return [[f.name, f.stat().st_size] for f in resolve_sources(sources, data_cfg.get("release") or None)]
 
 
 def make_prompt_fn(prompt_cfg: Any, tokenizer: Any) -> Callable[[Problem], str]:

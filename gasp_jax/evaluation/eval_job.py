@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from gasp_jax.data.livecodebench import DateWindow, LoadReport, Problem
-from gasp_jax.evaluation.common import config_to_dict, load_config_problems, make_prompt_fn, open_sandbox, write_json
+from gasp_jax.evaluation.common import config_to_dict, data_identity, load_config_problems, make_prompt_fn, open_sandbox, write_json
 from gasp_jax.evaluation.grading import Grader, SandboxGrader
 from gasp_jax.evaluation.pass_at_k import pass_at_k, pass_at_k_table
 from gasp_jax.evaluation.runner import GenerateFn, ProblemRecord, SampleStore, sample_and_grade
@@ -47,6 +47,7 @@ def eval_fingerprint(config: Any) -> dict[str, Any]:
         "sampling": {k: v for k, v in config_to_dict(config.sampling).items() if k not in ("batch_problems", "max_rows")},
         "extraction": config.extraction,
         "sandbox_limits": config_to_dict(config.sandbox).get("limits", {}),
+        "data_files": data_identity(config.data),
     }
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from gasp_jax.data.livecodebench import Problem
-from gasp_jax.evaluation.common import config_to_dict, load_config_problems, make_prompt_fn, open_sandbox, write_json
+from gasp_jax.evaluation.common import config_to_dict, data_identity, load_config_problems, make_prompt_fn, open_sandbox, write_json
 from gasp_jax.evaluation.grading import Grader, SandboxGrader
 from gasp_jax.evaluation.pass_at_k import pass_at_k
 from gasp_jax.evaluation.runner import GenerateFn, ProblemRecord, SampleStore, sample_and_grade
@@ -109,6 +109,7 @@ def fingerprint(config: Any, ckpt_cfg: Any) -> dict[str, Any]:
         "sampling": {k: v for k, v in config_to_dict(config.sampling).items() if k not in ("batch_problems", "max_rows")},
         "extraction": config.extraction,
         "sandbox_limits": config_to_dict(config.sandbox).get("limits", {}),
+        "data_files": data_identity(config.data),
     }
 
 
