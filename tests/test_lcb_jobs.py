@@ -108,6 +108,14 @@ def test_eval_report_pass_at_k_and_groups(tmp_path, statements):
     assert set(report["pass_at_k"]["difficulty"]) <= {"easy", "medium", "hard"}
     assert report["samples"]["dropped_infra"] == 2 and report["samples"]["statuses"]["PASS"] == 8
     assert report["report_path"] == str(tmp_path / "report.json") and "per_problem" not in report
+    assert report["samples"]["lcb_codes"] == {"True": 8, "-2": 14, "-5": 2}
+    lcb_rows = {r["question_id"]: r for r in json.loads((tmp_path / "lcb_eval_all.json").read_text())}
+    assert sorted(lcb_rows) == sorted(IDS)
+    assert lcb_rows["2777"]["graded_list"] == [True] * 4 and lcb_rows["2777"]["metadata"] == ["{}"] * 4
+    assert lcb_rows["abc302_a"]["graded_list"] == [True, False]  # the 2 dropped samples are left out
+    assert json.loads(lcb_rows["abc302_a"]["metadata"][1]) == {"error_code": -2, "status": "WA"}
+    lcb_pass1 = sum(r["pass@1"] for r in lcb_rows.values()) / len(lcb_rows)
+    assert lcb_pass1 == pytest.approx(overall["pass@1"])  # LCB's scoring of the export agrees with ours
     assert any((tmp_path / "tensorboard").iterdir())
     assert gen.calls == 2  # 6 problems in batches of 4
 
@@ -222,3 +230,27 @@ def test_resume_refuses_other_test_data_and_datasets_loader_matches(tmp_path, st
     assert resumed["pass_at_k"] == first["pass_at_k"] and resumed["problems"]["skipped"] == 0
     via_ds = eval_job.run(cfg, str(tmp_path / "run_ds"), generate_fn=FakeGenerator({"2777": 1}), tokenizer=tok, grader=fake_grader)
     assert via_ds["pass_at_k"] == first["pass_at_k"]
+
+
+def test_sample_store_drops_unterminated_record(tmp_path):
+    from gasp_jax.evaluation.runner import ProblemRecord
+
+    store = SampleStore(tmp_path)
+    assert store.open({"a": 1}) == {}
+    rec = ProblemRecord("q1", ["c"], ["x"], [SampleGrade("PASS", True, None)])
+    store.append(rec)
+    with open(store.samples_path, "a") as f:  # a complete JSON object whose newline never made it
+        f.write(json.dumps(dict(rec.to_json(), question_id="q2")))
+    assert list(store.load()) == ["q1"]
+    store.append(dataclasses_replace(rec, question_id="q3"))
+    assert list(store.load()) == ["q1", "q3"]
+    assert store.load()["q3"].correct == 1 and store.load(keep_samples=0)["q1"].codes == []
+    with pytest.raises(ValueError, match="different settings"):
+        store.open({"a": 2})
+    assert list(store.open({"a": 2}, overwrite=True)) == []
+
+
+def dataclasses_replace(obj, **changes):
+    import dataclasses
+
+    return dataclasses.replace(obj, **changes)

@@ -8,13 +8,17 @@ Writes into ``workdir``:
   * ``run_meta.json``  the settings the samples were drawn with (a resumed run must match);
   * ``report.json``    pass@k overall / per difficulty / per platform, per-problem counts, skipped
                        rows and problems, verdict histogram;
+  * ``lcb_eval_all.json`` the samples in LCB's ``eval_all`` layout (graded_list, metadata error codes),
+                       for LCB's own scoring scripts;
   * ``tensorboard/``   the pass@k scalars (tensorboardX; tags lcb/pass_at_k, ...), at step ``config.step``.
 Re-running with the same workdir reuses every finished problem and samples only the rest.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -71,8 +75,10 @@ def build_report(
         groups={"difficulty": {p.id: p.difficulty for p in graded}, "platform": {p.id: p.platform for p in graded}},
     )
     statuses: Counter[str] = Counter()
+    lcb_codes: Counter[str] = Counter()
     for p in graded:
         statuses.update(g.status for g in records[p.id].grades)
+        lcb_codes.update("True" if g.passed else str(g.lcb_code) for g in records[p.id].grades)
     per_problem = {}
     for p in graded:
         r = records[p.id]
@@ -97,12 +103,60 @@ def build_report(
             "correct": sum(r[1] for r in counts.values()),
             "dropped_infra": sum(records[p.id].dropped for p in graded),
             "statuses": dict(sorted(statuses.items())),
+            "lcb_codes": dict(sorted(lcb_codes.items())),  # LCB's result codes (True, -2 WA, -3 TLE, -4 RE, -5)
         },
         "skipped_problems": skipped,
         "load": load_report.to_dict(),
         "per_problem": per_problem,
         **(extra or {}),
     }
+
+
+def write_lcb_eval_all(path: Path, problems: Sequence[Problem], store: SampleStore) -> int:
+    """Write the samples in LCB's ``*_eval_all.json`` layout (for LCB's own scoring scripts).
+
+    One row per graded problem: the problem fields, ``output_list``, ``code_list``, ``graded_list``,
+    ``pass@1`` and per-sample ``metadata`` JSON strings (``{"error_code": c, "status": s}`` on a
+    failure, ``{}`` on a pass). Dropped samples (infrastructure errors) are left out, as in our
+    pass@k. Streams ``samples.jsonl``, so memory stays bounded. Returns the number of rows.
+    """
+    by_id = {p.id: p for p in problems}
+    latest: dict[str, int] = {}
+    for end, rec in store.iter_records():
+        latest[rec.question_id] = end
+    tmp = path.with_suffix(".tmp")
+    rows = 0
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write("[")
+        for end, rec in store.iter_records():
+            p = by_id.get(rec.question_id)
+            if p is None or rec.error or latest[rec.question_id] != end or rec.n == 0:
+                continue
+            keep = [i for i, g in enumerate(rec.grades) if g.passed is not None]
+            graded = [bool(rec.grades[i].passed) for i in keep]
+            row = {
+                "question_title": p.title,
+                "question_content": p.statement,
+                "platform": p.platform,
+                "question_id": p.id,
+                "contest_id": p.contest_id,
+                "contest_date": p.date.isoformat(),
+                "starter_code": p.starter_code,
+                "difficulty": p.difficulty,
+                "output_list": [rec.completions[i] for i in keep],
+                "code_list": [rec.codes[i] for i in keep],
+                "graded_list": graded,
+                "pass@1": sum(graded) / len(graded),
+                "metadata": [
+                    "{}" if rec.grades[i].passed else json.dumps({"error_code": rec.grades[i].lcb_code, "status": rec.grades[i].status})
+                    for i in keep
+                ],
+            }
+            f.write((",\n" if rows else "\n") + json.dumps(row, ensure_ascii=False))
+            rows += 1
+        f.write("\n]\n")
+    os.replace(tmp, path)
+    return rows
 
 
 def write_tensorboard(logdir: str | Path, table: dict[str, Any], step: int, prefix: str = "lcb") -> None:
@@ -189,6 +243,7 @@ def run(
         extra={"n": n, "config": config_to_dict(config), "elapsed_s": time.monotonic() - t0},
     )
     write_json(workdir_path / "report.json", report)
+    write_lcb_eval_all(workdir_path / "lcb_eval_all.json", problems, store)
     write_tensorboard(workdir_path / "tensorboard", report["pass_at_k"], int(config.get("step", 0)))
     log.info("lcb_eval: %s over %d problems -> %s", _summary_line(report["pass_at_k"]), report["problems"]["graded"], workdir_path / "report.json")
     return summarize(report, workdir_path / "report.json")

@@ -20,7 +20,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -119,22 +119,31 @@ class SampleStore:
         self.meta_path.write_text(json.dumps(fingerprint, indent=1, sort_keys=True))
         return self.load(keep_samples=keep_samples)
 
-    def load(self, *, keep_samples: int | None = None) -> dict[str, ProblemRecord]:
-        records: dict[str, ProblemRecord] = {}
+    def iter_records(self) -> Iterator[tuple[int, ProblemRecord]]:
+        """Stream ``(end_byte, record)`` over the complete records on disk, stopping at a torn one."""
         if not self.samples_path.exists():
-            return records
+            return
         good_bytes = 0
         with open(self.samples_path, "rb") as f:
             for line in f:
                 try:
+                    if not line.endswith(b"\n"):
+                        raise ValueError("record not terminated")
                     rec = ProblemRecord.from_json(json.loads(line))
-                except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+                except (ValueError, KeyError, TypeError):  # JSON/Unicode errors are ValueErrors
                     log.warning("%s: ignoring a torn/corrupt record after byte %d", self.samples_path, good_bytes)
-                    break
-                records[rec.question_id] = rec.trimmed(keep_samples)
+                    return
                 good_bytes += len(line)
-        if good_bytes != self.samples_path.stat().st_size:
-            with open(self.samples_path, "r+b") as f:  # drop the torn tail so appends stay parseable
+                yield good_bytes, rec
+
+    def load(self, *, keep_samples: int | None = None) -> dict[str, ProblemRecord]:
+        """All complete records (id -> record); a torn tail is cut off so later appends stay parseable."""
+        records: dict[str, ProblemRecord] = {}
+        good_bytes = 0
+        for good_bytes, rec in self.iter_records():
+            records[rec.question_id] = rec.trimmed(keep_samples)
+        if self.samples_path.exists() and good_bytes != self.samples_path.stat().st_size:
+            with open(self.samples_path, "r+b") as f:
                 f.truncate(good_bytes)
         return records
 
