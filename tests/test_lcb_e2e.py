@@ -80,3 +80,32 @@ def test_default_generate_fn_shapes_chunking_and_determinism():
     assert out_a == out_b  # same seed, same call sequence -> same samples
     assert fn_a(prompts, 2) != out_a or fn_a(prompts, 2) != out_a  # later calls draw new keys
     assert tok.eos_token is not None
+
+
+def test_eval_job_real_sandbox_scores_official_solutions(tmp_path):
+    """The job + the real sandbox on known programs: official O1-Mini passes score 1, a WA scores 0."""
+    pytest.importorskip("gasp_jax.sandbox").Sandbox
+    official = {
+        r["question_id"]: r
+        for r in json.loads((shared_data_dir() / "official_submissions" / "O1-Mini-2024-09-12_N1_codegeneration_1_0.2_eval_all.json").read_text())
+    }
+    # 2777 (functional) and abc301_a (stdin) pass officially; 1899_C fails officially (WA) on a public test.
+    ids = ("2777", "abc301_a", "1899_C")
+    assert [bool(official[i]["graded_list"][0]) for i in ids] == [True, True, False]
+    by_statement = {official[i]["question_content"]: i for i in ids}
+
+    class Templater:
+        chat_template = "x"
+
+        def apply_chat_template(self, messages, tokenize, add_generation_prompt):
+            return next(i for s, i in by_statement.items() if s in messages[-1]["content"])
+
+    def generate_fn(prompts, n):  # the prompt is the id here; answer with the official output twice
+        return [[official[pid]["output_list"][0]] * n for pid in prompts]
+
+    config = load_config("lcb_eval", "smoke")
+    config.data.problem_ids = ids
+    report = eval_job.run(config, str(tmp_path), generate_fn=generate_fn, tokenizer=Templater())
+    per = json.loads((tmp_path / "report.json").read_text())["per_problem"]
+    assert {i: per[i]["pass@1"] for i in ids} == {"2777": 1.0, "abc301_a": 1.0, "1899_C": 0.0}
+    assert report["samples"]["lcb_codes"]["True"] == 4 and report["pass_at_k"]["overall"]["pass@2"] == pytest.approx(2 / 3)
