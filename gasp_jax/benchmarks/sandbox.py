@@ -1,0 +1,272 @@
+"""Sandbox throughput/latency benchmark (issue 4): ``python -m gasp_jax.benchmarks.sandbox``.
+
+Measures, in one run and under the same load:
+
+(a) AZR-style small functions (real AZR seed programs): executions/s (one execution = one
+    ``f(input)`` in its own limited process) for validation jobs (a deduction program + its
+    input run twice for the determinism check, or an induction program with its 10 inputs), and
+    for the worst case of one execution per job; per-execution latency p50/p99.
+(b) LCB-style problems with 10 tests: a trivial a+b program (pure sandbox overhead) and real
+    officially-passing O1-Mini LiveCodeBench solutions with their public tests cycled to 10:
+    problems/s, per-problem latency p50/p99 and per-problem sandbox overhead (latency minus the
+    time the program itself ran).
+
+Baseline: one fresh ``python3 -I -S`` process per execution with the same rlimits (preexec_fn),
+run with the same concurrency. Targets: (a) >= 5x the baseline, (b) overhead <= 15 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Sequence
+
+from gasp_jax.sandbox import Limits, Sandbox, Status, TestCase
+
+DATA = "/work/shared/data"
+HEADER_MODULES = ("string", "re", "datetime", "collections", "heapq", "bisect", "copy", "math", "random",
+                  "statistics", "itertools", "functools", "operator", "io", "sys", "json", "builtins", "typing")
+LCB_HEADER = "".join(f"from {m} import *\n" for m in HEADER_MODULES) + "".join(
+    f"import {m}\n" for m in HEADER_MODULES) + "sys.setrecursionlimit(50000)\n"
+
+
+def pct(xs: Sequence[float], q: float) -> float:
+    if not xs:
+        return float("nan")
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(round(q / 100 * (len(s) - 1))))]
+
+
+# ------------------------------------------------------------------------------ workloads
+def azr_programs(n: int, seed: int = 0) -> tuple[list[tuple[str, list[str]]], list[tuple[str, list[str]]]]:
+    """(deduction jobs: program + [input, input] for the determinism check,
+    induction jobs: program + its 10 inputs), from the AZR seed files."""
+    rng = random.Random(seed)
+    ded, ind = [], []
+    for name in ("7b_seed_io.jsonl", "14b_coder_seed_io.jsonl"):
+        with open(f"{DATA}/azr_seed/{name}") as fh:
+            for line in fh:
+                r = json.loads(line)
+                code = "\n".join(r.get("imports") or []) + "\n" + r["snippet"]
+                ded.append((code, [r["input"], r["input"]]))
+    for name in ("7b_code_f_seed_io.jsonl", "14b_coder_code_f_seed_io.jsonl"):
+        with open(f"{DATA}/azr_seed/{name}") as fh:
+            for line in fh:
+                r = json.loads(line)
+                code = "\n".join(r.get("imports") or []) + "\n" + r["snippet"]
+                ind.append((code, list(r["inputs"])))
+    rng.shuffle(ded)
+    rng.shuffle(ind)
+    return ded[:n], ind[: max(1, n // 5)]
+
+
+def lcb_problems(n: int, seed: int = 0) -> list[tuple[str, list[TestCase], str | None]]:
+    """Officially passing O1-Mini samples with their public tests cycled to 10 tests."""
+    problems = {}
+    with open(f"{DATA}/livecodebench/problems/lcb_release_v5_880_public.jsonl") as fh:
+        for line in fh:
+            row = json.loads(line)
+            problems[row["question_id"]] = row
+    with open(f"{DATA}/livecodebench/official_submissions/"
+              "O1-Mini-2024-09-12_N1_codegeneration_1_0.2_eval_all.json") as fh:
+        official = json.load(fh)
+    out = []
+    for row in official:
+        p = problems[row["question_id"]]
+        if not row["graded_list"][0] or not p["public_test_cases"]:
+            continue
+        tests = [TestCase(t["input"], t["output"]) for t in json.loads(p["public_test_cases"])]
+        tests = [tests[i % len(tests)] for i in range(10)]
+        out.append((row["code_list"][0], tests, json.loads(p["metadata"]).get("func_name")))
+    random.Random(seed).shuffle(out)
+    return out[:n]
+
+
+# ------------------------------------------------------------------------------ baseline
+def _limit_fn(lim: Limits) -> Callable[[], None]:
+    w = lim.to_wire()
+
+    def apply() -> None:  # runs in the forked child before exec (benchmark process only)
+        R = resource
+        R.setrlimit(R.RLIMIT_CPU, (w["cpu_soft"], w["cpu_hard"]))
+        R.setrlimit(R.RLIMIT_AS, (w["as"], w["as"]))
+        R.setrlimit(R.RLIMIT_STACK, (w["stack"], w["stack"]))
+        R.setrlimit(R.RLIMIT_FSIZE, (w["fsize"], w["fsize"]))
+        R.setrlimit(R.RLIMIT_NOFILE, (w["nofile"], w["nofile"]))
+        R.setrlimit(R.RLIMIT_CORE, (0, 0))
+
+    return apply
+
+
+def baseline_exec(script: str, stdin: bytes, lim: Limits) -> tuple[int, bytes]:
+    """One fresh ``python3 -I -S`` per execution, same rlimits, wall-clock kill, own session."""
+    proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", script], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_limit_fn(lim),
+                            start_new_session=True, env={"PYTHONHASHSEED": "0", "LANG": "C.UTF-8"}, cwd="/tmp")
+    try:
+        out, _ = proc.communicate(stdin, timeout=lim.wall_deadline_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+        out, _ = proc.communicate()
+    return proc.returncode, out
+
+
+def azr_script(code: str, inp: str) -> str:
+    return f"{code}\nprint(repr(f({inp})))\n"
+
+
+def lcb_script(code: str, fn_name: str | None) -> str:
+    if fn_name is None:
+        return LCB_HEADER + code
+    return (LCB_HEADER + code + "\nimport json as _j, sys as _s\n"
+            f"_a = [_j.loads(l) for l in _s.stdin.read().split('\\n')]\n"
+            f"_o = Solution() if 'Solution' in globals() else None\n"
+            f"_r = (getattr(_o, {fn_name!r}) if _o else globals()[{fn_name!r}])(*_a)\n"
+            "print(_j.dumps(list(_r) if isinstance(_r, tuple) else _r))\n")
+
+
+# ------------------------------------------------------------------------------ measurements
+def run_parallel(fns: list[Callable[[], Any]], workers: int) -> tuple[float, list[Any]]:
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        results = list(pool.map(lambda f: f(), fns))
+    return time.perf_counter() - t0, results
+
+
+def bench_azr(sb: Sandbox, lim: Limits, n: int, workers: int) -> dict[str, Any]:
+    ded, ind = azr_programs(n)
+    jobs = ded + ind
+    n_exec = sum(len(inputs) for _, inputs in jobs)
+    t0 = time.perf_counter()
+    futures = [sb.run_function_async(code, inputs, limits=lim) for code, inputs in jobs]
+    results = [f.result() for f in futures]
+    ours = time.perf_counter() - t0
+    ok = sum(r.ok for rs in results for r in rs)
+    singles = [(code, [inputs[0]]) for code, inputs in ded]
+    t0 = time.perf_counter()
+    for f in [sb.run_function_async(code, inputs, limits=lim) for code, inputs in singles]:
+        f.result()
+    ours_single = time.perf_counter() - t0
+    lat = []  # per-execution latency on an otherwise idle pool (one job in flight)
+    for code, inputs in singles[:200]:
+        t = time.perf_counter()
+        sb.run_function(code, inputs, limits=lim)
+        lat.append(time.perf_counter() - t)
+    execs = [(code, inp) for code, inputs in jobs for inp in inputs]
+    base_n = min(len(execs), 600)
+    sample = random.Random(1).sample(execs, base_n)
+    base_t, base_res = run_parallel([lambda c=c, i=i: baseline_exec(azr_script(c, i), b"", lim)
+                                     for c, i in sample], workers)
+    base_lat = []
+    for c, i in sample[:100]:
+        t = time.perf_counter()
+        baseline_exec(azr_script(c, i), b"", lim)
+        base_lat.append(time.perf_counter() - t)
+    return {
+        "jobs": len(jobs), "executions": n_exec, "ok": ok,
+        "ours_exec_per_s": n_exec / ours, "ours_single_exec_per_s": len(singles) / ours_single,
+        "baseline_exec_per_s": base_n / base_t, "baseline_ok": sum(rc == 0 for rc, _ in base_res),
+        "ratio": (n_exec / ours) / (base_n / base_t),
+        "ratio_single": (len(singles) / ours_single) / (base_n / base_t),
+        "latency_ms_p50": 1e3 * pct(lat, 50), "latency_ms_p99": 1e3 * pct(lat, 99),
+        "baseline_latency_ms_p50": 1e3 * pct(base_lat, 50), "baseline_latency_ms_p99": 1e3 * pct(base_lat, 99),
+    }
+
+
+def bench_lcb(sb: Sandbox, lim: Limits, n: int, workers: int) -> dict[str, Any]:
+    trivial = ("import sys\na, b = map(int, sys.stdin.read().split())\nprint(a + b)",
+               [TestCase(f"{i} {i + 1}\n", f"{2 * i + 1}\n") for i in range(10)], None)
+    lat_trivial = []
+    for _ in range(100):
+        t = time.perf_counter()
+        v = sb.grade(*trivial[:2], limits=lim)
+        lat_trivial.append(time.perf_counter() - t)
+        assert v.passed, v
+    real = lcb_problems(n)
+    lat_real, overhead = [], []
+    statuses: dict[str, int] = {}
+    for code, tests, fn in real[: min(len(real), 120)]:
+        t = time.perf_counter()
+        v = sb.grade(code, tests, fn_name=fn, limits=lim)
+        el = time.perf_counter() - t
+        statuses[v.status.value] = statuses.get(v.status.value, 0) + 1
+        lat_real.append(el)
+        overhead.append(el - sum(r.wall_s for r in v.tests))
+    t0 = time.perf_counter()
+    verdicts = sb.grade_many([(c, ts, fn) for c, ts, fn in real])
+    ours = time.perf_counter() - t0
+    passed = sum(v.passed for v in verdicts)
+    base_probs = real[: min(len(real), 60)]
+
+    def base_problem(code: str, tests: list[TestCase], fn: str | None) -> None:
+        script = lcb_script(code, fn)
+        for tc in tests:
+            baseline_exec(script, tc.input.encode(), lim)
+
+    base_t, _ = run_parallel([lambda p=p: base_problem(*p) for p in base_probs], workers)
+    base_lat = []
+    for p in base_probs[:20]:
+        t = time.perf_counter()
+        base_problem(*p)
+        base_lat.append(time.perf_counter() - t)
+    return {
+        "problems": len(real), "passed": passed, "sequential_statuses": statuses,
+        "trivial_latency_ms_p50": 1e3 * pct(lat_trivial, 50), "trivial_latency_ms_p99": 1e3 * pct(lat_trivial, 99),
+        "real_latency_ms_p50": 1e3 * pct(lat_real, 50), "real_latency_ms_p99": 1e3 * pct(lat_real, 99),
+        "real_overhead_ms_p50": 1e3 * pct(overhead, 50), "real_overhead_ms_p99": 1e3 * pct(overhead, 99),
+        "ours_problems_per_s": len(real) / ours, "baseline_problems_per_s": len(base_probs) / base_t,
+        "ratio": (len(real) / ours) / (len(base_probs) / base_t),
+        "baseline_latency_ms_p50": 1e3 * pct(base_lat, 50), "baseline_latency_ms_p99": 1e3 * pct(base_lat, 99),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--azr-programs", type=int, default=400)
+    ap.add_argument("--lcb-problems", type=int, default=300)
+    ap.add_argument("--json", help="also write the figures to this file")
+    args = ap.parse_args(argv)
+    lim = Limits(cpu_s=2.0)
+    info = {"machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, Python {platform.python_version()}",
+            "workers": args.workers, "load_avg_before": os.getloadavg()}
+    with Sandbox(workers=args.workers, limits=lim) as sb:
+        info["isolation"] = sb.isolation.level
+        for _ in range(20):  # warm-up
+            sb.run_function("def f(x):\n    return x", ["1"])
+        azr = bench_azr(sb, lim, args.azr_programs, args.workers)
+        lcb = bench_lcb(sb, lim, args.lcb_problems, args.workers)
+    info["load_avg_after"] = os.getloadavg()
+    report = {"info": info, "azr": azr, "lcb": lcb}
+    print(f"machine: {info['machine']}; workers={args.workers}; isolation={info['isolation']}; "
+          f"load avg before/after: {info['load_avg_before'][0]:.1f}/{info['load_avg_after'][0]:.1f}")
+    print(f"(a) AZR small functions: {azr['executions']} executions in {azr['jobs']} jobs ({azr['ok']} returned)")
+    print(f"    ours {azr['ours_exec_per_s']:.0f} exec/s (1 exec/job: {azr['ours_single_exec_per_s']:.0f}/s) | "
+          f"baseline python3 -I -S {azr['baseline_exec_per_s']:.0f} exec/s | ratio {azr['ratio']:.1f}x "
+          f"(1 exec/job: {azr['ratio_single']:.1f}x)")
+    print(f"    latency per 1-exec job p50/p99 {azr['latency_ms_p50']:.1f}/{azr['latency_ms_p99']:.1f} ms | "
+          f"baseline p50/p99 {azr['baseline_latency_ms_p50']:.1f}/{azr['baseline_latency_ms_p99']:.1f} ms")
+    print(f"(b) LCB 10-test problems: {lcb['problems']} real problems ({lcb['passed']} PASS)")
+    print(f"    trivial a+b latency p50/p99 {lcb['trivial_latency_ms_p50']:.1f}/{lcb['trivial_latency_ms_p99']:.1f} ms; "
+          f"real: latency p50/p99 {lcb['real_latency_ms_p50']:.1f}/{lcb['real_latency_ms_p99']:.1f} ms, "
+          f"overhead p50/p99 {lcb['real_overhead_ms_p50']:.1f}/{lcb['real_overhead_ms_p99']:.1f} ms")
+    print(f"    ours {lcb['ours_problems_per_s']:.1f} problems/s | baseline {lcb['baseline_problems_per_s']:.1f} "
+          f"problems/s | ratio {lcb['ratio']:.1f}x | baseline latency p50/p99 "
+          f"{lcb['baseline_latency_ms_p50']:.0f}/{lcb['baseline_latency_ms_p99']:.0f} ms")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(report, fh, indent=1)
+    return report
+
+
+if __name__ == "__main__":
+    main()
