@@ -57,6 +57,7 @@ def test_goalposts_job_two_tiny_checkpoints(tmp_path):
     pytest.importorskip("gasp_jax.sampling").generate
     config = load_config("lcb_goalposts", "smoke")
     config.data.problem_ids = PROBLEMS[2:]  # the two pre-2024-08-01 ones
+    config.use_mesh = True  # model and sampler sharded over the 8 faked CPU devices (fsdp)
     summary = goalposts.run(config, str(tmp_path))
     out = json.loads((tmp_path / "goalposts.json").read_text())
     assert summary["summary"] == out["summary"] and out["summary"]["problems"] == 2
