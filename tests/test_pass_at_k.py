@@ -56,6 +56,12 @@ def test_invalid_arguments_raise(args):
         pass_at_k(*args)
 
 
+def test_accepts_numpy_integers():
+    import numpy as np
+
+    assert pass_at_k(np.int64(10), np.int32(3), np.int64(1)) == pytest.approx(0.3)
+
+
 def test_rejects_non_integers():
     with pytest.raises(TypeError):
         pass_at_k(5.0, 1, 1)

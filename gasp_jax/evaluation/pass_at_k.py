@@ -9,6 +9,7 @@ real arithmetic and stable in floating point (every factor lies in [0, 1)).
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Iterable, Mapping, Sequence
 
 DEFAULT_KS = (1, 5, 10, 20)
@@ -20,9 +21,7 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     Only defined for ``1 <= k <= n``; asking for k > n is an error rather than a silently biased
     number (LCB likewise reports pass@k only when every problem has n >= k).
     """
-    for name, v in (("n", n), ("c", c), ("k", k)):
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise TypeError(f"{name} must be an int, got {type(v).__name__}")
+    n, c, k = (_as_int(name, v) for name, v in (("n", n), ("c", c), ("k", k)))
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     if not 0 <= c <= n:
@@ -35,6 +34,16 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     for i in range(n - c + 1, n + 1):
         prod *= 1.0 - k / i
     return 1.0 - prod
+
+
+def _as_int(name: str, v: object) -> int:
+    """Integers (incl. NumPy integers) only: a float count is a caller bug, not something to round."""
+    if isinstance(v, bool):
+        raise TypeError(f"{name} must be an int, got bool")
+    try:
+        return operator.index(v)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {type(v).__name__}") from None
 
 
 def pass_at_k_exact(n: int, c: int, k: int) -> float:
