@@ -100,6 +100,40 @@ def test_batch_of_one_matches_transformers(qwen2):
     np.testing.assert_array_equal(out.tokens, hf_greedy(hf_model, prompt, 8, eos_id=None))
 
 
+def test_model_per_layer_cache_and_unrolled_layers_match_scanned(qwen2):
+    """The model hooks the sampler uses: `scan_layers=False` with a per-layer cache, vs the scanned
+    stack with a stacked cache, vs a cache-free forward; prefill then one-token decode steps."""
+    from gasp_jax.models.transformer import unstack_layer_params
+
+    _, _, model, params = qwen2
+    tokens = jnp.asarray(np.random.default_rng(0).integers(0, VOCAB, (3, 12)), jnp.int32)
+    full = np.asarray(jax.jit(model.apply)({"params": params}, tokens))
+    unrolled, flat = model.clone(scan_layers=False), unstack_layer_params(params, model.config.num_layers)
+    np.testing.assert_allclose(np.asarray(jax.jit(unrolled.apply)({"params": flat}, tokens)), full, atol=1e-5)
+    for m, p, per_layer in ((model, params, False), (unrolled, flat, True)):
+        apply = jax.jit(lambda p, x, pos, c, i, m=m: m.apply({"params": p}, x, pos, cache=c, cache_index=i))
+        cache = models.init_cache(m.config, 3, 16, per_layer=per_layer)
+        prefill_pos = jnp.broadcast_to(jnp.arange(7, dtype=jnp.int32), (3, 7))
+        logits, cache = apply(p, tokens[:, :7], prefill_pos, cache, jnp.int32(0))
+        steps = [logits]
+        for t in range(7, 12):
+            pos = jnp.full((3, 1), t, jnp.int32)
+            step, cache = apply(p, tokens[:, t : t + 1], pos, cache, jnp.int32(t))
+            steps.append(step)
+        np.testing.assert_allclose(np.concatenate(steps, 1), full, atol=1e-4)
+    with pytest.raises(ValueError, match="per-layer cache"):
+        unrolled.apply({"params": flat}, tokens, cache=models.init_cache(model.config, 3, 16), cache_index=0)
+
+
+def test_scanned_decode_equals_unrolled_decode(qwen2):
+    _, _, model, params = qwen2
+    kwargs = dict(max_new_tokens=8, temperature=1.0, top_k=50, num_samples=2, rng=jax.random.key(8))
+    unrolled = sampling.generate(model, params, RAGGED, **kwargs)
+    scanned = sampling.generate(model, params, RAGGED, unroll_layers=False, **kwargs)
+    np.testing.assert_array_equal(scanned.tokens, unrolled.tokens)
+    np.testing.assert_allclose(scanned.logprobs, unrolled.logprobs, atol=1e-5)
+
+
 # --------------------------------------------------------------------- logprobs vs a full forward
 
 

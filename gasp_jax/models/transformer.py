@@ -36,18 +36,30 @@ _NEG_INF = -0.7 * float(jnp.finfo(jnp.float32).max)  # finite: fully-masked (pad
 
 
 class KVCache(NamedTuple):
-    k: jax.Array  # [L, B, K, S, D]
-    v: jax.Array  # [L, B, K, S, D]
+    """Stacked `[L, B, K, S, D]` arrays (scanned layers), or tuples of L `[B, K, S, D]` arrays
+    (`per_layer=True`, for `scan_layers=False`: each layer's cache is its own buffer)."""
+
+    k: Any
+    v: Any
+
+    @property
+    def length(self) -> int:
+        k = self.k[0] if isinstance(self.k, (tuple, list)) else self.k
+        return k.shape[-2]
 
 
 CACHE_AXES = ("cache_layers", "cache_batch", "cache_kv_heads", "cache_length", "cache_head_dim")
 CACHE_LENGTH_AXIS = CACHE_AXES.index("cache_length")
 
 
-def init_cache(config: ModelConfig, batch: int, length: int, dtype: Any = None) -> KVCache:
-    """Zero KV cache for `batch` rows and `length` slots."""
-    shape = (config.num_layers, batch, config.num_kv_heads, length, config.head_dim)
+def init_cache(config: ModelConfig, batch: int, length: int, dtype: Any = None, per_layer: bool = False) -> KVCache:
+    """Zero KV cache for `batch` rows and `length` slots (one buffer per layer with `per_layer`)."""
     dtype = dtype or config.dtype
+    if per_layer:
+        shape = (batch, config.num_kv_heads, length, config.head_dim)
+        zeros = lambda: tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers))
+        return KVCache(zeros(), zeros())
+    shape = (config.num_layers, batch, config.num_kv_heads, length, config.head_dim)
     return KVCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
 
 
@@ -149,8 +161,17 @@ class Attention(nn.Module):
         key = key.transpose(0, 2, 1, 3)  # [B, K, T, D]: the cache layout
         val = val.transpose(0, 2, 1, 3)
         new_cache_kv = None
-        if cache_kv is not None:
-            ck, cv = cache_kv  # [L, B, K, S, D]
+        if cache_kv is not None and cache_kv[0].ndim == 4:  # this layer's own cache [B, K, S, D]
+            ck, cv = cache_kv
+            start = tuple(jnp.asarray(i, jnp.int32) for i in (0, 0, cache_index, 0))
+            ck = jax.lax.dynamic_update_slice(ck, key.astype(ck.dtype), start)
+            cv = jax.lax.dynamic_update_slice(cv, val.astype(cv.dtype), start)
+            ck = shd.constrain(ck, CACHE_AXES[1:], self.mesh, self.rules)
+            cv = shd.constrain(cv, CACHE_AXES[1:], self.mesh, self.rules)
+            new_cache_kv = (ck, cv)
+            key, val = ck.astype(dt), cv.astype(dt)
+        elif cache_kv is not None:  # the stacked cache of all layers [L, B, K, S, D]
+            ck, cv = cache_kv
             start = (layer, 0, 0, cache_index, 0)
             start = tuple(jnp.asarray(i, jnp.int32) for i in start)
             ck = jax.lax.dynamic_update_slice(ck, key[None].astype(ck.dtype), start)
@@ -234,11 +255,17 @@ class Transformer(nn.Module):
         the call returns `(logits, new_cache)`.
       return_hidden: return the final-norm hidden states `[B, T, E]` instead of logits (for chunked
         log-prob computation with `unembed`).
+
+    `scan_layers=False` runs the layers as an unrolled Python loop over per-layer params
+    `layers_0 ... layers_{L-1}` (see `unstack_layer_params`). Same math; meant for decoding, where a
+    scanned stack slices (and on CPU copies) every layer's weights out of the stacked arrays at every
+    step, while separate per-layer arrays are read in place.
     """
 
     config: ModelConfig
     mesh: Mesh | None = None
     rules: shd.Rules = shd.DEFAULT_RULES
+    scan_layers: bool = True
 
     def setup(self):
         cfg = self.config
@@ -258,6 +285,10 @@ class Transformer(nn.Module):
         layer_cls = DecoderLayer
         if cfg.remat_policy != "none":
             layer_cls = nn.remat(layer_cls, policy=_remat_policy(cfg.remat_policy), prevent_cse=False)
+        if not self.scan_layers:
+            self.layer_list = [layer_cls(cfg, self.mesh, self.rules, name=f"layers_{i}") for i in range(cfg.num_layers)]
+            self.final_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg.dtype, cfg.param_dtype)
+            return
         self.layers = nn.scan(
             layer_cls,
             variable_axes={"params": 0},
@@ -284,15 +315,29 @@ class Transformer(nn.Module):
             if cache_index is None:
                 raise ValueError("cache_index is required with a cache")
             query_slots = cache_index + jnp.arange(t)
-            num_slots = cache.k.shape[CACHE_LENGTH_AXIS]
+            num_slots = cache.length
             cache_kv = (cache.k, cache.v)
         mask = query_slots[:, None] >= jnp.arange(num_slots)[None, :]  # causal by slot  [T, S]
         mask = jnp.broadcast_to(mask, (b, t, num_slots))
         if kv_mask is not None:
             mask = mask & kv_mask[:, None, :].astype(bool)
 
-        layer_ids = jnp.arange(cfg.num_layers, dtype=jnp.int32)
-        (x, new_cache_kv), _ = self.layers((x, cache_kv), positions, mask, layer_ids, cache_index)
+        if self.scan_layers:
+            if cache_kv is not None and isinstance(cache_kv[0], (tuple, list)):
+                raise ValueError("a per-layer cache needs scan_layers=False; scanned layers take a stacked cache")
+            layer_ids = jnp.arange(cfg.num_layers, dtype=jnp.int32)
+            (x, new_cache_kv), _ = self.layers((x, cache_kv), positions, mask, layer_ids, cache_index)
+        else:
+            if cache_kv is not None and not isinstance(cache_kv[0], (tuple, list)):
+                raise ValueError("scan_layers=False needs a per-layer cache: init_cache(..., per_layer=True)")
+            new_k, new_v = [], []
+            for i, layer in enumerate(self.layer_list):
+                layer_cache = None if cache_kv is None else (cache_kv[0][i], cache_kv[1][i])
+                (x, layer_cache), _ = layer((x, layer_cache), positions, mask, i, cache_index)
+                if layer_cache is not None:
+                    new_k.append(layer_cache[0])
+                    new_v.append(layer_cache[1])
+            new_cache_kv = (tuple(new_k), tuple(new_v))
         x = self.final_norm(x)
         out = x if return_hidden else self.unembed(x)
         if cache is None:
@@ -307,3 +352,11 @@ class Transformer(nn.Module):
         else:
             logits = jnp.einsum("...e,ev->...v", hidden.astype(dt), self.lm_head.astype(dt))
         return logits.astype(jnp.float32)
+
+
+def unstack_layer_params(params: Any, num_layers: int) -> Any:
+    """Scanned params (`layers` stacked on a leading axis) -> the `scan_layers=False` layout."""
+    out = {k: v for k, v in params.items() if k != "layers"}
+    for i in range(num_layers):
+        out[f"layers_{i}"] = jax.tree.map(lambda x, i=i: x[i], params["layers"])
+    return out
