@@ -73,11 +73,18 @@ class Grader(Protocol):
 
 
 def _message(verdict: Any) -> str:
-    for attr in ("message", "detail", "error"):
-        value = getattr(verdict, attr, None)
-        if value:
-            return str(value)[:500]
-    return ""
+    """A short reason for a non-pass: the verdict's message, else its failing test's message/stderr."""
+    message = str(getattr(verdict, "message", "") or "")
+    failing = [t for t in getattr(verdict, "tests", ()) if str(getattr(t.status, "value", t.status)) != "PASS"]
+    if failing:
+        t = failing[0]
+        test_msg = str(getattr(t, "message", "") or "")
+        if test_msg and test_msg not in message:
+            message = f"{message} | test {getattr(t, 'index', '?')}: {test_msg}" if message else test_msg
+        tail = (getattr(t, "stderr_tail", "") or "").strip().splitlines()
+        if tail and tail[-1] not in message:
+            message = f"{message} | {tail[-1]}" if message else tail[-1]
+    return message[:500]
 
 
 def grade_from_verdict(verdict: Any) -> SampleGrade:
