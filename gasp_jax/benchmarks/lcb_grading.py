@@ -69,6 +69,7 @@ def grade_official(
         grade_s = time.perf_counter() - t0
     result = compare(samples, problems, grades)
     n_tests = sum(len(t) for _, t, _ in items)
+    by_cpu = sorted(((g.cpu_s, qid, g.status) for (qid, _), g in grades.items()), reverse=True)
     return {
         "machine": machine(),
         "workers": workers,
@@ -79,6 +80,8 @@ def grade_official(
         "grading_s": grade_s,
         "problems_per_s": len(items) / grade_s if grade_s else None,
         "samples_per_s": len(grades) / grade_s if grade_s else None,
+        "program_cpu_s_total": sum(c for c, _, _ in by_cpu),
+        "program_cpu_s_top5": [[qid, status, round(c, 2)] for c, qid, status in by_cpu[:5]],
         "skipped_rows": [s.problem_id for s in report.skipped],
         **result,
     }
@@ -89,6 +92,8 @@ def summary(r: dict[str, Any]) -> str:
         f"machine: {r['machine']} (sandbox workers: {r['workers']})",
         f"graded {r['samples_graded']} samples of {r['problems_graded']} problems in {r['grading_s']:.1f} s "
         f"-> {r['problems_per_s']:.2f} problems/s (sandbox start-up {r['sandbox_startup_s']:.2f} s excluded)",
+        f"CPU used by the programs themselves: {r['program_cpu_s_total']:.1f} s "
+        f"(slowest: {r['program_cpu_s_top5']}) of {r['workers']} x {r['grading_s']:.1f} s worker time",
         f"skipped rows (no tests): {r['skipped_rows']}",
         f"agreement with the official verdicts: {r['agreement']:.4f} over {r['graded']} samples; on the "
         f"{r['decidable_on_public_tests']} samples decidable on public tests: {r['agreement_decidable']:.4f} "

@@ -54,13 +54,14 @@ class SampleGrade:
     passed: bool | None
     lcb_code: int | None
     message: str = ""
+    cpu_s: float = 0.0  # CPU time the program used over the tests it ran
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> SampleGrade:
-        return cls(d["status"], d["passed"], d["lcb_code"], d.get("message", ""))
+        return cls(d["status"], d["passed"], d["lcb_code"], d.get("message", ""), float(d.get("cpu_s", 0.0)))
 
 
 class Grader(Protocol):
@@ -103,7 +104,8 @@ def grade_from_verdict(verdict: Any) -> SampleGrade:
         # Never let an inconsistent verdict become a silent pass.
         log.error("sandbox verdict inconsistent: status=%s passed=%s; treating as not judged", status, passed)
         return SampleGrade(status, None, -5, "inconsistent verdict")
-    return SampleGrade(status, passed, lcb_code(status), _message(verdict))
+    cpu = float(getattr(verdict, "cpu_s", 0.0) or 0.0)
+    return SampleGrade(status, passed, lcb_code(status), _message(verdict), round(cpu, 4))
 
 
 def sandbox_tests(tests: Sequence[Test]) -> list[Any]:
