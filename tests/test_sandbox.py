@@ -543,3 +543,40 @@ def test_worker_recycling():
         for _ in range(5):
             assert box.grade("print(3)", ADD).passed
         assert box._procs[0].proc.pid != first and box.stats["restarts"] >= 1
+
+
+# ------------------------------------------------------------------------------ per-job runner path
+RUNNER_CASES = [  # jobs of >= 3 tests go through the per-job runner T (1-2 tests: J forks directly)
+    ("while True: pass", {Status.TLE}),
+    ("import time\ntime.sleep(3600)", {Status.TLE}),
+    ("x = bytearray(10**11)", {Status.MLE, Status.RE}),
+    ("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass", {Status.TLE}),
+    ("import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(600)\nprint(sum(map(int, input().split())))",
+     {Status.PASS}),
+    ("while True: print('x' * 10**6)", {Status.OLE}),
+    ("import os\nos.kill(-1, 9)\nos.kill(os.getppid(), 9)\nprint(sum(map(int, input().split())))", {Status.PASS, Status.RE}),
+    ("import socket\ntry:\n    socket.create_connection(('1.1.1.1', 80), timeout=1); print('net')\n"
+     "except OSError:\n    print(sum(map(int, input().split())))", {Status.PASS}),
+    ("import os\nprint(os.getuid() != 0 and not os.path.exists(%r) and sum(map(int, input().split())))"
+     % os.path.join(REPO, "setup.py"),
+     {Status.PASS}),
+    ("def f(:", {Status.CE}),
+    ("import sys\nsys.exit(3)", {Status.RE}),
+]
+
+
+@pytest.mark.parametrize("code,allowed", RUNNER_CASES, ids=[f"runner-{i}" for i in range(len(RUNNER_CASES))])
+def test_catalogue_on_runner_path(sb, code, allowed):
+    tests = [TestCase("1 2\n", "3\n"), TestCase("2 2\n", "4\n"), TestCase("3 4\n", "7\n")]
+    v = run(sb, code, tests, limits=FAST.replace(stdout_bytes=4 << 20))
+    assert v.status in allowed, (v.status, v.message)
+    if v.status == Status.PASS:
+        assert len(v.tests) == 3
+
+
+def test_runner_killed_by_program_is_re_not_infra(sb):
+    # Three tests -> per-job runner; the program kills every process of its uid, including
+    # (possibly) the runner: the verdict must be a program failure or pass, never INFRA_ERROR.
+    v = run(sb, "import os, signal\nfor p in range(1, 2000):\n    try: os.kill(p, signal.SIGKILL)\n"
+                "    except OSError: pass\nprint(3)", [TestCase("", "3\n")] * 3)
+    assert v.reward is not None

@@ -369,9 +369,9 @@ class Sandbox:
             status, message = Status.TLE, f"wall-clock limit {lim.wall_deadline_s:g}s"
         elif cpu > lim.cpu_s or sig == _signal.SIGXCPU or (sig == _signal.SIGKILL and cpu >= int(lim.cpu_s + 0.999) - 0.05):
             status, message = Status.TLE, f"CPU limit {lim.cpu_s:g}s (used {cpu:.2f}s)"
-        elif record.get("k") == "mle" or sig == _signal.SIGKILL or (
+        elif record.get("k") == "mle" or (sig == _signal.SIGKILL and h.get("oom")) or (
                 sig == _signal.SIGABRT and "MemoryError" in stderr_tail):
-            status, message = Status.MLE, "out of memory" if sig is None else "killed (SIGKILL), likely out of memory"
+            status, message = Status.MLE, "out of memory" if sig is None else "killed by the OOM killer"
         elif sig is not None:
             status, message = Status.RE, f"killed by signal {_signal.Signals(sig).name if sig in _signal.Signals._value2member_map_ else sig}"
         elif record.get("k") == "exc":

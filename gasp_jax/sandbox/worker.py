@@ -75,6 +75,9 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 4, 36, 38
 RESULT_FD = 3
+# Jobs with at most this many tests skip the per-job runner T (its fork and setup cost more than
+# compiling the program once saves): J forks each test child directly.
+DIRECT_MAX_TESTS = 2
 SETUP_OK = b"\x01"
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -238,22 +241,43 @@ def _write_fd(fd: int, data) -> None:
         view = view[n:]
 
 
-def _test_child(job: dict, prog: dict, payload: bytes, fds: tuple, cpu: tuple, fsize: int) -> None:
-    """Body of C: wire stdio, set the per-test CPU limit, run the program, report, ``_exit``."""
+def _test_child(job: dict, prog: dict, payload: bytes, fds: tuple, cpu: tuple, fsize: int,
+                direct: dict | None = None) -> None:
+    """Body of C: wire stdio, set the per-test limits, run the program, report, ``_exit``.
+
+    ``direct``: C was forked by J itself (jobs of one or two tests, where a per-job T would cost
+    more than it saves); then C also drops to the sandbox identity and compiles the program."""
     code = 70
     try:
+        code_bytes = b""
+        if direct is not None:
+            code_bytes = os.pread(direct["code_fd"], direct["code_len"], 0) if direct["code_len"] else b""
+            if job["mode"] != "stdin":
+                payload = os.pread(fds[0], direct["payload_len"], 0) if direct["payload_len"] else b""
+                fds = (direct["devnull"],) + tuple(fds[1:])
         moved = [os.dup(fd) for fd in fds]  # stdin, stdout, stderr, result
         for target, fd in enumerate(moved):
             os.dup2(fd, target)
         os.closerange(RESULT_FD + 1, 1 << 16)
-        if not prog["pidns"]:
-            os.setsid()  # its own process group, so T can kill what it leaves behind
-        resource.setrlimit(resource.RLIMIT_CPU, cpu)
+        if direct is not None:
+            _enter_sandbox(direct, job["lim"], cpu)
+        else:
+            _prctl(PR_SET_DUMPABLE, 1)  # T is non-dumpable; the program may use /proc/self freely
+            if not prog["pidns"]:
+                os.setsid()  # its own process group, so T can kill what it leaves behind
+            resource.setrlimit(resource.RLIMIT_CPU, cpu)
         resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))  # not in T: it writes stdin memfds
         # Setup done: a first byte on the result pipe that the program cannot take back.
         os.write(RESULT_FD, SETUP_OK)
     except BaseException:  # noqa: BLE001 - setup failure is an infrastructure fault
         os._exit(71)
+    if direct is not None:
+        program, ce = _compile_program(code_bytes)
+        del code_bytes
+        if program is None:
+            _write_fd(RESULT_FD, _json_mod.dumps({"k": "ce", "msg": ce}).encode())
+            os._exit(0)
+        prog = dict(prog, code=program)
     stdin, stdout, stderr = prog["streams"]
     sys.stdin = sys.__stdin__ = stdin
     sys.stdout = sys.__stdout__ = stdout
@@ -390,6 +414,37 @@ def _wipe_dir(path: str, keep_root: bool = True) -> None:
             pass
 
 
+def _enter_sandbox(ctx: dict, lim: dict, cpu: tuple) -> None:
+    """Drop to the sandbox identity: fresh cwd, rlimits, non-root per-worker uid (T, or C on the
+    direct path). RLIMIT_FSIZE is set per test child (T itself writes stdin memfds)."""
+    os.chdir(ctx["cwd"])
+    if not ctx["pidns"]:
+        os.setsid()
+    R = resource
+    R.setrlimit(R.RLIMIT_CORE, (0, 0))
+    R.setrlimit(R.RLIMIT_CPU, cpu)
+    R.setrlimit(R.RLIMIT_NOFILE, (lim["nofile"], lim["nofile"]))
+    R.setrlimit(R.RLIMIT_STACK, (lim["stack"], lim["stack"]))
+    R.setrlimit(R.RLIMIT_AS, (lim["as"], lim["as"]))
+    R.setrlimit(R.RLIMIT_NPROC, (lim["nproc"], lim["nproc"]))
+    if ctx["uid"] is not None:
+        os.setgroups([])
+        os.setresgid(ctx["uid"], ctx["uid"], ctx["uid"])
+        os.setresuid(ctx["uid"], ctx["uid"], ctx["uid"])
+    if not ctx["pidns"]:
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.environ.get("TMPDIR") != ctx["cwd"]:
+        os.environ["HOME"] = os.environ["TMPDIR"] = ctx["cwd"]
+
+
+def _compile_program(code_bytes: bytes):
+    """(code object, None) or (None, CE message). Untrusted text is only ever compiled in T or C."""
+    try:
+        return compile(code_bytes.decode("utf-8"), "solution.py", "exec", dont_inherit=True), None
+    except (SyntaxError, ValueError, UnicodeDecodeError, OverflowError, MemoryError, RecursionError) as exc:
+        return None, f"{type(exc).__name__}: {exc}"[:2000]
+
+
 class ProgramRunner:
     """T: one per (program, job). Sets the sandbox identity and limits once, compiles the program
     once, then forks one child C per test and judges nothing: it reports raw facts (exit status,
@@ -414,28 +469,10 @@ class ProgramRunner:
             os.closerange(prev + 1, fd)
             prev = fd
         os.closerange(prev + 1, 1 << 16)
-        os.chdir(ctx["cwd"])
-        if not ctx["pidns"]:
-            os.setsid()
-        R = resource
-        n = max(1, ctx["n"])
-        R.setrlimit(R.RLIMIT_CORE, (0, 0))
-        total = lim["cpu_hard"] * n + 10  # T's own budget; each C gets the per-test limit
-        R.setrlimit(R.RLIMIT_CPU, (total, total))
-        R.setrlimit(R.RLIMIT_NOFILE, (lim["nofile"], lim["nofile"]))
-        R.setrlimit(R.RLIMIT_STACK, (lim["stack"], lim["stack"]))
-        R.setrlimit(R.RLIMIT_AS, (lim["as"], lim["as"]))
-        R.setrlimit(R.RLIMIT_NPROC, (lim["nproc"], lim["nproc"]))
-        if ctx["uid"] is not None:
-            os.setgroups([])
-            os.setresgid(ctx["uid"], ctx["uid"], ctx["uid"])
-            os.setresuid(ctx["uid"], ctx["uid"], ctx["uid"])
+        total = lim["cpu_hard"] * max(1, ctx["n"]) + 10  # T's own budget; each C gets the per-test limit
+        _enter_sandbox(ctx, lim, (total, total))
         _prctl(PR_SET_DUMPABLE, 0)
         _prctl(PR_SET_CHILD_SUBREAPER, 1)
-        if not ctx["pidns"]:
-            _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.environ.get("TMPDIR") != ctx["cwd"]:
-            os.environ["HOME"] = os.environ["TMPDIR"] = ctx["cwd"]
 
     def _send(self, header: dict, blobs=()) -> None:
         write_all(self.ctx["res_w"], encode_frame(header, blobs))
@@ -444,15 +481,13 @@ class ProgramRunner:
         ctx = self.ctx
         code_bytes = os.pread(ctx["code_fd"], ctx["code_len"], 0) if ctx["code_len"] else b""
         os.close(ctx["code_fd"])
-        try:
-            text = code_bytes.decode("utf-8")
-            program = compile(text, "solution.py", "exec", dont_inherit=True)
-        except (SyntaxError, ValueError, UnicodeDecodeError, OverflowError, MemoryError, RecursionError) as exc:
-            rec = _json_mod.dumps({"k": "ce", "msg": f"{type(exc).__name__}: {exc}"[:2000]}).encode()
+        program, ce = _compile_program(code_bytes)
+        if program is None:
+            rec = _json_mod.dumps({"k": "ce", "msg": ce}).encode()
             self._send({"t": "test", "i": 0, "exit": 0, "sig": None, "cpu": 0.0, "wall": 0.0, "rss_kb": 0,
                         "kill": None, "out_over": False, "res_over": False, "setup_ok": True}, [b"", rec, b""])
             return
-        del text, code_bytes
+        del code_bytes
         prog = {"code": program, "streams": ctx["streams"], "file": os.path.join(ctx["cwd"], "solution.py"),
                 "pidns": ctx["pidns"], "header_builtins": ctx["header_builtins"]}
         offsets = ctx["offsets"]
@@ -672,6 +707,8 @@ class Runner:
                 self._release(frame)
 
     def _run_job(self, job: dict, blobs: list) -> None:
+        if len(blobs) - 1 <= DIRECT_MAX_TESTS:
+            return self._run_direct(job, blobs)
         job_id = job["id"]
         code_blob, inputs = blobs[0], blobs[1:]
         lim = job["lim"]
@@ -704,6 +741,7 @@ class Runner:
                 os._exit(code)
         for fd in (res_w, ctl_r, code_fd, inputs_fd):
             os.close(fd)
+        oom_seen = self._oom_kills()
         budget = len(offsets) * (float(lim["wall"]) + 1.0) + 10.0
         deadline = time.monotonic() + budget
         ran, killed, stopped = 0, None, False
@@ -740,6 +778,8 @@ class Runner:
                             killed = "protocol"
                             break
                         header["id"] = job_id
+                        oom_now = self._oom_kills()
+                        header["oom"], oom_seen = oom_now > oom_seen, oom_now
                         self._send(header, fblobs)
                         ran += 1
                     finally:
@@ -757,6 +797,167 @@ class Runner:
         self._send({"t": "done", "id": job_id, "ran": ran, "killed": killed,
                     "runner_exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
                     "runner_sig": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None})
+
+    def _oom_kills(self) -> int:
+        """The worker cgroup's OOM-kill counter (0 without a cgroup): an unexplained SIGKILL of a
+        test is MLE only if this counter moved; otherwise the program killed itself (RE)."""
+        cg = self.facts.get("cgroup")
+        if not cg:
+            return 0
+        for name in ("memory.oom_control", "memory.events"):
+            try:
+                with open(os.path.join(cg, name)) as fh:
+                    for line in fh:
+                        if line.startswith("oom_kill "):
+                            return int(line.split()[1])
+            except (OSError, ValueError):
+                continue
+        return 0
+
+    # -- direct path: J forks the test child itself (jobs of at most DIRECT_MAX_TESTS tests) --
+    def _stop_requested(self, job_id: int) -> bool:
+        """Non-blocking check for a STOP frame for this job (early exit on first failure)."""
+        while select.select([self.cmd], [], [], 0)[0]:
+            frame = self._read_frame(self.cmd)
+            kind, fid = frame[0].get("t"), frame[0].get("id")
+            self._release(frame)
+            if kind == "stop" and fid == job_id:
+                return True
+            if kind != "stop":
+                raise RuntimeError(f"unexpected frame {kind!r} during a job")
+        return False
+
+    def _run_direct(self, job: dict, blobs: list) -> None:
+        job_id = job["id"]
+        code_blob, inputs = blobs[0], blobs[1:]
+        lim = job["lim"]
+        maps = (_dontfork_map(lim["out"] + 1), _dontfork_map(lim["out"] + 1), _dontfork_map(lim["err"]))
+        code_fd = os.memfd_create("program", 0)
+        cwd = self._make_cwd()
+        ran = 0
+        try:
+            write_all(code_fd, [code_blob])
+            for i, payload in enumerate(inputs):
+                if i and self._stop_requested(job_id):
+                    break
+                self._direct_test(job, i, code_fd, code_blob.nbytes, payload, cwd, maps)
+                ran += 1
+        finally:
+            os.close(code_fd)
+            for m in maps:
+                m.close()
+            self._clean(cwd)
+        self._send({"t": "done", "id": job_id, "ran": ran, "killed": None, "runner_exit": 0, "runner_sig": None})
+
+    def _direct_test(self, job, i, code_fd, code_len, payload, cwd, maps) -> None:
+        lim = job["lim"]
+        out_map, res_map, err_map = maps
+        payload_fd = os.memfd_create("input", 0)
+        write_all(payload_fd, [payload])
+        os.lseek(payload_fd, 0, os.SEEK_SET)
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        res_r, res_w = os.pipe()
+        ctx = {"code_fd": code_fd, "code_len": code_len, "payload_len": payload.nbytes, "cwd": cwd,
+               "uid": self.uid, "devnull": self.devnull, "pidns": self.facts["pidns"]}
+        prog = {"streams": self.streams, "file": os.path.join(cwd, "solution.py"), "pidns": self.facts["pidns"],
+                "header_builtins": self.header_builtins}
+        oom_before = self._oom_kills()
+        start = time.monotonic()
+        pid = os.fork()
+        if pid == 0:  # C
+            try:
+                _test_child(job, prog, b"", (payload_fd, out_w, err_w, res_w), (lim["cpu_soft"], lim["cpu_hard"]),
+                            lim["fsize"], direct=ctx)
+            finally:
+                os._exit(72)
+        for fd in (out_w, err_w, res_w, payload_fd):
+            os.close(fd)
+        pidfd = os.pidfd_open(pid)
+        out_cap, err_cap = lim["out"], lim["err"]
+        out_mv, res_mv, err_mv = memoryview(out_map), memoryview(res_map), memoryview(err_map)
+        state = {"out": 0, "res": 0, "err": 0, "wrapped": False}
+        kill_reason = None
+        deadline = start + float(lim["wall"])
+        open_fds = [out_r, err_r, res_r]
+        for fd in open_fds:
+            os.set_blocking(fd, False)
+
+        def drain(fd: int) -> bool:
+            """Read what is available straight into the DONTFORK maps; False on EOF / nothing."""
+            nonlocal kill_reason
+            try:
+                if fd == err_r:  # ring buffer keeps the tail
+                    pos = state["err"]
+                    k = os.readv(fd, [err_mv[pos:err_cap], err_mv[0:pos]])
+                    if k:
+                        state["wrapped"] = state["wrapped"] or pos + k >= err_cap
+                        state["err"] = (pos + k) % err_cap
+                    return k > 0
+                key, mv = ("out", out_mv) if fd == out_r else ("res", res_mv)
+                pos = state[key]
+                k = os.readv(fd, [mv[out_cap:out_cap + 1]] if pos > out_cap else [mv[pos:out_cap + 1]])
+                if pos <= out_cap:
+                    state[key] = pos + k
+                if state[key] > out_cap and kill_reason is None:
+                    kill_reason = "ole"
+                return k > 0
+            except BlockingIOError:
+                return False
+
+        status = usage = None
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    kill_reason = kill_reason or "wall"
+                if kill_reason:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                    break
+                ready, _, _ = select.select(open_fds + [pidfd], [], [], left)
+                for fd in ready:
+                    if fd != pidfd and not drain(fd):
+                        open_fds.remove(fd)
+                if pidfd in ready:
+                    break
+            _, status, usage = os.wait4(pid, 0)
+            wall = time.monotonic() - start
+            self._kill_all()
+            for fd in list(open_fds):
+                while drain(fd) and not (kill_reason == "ole" and fd == out_r):
+                    pass
+        finally:
+            for fd in (out_r, err_r, res_r, pidfd):
+                os.close(fd)
+            _wipe_dir(cwd)
+            if self.facts["mountns"]:
+                _wipe_dir("/dev/shm")
+        n_out, n_res = min(state["out"], out_cap), min(state["res"], out_cap)
+        setup_ok = n_res > 0 and res_mv[0] == SETUP_OK[0]
+        err_blobs = ([err_mv[state["err"]:err_cap], err_mv[0:state["err"]]] if state["wrapped"]
+                     else [err_mv[0:state["err"]]])
+        header = {"t": "test", "id": job["id"], "i": i,
+                  "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
+                  "sig": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+                  "cpu": usage.ru_utime + usage.ru_stime, "wall": wall, "rss_kb": usage.ru_maxrss,
+                  "kill": kill_reason, "out_over": state["out"] > out_cap, "res_over": state["res"] > out_cap,
+                  "setup_ok": setup_ok, "oom": self._oom_kills() > oom_before}
+        try:
+            self._send(header, [out_mv[:n_out], res_mv[1 if setup_ok else 0:n_res], *err_blobs])
+        finally:
+            for v in err_blobs:
+                v.release()
+            out_mv.release()
+            res_mv.release()
+            err_mv.release()
+        # Zero what this test wrote (the maps are DONTFORK anyway; this also frees the pages).
+        for m, n in ((out_map, min(state["out"], out_cap + 1)), (res_map, min(state["res"], out_cap + 1))):
+            if n:
+                m.madvise(mmap.MADV_DONTNEED, 0, (n + mmap.PAGESIZE - 1) // mmap.PAGESIZE * mmap.PAGESIZE)
+        err_map.madvise(mmap.MADV_DONTNEED)
 
     def _make_cwd(self) -> str:
         if self.work_root:
