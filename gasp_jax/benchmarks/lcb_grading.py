@@ -51,6 +51,7 @@ def grade_official(
             by_problem.setdefault(s.question_id, []).append(s)
     items = [(problems[qid], problems[qid].tests, [s.code for s in ss]) for qid, ss in by_problem.items()]
     grades: dict[tuple[str, int], SampleGrade] = {}
+    load_before = os.getloadavg()[0]
     t_start = time.perf_counter()
     with open_sandbox({"workers": workers, "limits": sandbox_limits or {}}) as sb:
         startup_s = time.perf_counter() - t_start
@@ -80,6 +81,7 @@ def grade_official(
         "grading_s": grade_s,
         "problems_per_s": len(items) / grade_s if grade_s else None,
         "samples_per_s": len(grades) / grade_s if grade_s else None,
+        "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "program_cpu_s_total": sum(c for c, _, _ in by_cpu),
         "program_cpu_s_top5": [[qid, status, round(c, 2)] for c, qid, status in by_cpu[:5]],
         "skipped_rows": [s.problem_id for s in report.skipped],
@@ -89,7 +91,8 @@ def grade_official(
 
 def summary(r: dict[str, Any]) -> str:
     lines = [
-        f"machine: {r['machine']} (sandbox workers: {r['workers']})",
+        f"machine: {r['machine']} (sandbox workers: {r['workers']}; 1-min load average before/after: "
+        f"{r['load_average_1min']})",
         f"graded {r['samples_graded']} samples of {r['problems_graded']} problems in {r['grading_s']:.1f} s "
         f"-> {r['problems_per_s']:.2f} problems/s (sandbox start-up {r['sandbox_startup_s']:.2f} s excluded)",
         f"CPU used by the programs themselves: {r['program_cpu_s_total']:.1f} s "
