@@ -202,6 +202,23 @@ def test_sampled_frequencies_match_truncated_distribution(temperature, top_k, to
     np.testing.assert_allclose(np.asarray(logprobs), full[np.asarray(tokens)], atol=1e-5)
 
 
+def test_nucleus_threshold_is_exact_on_random_and_tied_rows():
+    from gasp_jax.sampling.sampler import nucleus_threshold
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(64, 300)).astype(np.float32) * rng.uniform(0.1, 4.0, size=(64, 1)).astype(np.float32)
+    logits[:8, :40] = 1.5  # rows with a block of exactly tied tokens
+    probs = np.asarray(jax.nn.softmax(jnp.asarray(logits), axis=-1))
+    for top_p in (0.05, 0.5, 0.9, 0.999):
+        threshold = np.asarray(jax.jit(nucleus_threshold)(jnp.asarray(probs), jnp.float32(top_p)))
+        for row, c in zip(probs, threshold):
+            kept = row >= c
+            assert c in row  # the threshold is one of the row's probabilities
+            assert row[kept].sum(dtype=np.float32) >= np.float32(top_p) * (1 - 1e-6)
+            # Minimal: dropping every token tied with the least likely kept one leaves too little mass.
+            assert row[row > c].sum(dtype=np.float32) < top_p
+
+
 def test_top_k_one_and_tiny_top_p_equal_greedy(qwen2):
     _, _, model, params = qwen2
     kwargs = dict(max_new_tokens=8, rng=jax.random.key(9))
