@@ -70,10 +70,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.sampling.top_p = 0.95
     config.sampling.top_k = 0
     config.sampling.max_new_tokens = 4096
+    config.sampling.max_prompt_tokens = 4096  # KV cache per row = this + max_new_tokens; longer prompts skip
     config.sampling.seed = 0
     config.sampling.extra_eos_ids = ()
     config.sampling.batch_problems = 8  # problems per generation batch (x n rows)
-    config.sampling.max_rows = 256  # rows per sampler call (bounds the KV cache)
+    config.sampling.max_rows = 64  # rows per sampler call (x cache length = the KV cache)
 
     config.extraction = "lcb"  # "lcb" (parity, reported) | "lenient" (also unfenced / truncated)
 
@@ -100,6 +101,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.sampling.temperature = 1.0
         config.sampling.top_p = 1.0
         config.sampling.max_new_tokens = 16
+        config.sampling.max_prompt_tokens = 2032  # the tiny preset's context is 2048
         config.sampling.batch_problems = 4
         config.sandbox.workers = 2
         config.ks = (1, 2)

@@ -88,10 +88,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.sampling.top_p = 1.0
     config.sampling.top_k = 0
     config.sampling.max_new_tokens = 4096
+    config.sampling.max_prompt_tokens = 4096  # KV cache per row = this + max_new_tokens; longer prompts skip
     config.sampling.seed = 0
     config.sampling.extra_eos_ids = ()
     config.sampling.batch_problems = 2
-    config.sampling.max_rows = 256
+    config.sampling.max_rows = 64
 
     config.extraction = "lcb"
     config.sandbox = ml_collections.ConfigDict()
@@ -116,5 +117,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.k = 2
         config.sampling.n = 2
         config.sampling.max_new_tokens = 16
+        config.sampling.max_prompt_tokens = 2032  # the tiny preset's context is 2048
         config.sandbox.workers = 2
     return config

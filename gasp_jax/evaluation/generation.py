@@ -52,6 +52,7 @@ def sampler_generate_fn(
     seed: int = 0,
     mesh: Any = None,
     max_rows: int = 256,
+    max_cache_length: int | None = None,
 ) -> GenerateFn:
     """``generate_fn`` over ``gasp_jax.sampling.generate_text`` (one prefill per prompt, n samples each).
 
@@ -59,7 +60,9 @@ def sampler_generate_fn(
     own chat templating is off and no special tokens are added. Stop tokens are ``eos_ids`` plus the
     sampler's defaults (tokenizer and model config EOS). Each call folds a call counter into the
     seed: the same sequence of calls gives the same samples. At most ``max_rows`` rows (prompts x n)
-    go to one sampler call, bounding the KV cache.
+    go to one sampler call and each row has ``max_cache_length`` KV slots (default: the model's
+    context, which for 32k-context models is far more memory than LCB prompts need), bounding the
+    KV cache. Longer prompts are refused with a ValueError (the job skips that problem).
     """
     import jax
 
@@ -91,6 +94,7 @@ def sampler_generate_fn(
                     chat_template=False,
                     rng=rng,
                     mesh=mesh,
+                    max_cache_length=max_cache_length,
                 )
             )
         return out
@@ -129,12 +133,16 @@ def load_model_and_tokenizer(model_cfg: Any, *, mesh: Any = None, rules: Any = N
 def build_generate_fn(model_cfg: Any, sampling_cfg: Any, *, mesh: Any = None) -> tuple[GenerateFn, Any]:
     """``(generate_fn, tokenizer)`` for a ``config.model`` / ``config.sampling`` pair."""
     model, params, tokenizer = load_model_and_tokenizer(model_cfg, mesh=mesh)
+    max_new = int(sampling_cfg.max_new_tokens)
+    context = int(model.config.max_position_embeddings)
+    max_prompt = int(sampling_cfg.get("max_prompt_tokens", 0) or 0)
+    cache = min(context, max_prompt + max_new) if max_prompt else None
     eos = eos_ids_for(tokenizer, model_cfg.get("hf_path") or None, sampling_cfg.get("extra_eos_ids", ()))
     fn = sampler_generate_fn(
         model,
         params,
         tokenizer,
-        max_new_tokens=int(sampling_cfg.max_new_tokens),
+        max_new_tokens=max_new,
         temperature=float(sampling_cfg.temperature),
         top_k=int(sampling_cfg.get("top_k", 0)),
         top_p=float(sampling_cfg.get("top_p", 1.0)),
@@ -142,6 +150,7 @@ def build_generate_fn(model_cfg: Any, sampling_cfg: Any, *, mesh: Any = None) ->
         seed=int(sampling_cfg.get("seed", 0)),
         mesh=mesh,
         max_rows=int(sampling_cfg.get("max_rows", 256)),
+        max_cache_length=cache,
     )
     return fn, tokenizer
 
