@@ -135,6 +135,53 @@ def lcb_script(code: str, fn_name: str | None) -> str:
 
 
 # ------------------------------------------------------------------------------ measurements
+def _tree_cpu_s(sb: Sandbox) -> float:
+    """CPU seconds used so far by the sandbox workers and every process they reaped."""
+    total = 0
+    for w in sb._procs:
+        if w.proc is None:
+            continue
+        pids = [w.proc.pid]
+        for p in os.listdir("/proc"):
+            if p.isdigit():
+                try:
+                    with open(f"/proc/{p}/stat") as fh:
+                        if int(fh.read().rsplit(")", 1)[1].split()[1]) == w.proc.pid:
+                            pids.append(int(p))
+                except (OSError, ValueError, IndexError):
+                    pass
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/stat") as fh:
+                    f = fh.read().rsplit(")", 1)[1].split()
+                total += sum(int(x) for x in f[11:15])
+            except (OSError, ValueError):
+                pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU time of this process plus either the sandbox worker trees or reaped children: the
+    cost per execution, which (unlike wall time) does not depend on how loaded the machine is."""
+
+    def __init__(self, sb: Sandbox | None) -> None:
+        self.sb = sb
+
+    def _now(self) -> float:
+        own = time.process_time()
+        if self.sb is not None:
+            return own + _tree_cpu_s(self.sb)
+        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own + ru.ru_utime + ru.ru_stime
+
+    def __enter__(self) -> "CpuMeter":
+        self.start = self._now()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = self._now() - self.start
+
+
 def run_parallel(fns: list[Callable[[], Any]], workers: int) -> tuple[float, list[Any]]:
     t0 = time.perf_counter()
     with ThreadPoolExecutor(workers) as pool:
@@ -147,8 +194,9 @@ def bench_azr(sb: Sandbox, lim: Limits, n: int, workers: int) -> dict[str, Any]:
     jobs = ded + ind
     n_exec = sum(len(inputs) for _, inputs in jobs)
     t0 = time.perf_counter()
-    futures = [sb.run_function_async(code, inputs, limits=lim) for code, inputs in jobs]
-    results = [f.result() for f in futures]
+    with CpuMeter(sb) as cpu_ours:
+        futures = [sb.run_function_async(code, inputs, limits=lim) for code, inputs in jobs]
+        results = [f.result() for f in futures]
     ours = time.perf_counter() - t0
     ok = sum(r.ok for rs in results for r in rs)
     singles = [(code, [inputs[0]]) for code, inputs in ded]
@@ -164,8 +212,9 @@ def bench_azr(sb: Sandbox, lim: Limits, n: int, workers: int) -> dict[str, Any]:
     execs = [(code, inp) for code, inputs in jobs for inp in inputs]
     base_n = min(len(execs), 600)
     sample = random.Random(1).sample(execs, base_n)
-    base_t, base_res = run_parallel([lambda c=c, i=i: baseline_exec(azr_script(c, i), b"", lim)
-                                     for c, i in sample], workers)
+    with CpuMeter(None) as cpu_base:
+        base_t, base_res = run_parallel([lambda c=c, i=i: baseline_exec(azr_script(c, i), b"", lim)
+                                         for c, i in sample], workers)
     base_lat = []
     for c, i in sample[:100]:
         t = time.perf_counter()
@@ -176,6 +225,9 @@ def bench_azr(sb: Sandbox, lim: Limits, n: int, workers: int) -> dict[str, Any]:
         "ours_exec_per_s": n_exec / ours, "ours_single_exec_per_s": len(singles) / ours_single,
         "baseline_exec_per_s": base_n / base_t, "baseline_ok": sum(rc == 0 for rc, _ in base_res),
         "ratio": (n_exec / ours) / (base_n / base_t),
+        "ours_cpu_ms_per_exec": 1e3 * cpu_ours.seconds / n_exec,
+        "baseline_cpu_ms_per_exec": 1e3 * cpu_base.seconds / base_n,
+        "cpu_ratio": (cpu_base.seconds / base_n) / (cpu_ours.seconds / n_exec),
         "ratio_single": (len(singles) / ours_single) / (base_n / base_t),
         "latency_ms_p50": 1e3 * pct(lat, 50), "latency_ms_p99": 1e3 * pct(lat, 99),
         "baseline_latency_ms_p50": 1e3 * pct(base_lat, 50), "baseline_latency_ms_p99": 1e3 * pct(base_lat, 99),
@@ -202,8 +254,12 @@ def bench_lcb(sb: Sandbox, lim: Limits, n: int, workers: int) -> dict[str, Any]:
         lat_real.append(el)
         overhead.append(el - sum(r.wall_s for r in v.tests))
     t0 = time.perf_counter()
-    verdicts = sb.grade_many([(c, ts, fn) for c, ts, fn in real])
+    with CpuMeter(sb) as cpu_ours:
+        verdicts = sb.grade_many([(c, ts, fn) for c, ts, fn in real])
     ours = time.perf_counter() - t0
+    with CpuMeter(sb) as cpu_trivial:
+        for _ in range(30):
+            sb.grade(*trivial[:2], limits=lim)
     passed = sum(v.passed for v in verdicts)
     base_probs = real[: min(len(real), 60)]
 
@@ -212,7 +268,8 @@ def bench_lcb(sb: Sandbox, lim: Limits, n: int, workers: int) -> dict[str, Any]:
         for tc in tests:
             baseline_exec(script, tc.input.encode(), lim)
 
-    base_t, _ = run_parallel([lambda p=p: base_problem(*p) for p in base_probs], workers)
+    with CpuMeter(None) as cpu_base:
+        base_t, _ = run_parallel([lambda p=p: base_problem(*p) for p in base_probs], workers)
     base_lat = []
     for p in base_probs[:20]:
         t = time.perf_counter()
@@ -225,6 +282,10 @@ def bench_lcb(sb: Sandbox, lim: Limits, n: int, workers: int) -> dict[str, Any]:
         "real_overhead_ms_p50": 1e3 * pct(overhead, 50), "real_overhead_ms_p99": 1e3 * pct(overhead, 99),
         "ours_problems_per_s": len(real) / ours, "baseline_problems_per_s": len(base_probs) / base_t,
         "ratio": (len(real) / ours) / (len(base_probs) / base_t),
+        "ours_cpu_ms_per_problem": 1e3 * cpu_ours.seconds / len(real),
+        "trivial_cpu_ms_per_problem": 1e3 * cpu_trivial.seconds / 30,
+        "baseline_cpu_ms_per_problem": 1e3 * cpu_base.seconds / len(base_probs),
+        "cpu_ratio": (cpu_base.seconds / len(base_probs)) / (cpu_ours.seconds / len(real)),
         "baseline_latency_ms_p50": 1e3 * pct(base_lat, 50), "baseline_latency_ms_p99": 1e3 * pct(base_lat, 99),
     }
 
@@ -253,6 +314,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"    ours {azr['ours_exec_per_s']:.0f} exec/s (1 exec/job: {azr['ours_single_exec_per_s']:.0f}/s) | "
           f"baseline python3 -I -S {azr['baseline_exec_per_s']:.0f} exec/s | ratio {azr['ratio']:.1f}x "
           f"(1 exec/job: {azr['ratio_single']:.1f}x)")
+    print(f"    CPU per execution: ours {azr['ours_cpu_ms_per_exec']:.2f} ms | baseline "
+          f"{azr['baseline_cpu_ms_per_exec']:.2f} ms | CPU ratio {azr['cpu_ratio']:.1f}x")
     print(f"    latency per 1-exec job p50/p99 {azr['latency_ms_p50']:.1f}/{azr['latency_ms_p99']:.1f} ms | "
           f"baseline p50/p99 {azr['baseline_latency_ms_p50']:.1f}/{azr['baseline_latency_ms_p99']:.1f} ms")
     print(f"(b) LCB 10-test problems: {lcb['problems']} real problems ({lcb['passed']} PASS)")
@@ -262,6 +325,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"    ours {lcb['ours_problems_per_s']:.1f} problems/s | baseline {lcb['baseline_problems_per_s']:.1f} "
           f"problems/s | ratio {lcb['ratio']:.1f}x | baseline latency p50/p99 "
           f"{lcb['baseline_latency_ms_p50']:.0f}/{lcb['baseline_latency_ms_p99']:.0f} ms")
+    print(f"    CPU per problem: ours {lcb['ours_cpu_ms_per_problem']:.1f} ms (trivial a+b: "
+          f"{lcb['trivial_cpu_ms_per_problem']:.1f} ms = sandbox cost of 10 tests) | baseline "
+          f"{lcb['baseline_cpu_ms_per_problem']:.1f} ms | CPU ratio {lcb['cpu_ratio']:.1f}x")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(report, fh, indent=1)

@@ -491,6 +491,7 @@ class ProgramRunner:
         prog = {"code": program, "streams": ctx["streams"], "file": os.path.join(ctx["cwd"], "solution.py"),
                 "pidns": ctx["pidns"], "header_builtins": ctx["header_builtins"]}
         offsets = ctx["offsets"]
+        gc.freeze()  # a collection in a test child would otherwise write to (and copy) T's pages
         for i, (off, size) in enumerate(offsets):
             if i and self._stop_requested():
                 return
@@ -707,6 +708,7 @@ class Runner:
                 self._release(frame)
 
     def _run_job(self, job: dict, blobs: list) -> None:
+        self.oom_seen = self._oom_kills()
         if len(blobs) - 1 <= DIRECT_MAX_TESTS:
             return self._run_direct(job, blobs)
         job_id = job["id"]
@@ -741,7 +743,6 @@ class Runner:
                 os._exit(code)
         for fd in (res_w, ctl_r, code_fd, inputs_fd):
             os.close(fd)
-        oom_seen = self._oom_kills()
         budget = len(offsets) * (float(lim["wall"]) + 1.0) + 10.0
         deadline = time.monotonic() + budget
         ran, killed, stopped = 0, None, False
@@ -778,8 +779,8 @@ class Runner:
                             killed = "protocol"
                             break
                         header["id"] = job_id
-                        oom_now = self._oom_kills()
-                        header["oom"], oom_seen = oom_now > oom_seen, oom_now
+                        header["oom"] = (header.get("sig") == signal.SIGKILL and not header.get("kill")
+                                         and self._oom_moved(None, None))
                         self._send(header, fblobs)
                         ran += 1
                     finally:
@@ -797,6 +798,16 @@ class Runner:
         self._send({"t": "done", "id": job_id, "ran": ran, "killed": killed,
                     "runner_exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
                     "runner_sig": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None})
+
+    def _oom_moved(self, status, kill_reason) -> bool:
+        """After a SIGKILL we did not send: did the worker cgroup's OOM-kill counter move since
+        the last look (job start or previous such kill)? Read lazily: a file read per test costs."""
+        if status is not None and not (os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+                                       and kill_reason is None):
+            return False
+        now = self._oom_kills()
+        moved, self.oom_seen = now > self.oom_seen, now
+        return moved
 
     def _oom_kills(self) -> int:
         """The worker cgroup's OOM-kill counter (0 without a cgroup): an unexplained SIGKILL of a
@@ -862,7 +873,7 @@ class Runner:
                "uid": self.uid, "devnull": self.devnull, "pidns": self.facts["pidns"]}
         prog = {"streams": self.streams, "file": os.path.join(cwd, "solution.py"), "pidns": self.facts["pidns"],
                 "header_builtins": self.header_builtins}
-        oom_before = self._oom_kills()
+        gc.freeze()  # see ProgramRunner.run
         start = time.monotonic()
         pid = os.fork()
         if pid == 0:  # C
@@ -944,7 +955,7 @@ class Runner:
                   "sig": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
                   "cpu": usage.ru_utime + usage.ru_stime, "wall": wall, "rss_kb": usage.ru_maxrss,
                   "kill": kill_reason, "out_over": state["out"] > out_cap, "res_over": state["res"] > out_cap,
-                  "setup_ok": setup_ok, "oom": self._oom_kills() > oom_before}
+                  "setup_ok": setup_ok, "oom": self._oom_moved(status, kill_reason)}
         try:
             self._send(header, [out_mv[:n_out], res_mv[1 if setup_ok else 0:n_res], *err_blobs])
         finally:
