@@ -74,6 +74,7 @@ def run_cpu_comparison(args) -> dict:
     import transformers
 
     torch.set_num_threads(args.torch_threads or os.cpu_count())
+    load_before = os.getloadavg()[0]  # other processes on the machine skew both timings
     cfg = tiny_config(args)
     model = models.build_model(cfg)
     params = models.init_params(model, jax.random.key(args.seed))
@@ -121,6 +122,7 @@ def run_cpu_comparison(args) -> dict:
         "ours_times_s": [round(t, 4) for t in ours_times], "hf_times_s": [round(t, 4) for t in hf_times],
         "ours_first_call_s": first_call, "ours_compile_s": compile_stats["seconds"],
         "ours_programs_compiled": compiles_after_warmup,
+        "load_avg_1m_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__} "
                    f"({jax.devices()[0].platform}), torch {torch.__version__} ({torch.get_num_threads()} threads)",
     }
@@ -225,7 +227,7 @@ def main(argv=None):
         f"  gasp_jax sampler : {r['ours_tok_s']:9.1f} tok/s  (compile {r['ours_compile_s']:.1f}s, "
         f"{r['ours_programs_compiled']} programs; first call {r['ours_first_call_s']:.1f}s)\n"
         f"  transformers     : {r['hf_tok_s']:9.1f} tok/s\n"
-        f"  ratio            : {r['ratio']:9.2f}x"
+        f"  ratio            : {r['ratio']:9.2f}x   (1-min load average before/after: {r['load_avg_1m_before_after']})"
         + (f"\n  greedy token agreement: {r['greedy_token_agreement']:.3f}" if "greedy_token_agreement" in r else "")
     )
 
