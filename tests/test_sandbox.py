@@ -580,3 +580,38 @@ def test_runner_killed_by_program_is_re_not_infra(sb):
     v = run(sb, "import os, signal\nfor p in range(1, 2000):\n    try: os.kill(p, signal.SIGKILL)\n"
                 "    except OSError: pass\nprint(3)", [TestCase("", "3\n")] * 3)
     assert v.reward is not None
+
+
+def test_trainer_death_takes_the_workers_down(tmp_path):
+    """If the parent is SIGKILLed mid-job, every worker (and its namespace) dies with it, and the
+    next Sandbox removes the cgroups it could not clean up."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "trainer.py"
+    script.write_text(
+        "import sys, time\n"
+        "from gasp_jax.sandbox import Sandbox\n"
+        "sb = Sandbox(workers=2)\n"
+        "print(' '.join(str(w.proc.pid) for w in sb._procs), flush=True)\n"
+        "sb.submit('import time\\ntime.sleep(30)', [('', '1')])\n"
+        "time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, cwd=REPO, text=True)
+    pids = [int(p) for p in proc.stdout.readline().split()]
+    assert len(pids) == 2
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while any(os.path.exists(f"/proc/{p}") for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [p for p in pids if os.path.exists(f"/proc/{p}")], "workers outlived their parent"
+    assert not sandbox_uid_processes({1_000_000 + p for p in pids})
+    from gasp_jax.sandbox import cgroups
+    cgroups.remove_stale()
+    if os.geteuid() == 0:
+        root = "/sys/fs/cgroup/memory" + (cgroups._own_cgroup("memory") or "/nonexistent")
+        if os.path.isdir(root):
+            assert not [n for n in os.listdir(root) if n.startswith(f"gasp_sandbox_{proc.pid}_")]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 
 log = logging.getLogger("gasp_jax.sandbox")
@@ -81,3 +82,31 @@ def remove(path: str, wait_s: float = 2.0) -> None:
                 log.warning("could not remove cgroup %s: %s", path, exc)
                 return
             time.sleep(0.01)
+
+
+def remove_stale(prefix: str = "gasp_sandbox_") -> int:
+    """Remove leftover empty cgroups of sandboxes whose parent process died without cleaning up
+    (named ``<prefix><parent pid>_...``). Returns how many were removed."""
+    removed = 0
+    parents = []
+    own = _own_cgroup("memory")
+    if own is not None:
+        parents.append("/sys/fs/cgroup/memory" + own)
+    own2 = _own_cgroup(None)
+    if own2 is not None:
+        parents += ["/sys/fs/cgroup" + own2, "/sys/fs/cgroup/unified" + own2]
+    pattern = re.compile(re.escape(prefix) + r"(\d+)_")
+    for parent in parents:
+        try:
+            names = os.listdir(parent)
+        except OSError:
+            continue
+        for name in names:
+            m = pattern.match(name)
+            if m and not os.path.exists(f"/proc/{m.group(1)}"):
+                try:
+                    os.rmdir(os.path.join(parent, name))
+                    removed += 1
+                except OSError:
+                    pass
+    return removed

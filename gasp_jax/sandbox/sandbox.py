@@ -18,7 +18,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
-from gasp_jax.sandbox import policy
+from gasp_jax.sandbox import cgroups, policy
 from gasp_jax.sandbox.compare import COMPARE_MODES, compare_json, compare_stdout, loads_json
 from gasp_jax.sandbox.limits import DEFAULT_LIMITS, Limits
 from gasp_jax.sandbox.pool import (WorkerConfig, WorkerDied, WorkerProcess, default_hidden_paths,
@@ -154,6 +154,8 @@ class Sandbox:
 
     # ------------------------------------------------------------------ lifecycle
     def _start(self, allow_unsafe: bool) -> None:
+        if os.geteuid() == 0:
+            cgroups.remove_stale()  # left by sandboxes whose process was SIGKILLed
         procs = [WorkerProcess(slot=i, config=self._config) for i in range(self.workers)]
         errors: list[BaseException] = []
 

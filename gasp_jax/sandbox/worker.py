@@ -628,6 +628,10 @@ class _Timeout(Exception):
     pass
 
 
+class _ParentGone(Exception):
+    """EOF on the command pipe: the parent died. Kill everything and exit at once."""
+
+
 class Runner:
     """J: reads jobs from the parent, forks one ProgramRunner per job, relays its per-test frames
     to the parent, enforces the job's total wall-clock budget and kills every leftover process.
@@ -701,7 +705,10 @@ class Runner:
             header, _, _, blobs = frame
             try:
                 if header.get("t") == "job":
-                    self._run_job(header, blobs)
+                    try:
+                        self._run_job(header, blobs)
+                    except _ParentGone:
+                        return
                 elif header.get("t") == "ping":
                     self._send({"t": "pong", "id": header.get("id")})
             finally:
@@ -754,7 +761,10 @@ class Runner:
                     break
                 ready, _, _ = select.select([res_r, self.cmd], [], [], left)
                 if self.cmd in ready:
-                    frame = self._read_frame(self.cmd)
+                    try:
+                        frame = self._read_frame(self.cmd)
+                    except EOFError:
+                        raise _ParentGone from None
                     kind, fid = frame[0].get("t"), frame[0].get("id")
                     self._release(frame)
                     if kind == "stop" and fid == job_id and not stopped:
@@ -828,18 +838,26 @@ class Runner:
     # -- direct path: J forks the test child itself (jobs of at most DIRECT_MAX_TESTS tests) --
     def _stop_requested(self, job_id: int) -> bool:
         """Non-blocking check for a STOP frame for this job (early exit on first failure)."""
-        while select.select([self.cmd], [], [], 0)[0]:
+        while not self.stop_pending and select.select([self.cmd], [], [], 0)[0]:
+            self._handle_cmd(job_id)
+        return self.stop_pending
+
+    def _handle_cmd(self, job_id: int) -> None:
+        """Read one frame from the parent during a job: a STOP, or EOF when the parent died."""
+        try:
             frame = self._read_frame(self.cmd)
-            kind, fid = frame[0].get("t"), frame[0].get("id")
-            self._release(frame)
-            if kind == "stop" and fid == job_id:
-                return True
-            if kind != "stop":
-                raise RuntimeError(f"unexpected frame {kind!r} during a job")
-        return False
+        except EOFError:
+            raise _ParentGone from None
+        kind, fid = frame[0].get("t"), frame[0].get("id")
+        self._release(frame)
+        if kind == "stop" and fid == job_id:
+            self.stop_pending = True
+        elif kind != "stop":
+            raise RuntimeError(f"unexpected frame {kind!r} during a job")
 
     def _run_direct(self, job: dict, blobs: list) -> None:
         job_id = job["id"]
+        self.stop_pending = False
         code_blob, inputs = blobs[0], blobs[1:]
         lim = job["lim"]
         maps = (_dontfork_map(lim["out"] + 1), _dontfork_map(lim["out"] + 1), _dontfork_map(lim["err"]))
@@ -928,9 +946,17 @@ class Runner:
                     except ProcessLookupError:
                         pass
                     break
-                ready, _, _ = select.select(open_fds + [pidfd], [], [], left)
+                watch = open_fds + [pidfd] + ([] if self.stop_pending else [self.cmd])
+                ready, _, _ = select.select(watch, [], [], left)
+                if self.cmd in ready:  # a STOP (kept for later), or the parent died
+                    try:
+                        self._handle_cmd(job["id"])
+                    except _ParentGone:
+                        os.kill(pid, signal.SIGKILL)
+                        os.wait4(pid, 0)
+                        raise
                 for fd in ready:
-                    if fd != pidfd and not drain(fd):
+                    if fd not in (pidfd, self.cmd) and not drain(fd):
                         open_fds.remove(fd)
                 if pidfd in ready:
                     break
