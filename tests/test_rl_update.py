@@ -73,6 +73,13 @@ def test_make_batch_layout():
     np.testing.assert_array_equal(b.positions[2], np.arange(8))
     np.testing.assert_array_equal(b.advantages, [1.5, -2.0, 0, 0])
     assert not b.completion_mask[2:].any() and not b.attention_mask[2:].any()  # padding rows
+    # Rewards -> TRR++ advantages -> batch in one call (token-weighted by completion length).
+    b2, stats = rl.batch_from_rollouts([[5, 6, 7], [8], [9]], [[9, 10], [11, 12, 13], [1]], [[0.0] * 2, [0.0] * 3, [0.0]],
+                                       [1.0, 0.0, 0.5], [("ded", "solve")] * 2 + [("ind", "propose")],
+                                       rl.default_config().advantage, length_buckets=(8,), batch_multiple=4)
+    expected = rl.advantages.trr_plus_plus([1.0, 0.0, 0.5], [0, 0, 1], np.array([2, 3, 1])).advantages
+    np.testing.assert_allclose(b2.advantages, np.r_[expected, 0.0])
+    assert stats["zero_adv_frac"] == pytest.approx(1 / 3)
     with pytest.raises(ValueError, match="largest bucket"):
         rl.make_batch([[1] * 9], [[2]], [[0.0]], [1.0], length_buckets=(4, 8))
     with pytest.raises(ValueError, match="non-finite advantages"):

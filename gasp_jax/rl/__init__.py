@@ -10,13 +10,14 @@
     adv = rl.advantages.trr_plus_plus(rewards, groups=[(task, role), ...], lengths=completion_lengths)
     batch = rl.make_batch(prompt_ids, completion_ids, sampler_logprobs, adv.advantages,
                           batch_multiple=rl_config.micro_batches * data_parallel)
+    # or both at once: batch, stats = rl.batch_from_rollouts(..., rewards, groups, rl_config.advantage)
     state, metrics = update(state, batch)                 # state is donated
 
 See docs/rl.md for the formulas and what every metric means.
 """
 
 from gasp_jax.rl import advantages, losses
-from gasp_jax.rl.batch import DEFAULT_LENGTH_BUCKETS, Batch, make_batch, validate_batch
+from gasp_jax.rl.batch import DEFAULT_LENGTH_BUCKETS, Batch, batch_from_rollouts, make_batch, validate_batch
 from gasp_jax.rl.config import default_config, validate_config
 from gasp_jax.rl.logprobs import token_logprobs
 from gasp_jax.rl.losses import policy_loss
@@ -28,11 +29,11 @@ from gasp_jax.rl.train_state import (
     make_schedule,
     train_state_shardings,
 )
-from gasp_jax.rl.update import UpdateStep, make_update_step
+from gasp_jax.rl.update import UpdateStep, accumulate_gradients, make_update_step
 
 __all__ = [
-    "advantages", "losses", "Batch", "DEFAULT_LENGTH_BUCKETS", "make_batch", "validate_batch",
+    "advantages", "losses", "Batch", "DEFAULT_LENGTH_BUCKETS", "batch_from_rollouts", "make_batch", "validate_batch",
     "default_config", "validate_config", "token_logprobs", "policy_loss", "TrainState",
     "create_role_states", "create_train_state", "make_optimizer", "make_schedule",
-    "train_state_shardings", "UpdateStep", "make_update_step",
+    "train_state_shardings", "UpdateStep", "accumulate_gradients", "make_update_step",
 ]

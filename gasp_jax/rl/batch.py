@@ -175,3 +175,26 @@ def make_batch(
     positions = np.broadcast_to(np.arange(t, dtype=np.int32), (b, t)).copy()
     return Batch(tokens=tokens, positions=positions, attention_mask=attention, completion_mask=completion,
                  old_logprobs=old, advantages=adv, ref_logprobs=ref)
+
+
+def batch_from_rollouts(
+    prompts: Sequence[Sequence[int]],
+    completions: Sequence[Sequence[int]],
+    sampler_logprobs: Sequence[Sequence[float]],
+    rewards,
+    groups: Sequence,
+    advantage_config,
+    **bucket_kwargs,
+):
+    """Rewards -> advantages (`rl.advantage` config section) -> `Batch`, in one call.
+
+    `groups` are the advantage groups: `(task type, role)` keys for TRR++, prompt ids for GRPO / RLOO /
+    Dr.GRPO. TRR++ weights by completion length, taken from `completions`. `bucket_kwargs` go to
+    `make_batch`. Returns `(batch, advantage_stats)`; log the stats (zero-advantage fraction).
+    """
+    from gasp_jax.rl.advantages import compute_advantages  # host-only module; avoid a cycle at import
+
+    lengths = np.array([len(c) for c in completions], np.int64)
+    result = compute_advantages(advantage_config, rewards, groups, lengths)
+    batch = make_batch(prompts, completions, sampler_logprobs, result.advantages, **bucket_kwargs)
+    return batch, result.stats
