@@ -146,6 +146,7 @@ class Sandbox:
         self._closed = False
         self._lock = threading.Lock()
         self.stats = {"jobs": 0, "tests": 0, "infra_errors": 0, "restarts": 0}
+        self._stats_lock = threading.Lock()
         try:
             self._start(allow_unsafe)
         except BaseException:
@@ -268,18 +269,22 @@ class Sandbox:
                     if w.proc is not None:
                         w.stop()
                     w.start()
-                    self.stats["restarts"] += 1
+                    self._count("restarts")
                 self._execute(w, task)
             except WorkerDied as exc:
                 log.error("sandbox infrastructure error: %s", exc)
-                self.stats["infra_errors"] += 1
+                self._count("infra_errors")
                 w.kill()
                 self._fail(task, str(exc))
             except BaseException as exc:  # noqa: BLE001 - never lose a future
                 log.exception("sandbox internal error")
-                self.stats["infra_errors"] += 1
+                self._count("infra_errors")
                 w.kill()
                 self._fail(task, f"internal error: {exc!r}")
+
+    def _count(self, key: str, n: float = 1) -> None:
+        with self._stats_lock:
+            self.stats[key] = self.stats.get(key, 0) + n
 
     def _fail(self, task: _Task, message: str) -> None:
         if task.future.done():
@@ -311,10 +316,15 @@ class Sandbox:
             return True
 
         done = w.execute(task.header, task.blobs, deadline, on_test)
-        self.stats["jobs"] += 1
-        self.stats["tests"] += len(results)
+        self._count("jobs")
+        self._count("tests", len(results))
         if len(results) < task.n and not done.get("stopped"):
             self._fill_missing(task, results, done)
+        for r in results:  # observability: per-status counts and CPU/wall totals of tests
+            if isinstance(r, (TestResult, Result)):  # run_reference yields plain strings
+                self._count(f"status_{r.status.value}")
+                self._count("test_cpu_s", r.cpu_s)
+                self._count("test_wall_s", r.wall_s)
         if task.kind == "grade":
             task.future.set_result(self._aggregate(task, results))
         else:
