@@ -581,11 +581,15 @@ class Sandbox:
     def check_deterministic(self, code: Any, inputs: Sequence[str], *, fn_name: str = "f", runs: int = 2,
                             limits: Limits | None = None,
                             banned_modules: Iterable[str] | bool | None = None) -> DeterminismReport:
-        """Run the calls ``runs`` times in separate sandboxes; deterministic iff every run gives the
-        same status and output for every input. ``deterministic`` is None on an infrastructure error."""
-        futures = [self.run_function_async(code, inputs, fn_name=fn_name, limits=limits,
-                                           banned_modules=banned_modules) for _ in range(max(2, runs))]
-        all_runs = tuple(tuple(f.result()) for f in futures)
+        """Run every call ``runs`` times, each time in its own fresh sandboxed process (own cwd,
+        everything left by the previous call killed); deterministic iff every run gives the same
+        status and output for every input. ``deterministic`` is None on an infrastructure error.
+        All runs go in one job (one round trip), which is what makes validation cheap."""
+        items, runs = list(inputs), max(2, runs)
+        flat = self.run_function(code, items * runs, fn_name=fn_name, limits=limits,
+                                 banned_modules=banned_modules)
+        n = len(items)
+        all_runs = tuple(tuple(flat[k * n:(k + 1) * n]) for k in range(runs))
         if any(r.status is Status.INFRA_ERROR for run in all_runs for r in run):
             return DeterminismReport(None, all_runs, "infrastructure error")
         first = [(r.status, r.output) for r in all_runs[0]]
