@@ -17,6 +17,8 @@ from gasp_jax import runtime
 
 JOBS = {
     "demo": "gasp_jax.jobs.demo",
+    "lcb_eval": "gasp_jax.evaluation.eval_job",
+    "lcb_goalposts": "gasp_jax.evaluation.goalposts",
 }
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).", lock_config=True)
