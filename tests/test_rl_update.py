@@ -49,7 +49,7 @@ def _reference_logprobs(params, tokens, attention_mask):
     return reference_token_logprobs(models.build_model(CFG), params, tokens, attention_mask=attention_mask)
 
 
-def _batch(params, n=8, seed=0, noise=0.3):
+def _batch(params, n=16, seed=0, noise=0.3):
     """Random prompts/completions of varied lengths; sampler log-probs = true log-probs + noise."""
     rng = np.random.default_rng(seed)
     prompts = [list(rng.integers(1, CFG.vocab_size, rng.integers(2, 6))) for _ in range(n)]
@@ -130,7 +130,7 @@ def test_accumulation_k_micro_batches_gives_same_params(host_params):
 
 
 def test_sharded_update_equals_single_device(host_params):
-    batches = [_batch(host_params, n=16, seed=s) for s in (2, 3)]
+    batches = [_batch(host_params, seed=s) for s in (2, 3)]
     outs = []
     for sharded in (False, True):
         model, c, update = _step(4, sharded)
@@ -160,7 +160,7 @@ def test_non_finite_loss_skips_the_update(host_params):
     state = rl.create_train_state(model, c, params=jax.tree.map(jnp.array, host_params))
     good = _batch(host_params)
     # Device arrays bypass the host value checks, as a NaN produced on device would.
-    bad = jax.tree.map(jnp.asarray, good.replace(advantages=np.where(np.arange(8) == 3, np.nan, good.advantages).astype(np.float32)))
+    bad = jax.tree.map(jnp.asarray, good.replace(advantages=np.where(np.arange(16) == 3, np.nan, good.advantages).astype(np.float32)))
     state, metrics = update(state, bad)
     assert float(metrics["skipped"]) == 1.0 and not np.isfinite(float(metrics["loss"]))
     assert int(state.step) == 0
@@ -180,7 +180,7 @@ def _bad_batches(good):
                   "completion_mask", "old_logprobs", "advantages")}), "empty batch"),
         "no trained token": (good.replace(completion_mask=np.zeros_like(good.completion_mask)), "no completion token"),
         "nan advantage": (good.replace(advantages=np.full(n, np.nan, np.float32)), "non-finite advantages"),
-        "indivisible": (good.replace(**{f: getattr(good, f)[:7] for f in ("tokens", "positions", "attention_mask",
+        "indivisible": (good.replace(**{f: getattr(good, f)[:15] for f in ("tokens", "positions", "attention_mask",
                         "completion_mask", "old_logprobs", "advantages")}), "not divisible by micro_batches"),
         "vocab": (good.replace(tokens=good.tokens + CFG.vocab_size), "outside"),
         "mask on padding": (good.replace(completion_mask=np.ones_like(good.completion_mask) & (np.arange(t) > 0)),
