@@ -11,7 +11,9 @@ throughput (one warm-up call) and reported separately; both sides report the bes
 Roofline (for an accelerator; random bf16 weights of a real model shape, no transformers run):
 
     python -m gasp_jax.benchmarks.sampler --roofline --preset qwen2.5-coder-1.5b --batches 64,128,256
-    python -m gasp_jax.benchmarks.sampler --roofline --preset qwen2.5-coder-7b --batches 64,128
+    python -m gasp_jax.benchmarks.sampler --roofline --preset qwen2.5-coder-7b --batches 64,128,256
+    python -m gasp_jax.benchmarks.sampler --roofline --mode sample --top-p 1.0   # RL-style sampling
+    (defaults there: prompt 512, 512 new tokens, greedy; `--scan-decode` for shorter compiles)
 
   Decode time = full `generate` time minus a prefill-only run. Per decode step the model must read all
   weights once plus the valid KV entries of every row; the roofline time is the sum of those bytes
@@ -162,10 +164,15 @@ def run_roofline(args) -> list[dict]:
     model = models.build_model(cfg, mesh=mesh)
     params = models.init_params(model, jax.random.key(args.seed))
     weight_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params))
+    if not cfg.tie_word_embeddings:  # an untied embedding is only gathered (B rows per step), not read whole
+        weight_bytes -= params["embedding"].size * params["embedding"].dtype.itemsize
     results = []
     for batch in [int(b) for b in args.batches.split(",")]:
         prompts = np.random.default_rng(batch).integers(3, cfg.vocab_size, (batch, args.prompt_len)).tolist()
-        kwargs = dict(temperature=1.0, top_p=args.top_p, eos_ids=(), rng=jax.random.key(0), mesh=mesh)
+        kwargs = dict(
+            temperature=0.0 if args.mode == "greedy" else args.temperature, top_k=args.top_k, top_p=args.top_p,
+            eos_ids=(), rng=jax.random.key(0), mesh=mesh, unroll_layers=not args.scan_decode,
+        )
         compile_stats = {"compiles": 0, "seconds": 0.0}
         listener = _compile_listener(compile_stats)
         jax.monitoring.register_event_duration_secs_listener(listener)
@@ -178,7 +185,7 @@ def run_roofline(args) -> list[dict]:
         decode = total - prefill
         roofline = decode_roofline_seconds(cfg, batch, args.prompt_len, args.new_tokens, weight_bytes, 2, gbps)
         results.append({
-            "preset": args.preset, "device": kind, "devices": jax.device_count(), "hbm_gbps": gbps,
+            "preset": args.preset, "mode": args.mode, "unroll_layers": not args.scan_decode, "device": kind, "devices": jax.device_count(), "hbm_gbps": gbps,
             "batch": batch, "prompt_len": args.prompt_len, "new_tokens": args.new_tokens,
             "total_s": total, "prefill_s": prefill, "decode_s": decode,
             "decode_tok_s": batch * (args.new_tokens - 1) / decode, "total_tok_s": batch * args.new_tokens / total,
@@ -213,6 +220,8 @@ def main(argv=None):
     p.add_argument("--preset", default="qwen2.5-coder-1.5b")
     p.add_argument("--batches", default="64,128,256")
     p.add_argument("--hbm-gbps", type=float, default=0.0)
+    p.add_argument("--scan-decode", action="store_true", help="roofline: decode with the scanned layer stack "
+                   "(unroll_layers=False; shorter compiles)")
     args = p.parse_args(argv)
     if args.roofline:
         if args.prompt_len == 64 and args.new_tokens == 128:  # CPU defaults -> rollout-like defaults
