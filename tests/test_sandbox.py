@@ -22,9 +22,19 @@ ADD = [TestCase("1 2\n", "3\n")]
 FAST = Limits(cpu_s=1.0, wall_s=2.5, memory_bytes=1 << 30)
 
 
+# Namespaces need root here; elsewhere the sandbox only runs with allow_unsafe (level "none"),
+# and the tests whose programs would harm an unisolated host skip with the detected level.
+UNSAFE_OK = os.geteuid() != 0
+
+
+def needs_full(sb) -> None:
+    if sb.isolation.level != "full":
+        pytest.skip(f"host-dangerous program: needs isolation level full, detected {sb.isolation.level}")
+
+
 @pytest.fixture(scope="module")
 def sb():
-    with Sandbox(workers=2, limits=FAST) as box:
+    with Sandbox(workers=2, limits=FAST, allow_unsafe=UNSAFE_OK) as box:
         yield box
         uids = sandbox_uids(box)
     # after close: nothing runs as one of its uids any more
@@ -41,7 +51,7 @@ def run(sb, code: str, tests=ADD, **kw):
 # ------------------------------------------------------------------------------ isolation level
 def test_isolation_detected_and_logged(caplog):
     caplog.set_level(logging.INFO, logger="gasp_jax.sandbox")
-    with Sandbox(workers=1, limits=FAST) as box:
+    with Sandbox(workers=1, limits=FAST, allow_unsafe=UNSAFE_OK) as box:
         iso = box.isolation
         assert iso.level in ("full", "partial", "none")
         logged = " ".join(r.getMessage() for r in caplog.records)
@@ -138,6 +148,7 @@ def test_memory_bomb_is_mle(sb, code):
     """,
 ], ids=["os-fork", "posix-fork", "multiprocessing", "shell-fork-bomb", "ctypes-fork", "thread-bomb"])
 def test_fork_and_thread_bombs_are_contained(sb, code):
+    needs_full(sb)
     host_procs = len(os.listdir("/proc"))
     v = run(sb, code)
     # Contained: whatever the verdict, nothing survives (checked in run) and the host is fine.
@@ -161,6 +172,7 @@ def test_output_floods(sb, code, status):
 
 
 def test_disk_fill_is_contained_and_next_run_sees_empty_cwd(sb):
+    needs_full(sb)
     v = run(sb, """
         import os
         for d in ('.', os.environ.get('TMPDIR', '.'), '/dev/shm', '/tmp'):
@@ -177,6 +189,7 @@ def test_disk_fill_is_contained_and_next_run_sees_empty_cwd(sb):
 
 
 def test_fd_exhaustion(sb):
+    needs_full(sb)
     v = run(sb, """
         import socket
         fs = []
@@ -188,6 +201,7 @@ def test_fd_exhaustion(sb):
 
 
 def test_daemons_and_zombies_do_not_survive(sb):
+    needs_full(sb)
     v = run(sb, """
         import os, time
         if os.fork() == 0:
@@ -205,6 +219,7 @@ def test_daemons_and_zombies_do_not_survive(sb):
 
 # ------------------------------------------------------------------------------ B. escapes
 def test_network_is_unreachable(sb):
+    needs_full(sb)
     v = run(sb, """
         import socket
         ok = 0
@@ -223,6 +238,7 @@ def test_network_is_unreachable(sb):
 
 
 def test_secrets_are_not_readable(sb, monkeypatch):
+    needs_full(sb)
     monkeypatch.setenv("GASP_SECRET_TOKEN", "hunter2-secret")
     v = run(sb, f"""
         import os
@@ -241,6 +257,7 @@ def test_secrets_are_not_readable(sb, monkeypatch):
 
 
 def test_writes_outside_fail_and_host_unchanged(sb):
+    needs_full(sb)
     target = os.path.join(REPO, "pwned")
     bash_mtime = os.stat("/bin/bash").st_mtime
     v = run(sb, f"""
@@ -266,6 +283,7 @@ def test_writes_outside_fail_and_host_unchanged(sb):
     "import os, signal\nfor p in range(1, 300):\n    try: os.kill(p, signal.SIGKILL)\n    except OSError: pass\nprint(3)",
 ], ids=["kill-all", "kill-parent", "killpg", "kill-range"])
 def test_killing_parents_does_not_hurt(sb, code):
+    needs_full(sb)
     v = run(sb, code)
     assert v.reward is not None  # a verdict, not an infrastructure error
     assert v.status in (Status.PASS, Status.RE, Status.WA)
@@ -273,6 +291,7 @@ def test_killing_parents_does_not_hurt(sb, code):
 
 
 def test_guard_bypass_idioms_still_limited(sb):
+    needs_full(sb)
     v = run(sb, """
         import importlib, os
         importlib.reload(os)
@@ -459,7 +478,7 @@ def test_stderr_and_exit_codes(sb):
     assert v.passed and "oops" in v.tests[0].stderr_tail
     re_ = run(sb, "print(3)\nraise SystemExit(2)")
     assert re_.status == Status.RE
-    with Sandbox(workers=1, limits=FAST, lcb_exit_parity=True) as parity:
+    with Sandbox(workers=1, limits=FAST, lcb_exit_parity=True, allow_unsafe=UNSAFE_OK) as parity:
         assert parity.grade("print(3)\nraise SystemExit(2)", ADD).passed
     exc = run(sb, "print(3)\nraise KeyError('k')")
     assert exc.status == Status.RE and "KeyError" in exc.message and "KeyError" in exc.tests[0].stderr_tail
@@ -538,7 +557,7 @@ def test_infra_errors_give_none_reward_and_recover(sb):
 
 
 def test_worker_recycling():
-    with Sandbox(workers=1, limits=FAST, recycle_after=3) as box:
+    with Sandbox(workers=1, limits=FAST, recycle_after=3, allow_unsafe=UNSAFE_OK) as box:
         first = box._procs[0].proc.pid
         for _ in range(5):
             assert box.grade("print(3)", ADD).passed
@@ -567,6 +586,7 @@ RUNNER_CASES = [  # jobs of >= 3 tests go through the per-job runner T (1-2 test
 
 @pytest.mark.parametrize("code,allowed", RUNNER_CASES, ids=[f"runner-{i}" for i in range(len(RUNNER_CASES))])
 def test_catalogue_on_runner_path(sb, code, allowed):
+    needs_full(sb)
     tests = [TestCase("1 2\n", "3\n"), TestCase("2 2\n", "4\n"), TestCase("3 4\n", "7\n")]
     v = run(sb, code, tests, limits=FAST.replace(stdout_bytes=4 << 20))
     assert v.status in allowed, (v.status, v.message)
@@ -575,6 +595,7 @@ def test_catalogue_on_runner_path(sb, code, allowed):
 
 
 def test_runner_killed_by_program_is_re_not_infra(sb):
+    needs_full(sb)
     # Three tests -> per-job runner; the program kills every process of its uid, including
     # (possibly) the runner: the verdict must be a program failure or pass, never INFRA_ERROR.
     v = run(sb, "import os, signal\nfor p in range(1, 2000):\n    try: os.kill(p, signal.SIGKILL)\n"
@@ -582,7 +603,7 @@ def test_runner_killed_by_program_is_re_not_infra(sb):
     assert v.reward is not None
 
 
-def test_trainer_death_takes_the_workers_down(tmp_path):
+def test_trainer_death_takes_the_workers_down(sb, tmp_path):
     """If the parent is SIGKILLed mid-job, every worker (and its namespace) dies with it, and the
     next Sandbox removes the cgroups it could not clean up."""
     import signal
@@ -590,6 +611,7 @@ def test_trainer_death_takes_the_workers_down(tmp_path):
     import sys
     import time
 
+    needs_full(sb)
     script = tmp_path / "trainer.py"
     script.write_text(
         "import sys, time\n"
