@@ -23,14 +23,13 @@ import os
 import platform
 import random
 import resource
-import statistics
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence
 
-from gasp_jax.sandbox import Limits, Sandbox, Status, TestCase
+from gasp_jax.sandbox import Limits, Sandbox, TestCase
 
 DATA = "/work/shared/data"
 HEADER_MODULES = ("string", "re", "datetime", "collections", "heapq", "bisect", "copy", "math", "random",

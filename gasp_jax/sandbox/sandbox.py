@@ -31,6 +31,32 @@ PREVIEW_CHARS = 2048
 _SETUP_FAILED = "sandbox child setup failed"
 
 
+def _sentinel_files(paths: Sequence[str], per_path: int = 2) -> list[str]:
+    """A few real files inside each hidden directory (at most two levels down): the self-test
+    checks that a sandboxed program cannot see them."""
+    out: list[str] = []
+    for root in paths:
+        found: list[str] = []
+        try:
+            with os.scandir(root) as it:
+                entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)[:50]
+            for e in entries:
+                if e.is_file(follow_symlinks=False):
+                    found.append(e.path)
+            for e in entries:
+                if len(found) >= per_path:
+                    break
+                if e.is_dir(follow_symlinks=False):
+                    with os.scandir(e.path) as sub:
+                        found += [f.path for f in sorted(sub, key=lambda f: f.name)[:50]
+                                  if not f.name.startswith(".") and f.is_file(follow_symlinks=False)
+                                  ][: per_path - len(found)]
+        except OSError:
+            continue
+        out += found[:per_path]
+    return out
+
+
 class SandboxUnavailable(RuntimeError):
     """No usable isolation (and ``allow_unsafe`` not set), or the workers cannot start."""
 
@@ -203,8 +229,7 @@ class Sandbox:
             "        socket.create_connection(('1.1.1.1', 80), timeout=1).close(); r['net'] = True\n"
             "    except OSError:\n"
             "        r['net'] = False\n"
-            f"    r['hidden_visible'] = [p for p in {list(self._config.hide)!r} if os.listdir(p) and "
-            "any(not e.startswith('.') for e in os.listdir(p)) and p not in ('/root',)]\n"
+            f"    r['visible'] = [p for p in {_sentinel_files(self._config.hide)!r} if os.path.exists(p)]\n"
             "    return r\n")
         res = self.run_function(probe, [""], fn_name="probe", limits=self.limits.replace(cpu_s=5.0))
         seen: dict[str, Any] = {}
@@ -217,7 +242,7 @@ class Sandbox:
             raise SandboxUnavailable(f"sandbox self-test failed: {res[0].error if res else 'no result'}")
         net = bool(facts.get("netns")) and seen.get("net") is False
         pid = bool(facts.get("pidns")) and int(seen.get("pid", 0)) < 100
-        mnt = bool(facts.get("mountns"))
+        mnt = bool(facts.get("mountns")) and not seen.get("visible")
         uid = int(seen.get("uid", 0)) != 0
         cg = bool(facts.get("cgroup"))
         level = "full" if (net and pid and mnt and uid) else ("partial" if (net or pid or mnt or uid) else "none")

@@ -6,24 +6,28 @@ Never imported by the parent (it is started as a script, by path, stdlib only). 
       └─ W  worker supervisor, root: private mount + network + IPC + UTS namespaces,
             private /tmp and /dev/shm tmpfs, project/data paths hidden, optional cgroup
            └─ J  trusted runner = PID 1 of a private PID namespace; serves jobs over W's pipes
-                └─ T  one child per test: rlimits, non-root per-worker uid, fresh cwd,
-                      stdin = the test input only; runs the untrusted program, then exits
-                      (J then SIGKILLs every other process left in the namespace)
+                └─ T  one per job of >= 3 tests: non-root per-worker uid, rlimits, fresh cwd;
+                      compiles the program once, forks one C per test, reports raw facts
+                     └─ C  one per test: stdin = this test's input only; runs the program, exits
+                (jobs of 1-2 tests: J forks each C directly and C drops privileges itself)
 
-Pre-importing the LCB header modules in W and forking T from J costs ~0.5 ms per test instead
-of ~20 ms for a cold interpreter plus header.
+After every test everything the program left is SIGKILLed (``kill(-1)`` in the namespace); after
+every job J kills everything left in the namespace.
 
-Memory hygiene: T is a fork of J, so anything J holds is readable by the untrusted program.
-J therefore never holds expected outputs (they never leave the parent), and it keeps all user
-data (program text, inputs, outputs, stderr) only in ``MADV_DONTFORK`` mappings that it reads
-into and writes from without copies, and unmaps after each job. A forked T does not inherit
-those mappings, so a later program cannot scan memory for an earlier program's output.
+Pre-importing the LCB header modules in W and forking from a warm interpreter costs ~1-2 ms per
+test instead of ~20 ms for a cold interpreter plus header.
+
+Memory hygiene: T and C are forks of J, so anything J holds is readable by the untrusted
+program. J therefore never holds expected outputs (they never leave the parent), and it keeps all
+user data (program text, inputs, outputs, stderr) only in ``MADV_DONTFORK`` mappings that it
+reads into and writes from without copies, and unmaps after each job. A forked child does not
+inherit those mappings, so a later program cannot scan memory for an earlier program's output.
+T lives for one job only.
 """
 
 from __future__ import annotations
 
 import ctypes
-import errno
 import gc
 import json
 import mmap
