@@ -637,3 +637,58 @@ def test_trainer_death_takes_the_workers_down(sb, tmp_path):
         root = "/sys/fs/cgroup/memory" + (cgroups._own_cgroup("memory") or "/nonexistent")
         if os.path.isdir(root):
             assert not [n for n in os.listdir(root) if n.startswith(f"gasp_sandbox_{proc.pid}_")]
+
+
+def test_memory_hygiene_no_earlier_output_in_a_later_child():
+    """A program that scans all of its own memory finds nothing of an earlier job's program text,
+    input or output on the same worker (J keeps user data only in DONTFORK maps)."""
+    import hashlib
+    secret = "0f9e8d7c6b5a49382716_do_not_leak_" + "x" * 16
+    digest = hashlib.sha256(secret.encode()).hexdigest()
+    prefix = "GASP" + "LEAK:"
+    with Sandbox(workers=1, limits=FAST, allow_unsafe=UNSAFE_OK) as box:
+        needs_full(box)
+        for tests in ([TestCase(prefix + secret + "\n", "x")],  # in the input (stdin) ...
+                      [TestCase("", "x")] * 3):                  # ... and via the runner path
+            first = box.grade(f"print({prefix + secret!r})\nprint(input() if 0 else '')", tests)
+            assert first.status == Status.WA and secret in first.tests[0].output
+        scan = f"""
+            import hashlib, re
+            pre = "GASP" + "LEAK:"
+            pat = re.compile(re.escape(pre.encode()) + rb"(.{{{len(secret)}}})", re.S)
+            hits = 0
+            with open("/proc/self/maps") as maps, open("/proc/self/mem", "rb", 0) as mem:
+                for line in maps:
+                    addr, perms = line.split()[:2]
+                    if "r" not in perms or "[vvar]" in line or "[vsyscall]" in line:
+                        continue
+                    lo, hi = (int(x, 16) for x in addr.split("-"))
+                    try:
+                        mem.seek(lo)
+                        chunk = mem.read(hi - lo)
+                    except (OSError, ValueError, OverflowError):
+                        continue
+                    for m in pat.finditer(chunk):
+                        if hashlib.sha256(m.group(1)).hexdigest() == {digest!r}:
+                            hits += 1
+            print("scanned", hits)
+        """
+        lim = FAST.replace(cpu_s=5.0, wall_s=15.0)
+        # Positive control: the scanner does find the secret when it is in the process's memory.
+        control = box.grade(f"keep = {prefix + secret!r}\n" + textwrap.dedent(scan), [TestCase("", "scanned 0\n")],
+                            limits=lim)
+        assert control.status == Status.WA and control.tests[0].output.startswith("scanned ")
+        assert int(control.tests[0].output.split()[1]) >= 1
+        for tests in ([TestCase("", "scanned 0\n")], [TestCase("", "scanned 0\n")] * 3):
+            v = box.grade(textwrap.dedent(scan), tests, limits=lim)
+            assert v.passed, (v.status, v.message, v.tests[0].output, v.tests[0].stderr_tail[-500:])
+
+
+def test_huge_return_value_is_ole_and_limits_override(sb):
+    v = run(sb, "def f(n):\n    return 'x' * n", [TestCase(str(5 << 20), '"x"')], fn_name="f",
+            limits=FAST.replace(stdout_bytes=1 << 20))
+    assert v.status == Status.OLE
+    # A per-call Limits overrides the sandbox default: 1 s of CPU is TLE, 4 s is enough.
+    busy = "import time\nt = time.process_time()\nwhile time.process_time() - t < 1.5: pass\nprint(3)"
+    assert run(sb, busy, limits=FAST.replace(cpu_s=1.0, wall_s=5.0)).status == Status.TLE
+    assert run(sb, busy, limits=FAST.replace(cpu_s=4.0, wall_s=8.0)).passed

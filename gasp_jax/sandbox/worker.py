@@ -265,8 +265,10 @@ def _test_child(job: dict, prog: dict, payload: bytes, fds: tuple, cpu: tuple, f
         os.closerange(RESULT_FD + 1, 1 << 16)
         if direct is not None:
             _enter_sandbox(direct, job["lim"], cpu)
-        else:
-            _prctl(PR_SET_DUMPABLE, 1)  # T is non-dumpable; the program may use /proc/self freely
+        # setuid (C on the direct path) or T's prctl left us non-dumpable: the program may use
+        # /proc/self like any process; only its own descendants share its uid.
+        _prctl(PR_SET_DUMPABLE, 1)
+        if direct is None:
             if not prog["pidns"]:
                 os.setsid()  # its own process group, so T can kill what it leaves behind
             resource.setrlimit(resource.RLIMIT_CPU, cpu)
