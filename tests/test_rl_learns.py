@@ -63,13 +63,12 @@ def train(corruption: str | None, seed: int = 0) -> tuple[list[float], list[floa
                                 num_samples=SAMPLES_PER_PROMPT, rng=sample_key, prompt_buckets=(8,),
                                 max_cache_length=10)
         rows = [p for p in prompts for _ in range(SAMPLES_PER_PROMPT)]  # prompt-major, as generate
-        completions = [out.tokens[i, : out.lengths[i]] for i in range(len(rows))]
+        completions, sampler_logprobs = rl.unpad_samples(out.tokens, out.logprobs, out.lengths)
         reward = np.array([reward_fn(p, c) for p, c in zip(rows, completions)])
         adv = rl.advantages.trr_plus_plus(reward, [("reverse", "solve")] * len(rows), out.lengths).advantages
         if corruption == "advantage_sign":
             adv = -adv
-        batch = rl.make_batch(rows, completions, [out.logprobs[i, : out.lengths[i]] for i in range(len(rows))],
-                              adv, length_buckets=(8,))
+        batch = rl.make_batch(rows, completions, sampler_logprobs, adv, length_buckets=(8,))
         if corruption == "mask_off_by_one":  # trains [SEP, first answer token] instead of the answer
             batch = batch.replace(completion_mask=np.roll(batch.completion_mask, -1, axis=1))
         state, metrics = update(state, batch)

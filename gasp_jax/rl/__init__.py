@@ -17,7 +17,7 @@ See docs/rl.md for the formulas and what every metric means.
 """
 
 from gasp_jax.rl import advantages, losses
-from gasp_jax.rl.batch import DEFAULT_LENGTH_BUCKETS, Batch, batch_from_rollouts, make_batch, validate_batch
+from gasp_jax.rl.batch import DEFAULT_LENGTH_BUCKETS, Batch, batch_from_rollouts, make_batch, unpad_samples, validate_batch
 from gasp_jax.rl.config import default_config, validate_config
 from gasp_jax.rl.logprobs import token_logprobs
 from gasp_jax.rl.losses import policy_loss
@@ -32,7 +32,7 @@ from gasp_jax.rl.train_state import (
 from gasp_jax.rl.update import UpdateStep, accumulate_gradients, make_update_step
 
 __all__ = [
-    "advantages", "losses", "Batch", "DEFAULT_LENGTH_BUCKETS", "batch_from_rollouts", "make_batch", "validate_batch",
+    "advantages", "losses", "Batch", "DEFAULT_LENGTH_BUCKETS", "batch_from_rollouts", "make_batch", "unpad_samples", "validate_batch",
     "default_config", "validate_config", "token_logprobs", "policy_loss", "TrainState",
     "create_role_states", "create_train_state", "make_optimizer", "make_schedule",
     "train_state_shardings", "UpdateStep", "accumulate_gradients", "make_update_step",

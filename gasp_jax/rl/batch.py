@@ -198,3 +198,12 @@ def batch_from_rollouts(
     result = compute_advantages(advantage_config, rewards, groups, lengths)
     batch = make_batch(prompts, completions, sampler_logprobs, result.advantages, **bucket_kwargs)
     return batch, result.stats
+
+
+def unpad_samples(tokens: np.ndarray, logprobs: np.ndarray, lengths: np.ndarray) -> tuple[list, list]:
+    """A sampler's padded `[N, max_new]` tokens / log-probs and `[N]` lengths -> per-row lists (each
+    row cut at its length, the stop token included), as `make_batch` takes them."""
+    tokens, logprobs, lengths = np.asarray(tokens), np.asarray(logprobs), np.asarray(lengths)
+    if not (tokens.shape == logprobs.shape and lengths.shape == tokens.shape[:1]):
+        raise ValueError(f"tokens {tokens.shape}, logprobs {logprobs.shape}, lengths {lengths.shape} do not match")
+    return [tokens[i, :n] for i, n in enumerate(lengths)], [logprobs[i, :n] for i, n in enumerate(lengths)]

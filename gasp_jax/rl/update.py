@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -145,6 +146,9 @@ class UpdateStep:
 def make_update_step(model, rl_config, mesh: Mesh | None = None) -> UpdateStep:
     """Builds the jitted update for `model` (whose `.mesh` must be `mesh`) and the `rl` config section."""
     validate_config(rl_config)
+    # Snapshot: the jitted function may re-trace later (a new batch bucket); a caller mutating its
+    # ConfigDict in between must not silently change the loss of the later traces.
+    rl_config = ml_collections.FrozenConfigDict(rl_config)
     if mesh is not None and model.mesh is not mesh:
         raise ValueError("make_update_step: build the model with the same mesh (models.build_model(config, mesh=mesh))")
     mesh = model.mesh
