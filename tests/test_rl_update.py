@@ -254,3 +254,16 @@ def test_separate_teacher_and_student_states(host_params):
     states["student"], _ = update(states["student"], _batch(host_params, seed=5))  # student buffers intact
     diff = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), states["teacher"].params, states["student"].params)
     assert max(jax.tree.leaves(diff)) > 0
+
+
+def test_bf16_compute_with_remat_and_fp32_master_weights(host_params):
+    """The GPU benchmark's configuration (bf16 activations, fp32 params and Adam, remat, k > 1) runs,
+    keeps fp32 params, and its log-probs stay close to the fp32 sampler's."""
+    model = models.build_model(CFG.replace(dtype="bfloat16", remat_policy="full"))
+    c = _config(micro_batches=2)
+    state = rl.create_train_state(model, c, params=jax.tree.map(jnp.array, host_params))
+    batch = _batch(host_params, noise=0.0)  # old_logprobs = exact fp32 log-probs
+    state, metrics = rl.make_update_step(model, c)(state, batch)
+    assert float(metrics["skipped"]) == 0.0 and int(state.step) == 1
+    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state.params))
+    assert 1e-4 < float(metrics["sampler_logp_abs_diff_mean"]) < 0.1  # bf16 noise, visible but small
