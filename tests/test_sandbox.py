@@ -692,3 +692,22 @@ def test_huge_return_value_is_ole_and_limits_override(sb):
     busy = "import time\nt = time.process_time()\nwhile time.process_time() - t < 1.5: pass\nprint(3)"
     assert run(sb, busy, limits=FAST.replace(cpu_s=1.0, wall_s=5.0)).status == Status.TLE
     assert run(sb, busy, limits=FAST.replace(cpu_s=4.0, wall_s=8.0)).passed
+
+
+def test_parent_with_more_than_1024_open_files():
+    """A trainer process often holds > 1024 fds; the parent side must not use select()."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1300:
+        pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < 1300")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1300) if hard == resource.RLIM_INFINITY
+                                                else min(max(soft, 1300), hard), hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        with Sandbox(workers=1, limits=FAST, allow_unsafe=UNSAFE_OK) as box:
+            assert min(box._procs[0].proc.stdout.fileno(), box._procs[0].proc.stdin.fileno()) > 1024
+            assert box.grade("print(sum(map(int, input().split())))", ADD).passed
+            assert box.grade("while True: pass", ADD).status == Status.TLE
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -127,3 +127,25 @@ def test_protocol_roundtrip_and_errors():
         read_frame(r2, deadline=time.monotonic() + 0.05)
     os.close(r2)
     os.close(w2)
+
+
+def test_protocol_works_with_fd_numbers_above_1024():
+    import resource as _r
+    soft, hard = _r.getrlimit(_r.RLIMIT_NOFILE)
+    if hard != _r.RLIM_INFINITY and hard < 1100:
+        pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < 1100")
+    if soft < 1100:
+        _r.setrlimit(_r.RLIMIT_NOFILE, (1100 if hard == _r.RLIM_INFINITY else min(hard, 4096), hard))
+    r, w = os.pipe()
+    hi_r, hi_w = os.dup2(r, 1050), os.dup2(w, 1051)
+    os.close(r)
+    os.close(w)
+    try:
+        write_all(hi_w, encode_frame({"t": "x"}, [b"payload"]))
+        import time
+        header, blobs = read_frame(hi_r, deadline=time.monotonic() + 5)
+        assert header["t"] == "x" and blobs == [b"payload"]
+    finally:
+        os.close(hi_r)
+        os.close(hi_w)
+        _r.setrlimit(_r.RLIMIT_NOFILE, (soft, hard))

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from gasp_jax.sandbox import cgroups
-from gasp_jax.sandbox.protocol import ProtocolError, encode_frame, read_frame
+from gasp_jax.sandbox.protocol import ProtocolError, encode_frame, read_frame, wait_fd
 
 log = logging.getLogger("gasp_jax.sandbox")
 
@@ -100,7 +100,7 @@ class WorkerProcess:
         views = [memoryview(b).cast("B") for b in buffers if len(b)]
         while views:
             left = deadline - time.monotonic()
-            if left <= 0 or not select.select([], [fd], [], left)[1]:
+            if left <= 0 or not wait_fd(fd, select.POLLOUT, left):
                 raise WorkerDied("timed out sending a job to the sandbox worker")
             try:
                 n = os.writev(fd, views[:64])

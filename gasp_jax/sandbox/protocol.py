@@ -55,6 +55,14 @@ def send_frame(fd: int, header: dict[str, Any], blobs: Sequence = ()) -> None:
     write_all(fd, encode_frame(header, blobs))
 
 
+def wait_fd(fd: int, events: int, timeout_s: float) -> bool:
+    """poll(2) one fd (unlike select, works for fd numbers above 1024, which a big trainer
+    process may well hand out). True when ready (or hung up / in error)."""
+    poller = select.poll()
+    poller.register(fd, events)
+    return bool(poller.poll(max(0, int(timeout_s * 1000) + 1)))
+
+
 def read_exact(fd: int, n: int, deadline: float | None = None, into: memoryview | None = None) -> bytes | memoryview:
     """Read exactly ``n`` bytes (into ``into`` if given), honouring an absolute monotonic deadline."""
     buf = into if into is not None else memoryview(bytearray(n))
@@ -64,8 +72,7 @@ def read_exact(fd: int, n: int, deadline: float | None = None, into: memoryview 
             left = deadline - time.monotonic()
             if left <= 0:
                 raise ProtocolError("timed out waiting for the worker")
-            ready, _, _ = select.select([fd], [], [], left)
-            if not ready:
+            if not wait_fd(fd, select.POLLIN, left):
                 raise ProtocolError("timed out waiting for the worker")
         k = os.readv(fd, [buf[got:n]])
         if k == 0:
