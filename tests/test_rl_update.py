@@ -209,11 +209,19 @@ def test_kl_term_and_trainer_old_logprobs(host_params):
     c = _config(kl_coef=0.5, kl_estimator="k3", old_logprobs="trainer")
     state = rl.create_train_state(model, c, params=jax.tree.map(jnp.array, host_params))
     ref = np.where(batch.completion_mask, batch.old_logprobs - 0.5, 0).astype(np.float32)
-    _, metrics = rl.make_update_step(model, c)(state, batch.replace(ref_logprobs=ref))
+    update_kl = rl.make_update_step(model, c)
+    _, metrics = update_kl(state, batch.replace(ref_logprobs=ref))
     assert float(metrics["ratio"]) == pytest.approx(1.0, abs=1e-6)  # pi_old = the trainer's own log-probs
     assert float(metrics["clip_frac"]) == 0.0
     assert float(metrics["kl_ref"]) > 0.05
     np.testing.assert_allclose(float(metrics["loss"]), float(metrics["pg_loss"]) + 0.5 * float(metrics["kl_ref"]), rtol=1e-5)
+    # Reference log-probs of the same weights (make_logprob_step) give KL = 0 and match the unchunked ones.
+    ref_same = np.asarray(rl.make_logprob_step(model, c)(host_params, batch))
+    expected, _ = _reference_logprobs(host_params, batch.tokens, batch.attention_mask)
+    np.testing.assert_allclose(ref_same, np.where(batch.completion_mask, expected, 0), atol=1e-5)
+    state = rl.create_train_state(model, c, params=jax.tree.map(jnp.array, host_params))
+    _, metrics = update_kl(state, batch.replace(ref_logprobs=ref_same))
+    assert abs(float(metrics["kl_ref"])) < 1e-6
     # With kl_coef = 0 the reference is never read: NaN reference log-probs change nothing.
     model0, c0, update0 = _step(1)
     state0 = rl.create_train_state(model0, c0, params=jax.tree.map(jnp.array, host_params))

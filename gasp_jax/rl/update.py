@@ -28,6 +28,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from gasp_jax import models
 from gasp_jax.rl.batch import Batch, validate_batch
 from gasp_jax.rl.config import validate_config
 from gasp_jax.rl.logprobs import token_logprobs
@@ -197,3 +198,22 @@ def make_update_step(model, rl_config, mesh: Mesh | None = None) -> UpdateStep:
     return UpdateStep(jitted=jitted, state_shardings=state_sh, batch_sharding=batch_sh, micro_batches=k,
                       batch_divisor=divisor, vocab_size=model.config.vocab_size,
                       need_ref=bool(rl_config.loss.kl_coef))
+
+
+def make_logprob_step(model, rl_config, mesh: Mesh | None = None) -> Callable:
+    """Jitted `logprobs(params, batch) -> [B, T] fp32` log-probs of the batch tokens (0 off the completion
+    mask), chunked like the update. Use it for reference-policy log-probs (`Batch.ref_logprobs`, only
+    when `loss.kl_coef > 0`) or to recompute pi_old with the trainer; params are not donated."""
+    if mesh is not None and model.mesh is not mesh:
+        raise ValueError("make_logprob_step: build the model with the same mesh")
+    chunk = int(rl_config.logprob_chunk_size)
+
+    def logprobs(params, batch: Batch):
+        lp, _ = token_logprobs(model, params, batch.tokens, positions=batch.positions,
+                               attention_mask=batch.attention_mask, chunk_size=chunk)
+        return jnp.where(batch.completion_mask, lp, 0.0)
+
+    if model.mesh is None:
+        return jax.jit(logprobs)
+    rows = NamedSharding(model.mesh, P(_batch_mesh_axes(model, model.mesh) or None))
+    return jax.jit(logprobs, in_shardings=(models.param_shardings(model), rows), out_shardings=rows)
