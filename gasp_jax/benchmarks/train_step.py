@@ -3,6 +3,7 @@
     python -m gasp_jax.benchmarks.train_step                 # CPU: tiny model, fp32
     python -m gasp_jax.benchmarks.train_step --gpu           # GPU: Qwen2.5-1.5B shape, bf16, seq 4096, remat
     python -m gasp_jax.benchmarks.train_step --preset tiny --batch 16 --seq 512 --micro-batches 2 --json out.json
+    python -m gasp_jax.benchmarks.train_step --gpu --memory-only   # compile only: memory estimate, any backend
 
 What is timed: `rl.make_update_step(...)(state, batch)` end to end (chunked log-probs, PPO-clip loss,
 backward, `k`-micro-batch accumulation, AdamW update), with the batch already on the devices, after
@@ -87,6 +88,32 @@ def make_batch(config, batch: int, seq: int, prompt_len: int, seed: int = 0) -> 
     )
 
 
+def compiled_memory(update, model, rl_config, batch: int, seq: int) -> dict[str, float]:
+    """Compiles the update for abstract inputs (nothing allocated) and returns XLA's memory analysis, GiB."""
+    from flax import linen as nn
+
+    tx = rl.make_optimizer(rl_config.optimizer)
+    params = nn.meta.unbox(models.abstract_params(model))
+    state = jax.eval_shape(
+        lambda p: rl.TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=tx.init(p)), params
+    )
+    if update.state_shardings is not None:
+        state = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), state,
+                             update.state_shardings)
+    spec = lambda dtype: jax.ShapeDtypeStruct((batch, seq), dtype, sharding=update.batch_sharding)
+    abstract_batch = rl.Batch(tokens=spec(jnp.int32), positions=spec(jnp.int32), attention_mask=spec(bool),
+                              completion_mask=spec(bool), old_logprobs=spec(jnp.float32), advantages=spec(jnp.float32))
+    stats = update.jitted.lower(state, abstract_batch).compile().memory_analysis()
+    gib = lambda x: x / 2**30
+    return {
+        "state_gib (donated, aliased)": gib(stats.alias_size_in_bytes),
+        "arguments_gib": gib(stats.argument_size_in_bytes),
+        "temporaries_gib": gib(stats.temp_size_in_bytes),
+        "peak_estimate_gib": gib(stats.argument_size_in_bytes + stats.output_size_in_bytes
+                                 - stats.alias_size_in_bytes + stats.temp_size_in_bytes),
+    }
+
+
 def run(args) -> dict[str, Any]:
     overrides = dict(dtype=args.dtype, param_dtype=args.param_dtype, remat_policy=args.remat)
     config = models.get_preset(args.preset, **overrides)
@@ -96,6 +123,12 @@ def run(args) -> dict[str, Any]:
     rl_config.micro_batches = args.micro_batches
     rl_config.logprob_chunk_size = args.chunk
     rl_config.optimizer.learning_rate = 1e-6
+
+    if args.memory_only:
+        update = rl.make_update_step(model, rl_config, mesh)
+        return {"preset": args.preset, "batch": args.batch, "seq": args.seq, "micro_batches": args.micro_batches,
+                "remat": args.remat, "device": jax.devices()[0].device_kind,
+                **compiled_memory(update, model, rl_config, args.batch, args.seq)}
 
     peak_measured = measure_matmul_peak(jnp.bfloat16 if args.gpu else jnp.float32, args.matmul_n)
     peak = args.peak_tflops * 1e12 if args.peak_tflops else peak_measured
@@ -173,6 +206,8 @@ def main(argv=None):
     p.add_argument("--peak-tflops", type=float, default=None)
     p.add_argument("--matmul-n", type=int, default=None)
     p.add_argument("--json", default=None, help="also write the result here")
+    p.add_argument("--memory-only", action="store_true",
+                   help="compile for abstract inputs and print XLA's memory analysis (per device); run nothing")
     args = p.parse_args(argv)
     defaults = (
         dict(preset="qwen2.5-coder-1.5b", batch=16, seq=4096, micro_batches=4, chunk=512, dtype="bfloat16",
