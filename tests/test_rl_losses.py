@@ -198,3 +198,24 @@ def test_chunked_logprobs_never_build_full_logits(tiny):
     hlo = jax.jit(grad).lower(params).compile().as_text()
     assert "f32[2,16,512]" in hlo  # one chunk of logits exists...
     assert "f32[2,64,512]" not in hlo and "f32[4,2,16,512]" not in hlo  # ...never all of them
+
+
+@pytest.mark.parametrize("agg", AGGS)
+def test_sums_and_denominators_add_exactly_over_any_row_split(agg):
+    """The property exact accumulation rests on: for every aggregation, splitting rows into micro-batches
+    and adding (loss_sum, denom) pairs gives the full-batch loss; averaging micro-batch means does not."""
+    rng = np.random.default_rng(7)
+    logp, old, adv, _ = _inputs(seed=3)
+    lengths = np.array([1, 8, 2, 0, 5])  # very uneven micro-batches
+    mask = np.arange(T)[None, :] >= T - lengths[:, None]
+    kw = dict(clip_low=0.2, clip_high=0.28, dual_clip=3.0, agg=agg)
+    full_s, full_d, _ = losses.policy_loss(logp, old, adv, mask, **kw)
+    for _ in range(5):
+        order = rng.permutation(B)
+        parts = np.array_split(order, rng.integers(2, B + 1))
+        sums = [losses.policy_loss(logp[p], old[p], adv[p], mask[p], **kw)[:2] for p in parts]
+        total = sum(float(s) for s, _ in sums) / sum(float(d) for _, d in sums)
+        np.testing.assert_allclose(total, float(full_s) / float(full_d), rtol=1e-5)
+    means = [float(s) / float(d) for s, d in (losses.policy_loss(logp[p], old[p], adv[p], mask[p], **kw)[:2]
+                                              for p in ([0], [1, 2, 3, 4])) if float(d) > 0]
+    assert abs(np.mean(means) - float(full_s) / float(full_d)) > 1e-3  # the mean-of-means bug is visible
