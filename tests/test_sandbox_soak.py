@@ -10,7 +10,7 @@ import time
 import pytest
 
 from gasp_jax.sandbox import Limits, Sandbox, Status, TestCase
-from tests.test_sandbox_support import host_tmp_entries, open_fds, sandbox_uid_processes, sandbox_uids
+from tests.test_sandbox_support import CAN_ISOLATE, host_tmp_entries, open_fds, sandbox_uid_processes, sandbox_uids
 
 ADD = [TestCase("1 2\n", "3\n"), TestCase("5 7\n", "12\n")]
 LIMITS = Limits(cpu_s=1.0, wall_s=0.4, memory_bytes=512 << 20, stdout_bytes=1 << 20)
@@ -40,7 +40,7 @@ def test_soak_10k_mixed_runs():
     rng = random.Random(0)
     plan = rng.choices(range(len(MIX)), weights=WEIGHTS, k=10_000)
     fds0, tmp0 = open_fds(), host_tmp_entries()
-    with Sandbox(workers=os.cpu_count() or 2, limits=LIMITS, allow_unsafe=os.geteuid() != 0) as sb:
+    with Sandbox(workers=os.cpu_count() or 2, limits=LIMITS, allow_unsafe=not CAN_ISOLATE) as sb:
         if sb.isolation.level != "full":
             pytest.skip(f"the soak mix forks daemons: needs isolation level full, detected {sb.isolation.level}")
         uids = sandbox_uids(sb)
