@@ -13,7 +13,7 @@ from gasp_jax.sandbox import Limits, Sandbox, Status, TestCase
 from tests.test_sandbox_support import CAN_ISOLATE, host_tmp_entries, open_fds, sandbox_uid_processes, sandbox_uids
 
 ADD = [TestCase("1 2\n", "3\n"), TestCase("5 7\n", "12\n")]
-LIMITS = Limits(cpu_s=1.0, wall_s=0.4, memory_bytes=512 << 20, stdout_bytes=1 << 20)
+LIMITS = Limits(cpu_s=1.0, wall_s=1.0, memory_bytes=512 << 20, stdout_bytes=1 << 20)
 
 # (program, tests, fn_name, expected status)
 MIX = [
