@@ -19,7 +19,9 @@ Design (see docs/sampling.md)
   (model config, mesh, rules, static sampling settings); jit's own cache then keys on shapes, which the
   buckets keep to a small set. Temperature, top-p and the stop ids are traced values (changing them
   never recompiles); greedy-vs-sampled, top-k (`lax.top_k` needs a static k) and whether top-p is on
-  are static, so the sort for top-p is only compiled in when it is used.
+  are static, so the top-p threshold search is only compiled in when it is used.
+- The decode step runs the layers unrolled over per-layer weights and cache buffers (split once per
+  call) instead of the scanned stack, which would slice (copy) every layer's weights each step.
 - Randomness: row (prompt i, sample j) gets key `fold_in(fold_in(rng, i), j)` and step t of that row
   `fold_in(row_key, t)`. A row's draws therefore depend only on (rng, i, j) and the model, not on
   `num_samples`, the batch bucket or the mesh: sample 0 of a `num_samples=8` call equals the
@@ -46,7 +48,14 @@ import numpy as np
 from jax.sharding import Mesh
 
 from gasp_jax import sharding as shd
-from gasp_jax.models.transformer import CACHE_AXES, CACHE_LENGTH_AXIS, KVCache, Transformer, init_cache, unstack_layer_params
+from gasp_jax.models.transformer import (
+    CACHE_AXES,
+    CACHE_LENGTH_AXIS,
+    KVCache,
+    Transformer,
+    init_cache,
+    unstack_layer_params,
+)
 from gasp_jax.sampling import buckets as bk
 
 PAD_ID = 0  # token written after a row's stop token (use `lengths` to know where a row ends)
