@@ -17,6 +17,7 @@ from gasp_jax import runtime
 
 JOBS = {
     "demo": "gasp_jax.jobs.demo",
+    "toy_rl": "gasp_jax.jobs.toy_rl",
     "lcb_eval": "gasp_jax.evaluation.eval_job",
     "lcb_goalposts": "gasp_jax.evaluation.goalposts",
 }

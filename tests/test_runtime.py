@@ -95,3 +95,52 @@ def test_byte_tokenizer_round_trips_and_loads_from_checkpoint_dir(tmp_path):
     tok.save_pretrained(str(tmp_path))
     loaded = models.load_tokenizer(str(tmp_path))
     assert loaded.encode(text) == ids and loaded.eos_token_id == 256
+
+
+def _toy_config(**overrides):
+    config = load_config("tiny_cpu.py")
+    with config.unlocked():
+        config.update(dict(steps=6, prompts_per_step=8, samples_per_prompt=2, eval_every=3, log_every=3))
+        config.checkpoint.every = 3
+        config.rl.optimizer.warmup_steps = 2
+        config.rl.optimizer.total_steps = 20  # one schedule for every run length below
+        config.update(overrides)
+    return config
+
+
+def _final_state(ckpt_dir):
+    import orbax.checkpoint as ocp
+
+    with ocp.CheckpointManager(str(ckpt_dir)) as manager:
+        step = manager.latest_step()
+        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    return step, restored["state"]
+
+
+@pytest.fixture
+def compilation_cache(tmp_path):
+    """The three runs below compile the same programs: share them through JAX's persistent cache."""
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path / "jax_cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    yield
+    jax.config.update("jax_compilation_cache_dir", None)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
+def test_toy_rl_job_logs_checkpoints_and_resumes_exactly(tmp_path, compilation_cache):
+    # Interrupted: 6 steps, then the same command with steps=9 resumes at 6.
+    first = gasp_main.run_job(_toy_config(), str(tmp_path / "a"))
+    assert first["start_step"] == 0
+    resumed = gasp_main.run_job(_toy_config(steps=9), str(tmp_path / "a"))
+    assert resumed["start_step"] == 6
+    # Uninterrupted: 9 steps straight.
+    gasp_main.run_job(_toy_config(steps=9), str(tmp_path / "b"))
+    step_a, state_a = _final_state(tmp_path / "a" / "checkpoints")
+    step_b, state_b = _final_state(tmp_path / "b" / "checkpoints")
+    assert step_a == step_b == 9
+    for x, y in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    rows = [json.loads(l) for l in open(tmp_path / "a" / "tb" / "metrics.jsonl")]
+    assert [r["step"] for r in rows] == list(range(1, 10))
+    assert {"reward/mean", "rl/loss", "rl/grad_norm", "eval/greedy_solved_frac"} <= set().union(*rows)
+    assert glob.glob(str(tmp_path / "a" / "tb" / "events.out.tfevents.*"))
