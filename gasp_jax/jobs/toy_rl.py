@@ -111,9 +111,10 @@ def run(config, workdir: str) -> dict:
         # TRR++ whitens per (task, role) group; the GRPO family per prompt.
         groups = [("reverse", "student") if rl_config.advantage.estimator == "trr++" else i // n_samples
                   for i in range(len(rows))]
-        adv = rl.advantages.compute_advantages(rl_config.advantage, rewards, groups, out.lengths)
-        batch = rl.make_batch(rows, completions, sampler_logprobs, adv.advantages,
-                              length_buckets=(prompt_len + task.num_digits,), batch_multiple=batch_multiple)
+        batch, adv_stats = rl.batch_from_rollouts(
+            rows, completions, sampler_logprobs, rewards, groups, rl_config.advantage,
+            length_buckets=(prompt_len + task.num_digits,), batch_multiple=batch_multiple,
+        )
 
         t0 = time.perf_counter()
         state, metrics = update(state, batch)
@@ -124,7 +125,7 @@ def run(config, workdir: str) -> dict:
         scalars.update({
             "reward/mean": rewards.mean(),
             "reward/solved_frac": np.mean([task.solved(p, c) for p, c in zip(rows, completions)]),
-            **{f"advantage/{k}": v for k, v in adv.stats.items()},
+            **{f"advantage/{k}": v for k, v in adv_stats.items()},
             "time/sample_s": t_sample,
             "time/update_s": t_update,
         })
