@@ -248,6 +248,30 @@ def test_eos_stops_rows_independently_without_changing_earlier_draws(qwen2):
         assert (out.tokens[row, length:] == sampling.PAD_ID).all() and (out.logprobs[row, length:] == 0).all()
 
 
+def test_decode_loop_exits_when_every_row_is_done(qwen2):
+    """Early exit, observed through time: when every token is a stop token all rows finish at step 0,
+    so the while loop must not run its 127 remaining steps (min of 3 timed calls each)."""
+    import time
+
+    _, _, model, params = qwen2
+    kwargs = dict(max_new_tokens=128, temperature=1.0, rng=jax.random.key(0))
+
+    def best_time(**extra):
+        sampling.generate(model, params, RAGGED, **kwargs, **extra)  # compile
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            out = sampling.generate(model, params, RAGGED, **kwargs, **extra)
+            times.append(time.perf_counter() - start)
+        return min(times), out
+
+    all_stop, out = best_time(eos_ids=tuple(range(VOCAB)))
+    assert (out.lengths == 1).all() and (out.tokens[:, 1:] == sampling.PAD_ID).all()
+    full, out = best_time()
+    assert (out.lengths == 128).all()
+    assert all_stop < full / 4, (all_stop, full)
+
+
 def test_num_samples_rows_and_keys(qwen2):
     _, _, model, params = qwen2
     kwargs = dict(max_new_tokens=8, temperature=1.0, rng=jax.random.key(5))
