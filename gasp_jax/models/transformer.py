@@ -15,7 +15,8 @@ Conventions
   cache with their batch dimensions major and no per-step transpose of the cache; and the whole
   cache is a *carry* of the layer scan, each layer writing its slice in place with
   `dynamic_update_slice`, rather than a scanned input/output (which would copy every layer's cache
-  into a freshly stacked output at every decode step).
+  into a freshly stacked output at every decode step). With `scan_layers=False` the cache is instead a
+  tuple of per-layer buffers (`init_cache(..., per_layer=True)`).
 """
 
 from __future__ import annotations
@@ -131,7 +132,8 @@ class Attention(nn.Module):
 
     @nn.compact
     def __call__(self, x, positions, mask, cache_kv, layer, cache_index):
-        """`cache_kv`: the whole `(k, v)` cache of all layers (or None); this layer writes slice `layer`."""
+        """`cache_kv`: None, this layer's own `(k, v)` buffers `[B, K, S, D]` (unrolled layers), or the
+        stacked cache of all layers `[L, B, K, S, D]` (scanned layers), of which it writes slice `layer`."""
         cfg = self.config
         e, h, k, d = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         pdt, dt = cfg.param_dtype, cfg.dtype
