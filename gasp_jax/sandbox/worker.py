@@ -158,6 +158,15 @@ def _setup_isolation(cfg: dict, facts: dict) -> None:
             keep.append((path, os.open(path, os.O_PATH | os.O_DIRECTORY)))
         except OSError as exc:
             facts["errors"].append(f"keep {path}: {exc}")
+    # Private temp dirs first: a checkout or venv under /tmp is hidden by them, and the kept binds
+    # below (site-packages of a venv under /tmp) are then mounted on top, not shadowed.
+    for path, mode in (("/tmp", "755"), ("/dev/shm", "1777"), ("/var/tmp", "755")):
+        if os.path.isdir(path):
+            try:
+                _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"size={size},mode={mode}")
+                facts["hidden"].append(path)
+            except OSError as exc:
+                facts["errors"].append(f"tmpfs {path}: {exc}")
     for path in cfg.get("hide", []):
         try:
             _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
@@ -178,12 +187,6 @@ def _setup_isolation(cfg: dict, facts: dict) -> None:
                 _mount(None, path, None, MS_REMOUNT | MS_NOSUID | MS_NODEV | MS_RDONLY, "size=1m,mode=755")
             except OSError as exc:
                 facts["errors"].append(f"ro {path}: {exc}")
-    for path, mode in (("/tmp", "755"), ("/dev/shm", "1777"), ("/var/tmp", "755")):
-        if os.path.isdir(path):
-            try:
-                _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"size={size},mode={mode}")
-            except OSError as exc:
-                facts["errors"].append(f"tmpfs {path}: {exc}")
     # Everything else read-only (defence in depth; the program also runs as a non-root uid).
     skip = ("/tmp", "/dev/shm", "/var/tmp", "/proc", "/sys", "/dev", "/dev/pts", "/dev/mqueue")
     try:
