@@ -115,3 +115,15 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 def config_to_dict(config: Any) -> dict[str, Any]:
     return config.to_dict() if hasattr(config, "to_dict") else dict(config)
+
+
+def run_fingerprint(config: Any, model_cfg: Any) -> dict[str, Any]:
+    """Settings that change a job's samples or their grades (for one model); a resumed run must match."""
+    return {
+        "model": config_to_dict(model_cfg),
+        "prompt": config_to_dict(config.prompt),
+        "sampling": {k: v for k, v in config_to_dict(config.sampling).items() if k not in ("batch_problems", "max_rows")},
+        "extraction": config.extraction,
+        "sandbox_limits": config_to_dict(config.sandbox).get("limits", {}),
+        "data_files": data_identity(config.data),
+    }

@@ -26,7 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from gasp_jax.data.livecodebench import DateWindow, LoadReport, Problem
-from gasp_jax.evaluation.common import config_to_dict, data_identity, load_config_problems, make_prompt_fn, open_sandbox, write_json
+from gasp_jax.evaluation.common import (
+    config_to_dict, load_config_problems, make_prompt_fn, open_sandbox, run_fingerprint, write_json,
+)
 from gasp_jax.evaluation.grading import Grader, SandboxGrader
 from gasp_jax.evaluation.pass_at_k import pass_at_k, pass_at_k_table
 from gasp_jax.evaluation.runner import GenerateFn, ProblemRecord, SampleStore, sample_and_grade
@@ -45,14 +47,7 @@ def usable_ks(ks: Sequence[int], n: int) -> list[int]:
 
 def eval_fingerprint(config: Any) -> dict[str, Any]:
     """Settings that change the samples or their grades; a resumed run must match them."""
-    return {
-        "model": config_to_dict(config.model),
-        "prompt": config_to_dict(config.prompt),
-        "sampling": {k: v for k, v in config_to_dict(config.sampling).items() if k not in ("batch_problems", "max_rows")},
-        "extraction": config.extraction,
-        "sandbox_limits": config_to_dict(config.sandbox).get("limits", {}),
-        "data_files": data_identity(config.data),
-    }
+    return run_fingerprint(config, config.model)
 
 
 def build_report(

@@ -28,7 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from gasp_jax.data.livecodebench import Problem
-from gasp_jax.evaluation.common import config_to_dict, data_identity, load_config_problems, make_prompt_fn, open_sandbox, write_json
+from gasp_jax.evaluation.common import (
+    config_to_dict, load_config_problems, make_prompt_fn, open_sandbox, run_fingerprint, write_json,
+)
 from gasp_jax.evaluation.grading import Grader, SandboxGrader
 from gasp_jax.evaluation.pass_at_k import pass_at_k
 from gasp_jax.evaluation.runner import GenerateFn, ProblemRecord, SampleStore, sample_and_grade
@@ -102,17 +104,6 @@ def _evidence(p: Problem, per_ckpt: Mapping[str, Mapping[str, ProblemRecord]], k
     return ev
 
 
-def fingerprint(config: Any, ckpt_cfg: Any) -> dict[str, Any]:
-    return {
-        "checkpoint": config_to_dict(ckpt_cfg),
-        "prompt": config_to_dict(config.prompt),
-        "sampling": {k: v for k, v in config_to_dict(config.sampling).items() if k not in ("batch_problems", "max_rows")},
-        "extraction": config.extraction,
-        "sandbox_limits": config_to_dict(config.sandbox).get("limits", {}),
-        "data_files": data_identity(config.data),
-    }
-
-
 def run(
     config: Any,
     workdir: str,
@@ -143,7 +134,7 @@ def run(
         for name, ckpt_cfg in zip(names, checkpoints):
             store = SampleStore(workdir_path / "checkpoints" / name)
             done = store.open(
-                fingerprint(config, ckpt_cfg), overwrite=bool(config.get("overwrite", False)), keep_samples=samples_inline
+                run_fingerprint(config, ckpt_cfg), overwrite=bool(config.get("overwrite", False)), keep_samples=samples_inline
             )
             todo = [p for p in problems if not (skip_solved and p.id in solved_ids)]
             if all(p.id in done for p in todo):
