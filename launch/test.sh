@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The test suite: sets up .venv with the test extra and runs pytest (slow tests excluded by default).
-# Extra arguments go to pytest, e.g.  bash launch/test.sh -m slow   or   bash launch/test.sh tests/test_models.py
+# Extra arguments go to pytest, e.g.  bash launch/test.sh tests/test_models.py   or   bash launch/test.sh -m slow
+# (everything: bash launch/test.sh -m "")
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/launch/env.sh" test
 cd "$ROOT"
-if [ "$#" -eq 0 ]; then set -- -m "not slow"; fi
-exec python -m pytest -q "$@"
+# Slow tests are deselected unless the arguments choose markers themselves (-m ...).
+MARKERS=(-m "not slow")
+for arg in "$@"; do [ "$arg" = "-m" ] && MARKERS=(); done
+exec python -m pytest -q "${MARKERS[@]}" "$@"
