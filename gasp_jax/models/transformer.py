@@ -163,26 +163,22 @@ class Attention(nn.Module):
         key = key.transpose(0, 2, 1, 3)  # [B, K, T, D]: the cache layout
         val = val.transpose(0, 2, 1, 3)
         new_cache_kv = None
-        if cache_kv is not None and cache_kv[0].ndim == 4:  # this layer's own cache [B, K, S, D]
-            ck, cv = cache_kv
-            start = tuple(jnp.asarray(i, jnp.int32) for i in (0, 0, cache_index, 0))
-            ck = jax.lax.dynamic_update_slice(ck, key.astype(ck.dtype), start)
-            cv = jax.lax.dynamic_update_slice(cv, val.astype(cv.dtype), start)
-            ck = shd.constrain(ck, CACHE_AXES[1:], self.mesh, self.rules)
-            cv = shd.constrain(cv, CACHE_AXES[1:], self.mesh, self.rules)
-            new_cache_kv = (ck, cv)
-            key, val = ck.astype(dt), cv.astype(dt)
-        elif cache_kv is not None:  # the stacked cache of all layers [L, B, K, S, D]
-            ck, cv = cache_kv
-            start = (layer, 0, 0, cache_index, 0)
-            start = tuple(jnp.asarray(i, jnp.int32) for i in start)
-            ck = jax.lax.dynamic_update_slice(ck, key[None].astype(ck.dtype), start)
-            cv = jax.lax.dynamic_update_slice(cv, val[None].astype(cv.dtype), start)
-            ck = shd.constrain(ck, CACHE_AXES, self.mesh, self.rules)
-            cv = shd.constrain(cv, CACHE_AXES, self.mesh, self.rules)
-            new_cache_kv = (ck, cv)
-            key = jax.lax.dynamic_index_in_dim(ck, layer, 0, keepdims=False).astype(dt)
-            val = jax.lax.dynamic_index_in_dim(cv, layer, 0, keepdims=False).astype(dt)
+        if cache_kv is not None:
+            # A per-layer cache is this layer's own [B, K, S, D]; a stacked one holds every layer,
+            # [L, B, K, S, D], and this layer writes (then reads) its slice `layer`.
+            stacked = cache_kv[0].ndim == 5
+            lead = (layer,) if stacked else ()
+            start = tuple(jnp.asarray(i, jnp.int32) for i in (*lead, 0, 0, cache_index, 0))
+            axes = CACHE_AXES if stacked else CACHE_AXES[1:]
+
+            def write(buf, new):
+                new = new[None] if stacked else new
+                buf = jax.lax.dynamic_update_slice(buf, new.astype(buf.dtype), start)
+                return shd.constrain(buf, axes, self.mesh, self.rules)
+
+            new_cache_kv = (write(cache_kv[0], key), write(cache_kv[1], val))
+            read = lambda buf: jax.lax.dynamic_index_in_dim(buf, layer, 0, keepdims=False) if stacked else buf
+            key, val = (read(buf).astype(dt) for buf in new_cache_kv)
 
         # Grouped-query attention: query head n = kv_head * groups + g, as HF's repeat_kv.
         b, t = q.shape[:2]
