@@ -12,7 +12,7 @@ import pytest
 from gasp_jax.sandbox import Limits, Status, TestCase, Verdict, compare_json, compare_stdout
 from gasp_jax.sandbox.compare import loads_json
 from gasp_jax.sandbox.policy import find_banned_imports, validate_program
-from gasp_jax.sandbox.protocol import ProtocolError, encode_frame, read_frame, write_all
+from gasp_jax.sandbox.protocol import ProtocolError, encode_flat_frame, encode_frame, read_frame, write_all
 from gasp_jax.sandbox.verdict import TestResult
 
 
@@ -127,6 +127,36 @@ def test_protocol_roundtrip_and_errors():
         read_frame(r2, deadline=time.monotonic() + 0.05)
     os.close(r2)
     os.close(w2)
+
+
+def test_flat_frame_matches_encode_frame():
+    """The runner's per-test header encoder gives the same JSON as ``encode_frame`` (and falls
+    back to it for anything that is not a flat scalar)."""
+    import json
+    headers = [
+        {"t": "test", "id": 7, "i": 0, "exit": None, "sig": 9, "cpu": 1e-05, "wall": 2.5, "rss_kb": 123,
+         "kill": "wall", "out_over": False, "res_over": True, "setup_ok": True, "oom": False},
+        {"t": "test", "i": 3, "exit": 0, "sig": None, "cpu": 0.0, "wall": 1e16, "rss_kb": 0, "kill": None},
+        {"t": "done", "id": 1, "ran": 2, "killed": None, "runner_exit": 0, "runner_sig": None},
+        {"t": "ready", "facts": {"root": True}, "pid": 1},  # nested: fallback
+        {"t": "x", "msg": "a \"quoted\" text\n"},  # not an identifier: fallback
+        {"t": "x", "v": float("inf")},  # not finite: fallback
+        {"t": "x", "v": True, 1: 2},
+    ]
+    for h in headers:
+        for blobs in ([], [b"ab", memoryview(b"xyz"), bytearray(b""), memoryview(bytearray(b"q"))]):
+            got, ref = encode_flat_frame(h, blobs), encode_frame(h, blobs)
+            assert got[0] == ref[0] and json.loads(got[1]) == json.loads(ref[1])
+            assert [bytes(b) for b in got[2:]] == [bytes(b) for b in ref[2:]]
+    r, w = os.pipe()
+    big = memoryview(bytearray(os.urandom(200_000)))
+    t = threading.Thread(target=lambda: write_all(w, encode_flat_frame(headers[0], [b"", big, b"x" * 70_000])))
+    t.start()
+    header, blobs = read_frame(r, deadline=None)
+    t.join()
+    os.close(r)
+    os.close(w)
+    assert header["sig"] == 9 and header["kill"] == "wall" and blobs == [b"", bytes(big), b"x" * 70_000]
 
 
 def test_protocol_works_with_fd_numbers_above_1024():

@@ -36,12 +36,51 @@ def encode_frame(header: dict[str, Any], blobs: Sequence[bytes | bytearray | mem
     return [PREFIX.pack(len(raw), sum(sizes)), raw, *blobs]
 
 
+_FLAT = {None: "null", True: "true", False: "false"}
+
+
+def encode_flat_frame(header: dict[str, Any], blobs: Sequence[bytes | bytearray | memoryview] = ()) -> list:
+    """``encode_frame`` for a header of scalars (None, bool, int, finite float, plain str keys and
+    values), built with one %-format instead of ``json.dumps``; the bytes decode to the same JSON.
+
+    The sandbox's runner calls this once per test right after forking the test child: every
+    object ``json.dumps`` allocates then lands on a copy-on-write page shared with that child,
+    and this path writes to ~50 fewer of them. Anything else falls back to ``encode_frame``."""
+    parts = []
+    for k, v in header.items():
+        t = type(v)
+        if v is None or t is bool:
+            parts.append('"%s":%s' % (k, _FLAT[v]))
+        elif t is int:
+            parts.append('"%s":%d' % (k, v))
+        elif t is float and v - v == 0.0:  # finite
+            parts.append('"%s":%r' % (k, v))
+        elif t is str and v.isidentifier() and v.isascii():
+            parts.append('"%s":"%s"' % (k, v))
+        else:
+            return encode_frame(header, blobs)
+        if type(k) is not str or not (k.isidentifier() and k.isascii()):
+            return encode_frame(header, blobs)
+    sizes = [b.nbytes if type(b) is memoryview else len(b) for b in blobs]
+    raw = ("{%s,\"b\":[%s]}" % (",".join(parts), ",".join(["%d" % n for n in sizes]))).encode()
+    return [PREFIX.pack(len(raw), sum(sizes)), raw, *blobs]
+
+
 def write_all(fd: int, buffers: list) -> None:
     """Write every buffer completely (pipes may accept partial writes)."""
+    n = 0
+    if len(buffers) <= 64:  # the common case: one writev takes the whole (small) frame
+        total = 0
+        for b in buffers:
+            total += b.nbytes if type(b) is memoryview else len(b)
+        if not total:
+            return
+        n = os.writev(fd, buffers)
+        if n == total:
+            return
     views = [memoryview(b).cast("B") for b in buffers if len(b)]
-    while views:
-        n = os.writev(fd, views[:64])
-        while n and views:
+    while True:
+        while n and views:  # drop what the last writev took
             head = views[0]
             if n >= head.nbytes:
                 n -= head.nbytes
@@ -49,6 +88,9 @@ def write_all(fd: int, buffers: list) -> None:
             else:
                 views[0] = head[n:]
                 n = 0
+        if not views:
+            return
+        n = os.writev(fd, views[:64])
 
 
 def send_frame(fd: int, header: dict[str, Any], blobs: Sequence = ()) -> None:
