@@ -708,3 +708,57 @@ def test_parent_with_more_than_1024_open_files():
         for fd in held:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+# ------------------------------------------------------------------------------ fork servers
+def _zygote_pids(box) -> set[int]:
+    """J's persistent root fork servers (Z): root children of J, the worker's only child."""
+    from tests.test_sandbox_support import _status, descendants
+    w = box._procs[0].proc.pid
+    below = descendants(w)
+    runners = {str(p) for p in below if _status(p).get("PPid") == str(w)}
+    return {p for p in below if _status(p).get("PPid") in runners and _status(p).get("Uid", "").split()[:1] == ["0"]}
+
+
+@pytest.mark.parametrize("n_tests", [1, 3], ids=["direct", "runner"])
+def test_output_of_a_killed_or_flooding_test_never_reaches_the_next(sb, n_tests):
+    """The output pipes are per worker: what an OLE flood or a leftover writer left in them must
+    be dropped, and the next test must see exactly its own output."""
+    needs_full(sb)
+    small = FAST.replace(stdout_bytes=1 << 16)
+    flood = run(sb, "import sys\nwhile True: sys.stdout.write('F' * 4096)", [TestCase("", "x")] * n_tests,
+                limits=small)
+    assert flood.status == Status.OLE
+    writer = run(sb, """
+        import os, sys, time
+        if os.fork() == 0:          # keeps writing after the test's main process exits
+            while True:
+                os.write(1, b"J" * 512)
+                time.sleep(0.001)
+        time.sleep(0.05)
+        print(3)
+    """, [TestCase("", "3\n")] * n_tests, limits=small)
+    assert writer.status in (Status.WA, Status.OLE, Status.PASS)
+    after = run(sb, "print(int(input()) + 1)", [TestCase(f"{i}\n", f"{i + 1}\n") for i in range(n_tests)])
+    assert after.passed and all(t.output == f"{t.index + 1}\n" for t in after.tests), after
+
+
+def test_warm_module_zygote_and_plain_zygote_coexist():
+    """A program that mentions numpy runs in forks of a zygote that imported it; the plain
+    zygote's clean-up of leftovers (kill(-1) as the sandbox uid) never reaches that zygote."""
+    pytest.importorskip("numpy")
+    code = "import numpy as np\ndef f(n):\n    return int(np.arange(n).sum())"
+    with Sandbox(workers=1, limits=FAST, allow_unsafe=UNSAFE_OK) as box:
+        needs_full(box)
+        assert box.grade("print(3)", [TestCase("", "3\n")]).passed
+        assert [r.output for r in box.run_function(code, ["10", "4"])] == ["45", "6"]
+        zygotes = _zygote_pids(box)
+        assert len(zygotes) == 2  # plain and warm
+        plain = box.grade("import os, time\nif os.fork() == 0:\n    time.sleep(60)\nprint(3)", [TestCase("", "3\n")])
+        assert plain.passed
+        assert _zygote_pids(box) == zygotes  # the plain one's kill(-1) spared the warm one
+        assert [r.output for r in box.run_function(code, ["5"])] == ["10"]
+        assert [r.output for r in box.run_function(code, ["1", "2", "3"])] == ["0", "1", "3"]  # runner path
+        assert _zygote_pids(box) == zygotes
+    with Sandbox(workers=1, limits=FAST, allow_unsafe=UNSAFE_OK, warm_modules=()) as box:
+        assert [r.output for r in box.run_function(code, ["10"])] == ["45"]

@@ -56,12 +56,17 @@ def sandbox_uid_processes(uids: set[int] | None = None) -> list[int]:
 
 
 def worker_extra_processes(sb) -> int:
-    """Processes under the workers beyond the expected W + J pair per worker."""
+    """Processes under the workers beyond the expected W, J and zygote Z per worker."""
     extra = 0
     for w in sb._procs:
         if w.proc is None or w.proc.poll() is not None:
             continue
-        extra += max(0, len(descendants(w.proc.pid)) - 1)
+        below = descendants(w.proc.pid)
+        runners = {p for p in below if _status(p).get("PPid") == str(w.proc.pid)}  # J
+        # Z, J's persistent fork server: a root child of J (test processes run as a sandbox uid).
+        zygotes = {p for p in below if _status(p).get("PPid") in {str(j) for j in runners}
+                   and _status(p).get("Uid", "").split()[:1] == ["0"]}
+        extra += len(below - runners - zygotes) + max(0, len(zygotes) - 1)
     return extra
 
 

@@ -135,27 +135,26 @@ def lcb_script(code: str, fn_name: str | None) -> str:
 
 # ------------------------------------------------------------------------------ measurements
 def _tree_cpu_s(sb: Sandbox) -> float:
-    """CPU seconds used so far by the sandbox workers and every process they reaped."""
-    total = 0
-    for w in sb._procs:
-        if w.proc is None:
-            continue
-        pids = [w.proc.pid]
-        for p in os.listdir("/proc"):
-            if p.isdigit():
-                try:
-                    with open(f"/proc/{p}/stat") as fh:
-                        if int(fh.read().rsplit(")", 1)[1].split()[1]) == w.proc.pid:
-                            pids.append(int(p))
-                except (OSError, ValueError, IndexError):
-                    pass
-        for pid in pids:
+    """CPU seconds used so far by the sandbox worker trees: every living process under a worker
+    (W, J, the zygote Z, a job's T, a running test) plus everything they reaped."""
+    stats: dict[int, list[str]] = {}
+    for p in os.listdir("/proc"):
+        if p.isdigit():
             try:
-                with open(f"/proc/{pid}/stat") as fh:
-                    f = fh.read().rsplit(")", 1)[1].split()
-                total += sum(int(x) for x in f[11:15])
-            except (OSError, ValueError):
+                with open(f"/proc/{p}/stat") as fh:
+                    stats[int(p)] = fh.read().rsplit(")", 1)[1].split()
+            except OSError:
                 pass
+    children: dict[int, list[int]] = {}
+    for pid, f in stats.items():
+        children.setdefault(int(f[1]), []).append(pid)
+    total = 0
+    todo = [w.proc.pid for w in sb._procs if w.proc is not None]
+    while todo:
+        pid = todo.pop()
+        if pid in stats:
+            total += sum(int(x) for x in stats[pid][11:15])  # utime, stime, cutime, cstime
+        todo.extend(children.get(pid, []))
     return total / os.sysconf("SC_CLK_TCK")
 
 

@@ -49,6 +49,7 @@ class WorkerConfig:
     hide: Sequence[str] = ()
     keep: Sequence[str] = ()
     site_paths: Sequence[str] = ()
+    warm_modules: Sequence[str] = ()
     isolate: bool = True
     start_timeout_s: float = 30.0
     debug: bool = False
@@ -73,13 +74,13 @@ class WorkerProcess:
                                               cfg.cgroup_bytes)
         wcfg = {"stack": cfg.stack_bytes, "tmpfs": cfg.tmpfs_bytes, "hide": list(cfg.hide),
                 "keep": list(cfg.keep), "site_paths": list(cfg.site_paths), "isolate": cfg.isolate,
-                "cgroup": self.cgroup_path}
+                "cgroup": self.cgroup_path, "warm": list(cfg.warm_modules)}
         # subprocess uses vfork/exec here (no preexec_fn): the trainer process is never forked.
         self.proc = subprocess.Popen(
             [cfg.python, "-I", "-S", WORKER_SCRIPT, json.dumps(wcfg)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=None if cfg.debug else subprocess.DEVNULL,
-            env=dict(SANDBOX_ENV), cwd="/", close_fds=True, start_new_session=True, bufsize=0)
+            env=dict(SANDBOX_ENV, LD_BIND_NOW="1"), cwd="/", close_fds=True, start_new_session=True, bufsize=0)
         try:
             header, _ = read_frame(self.proc.stdout.fileno(), time.monotonic() + cfg.start_timeout_s)
         except (ProtocolError, OSError) as exc:

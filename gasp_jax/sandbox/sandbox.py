@@ -57,6 +57,11 @@ def _sentinel_files(paths: Sequence[str], per_path: int = 2) -> list[str]:
     return out
 
 
+#: Installed modules that are slow to import (numpy: ~100 ms) and that model-written programs use:
+#: a program whose text mentions one runs in forks of a worker process that imported it already.
+DEFAULT_WARM_MODULES = ("numpy",)
+
+
 class SandboxUnavailable(RuntimeError):
     """No usable isolation (and ``allow_unsafe`` not set), or the workers cannot start."""
 
@@ -150,7 +155,8 @@ class Sandbox:
                  lcb_exit_parity: bool = False, site_packages: bool = True,
                  hide_paths: Sequence[str] | None = None, recycle_after: int = 5000,
                  max_program_bytes: int = policy.MAX_PROGRAM_BYTES, python: str | None = None,
-                 isolate: bool = True, debug: bool = False) -> None:
+                 isolate: bool = True, debug: bool = False,
+                 warm_modules: Sequence[str] = DEFAULT_WARM_MODULES) -> None:
         if compare not in COMPARE_MODES:
             raise ValueError(f"compare must be one of {COMPARE_MODES}")
         self.limits = limits or DEFAULT_LIMITS
@@ -165,7 +171,7 @@ class Sandbox:
             python=python or default_python(), stack_bytes=self.limits.stack_bytes,
             tmpfs_bytes=self.limits.tmpfs_bytes, cgroup_bytes=self.limits.cgroup_bytes, hide=hidden,
             keep=default_kept_paths(), site_paths=site_package_dirs() if site_packages else (),
-            isolate=isolate, debug=debug)
+            warm_modules=tuple(warm_modules) if site_packages else (), isolate=isolate, debug=debug)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._procs: list[WorkerProcess] = []

@@ -5,24 +5,31 @@ Never imported by the parent (it is started as a script, by path, stdlib only). 
     parent (trainer; holds expected outputs; compares)      <- never runs untrusted code
       └─ W  worker supervisor, root: private mount + network + IPC + UTS namespaces,
             private /tmp and /dev/shm tmpfs, project/data paths hidden, optional cgroup
-           └─ J  trusted runner = PID 1 of a private PID namespace; serves jobs over W's pipes
-                └─ T  one per job of >= 3 tests: non-root per-worker uid, rlimits, fresh cwd;
-                      compiles the program once, forks one C per test, reports raw facts
-                     └─ C  one per test: stdin = this test's input only; runs the program, exits
-                (jobs of 1-2 tests: J forks each C directly and C drops privileges itself)
+           └─ J  trusted runner = PID 1 of a private PID namespace; serves jobs over W's pipes;
+              │  does every test's bookkeeping, never forks per test
+              ├─ Z  persistent root fork servers for jobs of 1-2 tests (plain, and one with the
+              │  │  warm modules imported)
+              │  └─ C  one per test: drops to the per-worker uid and limits, compiles, runs, exits
+              └─ T  one per job of >= 3 tests: non-root per-worker uid, rlimits, cwd; compiles
+                 │  the program once, then serves forks like Z
+                 └─ C  one per test: runs the program, exits
 
-After every test everything the program left is SIGKILLed (``kill(-1)`` in the namespace); after
-every job J kills everything left in the namespace.
+Each test: J writes the input into a memfd and sends "T" to the forker (Z or T); the forker
+forks C, reports its pid, waits for it, kills and reaps what it left, and reports the status and
+rusage. C writes into per-worker stdout/stderr/result pipes that J drains until empty after that
+report. Why the split: after a fork, every page the forking process writes costs a
+copy-on-write fault, so the forker runs next to no Python between forks, and J's Python-heavy
+bookkeeping runs in a process no child shares pages with.
 
-Pre-importing the LCB header modules in W and forking from a warm interpreter costs ~1-2 ms per
+Pre-importing the LCB header modules and forking from a warm interpreter costs ~1-2 ms per
 test instead of ~20 ms for a cold interpreter plus header.
 
-Memory hygiene: T and C are forks of J, so anything J holds is readable by the untrusted
-program. J therefore never holds expected outputs (they never leave the parent), and it keeps all
-user data (program text, inputs, outputs, stderr) only in ``MADV_DONTFORK`` mappings that it
-reads into and writes from without copies, and unmaps after each job. A forked child does not
-inherit those mappings, so a later program cannot scan memory for an earlier program's output.
-T lives for one job only.
+Memory hygiene: Z, T and C are forks of J, so anything J holds on its heap is readable by the
+untrusted program. J therefore never holds expected outputs (they never leave the parent), and it
+keeps all user data (program text, inputs, outputs, stderr) only in ``MADV_DONTFORK`` mappings
+that it reads into and writes from without copies. A forked child does not inherit those
+mappings, so a later program cannot scan memory for an earlier program's output. T lives for
+one job only; Z holds no user data.
 """
 
 from __future__ import annotations
@@ -36,6 +43,8 @@ import resource
 import select
 import shutil
 import signal
+import stat as stat_module
+import struct
 import sys
 import time
 
@@ -83,6 +92,8 @@ RESULT_FD = 3
 # compiling the program once saves): J forks each test child directly.
 DIRECT_MAX_TESTS = 2
 SETUP_OK = b"\x01"
+# J keeps one frame arena up to this size for the next job (bigger ones are unmapped after use).
+ARENA_KEEP_BYTES = 4 << 20
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -103,6 +114,14 @@ def _mount(src: str | None, dst: str, fstype: str | None, flags: int, data: str 
 _libc_prctl = _libc.prctl
 _libc_prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
 _libc_prctl.restype = ctypes.c_int
+
+
+_libc_kill = _libc.kill
+_libc_kill.argtypes = (ctypes.c_int, ctypes.c_int)
+_libc_kill.restype = ctypes.c_int
+_libc_setresuid = _libc.setresuid
+_libc_setresuid.argtypes = (ctypes.c_uint, ctypes.c_uint, ctypes.c_uint)
+_libc_setresuid.restype = ctypes.c_int
 
 
 def _prctl(option: int, arg: int) -> None:
@@ -255,26 +274,32 @@ def _write_fd(fd: int, data) -> None:
         view = view[n:]
 
 
-def _test_child(job: dict, prog: dict, payload: bytes, fds: tuple, cpu: tuple, fsize: int,
-                direct: dict | None = None) -> None:
+def _test_child(job: dict, prog: dict, fds: list, direct: dict | None = None) -> None:
     """Body of C: wire stdio, set the per-test limits, run the program, report, ``_exit``.
 
-    ``direct``: C was forked by J itself (jobs of one or two tests, where a per-job T would cost
-    more than it saves); then C also drops to the sandbox identity and compiles the program."""
+    ``fds``: the test's input memfd (stdin in stdin mode; otherwise the call's arguments, and stdin
+    is /dev/null), the stdout, stderr and result pipes, and on the direct path the program memfd.
+    ``direct``: C was forked by the zygote Z (root), so it drops to the sandbox identity and compiles
+    the program itself; otherwise it was forked by the job's T, which did both once for the job."""
     code = 70
     try:
-        code_bytes = b""
+        lim = job["lim"]
+        payload, code_bytes = b"", b""
         if direct is not None:
-            code_bytes = os.pread(direct["code_fd"], direct["code_len"], 0) if direct["code_len"] else b""
-            if job["mode"] != "stdin":
-                payload = os.pread(fds[0], direct["payload_len"], 0) if direct["payload_len"] else b""
-                fds = (direct["devnull"],) + tuple(fds[1:])
-        moved = [os.dup(fd) for fd in fds]  # stdin, stdout, stderr, result
+            size = os.fstat(fds[4]).st_size
+            code_bytes = os.pread(fds[4], size, 0) if size else b""
+        stdin_fd = fds[0]
+        if job["mode"] != "stdin":
+            size = os.fstat(fds[0]).st_size
+            payload = os.pread(fds[0], size, 0) if size else b""
+            stdin_fd = prog["devnull"]
+        moved = [os.dup(fd) for fd in (stdin_fd, fds[1], fds[2], fds[3])]  # stdin, stdout, stderr, result
         for target, fd in enumerate(moved):
             os.dup2(fd, target)
         os.closerange(RESULT_FD + 1, 1 << 16)
+        cpu = (lim["cpu_soft"], lim["cpu_hard"])
         if direct is not None:
-            _enter_sandbox(direct, job["lim"], cpu)
+            _enter_sandbox(direct, lim, cpu)
         # setuid (C on the direct path) or T's prctl left us non-dumpable: the program may use
         # /proc/self like any process; only its own descendants share its uid.
         _prctl(PR_SET_DUMPABLE, 1)
@@ -282,7 +307,7 @@ def _test_child(job: dict, prog: dict, payload: bytes, fds: tuple, cpu: tuple, f
             if not prog["pidns"]:
                 os.setsid()  # its own process group, so T can kill what it leaves behind
             resource.setrlimit(resource.RLIMIT_CPU, cpu)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))  # not in T: it writes stdin memfds
+        resource.setrlimit(resource.RLIMIT_FSIZE, (lim["fsize"], lim["fsize"]))  # T and J write memfds
         # Setup done: a first byte on the result pipe that the program cannot take back.
         os.write(RESULT_FD, SETUP_OK)
     except BaseException:  # noqa: BLE001 - setup failure is an infrastructure fault
@@ -461,161 +486,126 @@ def _compile_program(code_bytes: bytes):
         return None, f"{type(exc).__name__}: {exc}"[:2000]
 
 
-class ProgramRunner:
-    """T: one per (program, job). Sets the sandbox identity and limits once, compiles the program
-    once, then forks one child C per test and judges nothing: it reports raw facts (exit status,
-    signal, CPU from ``wait4``, wall time, capped stdout, stderr tail, result record) to J.
+# Fork-server protocol. J -> forker: a packet pipe (O_DIRECT: one write, one read) carrying
+# b"J" + job JSON (Z only: the next job's mode, limits and cwd) or b"T" (run one test now).
+# Forker -> J: a pipe; every message is one write below PIPE_BUF, so atomic: the child's pid
+# right after the fork, its wait status and rusage once it and everything it left are dead and
+# reaped, or (T only) the program's compile error. The test's input, program and output pipes
+# are per-worker channels every forker inherits from J (see ``Runner._open_channels``).
+REPORT_PID = struct.Struct("<ci")  # b"P", pid
+REPORT_STATUS = struct.Struct("<ciddq")  # b"S", wait status, utime, stime, maxrss (KiB)
+REPORT_CE = struct.Struct("<cI")  # b"E", length of the UTF-8 message that follows
+REPORT_READY = b"R"  # set up and serving
+FORKER_START_TIMEOUT_S = 60.0
 
-    T never runs program code itself, is non-dumpable (a child of the same uid cannot ptrace it
-    or open its fds via /proc) and is a child subreaper, so it reaps everything the test left.
-    The worst a test can do to T is kill or stop it, which only fails the program's own tests.
-    """
 
-    def __init__(self, job: dict, ctx: dict) -> None:
-        self.job, self.ctx = job, ctx
-        self.lim = job["lim"]
+def _serve_forks(ctl_fd: int, report_fd: int, prog: dict, direct: dict | None) -> None:
+    """The loop of a forker: Z (persistent, root; C drops privileges and compiles the program
+    itself) or T (one per job, already the sandbox uid, program compiled once).
 
-    def setup(self) -> None:
-        ctx, lim = self.ctx, self.lim
-        keep = {ctx["res_w"], ctx["ctl_r"], ctx["code_fd"], ctx["inputs_fd"], ctx["devnull"]}
-        for fd in range(0, 3):  # J's 0/1 are the parent's pipes: T must not hold them
-            os.dup2(ctx["devnull"], fd)
-        prev = 2
-        for fd in sorted(keep):
-            os.closerange(prev + 1, fd)
-            prev = fd
-        os.closerange(prev + 1, 1 << 16)
-        total = lim["cpu_hard"] * max(1, ctx["n"]) + 10  # T's own budget; each C gets the per-test limit
-        _enter_sandbox(ctx, lim, (total, total))
-        _prctl(PR_SET_DUMPABLE, 0)
-        _prctl(PR_SET_CHILD_SUBREAPER, 1)
-
-    def _send(self, header: dict, blobs=()) -> None:
-        write_all(self.ctx["res_w"], encode_flat_frame(header, blobs))
-
-    def run(self) -> None:
-        ctx = self.ctx
-        code_bytes = os.pread(ctx["code_fd"], ctx["code_len"], 0) if ctx["code_len"] else b""
-        os.close(ctx["code_fd"])
-        program, ce = _compile_program(code_bytes)
-        if program is None:
-            rec = _json_mod.dumps({"k": "ce", "msg": ce}).encode()
-            self._send({"t": "test", "i": 0, "exit": 0, "sig": None, "cpu": 0.0, "wall": 0.0, "rss_kb": 0,
-                        "kill": None, "out_over": False, "res_over": False, "setup_ok": True}, [b"", rec, b""])
-            return
-        del code_bytes
-        prog = {"code": program, "streams": ctx["streams"], "file": os.path.join(ctx["cwd"], "solution.py"),
-                "pidns": ctx["pidns"], "header_builtins": ctx["header_builtins"]}
-        offsets = ctx["offsets"]
-        gc.freeze()  # a collection in a test child would otherwise write to (and copy) T's pages
-        for i, (off, size) in enumerate(offsets):
-            if i and self._stop_requested():
-                return
-            payload = os.pread(ctx["inputs_fd"], size, off) if size else b""
-            self._run_test(i, prog, payload)
-
-    def _stop_requested(self) -> bool:
+    A forker runs as little Python as possible between forks: after every ``fork`` all of its
+    pages are copy-on-write shared with the child, so each page it then writes costs a fault.
+    J, which does the per-test bookkeeping (select, drain, encode, relay), never forks per test."""
+    job, fds, pidns = prog.get("job"), prog["fds"], prog["pidns"]
+    read, write, fork, wait4 = os.read, os.write, os.fork, os.wait4
+    pack_pid, pack_status = REPORT_PID.pack, REPORT_STATUS.pack
+    kill_all = -1 if pidns else 0
+    # Z is root: it kills leftovers as the sandbox uid (real and effective; root stays saved), so
+    # ``kill(-1)`` reaches the test's processes and never J or another zygote.
+    as_uid = direct["uid"] if direct is not None and pidns and direct.get("uid") is not None else None
+    while True:
         try:
-            return bool(os.read(self.ctx["ctl_r"], 64))
-        except BlockingIOError:
-            return False
-
-    def _run_test(self, i: int, prog: dict, payload: bytes) -> None:
-        job, ctx, lim = self.job, self.ctx, self.lim
-        stdin_fd = ctx["devnull"]
-        memfd = None
-        if job["mode"] == "stdin":
-            memfd = stdin_fd = os.memfd_create("stdin", 0)
-            _write_fd(memfd, payload)
-            os.lseek(memfd, 0, os.SEEK_SET)
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        res_r, res_w = os.pipe()
-        start = time.monotonic()
-        pid = os.fork()
-        if pid == 0:
+            data = read(ctl_fd, 1 << 16)
+        except InterruptedError:
+            continue
+        if not data:  # J closed its end: the job (T) or the worker (Z) is over
+            return
+        if data[:1] == b"J":
+            job = json.loads(data[1:])
+            prog = dict(prog, file=os.path.join(job["cwd"], "solution.py"))
+            direct = dict(direct, cwd=job["cwd"])
+            continue
+        pid = fork()
+        if pid == 0:  # C
             try:
-                _test_child(job, prog, payload, (stdin_fd, out_w, err_w, res_w), (lim["cpu_soft"], lim["cpu_hard"]),
-                            lim["fsize"])
+                _test_child(job, prog, fds, direct)
             finally:
                 os._exit(72)
-        for fd in (out_w, err_w, res_w):
-            os.close(fd)
-        if memfd is not None:
-            os.close(memfd)
-        pidfd = os.pidfd_open(pid)
-        cap, err_cap = lim["out"], lim["err"]
-        bufs = {out_r: bytearray(), res_r: bytearray()}
-        over = {out_r: False, res_r: False}
-        err_tail = bytearray()
-        kill_reason = None
-        deadline = start + float(lim["wall"])
-        open_fds = [out_r, err_r, res_r]
-        for fd in open_fds:
-            os.set_blocking(fd, False)
+        write(report_fd, pack_pid(b"P", pid))
+        _, status, usage = wait4(pid, 0)
+        # Leftovers of the test (daemons, forks, threads, unreaped zombies): kill and reap them.
+        # The raw libc call reports "nothing left" as -1/ESRCH instead of raising, so the common
+        # case allocates nothing.
+        if as_uid is None:
+            left = _libc_kill(kill_all or -pid, 9) == 0
+        else:
+            _libc_setresuid(as_uid, as_uid, 0)
+            left = _libc_kill(-1, 9) == 0
+            if _libc_setresuid(0, 0, 0) != 0:
+                os._exit(75)  # cannot be root again: J starts a new zygote
+        if left:
+            _reap_all(block=pidns)
+        write(report_fd, pack_status(b"S", status, usage.ru_utime, usage.ru_stime, usage.ru_maxrss))
 
-        def drain(fd: int) -> bool:
-            """Read what is available; False on EOF or when nothing is pending."""
-            nonlocal kill_reason, err_tail
-            try:
-                chunk = os.read(fd, 1 << 16)
-            except BlockingIOError:
-                return False
-            if not chunk:
-                return False
-            if fd == err_r:
-                err_tail += chunk
-                if len(err_tail) > 2 * err_cap:
-                    err_tail = err_tail[-err_cap:]
-            elif not over[fd]:
-                buf = bufs[fd]
-                buf += chunk
-                if len(buf) > cap:
-                    del buf[cap:]
-                    over[fd] = True
-                    kill_reason = kill_reason or "ole"
-            return True
 
-        status = usage = None
+def _forker_fds(keep: set, devnull: int) -> None:
+    """A new forker holds only what it needs: J's stdio are the parent's pipes (EOF detection)."""
+    for fd in range(0, 3):
+        os.dup2(devnull, fd)
+    prev = 2
+    for fd in sorted(keep | {devnull}):
+        os.closerange(prev + 1, fd)
+        prev = fd
+    os.closerange(prev + 1, 1 << 16)
+
+
+class Forker:
+    """J's handle on a forker process: its control pipe, its report pipe and what it reported."""
+
+    def __init__(self, pid: int, ctl_w: int, report_r: int, direct: bool) -> None:
+        self.pid, self.ctl_w, self.report_r, self.direct = pid, ctl_w, report_r, direct
+        self.buf = bytearray()
+        self.status: int | None = None  # its wait status once reaped
+        self.job_message = b""  # Z: the job settings it was last sent
+
+    def close(self) -> None:
+        os.close(self.ctl_w)
+        os.close(self.report_r)
+
+    def reap(self, reaped: dict) -> None:
+        """Wait for the forker (or take its status from ``reaped``, if J's kill-all got it)."""
+        if self.pid in reaped:
+            self.status = reaped.pop(self.pid)
+            return
         try:
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    kill_reason = kill_reason or "wall"
-                if kill_reason:
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-                    _kill_others(ctx["pidns"], pid)
-                    break
-                ready, _, _ = select.select(open_fds + [pidfd], [], [], left)
-                for fd in ready:
-                    if fd != pidfd and not drain(fd):
-                        # EOF (a BlockingIOError right after select cannot happen on a pipe)
-                        open_fds.remove(fd)
-                if pidfd in ready:
-                    break
-            _, status, usage = os.wait4(pid, 0)
-            wall = time.monotonic() - start
-            _kill_others(ctx["pidns"], pid)  # leftovers of the test (daemons, forks, threads)
-            _reap_all(block=ctx["pidns"])
-            for fd in list(open_fds):  # every writer is dead: drain to EOF (bounded by the caps)
-                while drain(fd) and not (kill_reason == "ole" and fd == out_r):
-                    pass
-        finally:
-            for fd in (out_r, err_r, res_r, pidfd):
-                os.close(fd)
-        _wipe_dir(ctx["cwd"])
-        if ctx["pidns"]:
-            _wipe_dir("/dev/shm")
-        res = bufs[res_r]
-        setup_ok = bool(res) and res[0] == SETUP_OK[0]
-        header = {"t": "test", "i": i, "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
-                  "sig": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
-                  "cpu": usage.ru_utime + usage.ru_stime, "wall": wall, "rss_kb": usage.ru_maxrss,
-                  "kill": kill_reason, "out_over": over[out_r], "res_over": over[res_r], "setup_ok": setup_ok}
-        self._send(header, [bufs[out_r], memoryview(res)[1 if setup_ok else 0:], err_tail[-err_cap:]])
+            _, self.status = os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            pass
+
+
+def _import_quietly(modules) -> None:
+    """Import what is installed of ``modules`` (a missing one only means a slower first use)."""
+    for name in modules:
+        try:
+            __import__(name)
+        except Exception:  # noqa: BLE001 - ImportError or a broken install: not our concern here
+            pass
+
+
+def _reopen_read_only(fd: int) -> int:
+    """A read-only open file description of memfd ``fd`` (its own file offset), for test children."""
+    try:
+        return os.open(f"/proc/self/fd/{fd}", os.O_RDONLY)
+    except OSError:
+        return os.dup(fd)
+
+
+def _fill_memfd(fd: int, data) -> None:
+    view, off = memoryview(data), 0
+    while off < view.nbytes:
+        off += os.pwrite(fd, view[off:], off)
+    os.ftruncate(fd, view.nbytes)
+    view.release()
 
 
 def _fresh_streams() -> tuple:
@@ -649,18 +639,26 @@ class _ParentGone(Exception):
 
 
 class Runner:
-    """J: reads jobs from the parent, forks one ProgramRunner per job, relays its per-test frames
-    to the parent, enforces the job's total wall-clock budget and kills every leftover process.
+    """J: reads jobs from the parent, runs each test through a forker (a zygote Z, or the job's
+    T), reads the test's output pipes, enforces wall-clock deadlines and the job's budget, and
+    relays one frame per test to the parent.
 
     Hygiene: all user data J touches (program, inputs, relayed outputs) lives in DONTFORK maps
     that it reads into and writes from without copies, so no later child inherits it."""
 
-    def __init__(self, cmd_fd: int, res_fd: int, facts: dict, uid: int | None) -> None:
+    def __init__(self, cmd_fd: int, res_fd: int, facts: dict, uid: int | None, warm_modules=()) -> None:
         self.cmd, self.res, self.facts, self.uid = cmd_fd, res_fd, facts, uid
         self.devnull = os.open(os.devnull, os.O_RDONLY)
         self.work_root = "/tmp" if facts["mountns"] else None
         self.streams = _fresh_streams()
         self.header_builtins = _header_builtins()
+        self.zygotes: dict[bool, Forker] = {}  # Z by whether it pre-imported the warm modules
+        self.warm = [m for m in warm_modules if m.isidentifier()]
+        self.oom_fd: int | None = None
+        self.spare_arena: mmap.mmap | None = None
+        self._open_channels()
+        self.reaped: dict[int, int] = {}  # wait statuses of forkers reaped by _kill_all
+        self.work_cwd = ""
         os.environ.pop("GASP_SB_REEXEC", None)
         if self.work_root:
             os.environ["HOME"] = os.environ["TMPDIR"] = os.path.join(self.work_root, "run")
@@ -682,12 +680,17 @@ class Runner:
         return buf
 
     def _read_frame(self, fd: int, deadline: float | None = None):
-        """Read one frame; blobs go straight into a DONTFORK arena (no heap copies)."""
+        """Read one frame; blobs go straight into a DONTFORK arena (no heap copies). The arena of
+        a job frame is kept for the next one (``_release``), growing when a frame needs more."""
         hlen, total = PREFIX.unpack(bytes(self._read_exact(fd, PREFIX.size, deadline=deadline)))
         if hlen > MAX_HEADER:
             raise EOFError
         header = json.loads(bytes(self._read_exact(fd, hlen, deadline=deadline)))
-        arena = _dontfork_map(total)
+        arena = self.spare_arena if self.spare_arena is not None and len(self.spare_arena) >= total else None
+        if arena is None:
+            arena = _dontfork_map(total)
+        else:
+            self.spare_arena = None
         view = memoryview(arena)
         if total:
             self._read_exact(fd, total, view, deadline)
@@ -695,15 +698,19 @@ class Runner:
         for s in header["b"]:
             blobs.append(view[off:off + s])
             off += s
-        return header, arena, view, blobs
+        return header, arena, view, blobs, total
 
-    @staticmethod
-    def _release(frame) -> None:
-        _, arena, view, blobs = frame
+    def _release(self, frame) -> None:
+        _, arena, view, blobs, _ = frame
         for b in blobs:
             b.release()
         view.release()
-        arena.close()
+        if len(arena) <= ARENA_KEEP_BYTES and (self.spare_arena is None or len(arena) > len(self.spare_arena)):
+            if self.spare_arena is not None:
+                self.spare_arena.close()
+            self.spare_arena = arena
+        else:
+            arena.close()
 
     def _send(self, header: dict, blobs=()) -> None:
         write_all(self.res, encode_flat_frame(header, blobs))
@@ -718,11 +725,11 @@ class Runner:
                 frame = self._read_frame(self.cmd)
             except EOFError:
                 return
-            header, _, _, blobs = frame
+            header, arena, _, blobs, _ = frame
             try:
                 if header.get("t") == "job":
                     try:
-                        self._run_job(header, blobs)
+                        self._run_job(header, blobs, arena)
                     except _ParentGone:
                         return
                 elif header.get("t") == "ping":
@@ -730,100 +737,190 @@ class Runner:
             finally:
                 self._release(frame)
 
-    def _run_job(self, job: dict, blobs: list) -> None:
+    def _run_job(self, job: dict, blobs: list, arena: mmap.mmap) -> None:
+        """One job: a forker per the job's size, then each test in turn (stopping early on a
+        STOP from the parent), then a ``done`` frame."""
+        job_id, lim = job["id"], job["lim"]
         self.oom_seen = self._oom_kills()
-        if len(blobs) - 1 <= DIRECT_MAX_TESTS:
-            return self._run_direct(job, blobs)
-        job_id = job["id"]
+        self.stop_pending = False
         code_blob, inputs = blobs[0], blobs[1:]
-        lim = job["lim"]
-        code_fd = os.memfd_create("program", 0)
-        inputs_fd = os.memfd_create("inputs", 0)
-        write_all(code_fd, [code_blob])
-        write_all(inputs_fd, list(inputs))
-        offsets, off = [], 0
-        for b in inputs:
-            offsets.append((off, b.nbytes))
-            off += b.nbytes
-        res_r, res_w = os.pipe()
-        ctl_r, ctl_w = os.pipe()
-        os.set_blocking(ctl_r, False)
-        cwd = self._make_cwd()
-        ctx = {"code_fd": code_fd, "code_len": code_blob.nbytes, "inputs_fd": inputs_fd, "offsets": offsets,
-               "n": len(offsets), "cwd": cwd, "uid": self.uid, "devnull": self.devnull,
-               "pidns": self.facts["pidns"], "streams": self.streams, "res_w": res_w, "ctl_r": ctl_r,
-               "header_builtins": self.header_builtins}
-        pid = os.fork()
-        if pid == 0:  # T
-            code = 73
-            try:
-                runner = ProgramRunner(job, ctx)
-                runner.setup()
-                code = 74
-                runner.run()
-                code = 0
-            finally:
-                os._exit(code)
-        for fd in (res_w, ctl_r, code_fd, inputs_fd):
-            os.close(fd)
-        budget = len(offsets) * (float(lim["wall"]) + 1.0) + 10.0
-        deadline = time.monotonic() + budget
-        ran, killed, stopped = 0, None, False
+        maps = self._maps_for(lim)
+        cwd = self.work_cwd = self._make_cwd()
+        ran, killed, forker, died = 0, None, None, False
+        deadline = time.monotonic() + len(inputs) * (float(lim["wall"]) + 1.0) + 10.0
         try:
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
+            _fill_memfd(self.code_w, code_blob)
+            warm = any(arena.find(m.encode(), 0, code_blob.nbytes) >= 0 for m in self.warm)
+            if len(inputs) <= DIRECT_MAX_TESTS:
+                forker = self._zygote_for(job, cwd, warm)
+            else:
+                forker = self._start_program_runner(job, cwd, len(inputs), warm)
+            for i, payload in enumerate(inputs):
+                if i and self._stop_requested(job_id):
+                    break
+                if time.monotonic() > deadline:
                     killed = "budget"
                     break
-                ready, _, _ = select.select([res_r, self.cmd], [], [], left)
-                if self.cmd in ready:
-                    try:
-                        frame = self._read_frame(self.cmd)
-                    except EOFError:
-                        raise _ParentGone from None
-                    kind, fid = frame[0].get("t"), frame[0].get("id")
-                    self._release(frame)
-                    if kind == "stop" and fid == job_id and not stopped:
-                        stopped = True
-                        try:
-                            os.write(ctl_w, b"s")
-                        except OSError:
-                            pass
-                    elif kind != "stop":
-                        raise RuntimeError(f"unexpected frame {kind!r} during a job")
-                if res_r in ready:
-                    try:
-                        frame = self._read_frame(res_r, deadline)
-                    except EOFError:
-                        break
-                    except (_Timeout, ValueError, KeyError):
-                        killed = "budget"
-                        break
-                    try:
-                        header, _, _, fblobs = frame
-                        if header.get("t") != "test" or len(fblobs) != 3:
-                            killed = "protocol"
-                            break
-                        header["id"] = job_id
-                        header["oom"] = (header.get("sig") == signal.SIGKILL and not header.get("kill")
-                                         and self._oom_moved(None, None))
-                        self._send(header, fblobs)
-                        ran += 1
-                    finally:
-                        self._release(frame)
+                outcome = self._run_test(job, i, forker, payload, maps)
+                if outcome == "ran":
+                    ran += 1
+                elif outcome == "ce":  # reported as test 0; the parent marks the rest CE
+                    ran += 1
+                    break
+                else:  # the forker died: the program killed its T, or an infrastructure fault
+                    died = True
+                    break
         finally:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            _, status = os.waitpid(pid, 0)
-            self._kill_all()
-            for fd in (res_r, ctl_w):
-                os.close(fd)
+            if forker is not None and not forker.direct:
+                forker.close()  # EOF on its control pipe: T exits
+                forker.reap(self.reaped)
             self._clean(cwd)
+        # T's own exit status tells the parent whether the program killed it (RE for the rest) or
+        # it failed to start (INFRA_ERROR). Z is root: a test cannot kill it, so its death is ours.
+        if forker is None or (forker.direct and died):
+            status = 73 << 8
+        elif forker.direct:
+            status = 0
+        else:
+            status = forker.status if forker.status is not None else 73 << 8
         self._send({"t": "done", "id": job_id, "ran": ran, "killed": killed,
                     "runner_exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
                     "runner_sig": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None})
+
+    # -- per-worker channels -------------------------------------------------------------------
+    def _open_channels(self) -> None:
+        """The test's input and program memfds and its stdout/stderr/result pipes, made once per
+        worker and inherited by every forker (per-test pipes and memfds would cost syscalls, and
+        handing them to a forker would cost it page faults). Test children get read-only
+        descriptions of the memfds. J drains the pipes until empty after every test (every
+        writer is dead by then), so nothing carries over to the next test."""
+        self.pay_w = os.memfd_create("input", 0)
+        self.code_w = os.memfd_create("program", 0)
+        self.pay_r, self.code_r = _reopen_read_only(self.pay_w), _reopen_read_only(self.code_w)
+        self.out_r, self.out_w = os.pipe()
+        self.err_r, self.err_w = os.pipe()
+        self.res_r, self.res_w = os.pipe()
+        for fd in (self.out_r, self.err_r, self.res_r):
+            os.set_blocking(fd, False)
+        self.child_fds = [self.pay_r, self.out_w, self.err_w, self.res_w, self.code_r]
+        self.scratch = _dontfork_map(1 << 16)  # where output past the cap is read and dropped
+        self.maps, self.maps_size = None, (0, 0)
+
+    def _maps_for(self, lim: dict) -> tuple:
+        """DONTFORK buffers for one test's stdout, result and stderr tail, kept across jobs."""
+        size = (lim["out"], lim["err"])
+        if self.maps is None or self.maps_size != size:
+            if self.maps is not None:
+                for m in self.maps:
+                    m.close()
+            self.maps = (_dontfork_map(size[0] + 1), _dontfork_map(size[0] + 1), _dontfork_map(size[1]))
+            self.maps_size = size
+        return self.maps
+
+    def _discard_output(self) -> None:
+        """Empty the output pipes (after a forker died, or leftovers of an unsafe-mode test)."""
+        for fd in (self.out_r, self.err_r, self.res_r):
+            while True:
+                try:
+                    if not os.readv(fd, [self.scratch]):
+                        break
+                except BlockingIOError:
+                    break
+
+    # -- forkers ----------------------------------------------------------------------------
+    def _spawn_forker(self, setup, direct: bool) -> Forker:
+        """Fork a forker process; ``setup(ctl_r, report_w)`` runs in it and returns (prog, ctx)."""
+        ctl_r, ctl_w = os.pipe2(os.O_DIRECT)  # packet mode: one request per read
+        report_r, report_w = os.pipe()
+        gc.collect()
+        _libc.malloc_trim(0)  # free heap pages go back to the kernel: every fork copies fewer
+        pid = os.fork()
+        if pid == 0:
+            code = 73
+            try:
+                os.close(ctl_w)
+                os.close(report_r)
+                prog, ctx = setup(ctl_r, report_w)
+                code = 74
+                gc.freeze()  # a collection in a test child would otherwise write to (and copy) our pages
+                os.write(report_w, REPORT_READY)
+                _serve_forks(ctl_r, report_w, prog, ctx)
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(ctl_r)
+        os.close(report_w)
+        forker = Forker(pid, ctl_w, report_r, direct)
+        # Wait until it is set up (imports, compile), so no test's wall clock pays for that. A
+        # compile error or its death is left in the pipe for the first test to find.
+        deadline = time.monotonic() + FORKER_START_TIMEOUT_S
+        while time.monotonic() < deadline and select.select([report_r], [], [], deadline - time.monotonic())[0]:
+            chunk = os.read(report_r, 4096)
+            if chunk[:1] == REPORT_READY:
+                forker.buf += chunk[1:]
+                break
+            forker.buf += chunk
+            if not chunk or chunk[:1] == b"E":
+                break
+        return forker
+
+    def _base_prog(self) -> dict:
+        return {"streams": self.streams, "pidns": self.facts["pidns"], "header_builtins": self.header_builtins,
+                "devnull": self.devnull, "fds": self.child_fds}
+
+    def _zygote_for(self, job: dict, cwd: str, warm: bool) -> Forker:
+        """Z, the persistent root forker of the direct path (started on first use and after it
+        died), told the job's mode, limits and cwd. With ``warm`` the one that imported the warm
+        modules (numpy: ~100 ms to import per test otherwise; every other test forks the leaner
+        Z, since a bigger address space costs each fork more)."""
+        zygote = self.zygotes.get(warm)
+        if zygote is None:
+            def setup(ctl_r, report_w):
+                _forker_fds({ctl_r, report_w, *self.child_fds}, self.devnull)
+                if not self.facts["pidns"]:
+                    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+                _prctl(PR_SET_CHILD_SUBREAPER, 1)  # orphans of a test are ours to kill and reap
+                if warm:
+                    _import_quietly(self.warm)
+                ctx = {"uid": self.uid, "pidns": self.facts["pidns"], "devnull": self.devnull}
+                return self._base_prog(), ctx
+
+            zygote = self.zygotes[warm] = self._spawn_forker(setup, direct=True)
+        info = {k: job[k] for k in ("mode", "fn", "header", "lim") if k in job}
+        message = b"J" + json.dumps(dict(info, cwd=cwd), sort_keys=True).encode()
+        if message != zygote.job_message:  # most jobs in a batch share mode and limits
+            try:
+                os.write(zygote.ctl_w, message)
+                zygote.job_message = message
+            except OSError:
+                pass  # Z is gone: the first test finds out from its report pipe
+        return zygote
+
+    def _start_program_runner(self, job: dict, cwd: str, n_tests: int, warm: bool) -> Forker:
+        """T, the per-job forker of jobs of 3+ tests: drops to the sandbox identity and limits and
+        compiles the program once (a compile error is reported instead of forking anything)."""
+        lim = job["lim"]
+
+        def setup(ctl_r, report_w):
+            _forker_fds({ctl_r, report_w, *self.child_fds}, self.devnull)
+            total = lim["cpu_hard"] * max(1, n_tests) + 10  # T's own budget; each C gets the per-test limit
+            _enter_sandbox({"cwd": cwd, "uid": self.uid, "pidns": self.facts["pidns"]}, lim, (total, total))
+            _prctl(PR_SET_DUMPABLE, 0)  # a test child (same uid) cannot ptrace us or open our fds
+            _prctl(PR_SET_CHILD_SUBREAPER, 1)
+            if warm:  # once per job instead of once per test
+                _import_quietly(self.warm)
+            size = os.fstat(self.code_r).st_size
+            code_bytes = os.pread(self.code_r, size, 0) if size else b""
+            program, ce = _compile_program(code_bytes)
+            del code_bytes
+            if program is None:
+                msg = ce.encode("utf-8", "replace")[:2000]
+                os.write(report_w, REPORT_CE.pack(b"E", len(msg)) + msg)
+                os._exit(0)
+            prog = dict(self._base_prog(), code=program, job=job, file=os.path.join(cwd, "solution.py"))
+            return prog, None
+
+        return self._spawn_forker(setup, direct=False)
 
     def _oom_moved(self, status, kill_reason) -> bool:
         """After a SIGKILL we did not send: did the worker cgroup's OOM-kill counter move since
@@ -838,20 +935,27 @@ class Runner:
     def _oom_kills(self) -> int:
         """The worker cgroup's OOM-kill counter (0 without a cgroup): an unexplained SIGKILL of a
         test is MLE only if this counter moved; otherwise the program killed itself (RE)."""
-        cg = self.facts.get("cgroup")
-        if not cg:
+        if self.oom_fd is None:
+            cg = self.facts.get("cgroup")
+            for name in ("memory.oom_control", "memory.events") if cg else ():
+                try:
+                    self.oom_fd = os.open(os.path.join(cg, name), os.O_RDONLY)
+                    break
+                except OSError:
+                    continue
+            else:
+                self.oom_fd = -1
+        if self.oom_fd < 0:
             return 0
-        for name in ("memory.oom_control", "memory.events"):
-            try:
-                with open(os.path.join(cg, name)) as fh:
-                    for line in fh:
-                        if line.startswith("oom_kill "):
-                            return int(line.split()[1])
-            except (OSError, ValueError):
-                continue
+        try:
+            for line in os.pread(self.oom_fd, 4096, 0).split(b"\n"):
+                if line.startswith(b"oom_kill "):
+                    return int(line.split()[1])
+        except (OSError, ValueError):
+            pass
         return 0
 
-    # -- direct path: J forks the test child itself (jobs of at most DIRECT_MAX_TESTS tests) --
+    # -- STOP frames during a job ---------------------------------------------------------
     def _stop_requested(self, job_id: int) -> bool:
         """Non-blocking check for a STOP frame for this job (early exit on first failure)."""
         while not self.stop_pending and select.select([self.cmd], [], [], 0)[0]:
@@ -871,65 +975,32 @@ class Runner:
         elif kind != "stop":
             raise RuntimeError(f"unexpected frame {kind!r} during a job")
 
-    def _run_direct(self, job: dict, blobs: list) -> None:
-        job_id = job["id"]
-        self.stop_pending = False
-        code_blob, inputs = blobs[0], blobs[1:]
-        lim = job["lim"]
-        maps = (_dontfork_map(lim["out"] + 1), _dontfork_map(lim["out"] + 1), _dontfork_map(lim["err"]))
-        code_fd = os.memfd_create("program", 0)
-        cwd = self._make_cwd()
-        ran = 0
-        try:
-            write_all(code_fd, [code_blob])
-            for i, payload in enumerate(inputs):
-                if i and self._stop_requested(job_id):
-                    break
-                self._direct_test(job, i, code_fd, code_blob.nbytes, payload, cwd, maps)
-                ran += 1
-        finally:
-            os.close(code_fd)
-            for m in maps:
-                m.close()
-            self._clean(cwd)
-        self._send({"t": "done", "id": job_id, "ran": ran, "killed": None, "runner_exit": 0, "runner_sig": None})
+    def _run_test(self, job: dict, i: int, forker: Forker, payload, maps) -> str:
+        """Run test ``i`` through ``forker`` and relay its facts to the parent.
 
-    def _direct_test(self, job, i, code_fd, code_len, payload, cwd, maps) -> None:
+        Returns "ran", "ce" (T could not compile the program; reported as test ``i``) or "died"
+        (the forker is gone: everything in the sandbox was killed)."""
         lim = job["lim"]
         out_map, res_map, err_map = maps
-        payload_fd = os.memfd_create("input", 0)
-        write_all(payload_fd, [payload])
-        os.lseek(payload_fd, 0, os.SEEK_SET)
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        res_r, res_w = os.pipe()
-        ctx = {"code_fd": code_fd, "code_len": code_len, "payload_len": payload.nbytes, "cwd": cwd,
-               "uid": self.uid, "devnull": self.devnull, "pidns": self.facts["pidns"]}
-        prog = {"streams": self.streams, "file": os.path.join(cwd, "solution.py"), "pidns": self.facts["pidns"],
-                "header_builtins": self.header_builtins}
-        gc.freeze()  # see ProgramRunner.run
+        out_r, err_r, res_r = self.out_r, self.err_r, self.res_r
+        _fill_memfd(self.pay_w, payload)
+        os.lseek(self.pay_r, 0, os.SEEK_SET)  # the description the child's stdin shares
         start = time.monotonic()
-        pid = os.fork()
-        if pid == 0:  # C
-            try:
-                _test_child(job, prog, b"", (payload_fd, out_w, err_w, res_w), (lim["cpu_soft"], lim["cpu_hard"]),
-                            lim["fsize"], direct=ctx)
-            finally:
-                os._exit(72)
-        for fd in (out_w, err_w, res_w, payload_fd):
-            os.close(fd)
-        pidfd = os.pidfd_open(pid)
+        try:
+            os.write(forker.ctl_w, b"T")
+        except OSError:
+            pass  # the forker is gone: its report pipe says so below
         out_cap, err_cap = lim["out"], lim["err"]
         out_mv, res_mv, err_mv = memoryview(out_map), memoryview(res_map), memoryview(err_map)
-        state = {"out": 0, "res": 0, "err": 0, "wrapped": False}
-        kill_reason = None
+        scratch = self.scratch
+        state = {out_r: 0, res_r: 0, "err": 0, "wrapped": False}
+        kill_reason = pid = status = usage = ce = None
+        died = killed_sent = False
         deadline = start + float(lim["wall"])
-        open_fds = [out_r, err_r, res_r]
-        for fd in open_fds:
-            os.set_blocking(fd, False)
+        grace = None  # after a kill: how long the forker may take to report the exit
 
         def drain(fd: int) -> bool:
-            """Read what is available straight into the DONTFORK maps; False on EOF / nothing."""
+            """Read what is available straight into the DONTFORK maps; False when nothing is."""
             nonlocal kill_reason
             try:
                 if fd == err_r:  # ring buffer keeps the tail
@@ -939,64 +1010,118 @@ class Runner:
                         state["wrapped"] = state["wrapped"] or pos + k >= err_cap
                         state["err"] = (pos + k) % err_cap
                     return k > 0
-                key, mv = ("out", out_mv) if fd == out_r else ("res", res_mv)
-                pos = state[key]
-                k = os.readv(fd, [mv[out_cap:out_cap + 1]] if pos > out_cap else [mv[pos:out_cap + 1]])
-                if pos <= out_cap:
-                    state[key] = pos + k
-                if state[key] > out_cap and kill_reason is None:
+                pos = state[fd]
+                if pos > out_cap:  # over the cap: read and drop
+                    return os.readv(fd, [scratch]) > 0
+                k = os.readv(fd, [(out_mv if fd == out_r else res_mv)[pos:out_cap + 1]])
+                state[fd] = pos + k
+                if pos + k > out_cap and kill_reason is None:
                     kill_reason = "ole"
                 return k > 0
             except BlockingIOError:
                 return False
 
-        status = usage = None
+        def parse_reports() -> None:
+            nonlocal pid, status, usage, ce, died
+            buf = forker.buf
+            while buf:
+                kind = buf[:1]
+                if kind == b"P" and len(buf) >= REPORT_PID.size:
+                    pid = REPORT_PID.unpack_from(buf)[1]
+                    del buf[:REPORT_PID.size]
+                elif kind == b"S" and len(buf) >= REPORT_STATUS.size:
+                    _, status, utime, stime, maxrss = REPORT_STATUS.unpack_from(buf)
+                    usage = (utime + stime, maxrss)
+                    del buf[:REPORT_STATUS.size]
+                elif kind == b"E" and len(buf) >= REPORT_CE.size:
+                    n = REPORT_CE.unpack_from(buf)[1]
+                    if len(buf) < REPORT_CE.size + n:
+                        return
+                    ce = bytes(buf[REPORT_CE.size:REPORT_CE.size + n]).decode("utf-8", "replace")
+                    del buf[:REPORT_CE.size + n]
+                elif kind in (b"P", b"S", b"E"):
+                    return  # partial (cannot happen: every report is one atomic write)
+                else:
+                    died = True  # garbage: treat the forker as broken
+                    return
+
+        def read_reports() -> None:
+            nonlocal died
+            chunk = os.read(forker.report_r, 4096)
+            if not chunk:
+                died = True
+                return
+            forker.buf += chunk
+            parse_reports()
+
+        parse_reports()  # what arrived while the forker was starting (a compile error)
+        watch_all = [forker.report_r, out_r, err_r, res_r]
         try:
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    kill_reason = kill_reason or "wall"
-                if kill_reason:
+            while status is None and ce is None and not died:
+                now = time.monotonic()
+                if kill_reason is None and now >= deadline:
+                    kill_reason = "wall"
+                if kill_reason is not None:
+                    if grace is None:
+                        grace = now + 5.0
+                    if pid is not None and not killed_sent:
+                        try:
+                            os.kill(pid, signal.SIGKILL)  # the forker then kills the rest
+                        except ProcessLookupError:
+                            pass
+                        killed_sent = True
+                    if now >= grace:
+                        died = True  # the forker does not report: broken
+                        break
+                left = (grace if kill_reason is not None else deadline) - now
+                ready, _, _ = select.select(watch_all if self.stop_pending else watch_all + [self.cmd], [], [], left)
+                for fd in ready:
+                    if fd == forker.report_r:
+                        read_reports()
+                    elif fd == self.cmd:  # a STOP (kept for later), or the parent died
+                        try:
+                            self._handle_cmd(job["id"])
+                        except _ParentGone:
+                            self._kill_all()
+                            raise
+                    else:
+                        drain(fd)
+            wall = time.monotonic() - start
+            if died:
+                if pid is not None:
                     try:
                         os.kill(pid, signal.SIGKILL)
                     except ProcessLookupError:
                         pass
-                    break
-                watch = open_fds + [pidfd] + ([] if self.stop_pending else [self.cmd])
-                ready, _, _ = select.select(watch, [], [], left)
-                if self.cmd in ready:  # a STOP (kept for later), or the parent died
-                    try:
-                        self._handle_cmd(job["id"])
-                    except _ParentGone:
-                        os.kill(pid, signal.SIGKILL)
-                        os.wait4(pid, 0)
-                        raise
-                for fd in ready:
-                    if fd not in (pidfd, self.cmd) and not drain(fd):
-                        open_fds.remove(fd)
-                if pidfd in ready:
-                    break
-            _, status, usage = os.wait4(pid, 0)
-            wall = time.monotonic() - start
-            self._kill_all()
-            for fd in list(open_fds):
-                while drain(fd) and not (kill_reason == "ole" and fd == out_r):
+                self._kill_all()  # every process in the sandbox, the forker included
+                if forker.direct and any(z is forker for z in self.zygotes.values()):  # no PID namespace
+                    forker.reap(self.reaped)
+                    forker.close()
+                    self.zygotes = {k: z for k, z in self.zygotes.items() if z is not forker}
+                self._discard_output()
+                return "died"
+            for fd in (out_r, err_r, res_r):  # every writer is dead (the forker killed the rest)
+                while drain(fd):
                     pass
         finally:
-            for fd in (out_r, err_r, res_r, pidfd):
-                os.close(fd)
-            _wipe_dir(cwd)
+            _wipe_dir(self.work_cwd)
             if self.facts["mountns"]:
                 _wipe_dir("/dev/shm")
-        n_out, n_res = min(state["out"], out_cap), min(state["res"], out_cap)
+        if ce is not None:
+            record = _json_mod.dumps({"k": "ce", "msg": ce}).encode()
+            self._send({"t": "test", "id": job["id"], "i": i, "exit": 0, "sig": None, "cpu": 0.0, "wall": 0.0,
+                        "rss_kb": 0, "kill": None, "out_over": False, "res_over": False, "setup_ok": True},
+                       [b"", record, b""])
+            return "ce"
+        n_out, n_res = min(state[out_r], out_cap), min(state[res_r], out_cap)
         setup_ok = n_res > 0 and res_mv[0] == SETUP_OK[0]
         err_blobs = ([err_mv[state["err"]:err_cap], err_mv[0:state["err"]]] if state["wrapped"]
                      else [err_mv[0:state["err"]]])
         header = {"t": "test", "id": job["id"], "i": i,
                   "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
                   "sig": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
-                  "cpu": usage.ru_utime + usage.ru_stime, "wall": wall, "rss_kb": usage.ru_maxrss,
-                  "kill": kill_reason, "out_over": state["out"] > out_cap, "res_over": state["res"] > out_cap,
+                  "cpu": usage[0], "wall": wall, "rss_kb": usage[1],
+                  "kill": kill_reason, "out_over": state[out_r] > out_cap, "res_over": state[res_r] > out_cap,
                   "setup_ok": setup_ok, "oom": self._oom_moved(status, kill_reason)}
         try:
             self._send(header, [out_mv[:n_out], res_mv[1 if setup_ok else 0:n_res], *err_blobs])
@@ -1007,35 +1132,71 @@ class Runner:
             res_mv.release()
             err_mv.release()
         # Zero what this test wrote (the maps are DONTFORK anyway; this also frees the pages).
-        for m, n in ((out_map, min(state["out"], out_cap + 1)), (res_map, min(state["res"], out_cap + 1))):
+        for m, n in ((out_map, min(state[out_r], out_cap + 1)), (res_map, min(state[res_r], out_cap + 1))):
             if n:
                 m.madvise(mmap.MADV_DONTNEED, 0, (n + mmap.PAGESIZE - 1) // mmap.PAGESIZE * mmap.PAGESIZE)
-        err_map.madvise(mmap.MADV_DONTNEED)
+        if state["err"] or state["wrapped"]:
+            err_map.madvise(mmap.MADV_DONTNEED)
+        return "ran"
 
     def _make_cwd(self) -> str:
-        if self.work_root:
-            cwd = os.path.join(self.work_root, "run")
-            if os.path.lexists(cwd):
-                shutil.rmtree(cwd, ignore_errors=True)
-            os.mkdir(cwd, 0o700)
-        else:
+        """The job's empty working directory, owned by the sandbox uid. In the private /tmp it is
+        one directory reused by every job (emptied after every test, recreated only if a program
+        changed it); without a mount namespace, a fresh host temp dir per job."""
+        if not self.work_root:
             import tempfile
             cwd = tempfile.mkdtemp(prefix="gasp_sb_")
+            if self.uid is not None:
+                os.chown(cwd, self.uid, self.uid)
+            return cwd
+        cwd = os.path.join(self.work_root, "run")
+        uid = self.uid if self.uid is not None else os.getuid()
+        try:
+            st = os.lstat(cwd)
+            if stat_module.S_ISDIR(st.st_mode) and st.st_uid == uid and stat_module.S_IMODE(st.st_mode) == 0o700:
+                return cwd
+        except FileNotFoundError:
+            pass
+        if os.path.lexists(cwd):
+            shutil.rmtree(cwd, ignore_errors=True)
+            if os.path.lexists(cwd):
+                os.unlink(cwd)
+        os.mkdir(cwd, 0o700)
+        os.chmod(cwd, 0o700)  # whatever the umask
         if self.uid is not None:
             os.chown(cwd, self.uid, self.uid)
         return cwd
 
     def _kill_all(self) -> None:
-        """SIGKILL every process left in the sandbox and reap them (J is PID 1: they are ours)."""
+        """SIGKILL every process left in the sandbox, forkers included, and reap them (J is PID 1:
+        they are ours). Forker exit statuses are kept for their ``reap``."""
         if self.facts["pidns"]:
             try:
                 os.kill(-1, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        _reap_all(block=self.facts["pidns"])
+        block = self.facts["pidns"]
+        while True:
+            try:
+                pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
+            except ChildProcessError:
+                break
+            except InterruptedError:
+                continue
+            if pid == 0:
+                break
+            self.reaped[pid] = status
+        for warm, zygote in list(self.zygotes.items()):
+            if zygote.pid in self.reaped:
+                zygote.reap(self.reaped)
+                zygote.close()
+                del self.zygotes[warm]
 
     def _clean(self, cwd: str) -> None:
-        shutil.rmtree(cwd, ignore_errors=True)
+        if self.work_root:
+            _wipe_dir(cwd)  # kept for the next job
+        else:
+            shutil.rmtree(cwd, ignore_errors=True)
         if self.facts["mountns"]:
             _wipe_dir("/dev/shm")
 
@@ -1082,7 +1243,7 @@ def main() -> None:
                     facts["proc"] = True
                 except OSError as exc:
                     facts["errors"].append(f"proc: {exc}")
-            Runner(cmd_fd, res_fd, facts, uid).serve()
+            Runner(cmd_fd, res_fd, facts, uid, cfg.get("warm", ())).serve()
             os._exit(0)
         except BaseException:  # noqa: BLE001
             traceback.print_exc()
