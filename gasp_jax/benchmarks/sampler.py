@@ -59,6 +59,7 @@ def tiny_config(args) -> models.ModelConfig:
         num_layers=args.layers, num_heads=args.heads, num_kv_heads=args.kv_heads,
         head_dim=args.width // args.heads, qkv_bias=True, tie_word_embeddings=True,
         max_position_embeddings=max(4096, args.prompt_len + args.new_tokens),
+        dtype=args.dtype, param_dtype=args.dtype,
     )
 
 
@@ -98,7 +99,7 @@ def run_cpu_comparison(args) -> dict:
 
     with tempfile.TemporaryDirectory() as d:
         models.save_hf(model, params, d)
-        hf = transformers.AutoModelForCausalLM.from_pretrained(d, local_files_only=True, dtype=torch.float32).eval()
+        hf = transformers.AutoModelForCausalLM.from_pretrained(d, local_files_only=True, dtype=getattr(torch, args.dtype)).eval()
     ids = torch.as_tensor(prompts, dtype=torch.long)
     hf_kwargs = dict(
         attention_mask=torch.ones_like(ids), max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
@@ -210,6 +211,8 @@ def main(argv=None):
     p.add_argument("--prompt-len", type=int, default=64)
     p.add_argument("--new-tokens", type=int, default=128)
     p.add_argument("--mode", choices=("greedy", "sample"), default="greedy")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                   help="CPU comparison: weight and compute dtype of both samplers")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--top-p", type=float, default=1.0)

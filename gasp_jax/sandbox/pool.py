@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from gasp_jax.sandbox import cgroups
-from gasp_jax.sandbox.protocol import ProtocolError, encode_frame, read_frame, wait_fd
+from gasp_jax.sandbox.protocol import FrameReader, ProtocolError, encode_frame, wait_fd
 
 log = logging.getLogger("gasp_jax.sandbox")
 
@@ -65,6 +65,7 @@ class WorkerProcess:
     facts: dict[str, Any] = field(default_factory=dict)
     jobs_done: int = 0
     cgroup_path: str | None = None
+    reader: FrameReader | None = None
     _next_id: int = 0
 
     def start(self) -> None:
@@ -81,8 +82,9 @@ class WorkerProcess:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=None if cfg.debug else subprocess.DEVNULL,
             env=dict(SANDBOX_ENV, LD_BIND_NOW="1"), cwd="/", close_fds=True, start_new_session=True, bufsize=0)
+        self.reader = FrameReader(self.proc.stdout.fileno())
         try:
-            header, _ = read_frame(self.proc.stdout.fileno(), time.monotonic() + cfg.start_timeout_s)
+            header, _ = self.reader.read_frame(time.monotonic() + cfg.start_timeout_s)
         except (ProtocolError, OSError) as exc:
             self.kill()
             raise WorkerDied(f"sandbox worker {self.slot} failed to start: {exc}") from None
@@ -128,10 +130,9 @@ class WorkerProcess:
         job_id = self._next_id
         self._write(encode_frame({**header, "t": "job", "id": job_id}, blobs), deadline)
         stopped = False
-        fd = self.proc.stdout.fileno()
         try:
             while True:
-                frame, data = read_frame(fd, deadline)
+                frame, data = self.reader.read_frame(deadline)
                 kind = frame.get("t")
                 if frame.get("id") != job_id:
                     raise ProtocolError(f"frame for job {frame.get('id')} while running job {job_id}")

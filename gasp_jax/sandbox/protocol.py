@@ -141,3 +141,50 @@ def read_frame(fd: int, deadline: float | None = None) -> tuple[dict[str, Any], 
         blobs.append(body[off:off + s])
         off += s
     return header, blobs
+
+
+class FrameReader:
+    """Buffered frame reader for the parent side: one ``poll`` and one ``read`` usually bring a
+    whole frame (or several), where reading prefix, header and blobs separately costs a poll
+    and a read each. Honours an absolute monotonic deadline like ``read_frame``."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buf = bytearray()
+        self.poller = select.poll()  # not select(): fd numbers above 1024 are fine
+        self.poller.register(fd, select.POLLIN)
+
+    def _fill(self, n: int, deadline: float | None) -> None:
+        while len(self.buf) < n:
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self.poller.poll(max(0, int(left * 1000) + 1)):
+                    raise ProtocolError("timed out waiting for the worker")
+            chunk = os.read(self.fd, max(1 << 16, n - len(self.buf)))
+            if not chunk:
+                raise ProtocolError("unexpected end of stream")
+            self.buf += chunk
+
+    def read_frame(self, deadline: float | None = None) -> tuple[dict[str, Any], list[bytes]]:
+        """Read one frame; blobs are returned as ``bytes``."""
+        self._fill(PREFIX.size, deadline)
+        hlen, total = PREFIX.unpack_from(self.buf)
+        if hlen > MAX_HEADER:
+            raise ProtocolError(f"frame header too large ({hlen} bytes)")
+        start = PREFIX.size + hlen
+        self._fill(start, deadline)
+        try:
+            header = json.loads(bytes(self.buf[PREFIX.size:start]))
+            sizes = [int(s) for s in header["b"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ProtocolError(f"malformed frame header: {exc}") from None
+        if sum(sizes) != total or any(s < 0 for s in sizes):
+            raise ProtocolError("frame blob sizes do not add up")
+        self._fill(start + total, deadline)
+        blobs, off = [], start
+        for size in sizes:
+            blobs.append(bytes(self.buf[off:off + size]))
+            off += size
+        del self.buf[:start + total]
+        return header, blobs
+

@@ -496,6 +496,7 @@ REPORT_PID = struct.Struct("<ci")  # b"P", pid
 REPORT_STATUS = struct.Struct("<ciddq")  # b"S", wait status, utime, stime, maxrss (KiB)
 REPORT_CE = struct.Struct("<cI")  # b"E", length of the UTF-8 message that follows
 REPORT_READY = b"R"  # set up and serving
+QUIET_WAIT_S = 0.005  # see Runner._run_test
 FORKER_START_TIMEOUT_S = 60.0
 
 
@@ -506,7 +507,7 @@ def _serve_forks(ctl_fd: int, report_fd: int, prog: dict, direct: dict | None) -
     A forker runs as little Python as possible between forks: after every ``fork`` all of its
     pages are copy-on-write shared with the child, so each page it then writes costs a fault.
     J, which does the per-test bookkeeping (select, drain, encode, relay), never forks per test."""
-    job, fds, pidns = prog.get("job"), prog["fds"], prog["pidns"]
+    job, fds, pidns, pid_fd = prog.get("job"), prog["fds"], prog["pidns"], prog["pid_fd"]
     read, write, fork, wait4 = os.read, os.write, os.fork, os.wait4
     pack_pid, pack_status = REPORT_PID.pack, REPORT_STATUS.pack
     kill_all = -1 if pidns else 0
@@ -531,7 +532,7 @@ def _serve_forks(ctl_fd: int, report_fd: int, prog: dict, direct: dict | None) -
                 _test_child(job, prog, fds, direct)
             finally:
                 os._exit(72)
-        write(report_fd, pack_pid(b"P", pid))
+        write(pid_fd, pack_pid(b"P", pid))
         _, status, usage = wait4(pid, 0)
         # Leftovers of the test (daemons, forks, threads, unreaped zombies): kill and reap them.
         # The raw libc call reports "nothing left" as -1/ESRCH instead of raising, so the common
@@ -562,8 +563,8 @@ def _forker_fds(keep: set, devnull: int) -> None:
 class Forker:
     """J's handle on a forker process: its control pipe, its report pipe and what it reported."""
 
-    def __init__(self, pid: int, ctl_w: int, report_r: int, direct: bool) -> None:
-        self.pid, self.ctl_w, self.report_r, self.direct = pid, ctl_w, report_r, direct
+    def __init__(self, pid: int, ctl_w: int, report_r: int, pid_r: int, direct: bool) -> None:
+        self.pid, self.ctl_w, self.report_r, self.pid_r, self.direct = pid, ctl_w, report_r, pid_r, direct
         self.buf = bytearray()
         self.status: int | None = None  # its wait status once reaped
         self.job_message = b""  # Z: the job settings it was last sent
@@ -571,6 +572,7 @@ class Forker:
     def close(self) -> None:
         os.close(self.ctl_w)
         os.close(self.report_r)
+        os.close(self.pid_r)
 
     def reap(self, reaped: dict) -> None:
         """Wait for the forker (or take its status from ``reaped``, if J's kill-all got it)."""
@@ -829,9 +831,15 @@ class Runner:
 
     # -- forkers ----------------------------------------------------------------------------
     def _spawn_forker(self, setup, direct: bool) -> Forker:
-        """Fork a forker process; ``setup(ctl_r, report_w)`` runs in it and returns (prog, ctx)."""
+        """Fork a forker process; ``setup(keep_fds)`` runs in it and returns (prog, ctx).
+
+        Pipes: J -> forker requests (``ctl``); forker -> J readiness, exit statuses and compile
+        errors (``report``, which J waits on); the pid of each test child (``pid``, which J reads
+        only when it must kill the child: a message J does not wait for does not wake it)."""
         ctl_r, ctl_w = os.pipe2(os.O_DIRECT)  # packet mode: one request per read
         report_r, report_w = os.pipe()
+        pid_r, pid_w = os.pipe()
+        os.set_blocking(pid_r, False)
         gc.collect()
         _libc.malloc_trim(0)  # free heap pages go back to the kernel: every fork copies fewer
         pid = os.fork()
@@ -840,7 +848,9 @@ class Runner:
             try:
                 os.close(ctl_w)
                 os.close(report_r)
-                prog, ctx = setup(ctl_r, report_w)
+                os.close(pid_r)
+                prog, ctx = setup({ctl_r, report_w, pid_w}, report_w)
+                prog = dict(prog, pid_fd=pid_w)
                 code = 74
                 gc.freeze()  # a collection in a test child would otherwise write to (and copy) our pages
                 os.write(report_w, REPORT_READY)
@@ -850,7 +860,8 @@ class Runner:
                 os._exit(code)
         os.close(ctl_r)
         os.close(report_w)
-        forker = Forker(pid, ctl_w, report_r, direct)
+        os.close(pid_w)
+        forker = Forker(pid, ctl_w, report_r, pid_r, direct)
         # Wait until it is set up (imports, compile), so no test's wall clock pays for that. A
         # compile error or its death is left in the pipe for the first test to find.
         deadline = time.monotonic() + FORKER_START_TIMEOUT_S
@@ -875,8 +886,8 @@ class Runner:
         Z, since a bigger address space costs each fork more)."""
         zygote = self.zygotes.get(warm)
         if zygote is None:
-            def setup(ctl_r, report_w):
-                _forker_fds({ctl_r, report_w, *self.child_fds}, self.devnull)
+            def setup(keep, report_w):
+                _forker_fds(keep | set(self.child_fds), self.devnull)
                 if not self.facts["pidns"]:
                     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
                 _prctl(PR_SET_CHILD_SUBREAPER, 1)  # orphans of a test are ours to kill and reap
@@ -901,8 +912,8 @@ class Runner:
         compiles the program once (a compile error is reported instead of forking anything)."""
         lim = job["lim"]
 
-        def setup(ctl_r, report_w):
-            _forker_fds({ctl_r, report_w, *self.child_fds}, self.devnull)
+        def setup(keep, report_w):
+            _forker_fds(keep | set(self.child_fds), self.devnull)
             total = lim["cpu_hard"] * max(1, n_tests) + 10  # T's own budget; each C gets the per-test limit
             _enter_sandbox({"cwd": cwd, "uid": self.uid, "pidns": self.facts["pidns"]}, lim, (total, total))
             _prctl(PR_SET_DUMPABLE, 0)  # a test child (same uid) cannot ptrace us or open our fds
@@ -1021,15 +1032,23 @@ class Runner:
             except BlockingIOError:
                 return False
 
+        def take_pid() -> None:
+            """The child's pid, if the forker has forked it yet (consumes its message)."""
+            nonlocal pid
+            if pid is None:
+                try:
+                    msg = os.read(forker.pid_r, REPORT_PID.size)
+                except BlockingIOError:
+                    return
+                if len(msg) == REPORT_PID.size:
+                    pid = REPORT_PID.unpack(msg)[1]
+
         def parse_reports() -> None:
-            nonlocal pid, status, usage, ce, died
+            nonlocal status, usage, ce, died
             buf = forker.buf
             while buf:
                 kind = buf[:1]
-                if kind == b"P" and len(buf) >= REPORT_PID.size:
-                    pid = REPORT_PID.unpack_from(buf)[1]
-                    del buf[:REPORT_PID.size]
-                elif kind == b"S" and len(buf) >= REPORT_STATUS.size:
+                if kind == b"S" and len(buf) >= REPORT_STATUS.size:
                     _, status, utime, stime, maxrss = REPORT_STATUS.unpack_from(buf)
                     usage = (utime + stime, maxrss)
                     del buf[:REPORT_STATUS.size]
@@ -1039,7 +1058,7 @@ class Runner:
                         return
                     ce = bytes(buf[REPORT_CE.size:REPORT_CE.size + n]).decode("utf-8", "replace")
                     del buf[:REPORT_CE.size + n]
-                elif kind in (b"P", b"S", b"E"):
+                elif kind in (b"S", b"E"):
                     return  # partial (cannot happen: every report is one atomic write)
                 else:
                     died = True  # garbage: treat the forker as broken
@@ -1056,14 +1075,19 @@ class Runner:
 
         parse_reports()  # what arrived while the forker was starting (a compile error)
         watch_all = [forker.report_r, out_r, err_r, res_r]
+        # Most tests end within a few ms and print less than a pipe holds: until QUIET_WAIT_S, J
+        # waits for the exit report alone instead of waking for every write of the child.
+        quiet_until = start + QUIET_WAIT_S
         try:
             while status is None and ce is None and not died:
                 now = time.monotonic()
                 if kill_reason is None and now >= deadline:
                     kill_reason = "wall"
+                quiet = kill_reason is None and now < quiet_until
                 if kill_reason is not None:
                     if grace is None:
                         grace = now + 5.0
+                    take_pid()
                     if pid is not None and not killed_sent:
                         try:
                             os.kill(pid, signal.SIGKILL)  # the forker then kills the rest
@@ -1073,8 +1097,12 @@ class Runner:
                     if now >= grace:
                         died = True  # the forker does not report: broken
                         break
-                left = (grace if kill_reason is not None else deadline) - now
-                ready, _, _ = select.select(watch_all if self.stop_pending else watch_all + [self.cmd], [], [], left)
+                if kill_reason is not None:
+                    left = min(grace - now, 0.01 if pid is None else grace - now)
+                else:
+                    left = min(deadline, quiet_until) - now if quiet else deadline - now
+                watch = watch_all[:1] if quiet else watch_all
+                ready, _, _ = select.select(watch if self.stop_pending else watch + [self.cmd], [], [], left)
                 for fd in ready:
                     if fd == forker.report_r:
                         read_reports()
@@ -1087,6 +1115,7 @@ class Runner:
                     else:
                         drain(fd)
             wall = time.monotonic() - start
+            take_pid()  # consume its message (P always precedes S)
             if died:
                 if pid is not None:
                     try:
