@@ -35,6 +35,7 @@ one job only; Z holds no user data.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import gc
 import json
 import mmap
@@ -497,6 +498,7 @@ REPORT_STATUS = struct.Struct("<ciddq")  # b"S", wait status, utime, stime, maxr
 REPORT_CE = struct.Struct("<cI")  # b"E", length of the UTF-8 message that follows
 REPORT_READY = b"R"  # set up and serving
 QUIET_WAIT_S = 0.005  # see Runner._run_test
+F_SETPIPE_SZ, PIPE_BYTES = 1031, 1 << 20
 FORKER_START_TIMEOUT_S = 60.0
 
 
@@ -804,6 +806,10 @@ class Runner:
         self.res_r, self.res_w = os.pipe()
         for fd in (self.out_r, self.err_r, self.res_r):
             os.set_blocking(fd, False)
+            try:  # room for a typical test's whole output: the child never waits for J to read
+                fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_BYTES)
+            except OSError:
+                pass
         self.child_fds = [self.pay_r, self.out_w, self.err_w, self.res_w, self.code_r]
         self.scratch = _dontfork_map(1 << 16)  # where output past the cap is read and dropped
         self.maps, self.maps_size = None, (0, 0)
