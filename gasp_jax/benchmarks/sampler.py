@@ -72,6 +72,38 @@ def _best(fn, repeats: int) -> tuple[float, list[float]]:
     return min(times), times
 
 
+def matmul_floor_s(cfg: models.ModelConfig, batch: int, reps: int = 50) -> float:
+    """Seconds per decode step spent in the step's weight matmuls alone (every projection of every
+    layer plus the LM head, [batch, in] @ [in, out] in the model's dtype, one after the other as
+    in a real step), timed inside one jitted loop: a lower bound on any sampler's step time on
+    this machine (attention, norms and the sampling itself come on top). ``transformers``' step
+    time over this floor is the largest speed-up over it that a faster sampler could show."""
+    dt = jnp.dtype(cfg.dtype)
+    e, f, hd = cfg.hidden_size, cfg.intermediate_size, cfg.head_dim
+    shapes = [(e, cfg.num_heads * hd), (e, cfg.num_kv_heads * hd), (e, cfg.num_kv_heads * hd),
+              (cfg.num_heads * hd, e), (e, f), (e, f), (f, e)] * cfg.num_layers + [(e, cfg.vocab_size)]
+    keys = jax.random.split(jax.random.key(0), len(shapes))
+    weights = [jax.random.normal(k, s, dt) * 0.01 for k, s in zip(keys, shapes)]
+    x0 = jnp.ones((batch, max(e, f)), dt)
+
+    @jax.jit
+    def loop(x0, weights):
+        def body(_, x):
+            for w in weights:  # each matmul waits for the previous one, as in a decode step
+                y = x[:, :w.shape[0]] @ w
+                x = x + (y[:, :1] * 1e-3).astype(dt)
+            return x
+        return jax.lax.fori_loop(0, reps, body, x0)
+
+    loop(x0, weights).block_until_ready()
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        loop(x0, weights).block_until_ready()
+        best = min(best, (time.perf_counter() - t0) / reps)
+    return best
+
+
 def run_cpu_comparison(args) -> dict:
     import torch
     import transformers
@@ -106,7 +138,7 @@ def run_cpu_comparison(args) -> dict:
         pad_token_id=0, do_sample=not greedy,
     )
     if not greedy:
-        hf_kwargs.update(temperature=args.temperature, top_k=args.top_k or None, top_p=args.top_p)
+        hf_kwargs.update(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)  # top_k=0: off (None would mean 50)
 
     def hf_run():
         with torch.no_grad():
@@ -116,14 +148,19 @@ def run_cpu_comparison(args) -> dict:
     hf_best, hf_times = _best(hf_run, args.repeats)
 
     tokens = args.batch * args.new_tokens
+    compile_seconds = compile_stats["seconds"]
+    floor = matmul_floor_s(cfg, args.batch)
     result = {
         "mode": args.mode,
         "config": dict(layers=cfg.num_layers, width=cfg.hidden_size, mlp=cfg.intermediate_size, heads=cfg.num_heads,
                        kv_heads=cfg.num_kv_heads, vocab=cfg.vocab_size, params=cfg.num_params),
         "batch": args.batch, "prompt_len": args.prompt_len, "new_tokens": args.new_tokens,
         "ours_tok_s": tokens / ours_best, "hf_tok_s": tokens / hf_best, "ratio": hf_best / ours_best,
+        "ours_ms_per_step": 1e3 * ours_best / args.new_tokens, "hf_ms_per_step": 1e3 * hf_best / args.new_tokens,
+        "matmul_floor_ms_per_step": 1e3 * floor, "max_ratio_at_floor": hf_best / args.new_tokens / floor,
+        "dtype": args.dtype,
         "ours_times_s": [round(t, 4) for t in ours_times], "hf_times_s": [round(t, 4) for t in hf_times],
-        "ours_first_call_s": first_call, "ours_compile_s": compile_stats["seconds"],
+        "ours_first_call_s": first_call, "ours_compile_s": compile_seconds,
         "ours_programs_compiled": compiles_after_warmup,
         "load_avg_1m_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__} "
@@ -239,7 +276,10 @@ def main(argv=None):
         f"  gasp_jax sampler : {r['ours_tok_s']:9.1f} tok/s  (compile {r['ours_compile_s']:.1f}s, "
         f"{r['ours_programs_compiled']} programs; first call {r['ours_first_call_s']:.1f}s)\n"
         f"  transformers     : {r['hf_tok_s']:9.1f} tok/s\n"
-        f"  ratio            : {r['ratio']:9.2f}x   (1-min load average before/after: {r['load_avg_1m_before_after']})"
+        f"  ratio            : {r['ratio']:9.2f}x   (1-min load average before/after: {r['load_avg_1m_before_after']})\n"
+        f"  per decode step  : ours {r['ours_ms_per_step']:.2f} ms, transformers {r['hf_ms_per_step']:.2f} ms; "
+        f"the step's matmuls alone {r['matmul_floor_ms_per_step']:.2f} ms\n"
+        f"                     (a sampler at that floor would be {r['max_ratio_at_floor']:.1f}x transformers)"
         + (f"\n  greedy token agreement: {r['greedy_token_agreement']:.3f}" if "greedy_token_agreement" in r else "")
     )
 
