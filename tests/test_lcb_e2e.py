@@ -48,7 +48,7 @@ def test_eval_job_tiny_random_model(tmp_path):
     assert sorted(full["per_problem"]) == sorted(PROBLEMS)
     assert any((tmp_path / "tensorboard").iterdir())
 
-    again = eval_job.run(config, str(tmp_path))  # resumed: everything reused
+    eval_job.run(config, str(tmp_path))  # resumed: everything reused
     assert json.loads((tmp_path / "report.json").read_text())["per_problem"] == full["per_problem"]
 
 

@@ -83,7 +83,7 @@ def run(config, workdir: str) -> dict:
     start = 0
     restored = ckpt.restore({"state": state})
     if restored is not None:
-        state, host, start = restored[0]["state"], restored[1], restored[2]
+        state, start = restored[0]["state"], restored[2]
         log.info("resuming at step %d", start)
     writer = MetricWriter(os.path.join(workdir, "tb"))
 

@@ -413,20 +413,8 @@ def _test_child(job: dict, prog: dict, fds: list, direct: dict | None = None) ->
 
 
 # ----------------------------------------------------------------------------------------------
-# T: the per-job program runner (trusted code, but already non-root and limited)
+# Forkers: the zygotes Z and the per-job runners T (trusted code; T already non-root and limited)
 # ----------------------------------------------------------------------------------------------
-
-def _kill_others(pidns: bool, pid: int | None) -> None:
-    """SIGKILL every process this uid may signal except ourselves (in our PID namespace that is
-    exactly the program's leftovers), or the child's process group without a namespace."""
-    try:
-        if pidns:
-            os.kill(-1, signal.SIGKILL)
-        elif pid is not None:
-            os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
 
 def _reap_all(block: bool) -> None:
     while True:
@@ -1303,7 +1291,7 @@ def _load_protocol():
 
 
 _proto = _load_protocol()
-PREFIX, MAX_HEADER, encode_frame, write_all = _proto.PREFIX, _proto.MAX_HEADER, _proto.encode_frame, _proto.write_all
+PREFIX, MAX_HEADER, write_all = _proto.PREFIX, _proto.MAX_HEADER, _proto.write_all
 encode_flat_frame = _proto.encode_flat_frame
 
 if __name__ == "__main__":
