@@ -202,6 +202,33 @@ def test_sampled_frequencies_match_truncated_distribution(temperature, top_k, to
     np.testing.assert_allclose(np.asarray(logprobs), full[np.asarray(tokens)], atol=1e-5)
 
 
+def test_inverse_cdf_draws_across_vocabulary_blocks():
+    """The two-level (128-token block, then token) search: frequencies match over a vocabulary of
+    several blocks and a partial last one, and zero-mass tokens and blocks are never drawn."""
+    from gasp_jax.sampling.sampler import CDF_BLOCK, _sample_from_probs
+
+    vocab, draws = 3 * CDF_BLOCK + 37, 40_000
+    probs = np.zeros(vocab, np.float32)
+    support = [0, CDF_BLOCK - 1, CDF_BLOCK + 5, 3 * CDF_BLOCK, vocab - 1]  # block 2 has no mass
+    probs[support] = [0.1, 0.25, 0.2, 0.05, 0.4]
+    probs *= 3.0  # unnormalised input is fine
+    keys = jax.random.split(jax.random.key(7), draws)
+    tokens = np.asarray(jax.jit(_sample_from_probs)(keys, jnp.broadcast_to(jnp.asarray(probs), (draws, vocab))))
+    freq = np.bincount(tokens, minlength=vocab) / draws
+    assert set(np.flatnonzero(freq)) <= set(support), "a zero-mass token was drawn"
+    np.testing.assert_allclose(freq[support], probs[support] / probs.sum(), atol=0.0125, rtol=0)
+
+
+def test_greedy_takes_the_first_of_tied_maxima_and_its_log_prob():
+    logits = np.asarray([[0.0, 3.0, 1.0, 3.0], [5.0, 5.0, 5.0, 5.0], [-1.0, -2.0, -3.0, -0.5]], np.float32)
+    mode = SamplingMode(greedy=True, top_k=0, use_top_p=False)
+    tokens, logprobs = jax.jit(sample_tokens, static_argnums=4)(
+        jnp.asarray(logits), jax.random.split(jax.random.key(0), 3), jnp.float32(0.0), jnp.float32(1.0), mode)
+    assert np.asarray(tokens).tolist() == [1, 0, 3]
+    full = np.asarray(jax.nn.log_softmax(jnp.asarray(logits), axis=-1))
+    np.testing.assert_allclose(np.asarray(logprobs), full[np.arange(3), [1, 0, 3]], atol=1e-6)
+
+
 def test_nucleus_threshold_is_exact_on_random_and_tied_rows():
     from gasp_jax.sampling.sampler import nucleus_threshold
 
