@@ -97,9 +97,9 @@ def _first_index_of(x: jax.Array, value: jax.Array) -> jax.Array:
 
 def _greedy(logits: jax.Array) -> tuple[jax.Array, jax.Array]:
     """argmax (first index on ties) and its fp32 log-probability under softmax(logits), from one
-    max: the picked logit is the max, so its log-prob is -log(sum(exp(logits - max))). Two fused
-    reductions, where `lax.top_k(x, 1)` plus a separate log-softmax cost ~3x more on XLA:CPU
-    (and `jnp.argmax`'s variadic reduce more still)."""
+    max: the picked logit is the max, so its log-prob is -log(sum(exp(logits - max))). This drops
+    the `lax.top_k(x, 1)` custom call and a second max (3.02 -> 2.86 ms per CPU decode step at
+    16 x 8192); `jnp.argmax`'s variadic reduce is slower still on XLA:CPU."""
     peak = jnp.max(logits, axis=-1, keepdims=True)
     tokens = jnp.minimum(_first_index_of(logits, peak), logits.shape[-1] - 1)  # NaN rows: last index
     logprobs = -jnp.log(jnp.sum(jnp.exp(logits - peak), axis=-1))
