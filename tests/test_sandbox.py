@@ -65,7 +65,15 @@ def test_refuses_without_isolation_unless_allowed():
         Sandbox(workers=1, limits=FAST, isolate=False)
     with Sandbox(workers=1, limits=FAST, isolate=False, allow_unsafe=True) as box:
         assert box.isolation.level == "none"
+        before = HostSnapshot.take()
         assert box.grade("print(sum(map(int, input().split())))", ADD).passed
+        # Without namespaces: both fork servers, leftovers killed by process group, host temp dirs.
+        assert box.grade("print(sum(map(int, input().split())))", ADD * 3).passed
+        assert box.grade("import os, time\nif os.fork() == 0:\n    time.sleep(30)\nprint(3)", [TestCase("", "3\n")]).passed
+        assert box.grade("while True: pass", ADD).status == Status.TLE
+        assert box.grade("def f(:", ADD * 3).status == Status.CE
+        assert [r.output for r in box.run_function("def f(x):\n    return x * 2", ["1", "'a'"])] == ["2", "'aa'"]
+        assert_host_clean(box, before)
 
 
 # ------------------------------------------------------------------------------ A. resource abuse

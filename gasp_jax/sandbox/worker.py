@@ -428,6 +428,17 @@ def _reap_all(block: bool) -> None:
             continue
 
 
+def _reap_group(pgid: int) -> None:
+    """Wait for every child of ours in process group ``pgid`` (just SIGKILLed) to be gone."""
+    while True:
+        try:
+            os.waitpid(-pgid, 0)
+        except ChildProcessError:
+            return
+        except InterruptedError:
+            continue
+
+
 def _wipe_dir(path: str, keep_root: bool = True) -> None:
     try:
         names = os.listdir(path)
@@ -500,7 +511,6 @@ def _serve_forks(ctl_fd: int, report_fd: int, prog: dict, direct: dict | None) -
     job, fds, pidns, pid_fd = prog.get("job"), prog["fds"], prog["pidns"], prog["pid_fd"]
     read, write, fork, wait4 = os.read, os.write, os.fork, os.wait4
     pack_pid, pack_status = REPORT_PID.pack, REPORT_STATUS.pack
-    kill_all = -1 if pidns else 0
     # Z is root: it kills leftovers as the sandbox uid (real and effective; root stays saved), so
     # ``kill(-1)`` reaches the test's processes and never J or another zygote.
     as_uid = direct["uid"] if direct is not None and pidns and direct.get("uid") is not None else None
@@ -527,15 +537,20 @@ def _serve_forks(ctl_fd: int, report_fd: int, prog: dict, direct: dict | None) -
         # Leftovers of the test (daemons, forks, threads, unreaped zombies): kill and reap them.
         # The raw libc call reports "nothing left" as -1/ESRCH instead of raising, so the common
         # case allocates nothing.
-        if as_uid is None:
-            left = _libc_kill(kill_all or -pid, 9) == 0
+        if not pidns:  # no namespace: the test's process group (C called setsid)
+            if _libc_kill(-pid, 9) == 0:
+                _reap_group(pid)
+            _reap_all(block=False)  # zombies of processes that left the group
+        elif as_uid is None:
+            if _libc_kill(-1, 9) == 0:
+                _reap_all(block=True)
         else:
             _libc_setresuid(as_uid, as_uid, 0)
             left = _libc_kill(-1, 9) == 0
             if _libc_setresuid(0, 0, 0) != 0:
                 os._exit(75)  # cannot be root again: J starts a new zygote
-        if left:
-            _reap_all(block=pidns)
+            if left:
+                _reap_all(block=True)
         write(report_fd, pack_status(b"S", status, usage.ru_utime, usage.ru_stime, usage.ru_maxrss))
 
 
