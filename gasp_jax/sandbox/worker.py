@@ -761,7 +761,7 @@ class Runner:
             if len(inputs) <= DIRECT_MAX_TESTS:
                 forker = self._zygote_for(job, cwd, warm)
             else:
-                forker = self._start_program_runner(job, cwd, len(inputs), warm)
+                forker = self._start_program_runner(job, cwd, len(inputs), warm, deadline)
             for i, payload in enumerate(inputs):
                 if i and self._stop_requested(job_id):
                     break
@@ -839,7 +839,7 @@ class Runner:
                     break
 
     # -- forkers ----------------------------------------------------------------------------
-    def _spawn_forker(self, setup, direct: bool) -> Forker:
+    def _spawn_forker(self, setup, direct: bool, ready_by: float | None = None) -> Forker:
         """Fork a forker process; ``setup(keep_fds)`` runs in it and returns (prog, ctx).
 
         Pipes: J -> forker requests (``ctl``); forker -> J readiness, exit statuses and compile
@@ -873,7 +873,7 @@ class Runner:
         forker = Forker(pid, ctl_w, report_r, pid_r, direct)
         # Wait until it is set up (imports, compile), so no test's wall clock pays for that. A
         # compile error or its death is left in the pipe for the first test to find.
-        deadline = time.monotonic() + FORKER_START_TIMEOUT_S
+        deadline = ready_by if ready_by is not None else time.monotonic() + FORKER_START_TIMEOUT_S
         while time.monotonic() < deadline and select.select([report_r], [], [], deadline - time.monotonic())[0]:
             chunk = os.read(report_r, 4096)
             if chunk[:1] == REPORT_READY:
@@ -916,7 +916,7 @@ class Runner:
                 pass  # Z is gone: the first test finds out from its report pipe
         return zygote
 
-    def _start_program_runner(self, job: dict, cwd: str, n_tests: int, warm: bool) -> Forker:
+    def _start_program_runner(self, job: dict, cwd: str, n_tests: int, warm: bool, ready_by: float) -> Forker:
         """T, the per-job forker of jobs of 3+ tests: drops to the sandbox identity and limits and
         compiles the program once (a compile error is reported instead of forking anything)."""
         lim = job["lim"]
@@ -940,7 +940,7 @@ class Runner:
             prog = dict(self._base_prog(), code=program, job=job, file=os.path.join(cwd, "solution.py"))
             return prog, None
 
-        return self._spawn_forker(setup, direct=False)
+        return self._spawn_forker(setup, direct=False, ready_by=ready_by)  # its compile counts against the job
 
     def _oom_moved(self, status, kill_reason) -> bool:
         """After a SIGKILL we did not send: did the worker cgroup's OOM-kill counter move since
