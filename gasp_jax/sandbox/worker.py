@@ -60,8 +60,9 @@ HEADER_MODULES = ("string", "re", "datetime", "collections", "heapq", "bisect", 
 LCB_HEADER = "".join(f"from {m} import *\n" for m in HEADER_MODULES) + "".join(
     f"import {m}\n" for m in HEADER_MODULES) + "sys.setrecursionlimit(50000)\n"
 HEADER_CODE = compile(LCB_HEADER, "<lcb-header>", "exec")
-# Executed once here; T copies the resulting names (~30 us) instead of re-running ~1,500 star
-# imports (~1 ms). Names bound to the interpreter's streams/argv are re-bound in T.
+# Executed once here and served to programs as their builtins (``_header_builtins``) instead of
+# re-running ~1,500 star imports (~1 ms) per test. Names bound to the interpreter's streams/argv
+# are re-bound in each test child.
 HEADER_NS: dict = {"__name__": "__lcb_header__"}
 exec(HEADER_CODE, HEADER_NS)
 for _k in ("__name__", "__builtins__", "__doc__", "__loader__", "__spec__", "__package__"):
@@ -90,7 +91,7 @@ MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 4, 36, 38
 RESULT_FD = 3
 # Jobs with at most this many tests skip the per-job runner T (its fork and setup cost more than
-# compiling the program once saves): J forks each test child directly.
+# compiling the program once saves): a zygote Z forks each test child, which compiles the program.
 DIRECT_MAX_TESTS = 2
 SETUP_OK = b"\x01"
 # J keeps one frame arena up to this size for the next job (bigger ones are unmapped after use).
