@@ -10,6 +10,7 @@ import jax
 import ml_collections
 
 from gasp_jax import models
+from gasp_jax import multihost
 from gasp_jax import sharding as shd
 
 log = logging.getLogger("gasp_jax")
@@ -28,10 +29,13 @@ def setup_logging(level: str = "INFO") -> None:
 
 
 def initialize(config: ml_collections.ConfigDict) -> None:
-    """Distributed JAX (multi-host pods) and the persistent compilation cache, once, from main()."""
+    """Distributed JAX (multi-host pods) and the persistent compilation cache, once, from main().
+
+    `config.runtime.distributed`: "auto" (default: initialise when the launcher environment describes
+    several processes), True or False; see `multihost.maybe_initialize`.
+    """
     runtime = config.get("runtime", ml_collections.ConfigDict())
-    if runtime.get("distributed", False):
-        jax.distributed.initialize()
+    multihost.maybe_initialize(runtime.get("distributed", "auto"))
     cache_dir = runtime.get("compilation_cache_dir", "")
     if cache_dir:
         jax.config.update("jax_compilation_cache_dir", os.path.expanduser(cache_dir))
