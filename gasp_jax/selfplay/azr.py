@@ -1,0 +1,159 @@
+"""AZR self-play as a rollout source (Absolute Zero, paper.md section 9.6): one iteration per `collect`.
+
+    propose   the teacher writes one task per prompt, per task type, each prompt showing K references
+              sampled from that type's buffer (induction: one program from the deduction/abduction buffers)
+    validate  the sandbox runs every parsed proposal (integrity, banned imports, determinism) and
+              computes its gold output(s)
+    learn     n student samples per accepted task (one prefill, rollout temperature) -> pass rate p;
+              not trained on
+    reward    proposer: -1 invalid, 1 - p when 0 < p < 1, else -0.5
+    buffers   every newly valid task is stored (regardless of reward)
+    student   per type: this iteration's new tasks first, then the buffer
+    solve     one student rollout per task, judged by execution; correct 1, wrong -0.5, format -1
+
+The learnability judging runs in the sandbox while the student batch is generated.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import ml_collections
+import numpy as np
+
+from gasp_jax.selfplay import steps
+from gasp_jax.selfplay.buffers import KINDS, TaskBuffers, identity_records
+from gasp_jax.selfplay.types import RolloutContext, SourceResult
+
+log = logging.getLogger(__name__)
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """The `sources.azr` block with AZR's settings (paper.md section 9.7)."""
+    c = ml_collections.ConfigDict()
+    c.type = "azr"
+    c.every = 1  # collect on iterations start, start + every, ...
+    c.start = 0
+    c.kinds = ",".join(KINDS)  # comma-separated subset of KINDS
+    c.propose_per_kind = 64  # teacher prompts per task type per iteration (AZR: 64)
+    c.solve_per_kind = 64  # student tasks per task type per iteration (AZR: 64)
+    c.references = 6  # K references per proposer prompt (AZR: 6)
+    c.learnability_samples = 8  # n student samples per accepted proposal (AZR: 8)
+    c.seed_file = ""  # deduction/abduction seed jsonl ("" = the identity program)
+    c.induction_seed_file = ""  # induction seed jsonl ("" = the identity program)
+    c.buffer_max_size = 16384  # per type (AZR max_programs)
+    c.buffer_drop = "newest"  # AZR keeps the oldest entries (see buffers.py)
+    c.banned_modules = ""  # comma-separated; "" = the sandbox policy's default list
+    return c
+
+
+def _kinds(block) -> tuple[str, ...]:
+    kinds = tuple(k.strip() for k in str(block.kinds).split(",") if k.strip())
+    bad = [k for k in kinds if k not in KINDS]
+    if bad or not kinds:
+        raise ValueError(f"sources.azr.kinds: unknown task type(s) {bad or kinds}; expected a subset of {KINDS}")
+    return kinds
+
+
+class SelfPlaySource:
+    """AZR's propose/solve loop over deduction, abduction and induction (see the module docstring)."""
+
+    def __init__(self, name: str, config: ml_collections.ConfigDict, run_config: ml_collections.ConfigDict):
+        self.name = name
+        self.config = config
+        self.kinds = _kinds(config)
+        for field in ("propose_per_kind", "solve_per_kind", "references", "learnability_samples", "buffer_max_size"):
+            if int(config[field]) < (0 if field == "propose_per_kind" else 1):
+                raise ValueError(f"sources.{name}.{field} must be positive, got {config[field]}")
+        self.buffers = TaskBuffers(max_size=int(config.buffer_max_size), drop=str(config.buffer_drop),
+                                   kinds=KINDS)
+        self._seed()
+
+    # --------------------------------------------------------------------------------------------- seeding
+
+    def _seed(self) -> None:
+        """Buffers from the shipped AZR seed files (the same io file seeds deduction and abduction, as in
+        AZR), or from the identity program."""
+        from gasp_jax import tasks
+
+        io = tasks.load_seed_file(self.config.seed_file) if self.config.seed_file else None
+        ind = tasks.load_seed_file(self.config.induction_seed_file) if self.config.induction_seed_file else None
+        for kind in ("deduction", "abduction"):
+            self.buffers[kind].add(_tag_seed(io, kind) if io else identity_records(kind))
+        self.buffers["induction"].add(_tag_seed(ind, "induction") if ind else identity_records("induction"))
+
+    # ----------------------------------------------------------------------------------------------- state
+
+    def state_dict(self) -> dict:
+        return {"buffers": self.buffers.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.buffers.load_state_dict(state["buffers"])
+
+    # --------------------------------------------------------------------------------------------- collect
+
+    def propose_prompts(self, ctx: RolloutContext) -> tuple[list[str], list[str], list[dict]]:
+        """(kinds, prompt texts, metas): `propose_per_kind` prompts per task type with K references."""
+        from gasp_jax import tasks
+
+        c = self.config
+        banned = tuple(m.strip() for m in str(c.banned_modules).split(",") if m.strip()) or None
+        template = steps._template(ctx)
+        kinds, prompts, metas = [], [], []
+        for kind in self.kinds:
+            for _ in range(int(c.propose_per_kind)):
+                if kind == "induction":
+                    # AZR: one program drawn from the deduction and abduction buffers.
+                    pool = self.buffers["deduction"].records + self.buffers["abduction"].records
+                    refs = [pool[int(ctx.rng.integers(len(pool)))]]
+                    meta = {"parent_ids": [refs[0].get("id", "")], "parse_kwargs": {"program": refs[0]}}
+                else:
+                    refs = self.buffers[kind].sample(int(c.references), ctx.rng)
+                    meta = {"parent_ids": [r.get("id", "") for r in refs]}
+                prompt = tasks.propose_prompt(kind, refs, banned_modules=banned, template=template)
+                kinds.append(kind)
+                prompts.append(prompt.text)
+                metas.append(meta)
+        return kinds, prompts, metas
+
+    def collect(self, ctx: RolloutContext) -> SourceResult:
+        c = self.config
+        # 1. Propose.
+        kinds, prompts, metas = self.propose_prompts(ctx)
+        completions = steps.generate(ctx, "propose", prompts)
+        proposals = steps.parse_proposals(kinds, completions, metas=metas)
+        # 2. Validate (sandbox; this wait is not hidden: nothing can run before the tasks exist).
+        proposals = steps.validate(ctx, proposals, buffers=self.buffers).result()
+        accepted = [i for i, p in enumerate(proposals) if p.accepted]
+        # 3. Learnability: generate now, judge in the background.
+        learn = steps.estimate_learnability(ctx, [(proposals[i].kind, proposals[i].record) for i in accepted],
+                                            n=int(c.learnability_samples))
+        # 4. Buffers take every new valid task; 5. the student batch puts them first.
+        new = {k: [p.record for p in proposals if p.status == "valid" and p.kind == k] for k in KINDS}
+        for kind, records in new.items():
+            self.buffers[kind].add(records)
+        batch = steps.student_tasks(self.buffers, new, per_kind=int(c.solve_per_kind), rng=ctx.rng, kinds=self.kinds)
+        # 6. Solve (student generation overlaps the learnability judging), then judge.
+        solved = steps.solve(ctx, batch, source=self.name)
+        pass_rates = dict(zip(accepted, learn.result()))
+        rewards = steps.azr_proposer_rewards(ctx, proposals, pass_rates)
+        episodes = steps.proposer_episodes(proposals, rewards, source=self.name) + solved.result()
+
+        scalars, hists = steps.kind_metrics(episodes, proposals, pass_rates)
+        for kind, size in self.buffers.sizes().items():
+            scalars[f"buffer/{kind}/size"] = float(size)
+        return SourceResult(episodes=episodes, scalars=scalars, histograms=hists,
+                            texts=steps.sample_texts(proposals, episodes))
+
+
+def _tag_seed(records: Sequence[dict], kind: str) -> list[dict]:
+    out = []
+    for i, r in enumerate(records):
+        r = dict(r)
+        r.setdefault("id", f"seed-{kind}-{i}")
+        r.setdefault("origin", "seed")
+        r.setdefault("step", -1)
+        r.setdefault("parent_ids", [])
+        out.append(r)
+    return out

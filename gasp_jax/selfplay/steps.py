@@ -1,0 +1,323 @@
+"""The AZR phases as reusable functions: generate, parse, validate, estimate learnability, build the
+student batch, solve, judge, and the per-(type, role) metrics.
+
+`SelfPlaySource` (azr.py) is these calls in order; GASP's source replaces only the proposal prompts and
+the proposer reward and calls the same functions, so validation, learnability, the student phase and
+judging exist once. Sandbox work is split over processes (`multihost.shard_for_process`), submitted
+without blocking, and gathered when a `Pending` is resolved: every process then holds the same results
+and feeds the update the same rewards. The time a caller blocks in `Pending.result()` is the sandbox
+time not hidden behind device work (`time/sandbox_wait_s`).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+from typing import Any, Callable, Hashable, Mapping, Sequence
+
+import numpy as np
+
+from gasp_jax import multihost
+from gasp_jax.selfplay.buffers import KINDS, TaskBuffers, task_key
+from gasp_jax.selfplay.types import ROLE_MODEL, Completion, Episode, Pending, RolloutContext
+
+PROPOSAL_STATUSES = ("valid", "duplicate", "invalid", "format_error")
+SOLVE_OUTCOMES = ("correct", "wrong", "format_error")
+
+# One host thread runs blocking sandbox calls for the trainer thread (the sandbox itself fans out over
+# its worker pool); the trainer keeps issuing device work meanwhile.
+_HOST_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="gasp-selfplay-host")
+
+
+@dataclasses.dataclass
+class Proposal:
+    """A teacher completion and what validation made of it."""
+
+    kind: str  # the task type it is validated as
+    completion: Completion
+    status: str = "format_error"  # one of PROPOSAL_STATUSES
+    record: dict | None = None  # the validated record with gold outputs (valid / duplicate only)
+    reason: str = ""
+    parsed: Any = None  # the tasks layer's parsed proposal (None on a format error)
+    meta: dict = dataclasses.field(default_factory=dict)  # source-specific (references, GASP stage, ...)
+
+    @property
+    def accepted(self) -> bool:
+        """Passed validation (a duplicate of a buffered task is valid, just not stored again)."""
+        return self.status in ("valid", "duplicate")
+
+
+def _tasks():
+    from gasp_jax import tasks  # the tasks layer (issue 10)
+
+    return tasks
+
+
+# ------------------------------------------------------------------------------------------- host fan-out
+
+
+def sharded_call(ctx: RolloutContext, fn: Callable[[list], list], items: Sequence) -> Pending[list]:
+    """`fn(items)` -> list (same length), computed on this process's shard in a host thread; the
+    returned `Pending` gathers every process's shard in order. Collective when resolved."""
+    items = list(items)
+    mine = multihost.shard_for_process(items)
+    future = _HOST_POOL.submit(fn, mine) if mine else None
+
+    def finish():
+        local = list(future.result()) if future is not None else []
+        if len(local) != len(mine):
+            raise RuntimeError(f"{getattr(fn, '__name__', fn)} returned {len(local)} results for {len(mine)} items")
+        return multihost.all_gather_objects(local)
+
+    return Pending(finish, ctx.timers)
+
+
+# ------------------------------------------------------------------------------------------------ phases
+
+
+def generate(ctx: RolloutContext, role: str, prompts: Sequence[str], *, num_samples: int = 1,
+             temperature: float | None = None, max_new_tokens: int | None = None) -> list[Completion]:
+    """Samples with the policy playing `role` (teacher proposes, student solves), timed per model."""
+    model = ROLE_MODEL[role]
+    with ctx.timers.phase(f"{model}_generate"):
+        return ctx.policies[model].generate(list(prompts), num_samples=num_samples, temperature=temperature,
+                                            max_new_tokens=max_new_tokens, rng=ctx.next_key())
+
+
+def parse_proposals(kinds: Sequence[str], completions: Sequence[Completion], *,
+                    metas: Sequence[dict] | None = None, parse: Callable | None = None) -> list[Proposal]:
+    """Parses each teacher completion as a proposal of its kind (garbage -> status "format_error")."""
+    tasks = _tasks()
+    parse = parse or (lambda kind, text, meta: tasks.parse_proposal(kind, text, **meta.get("parse_kwargs", {})))
+    metas = metas if metas is not None else [{} for _ in completions]
+    out = []
+    for kind, c, meta in zip(kinds, completions, metas, strict=True):
+        parsed = parse(kind, c.text, meta)
+        ok = parsed is not None and getattr(parsed, "ok", True)
+        out.append(Proposal(kind=kind, completion=c, parsed=parsed if ok else None,
+                            status="invalid" if ok else "format_error",
+                            reason="" if ok else str(getattr(parsed, "reason", "unparsable")), meta=dict(meta)))
+    return out
+
+
+def validate(ctx: RolloutContext, proposals: Sequence[Proposal], *, buffers: TaskBuffers | None = None,
+             step: int | None = None, origin: str = "propose") -> Pending[list[Proposal]]:
+    """Executes every parsed proposal in the sandbox (integrity, safety, determinism; gold outputs filled).
+
+    Resolves to the same proposals with `status` / `record` / `reason` set: "valid", "duplicate" (valid
+    and already in `buffers` or earlier in this batch), "invalid" (failed validation), "format_error".
+    """
+    tasks = _tasks()
+    limits = ctx.config.get("validation", None)
+    todo = [i for i, p in enumerate(proposals) if p.parsed is not None]
+
+    def run(items):
+        return list(tasks.validate_proposals(ctx.sandbox, items, **(dict(limits) if limits else {})))
+
+    pending = sharded_call(ctx, run, [(proposals[i].kind, proposals[i].parsed) for i in todo])
+    step = ctx.step if step is None else step
+
+    def finish():
+        results = pending.result()
+        seen: set[str] = set()
+        for n, (i, res) in enumerate(zip(todo, results, strict=True)):
+            p = proposals[i]
+            if not res.valid:
+                p.status, p.reason = "invalid", str(res.reason)
+                continue
+            record = dict(res.record)
+            record.update(id=f"{origin}-{step}-{i}", origin=origin, step=int(step),
+                          parent_ids=list(p.meta.get("parent_ids", [])))
+            key = task_key(p.kind, record)
+            duplicate = key in seen or (buffers is not None and p.kind in buffers and record in buffers[p.kind])
+            seen.add(key)
+            p.status, p.record = ("duplicate" if duplicate else "valid"), record
+        return list(proposals)
+
+    return Pending(finish, ctx.timers)
+
+
+def judge(ctx: RolloutContext, items: Sequence[tuple[str, Mapping, str]]) -> Pending[list[bool | None]]:
+    """`(kind, record, response_text)` -> correct? (None: the sandbox could not judge; drop the sample).
+    Process-sharded, submitted now, gathered when resolved."""
+    tasks = _tasks()
+
+    def run(batch):
+        return [f.result() for f in tasks.judge_many_async(ctx.sandbox, batch)]
+
+    return sharded_call(ctx, run, list(items))
+
+
+def solve_prompts(ctx: RolloutContext, tasks_: Sequence[tuple[str, Mapping]]) -> list[str]:
+    tasks = _tasks()
+    template = _template(ctx)
+    return [tasks.solve_prompt(kind, record, template=template).text for kind, record in tasks_]
+
+
+def estimate_learnability(ctx: RolloutContext, tasks_: Sequence[tuple[str, Mapping]], *, n: int,
+                          temperature: float | None = None) -> Pending[np.ndarray]:
+    """Student pass rate of each task from `n` samples of one prefill at the rollout temperature.
+
+    Never greedy (AZR's code can end up greedy here, which collapses every rate to 0 or 1). The samples
+    are not trained on. Resolves to float `[len(tasks)]` (nan where every judgement failed)."""
+    if not tasks_:
+        return Pending.ready(np.zeros((0,), np.float64))
+    if temperature is not None and temperature <= 0:
+        raise ValueError("learnability samples must be drawn at a temperature > 0 (greedy gives rates of 0 or 1)")
+    completions = generate(ctx, "solve", solve_prompts(ctx, tasks_), num_samples=n, temperature=temperature)
+    pending = judge(ctx, [(kind, record, completions[i * n + j].text)
+                          for i, (kind, record) in enumerate(tasks_) for j in range(n)])
+
+    def finish():
+        verdicts = pending.result()
+        rates = np.full(len(tasks_), np.nan)
+        for i in range(len(tasks_)):
+            scored = [v for v in verdicts[i * n:(i + 1) * n] if v is not None]
+            if scored:
+                rates[i] = float(np.mean(scored))
+        return rates
+
+    return Pending(finish, ctx.timers)
+
+
+def student_tasks(buffers: TaskBuffers, new: Mapping[str, Sequence[Mapping]], *, per_kind: int,
+                  rng: np.random.Generator, kinds: Sequence[str] = KINDS) -> list[tuple[str, dict]]:
+    """AZR's `max_new` student batch: per kind, this iteration's new tasks first (shuffled, at most
+    `per_kind`), then uniform draws from the whole buffer (with replacement) to fill the rest."""
+    out = []
+    for kind in kinds:
+        fresh = list(new.get(kind, ()))
+        order = rng.permutation(len(fresh)) if fresh else []
+        chosen = [fresh[int(i)] for i in order[:per_kind]]
+        missing = per_kind - len(chosen)
+        if missing > 0:
+            chosen += buffers[kind].sample(missing, rng, replace=True)
+        out.extend((kind, dict(r)) for r in chosen)
+    return out
+
+
+def solve(ctx: RolloutContext, tasks_: Sequence[tuple[str, Mapping]], *,
+          group: Callable[[str], Hashable] = lambda kind: (kind, "solve"), source: str = "azr",
+          ) -> Pending[list[Episode]]:
+    """Student rollouts (one per task, trained on) now; judged asynchronously; resolves to episodes
+    rewarded by `tasks.solver_reward` (correct 1, wrong -0.5, format error -1 with AZR's constants).
+    Samples the sandbox could not judge are dropped (counted in `tags`-free metric `dropped`)."""
+    tasks = _tasks()
+    if not tasks_:
+        return Pending.ready([])
+    completions = generate(ctx, "solve", solve_prompts(ctx, tasks_))
+    answers = [tasks.extract_answer(kind, c.text) for (kind, _), c in zip(tasks_, completions)]
+    todo = [i for i, a in enumerate(answers) if a is not None]
+    pending = judge(ctx, [(tasks_[i][0], tasks_[i][1], completions[i].text) for i in todo])
+    reward_cfg = _reward_config(ctx)
+
+    def finish():
+        verdict = dict(zip(todo, pending.result(), strict=True))
+        episodes = []
+        for i, ((kind, record), c) in enumerate(zip(tasks_, completions)):
+            if i in verdict and verdict[i] is None:
+                continue  # infrastructure error: never scored
+            formatted = answers[i] is not None
+            correct = bool(verdict.get(i, False))
+            outcome = "correct" if correct else ("wrong" if formatted else "format_error")
+            reward = tasks.solver_reward(formatted, correct, **reward_cfg)
+            episodes.append(Episode.from_completion(
+                c, role="solve", group=group(kind), reward=reward, source=source, kind=kind, outcome=outcome,
+                truncated=c.truncated, task_id=record.get("id", "")))
+        return episodes
+
+    return Pending(finish, ctx.timers)
+
+
+def proposer_episodes(proposals: Sequence[Proposal], rewards: Sequence[float], *,
+                      group: Callable[[Proposal], Hashable] = lambda p: (p.kind, "propose"),
+                      source: str = "azr") -> list[Episode]:
+    """One propose-role episode per proposal with its reward (None reward: dropped, never scored)."""
+    out = []
+    for p, r in zip(proposals, rewards, strict=True):
+        if r is None:
+            continue
+        out.append(Episode.from_completion(p.completion, role="propose", group=group(p), reward=float(r),
+                                           source=source, kind=p.kind, outcome=p.status,
+                                           truncated=p.completion.truncated))
+    return out
+
+
+def azr_proposer_rewards(ctx: RolloutContext, proposals: Sequence[Proposal], pass_rates: Mapping[int, float]
+                         ) -> list[float | None]:
+    """AZR: -1 unparsable/invalid; for accepted tasks 1 - p if 0 < p < 1 else -0.5 (tasks.proposer_reward).
+    An accepted task whose learnability could not be judged at all gets None (dropped)."""
+    tasks = _tasks()
+    cfg = _reward_config(ctx)
+    out: list[float | None] = []
+    for i, p in enumerate(proposals):
+        if not p.accepted:
+            out.append(tasks.proposer_reward(False, None, **cfg))
+            continue
+        rate = pass_rates.get(i, float("nan"))
+        out.append(None if not np.isfinite(rate) else tasks.proposer_reward(True, float(rate), **cfg))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- metrics
+
+
+def _mean(xs) -> float:
+    return float(np.mean(xs)) if len(xs) else 0.0
+
+
+def kind_metrics(episodes: Sequence[Episode], proposals: Sequence[Proposal] = (),
+                 pass_rates: Mapping[int, float] | None = None) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Scalars `<type>/<role>/<metric>` and histograms for the episodes and proposals of one iteration."""
+    scalars: dict[str, float] = {}
+    hists: dict[str, np.ndarray] = {}
+    by_group: dict[tuple[str, str], list[Episode]] = {}
+    for e in episodes:
+        by_group.setdefault((str(e.tags.get("kind", e.group)), e.role), []).append(e)
+    for (kind, role), eps in sorted(by_group.items()):
+        prefix = f"{kind}/{role}"
+        scalars[f"{prefix}/count"] = float(len(eps))
+        scalars[f"{prefix}/reward_mean"] = _mean([e.reward for e in eps])
+        scalars[f"{prefix}/completion_len_mean"] = _mean([len(e.tokens) for e in eps])
+        scalars[f"{prefix}/truncated_frac"] = _mean([bool(e.tags.get("truncated", False)) for e in eps])
+        if role == "solve":
+            scalars[f"{prefix}/pass_rate"] = _mean([e.tags.get("outcome") == "correct" for e in eps])
+            scalars[f"{prefix}/format_error_frac"] = _mean([e.tags.get("outcome") == "format_error" for e in eps])
+    by_kind: dict[str, list[int]] = {}
+    for i, p in enumerate(proposals):
+        by_kind.setdefault(p.kind, []).append(i)
+    for kind, idx in sorted(by_kind.items()):
+        prefix = f"{kind}/propose"
+        statuses = [proposals[i].status for i in idx]
+        for status in PROPOSAL_STATUSES:
+            scalars[f"{prefix}/{status}_frac"] = _mean([s == status for s in statuses])
+        if pass_rates is not None:
+            rates = np.array([pass_rates[i] for i in idx if i in pass_rates and np.isfinite(pass_rates[i])])
+            if rates.size:
+                scalars[f"{prefix}/est_pass_rate_mean"] = float(rates.mean())
+                scalars[f"{prefix}/learnable_frac"] = float(np.mean((rates > 0) & (rates < 1)))
+                hists[f"{prefix}/est_pass_rate"] = rates
+    return scalars, hists
+
+
+def sample_texts(proposals: Sequence[Proposal], episodes: Sequence[Episode], completions_by_id: Mapping | None = None,
+                 *, per_kind: int = 2) -> dict[str, str]:
+    """A few proposals (with status) per kind as markdown, for TensorBoard text summaries."""
+    texts: dict[str, list[str]] = {}
+    for p in proposals:
+        lines = texts.setdefault(f"samples/{p.kind}/propose", [])
+        if len(lines) < per_kind:
+            lines.append(f"**{p.status}** {p.reason}\n\n```\n{p.completion.text}\n```")
+    return {k: "\n\n---\n\n".join(v) for k, v in texts.items()}
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+
+def _template(ctx: RolloutContext) -> str:
+    return str(ctx.config.get("prompts", {}).get("template", "full"))
+
+
+def _reward_config(ctx: RolloutContext) -> dict:
+    block = ctx.config.get("rewards", None)
+    return dict(block) if block else {}
