@@ -1,0 +1,133 @@
+"""The GASP teacher's two prompts, written for this project (the paper's texts are not public).
+
+* **Lemma**: the teacher sees ONE goalpost statement and an axis, and writes an *easier* induction task
+  (a program ``f``, ``num_inputs`` inputs, a message) that keeps the goalpost's algorithmic theme.
+* **Lift**: the teacher sees ONLY the lemma (its program, the message and the input/output pairs the
+  environment computed) and the same axis, and writes a *harder* variant. The goalpost is never shown:
+  the paper reports that a teacher shown the goalpost copies its surface features.
+
+Axes (one drawn uniformly per lemma; the lift uses the lemma's):
+  ``io``        the complexity of the inputs/outputs (flat list -> nested lists, more arguments, examples
+                from which f is harder to infer), keeping the algorithm;
+  ``algorithm`` the complexity of the algorithm itself (fewer/more steps, constraints, compositions).
+
+Both prompts ask for the same answer format as every induction proposal in this project (one
+```python block defining ``f``, ``num_inputs`` ```input blocks, one ```message block), so parsing and
+validation are the tasks layer's. ``template="compact"`` keeps them short for tiny CPU models;
+``"full"`` spells out the rules (a 7B base model needs them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+AXES = ("io", "algorithm")
+
+AXIS_TEXT = {
+    "io": {
+        "name": "input/output complexity",
+        "lemma": "Make the inputs and outputs simpler than the problem's (e.g. one flat list instead of "
+                 "nested structures, fewer arguments, small values), keeping the same kind of algorithm.",
+        "lift": "Make the inputs and outputs more complex (e.g. nested lists, more arguments, richer "
+                "return values, examples from which f is harder to infer), keeping the same algorithm.",
+        "lemma_compact": "simpler inputs/outputs, same algorithm",
+        "lift_compact": "more complex inputs/outputs, same algorithm",
+    },
+    "algorithm": {
+        "name": "algorithm complexity",
+        "lemma": "Make the algorithm simpler than the problem's (fewer steps, one idea of the solution, "
+                 "no tricky constraints), keeping its core theme.",
+        "lift": "Make the algorithm harder (an extra step, a composition of operations, a constraint that "
+                "needs the core idea applied with more care), keeping the task's theme.",
+        "lemma_compact": "simpler algorithm, same theme",
+        "lift_compact": "harder algorithm, same theme",
+    },
+}
+
+TEMPLATES = ("full", "compact")
+
+
+def check_axis(axis: str) -> str:
+    if axis not in AXES:
+        raise ValueError(f"unknown GASP axis {axis!r}; expected one of {AXES}")
+    return axis
+
+
+def _check_template(template: str) -> None:
+    if template not in TEMPLATES:
+        raise ValueError(f"unknown prompt template {template!r}; expected one of {TEMPLATES}")
+
+
+def _format_rules(num_inputs: int, banned_modules: Sequence[str]) -> str:
+    banned = ", ".join(banned_modules) if banned_modules else "none"
+    return (
+        "Answer format:\n"
+        "```python\n<imports, then one function def f(...) that returns a value>\n```\n"
+        f"then exactly {num_inputs} blocks\n```input\n<the arguments of one call of f, as Python literals>\n```\n"
+        "and one block\n```message\n<a short hint or question that helps infer f, without code>\n```\n"
+        "Rules: f is deterministic, runs in well under a second, uses no randomness, time, files, "
+        f"printing or input(); a single top-level function; banned modules: {banned}. "
+        "The inputs should cover different cases, so that f can be inferred from their outputs.\n"
+    )
+
+
+def lemma_prompt(statement: str, axis: str, *, num_inputs: int, banned_modules: Sequence[str] = (),
+                 template: str = "full", max_statement_chars: int = 0) -> str:
+    """The lemma prompt: one goalpost statement + the axis -> an easier induction task."""
+    check_axis(axis)
+    _check_template(template)
+    text = statement.strip()
+    if max_statement_chars and len(text) > max_statement_chars:
+        text = text[:max_statement_chars].rstrip() + " ..."
+    if template == "compact":
+        return (
+            f"Hard problem:\n{text}\n"
+            f"Write an easier task on the same theme ({AXIS_TEXT[axis]['lemma_compact']}): "
+            f"```python f```, {num_inputs} ```input```, one ```message```.\n"
+        )
+    return (
+        "## Task: write an easier variant of a hard programming problem\n"
+        "Below is a hard programming problem. Design a Python function f that captures one key "
+        "algorithmic idea of it, but is clearly easier, so that a student who sees some input/output "
+        "pairs of f and your message can infer f.\n"
+        f"Difficulty axis: {AXIS_TEXT[axis]['name']}. {AXIS_TEXT[axis]['lemma']}\n"
+        "Do not copy the problem's story or wording: write a new, self-contained task.\n\n"
+        f"### Hard problem\n{text}\n\n" + _format_rules(num_inputs, banned_modules)
+    )
+
+
+def _pairs_text(inputs: Sequence[str], outputs: Sequence[str], shown: int) -> str:
+    return "\n".join(f"f({x}) == {y}" for x, y in list(zip(inputs, outputs))[:shown])
+
+
+def lift_prompt(lemma: Mapping[str, Any], axis: str, *, num_inputs: int, banned_modules: Sequence[str] = (),
+                template: str = "full", shown_pairs: int = 5) -> str:
+    """The lift prompt: ONLY the lemma (program, message, I/O pairs) + the axis -> a harder variant.
+
+    ``lemma`` is an induction record ``{"snippet", "inputs", "outputs", "message", "imports"}``; nothing
+    of the goalpost is passed in, so nothing of it can leak into the prompt.
+    """
+    check_axis(axis)
+    _check_template(template)
+    code = str(lemma["snippet"]).strip()
+    imports = lemma.get("imports") or []
+    if imports:
+        code = "\n".join(imports) + "\n" + code
+    pairs = _pairs_text(lemma.get("inputs", []), lemma.get("outputs", []), shown_pairs)
+    message = str(lemma.get("message", "")).strip()
+    if template == "compact":
+        return (
+            f"Task:\n```python\n{code}\n```\n{pairs}\n"
+            f"Write a harder variant ({AXIS_TEXT[axis]['lift_compact']}): "
+            f"```python f```, {num_inputs} ```input```, one ```message```.\n"
+        )
+    return (
+        "## Task: write a harder variant of an induction task\n"
+        "Below is a task the student can already solve: a function f, a message about it and some of its "
+        "input/output pairs. Write a new function f that is a harder variant of it, still learnable from "
+        "input/output pairs and your message.\n"
+        f"Difficulty axis: {AXIS_TEXT[axis]['name']}. {AXIS_TEXT[axis]['lift']}\n\n"
+        f"### Current task\n```python\n{code}\n```\nMessage: {message}\nExamples:\n{pairs}\n\n"
+        + _format_rules(num_inputs, banned_modules)
+    )
