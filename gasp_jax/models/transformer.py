@@ -168,12 +168,23 @@ class Attention(nn.Module):
             # [L, B, K, S, D], and this layer writes (then reads) its slice `layer`.
             stacked = cache_kv[0].ndim == 5
             lead = (layer,) if stacked else ()
-            start = tuple(jnp.asarray(i, jnp.int32) for i in (*lead, 0, 0, cache_index, 0))
             axes = CACHE_AXES if stacked else CACHE_AXES[1:]
+            per_row = jnp.ndim(cache_index) == 1  # one write slot per row (continuous batching)
+            start = tuple(jnp.asarray(i, jnp.int32) for i in (*lead, 0, 0, 0 if per_row else cache_index, 0))
+
+            def write_row(row_buf, row_new, index):  # [(L,) K, S, D] <- [(1,) K, T, D] at slot `index`
+                row_start = (jnp.asarray(layer, jnp.int32),) * stacked + (0, jnp.asarray(index, jnp.int32), 0)
+                return jax.lax.dynamic_update_slice(row_buf, row_new, row_start)
 
             def write(buf, new):
                 new = new[None] if stacked else new
-                buf = jax.lax.dynamic_update_slice(buf, new.astype(buf.dtype), start)
+                if per_row:  # a batched dynamic_update_slice: an in-place scatter of T slots per row
+                    batch_axis = 1 if stacked else 0
+                    buf = jax.vmap(write_row, in_axes=(batch_axis, batch_axis, 0), out_axes=batch_axis)(
+                        buf, new.astype(buf.dtype), cache_index
+                    )
+                else:
+                    buf = jax.lax.dynamic_update_slice(buf, new.astype(buf.dtype), start)
                 return shd.constrain(buf, axes, self.mesh, self.rules)
 
             new_cache_kv = (write(cache_kv[0], key), write(cache_kv[1], val))
@@ -251,8 +262,9 @@ class Transformer(nn.Module):
       positions: int32 `[B, T]` RoPE positions; default `arange(T)`.
       kv_mask: bool `[B, S]`, which key slots hold real tokens (S = T without a cache, the cache length
         with one). Default: all valid.
-      cache / cache_index: a `KVCache` and the int32 slot where `tokens[:, 0]` is written. With a cache
-        the call returns `(logits, new_cache)`.
+      cache / cache_index: a `KVCache` and the int32 slot where `tokens[:, 0]` is written: a scalar
+        (every row), or one slot per row `[B]` (decode slots at different depths, as in continuous
+        batching). With a cache the call returns `(logits, new_cache)`.
       return_hidden: return the final-norm hidden states `[B, T, E]` instead of logits (for chunked
         log-prob computation with `unembed`).
 
@@ -314,10 +326,11 @@ class Transformer(nn.Module):
         else:
             if cache_index is None:
                 raise ValueError("cache_index is required with a cache")
-            query_slots = cache_index + jnp.arange(t)
+            # A scalar cache_index: every row writes at the same slots; a [B] one: row r at its own.
+            query_slots = jnp.asarray(cache_index, jnp.int32)[..., None] + jnp.arange(t)  # [T] or [B, T]
             num_slots = cache.length
             cache_kv = (cache.k, cache.v)
-        mask = query_slots[:, None] >= jnp.arange(num_slots)[None, :]  # causal by slot  [T, S]
+        mask = query_slots[..., :, None] >= jnp.arange(num_slots)  # causal by slot  [(B,) T, S]
         mask = jnp.broadcast_to(mask, (b, t, num_slots))
         if kv_mask is not None:
             mask = mask & kv_mask[:, None, :].astype(bool)

@@ -234,6 +234,8 @@ def _decode(
     pad_lens,
     prompt_lens,
     live,
+    prompt_ids,
+    row_limits,
     rng,
     temperature,
     top_p,
@@ -247,7 +249,9 @@ def _decode(
 ):
     """Samples `max_new_tokens` per row, `num_samples` rows per prompt, from a prefilled prompt cache.
 
-    `live [Bp]` is False on batch-padding rows: they start done and produce nothing.
+    `live [Bp]` is False on batch-padding rows: they start done and produce nothing. `prompt_ids [Bp]`
+    is each prompt's index in the caller's list (its RNG stream); `row_limits [Bp]` its max_new_tokens
+    (<= `max_new_tokens`): a row stops at its limit as at a stop token.
     Returns `(tokens [B, N], logprobs [B, N], lengths [B])` with `B = Bp * num_samples`.
 
     With `unroll_layers` the loop body runs the layers as straight-line code over per-layer weights
@@ -279,12 +283,12 @@ def _decode(
     else:
         cache = KVCache(expand(prompt_cache.k, CACHE_AXES), expand(prompt_cache.v, CACHE_AXES))
     tile = lambda x: jnp.repeat(x, num_samples, axis=0) if num_samples > 1 else x
-    pad_lens, prompt_lens, live = tile(pad_lens), tile(prompt_lens), tile(live)
+    pad_lens, prompt_lens, live, row_limits = tile(pad_lens), tile(prompt_lens), tile(live), tile(row_limits)
     kv_mask = jnp.arange(cache_len, dtype=jnp.int32)[None, :] >= pad_lens[:, None]
 
     rows = jnp.arange(batch, dtype=jnp.int32)
     row_keys = jax.vmap(lambda i, j: jax.random.fold_in(jax.random.fold_in(rng, i), j))(
-        rows // num_samples, rows % num_samples
+        tile(prompt_ids), rows % num_samples
     )
 
     def choose(step, logits):
@@ -293,7 +297,7 @@ def _decode(
 
     def record(state: _DecodeState, token, logprob) -> _DecodeState:
         active = ~state.done
-        stopped = jnp.any(token[:, None] == eos_ids[None, :], axis=-1)
+        stopped = jnp.any(token[:, None] == eos_ids[None, :], axis=-1) | (state.step + 1 >= row_limits)
         return state._replace(
             step=state.step + 1,
             last_token=token,
@@ -517,12 +521,15 @@ def _as_key(rng) -> jax.Array:
 # ------------------------------------------------------------------------------------------ public API
 
 
+ENGINES = ("static", "continuous")
+
+
 def generate(
     model: Transformer,
     params: Any,
     prompts: Sequence[Sequence[int]],
     *,
-    max_new_tokens: int,
+    max_new_tokens: int | Sequence[int],
     temperature: float = 1.0,
     top_k: int = 0,
     top_p: float = 1.0,
@@ -533,6 +540,10 @@ def generate(
     prompt_buckets: Sequence[int] | None = None,
     max_cache_length: int | None = None,
     unroll_layers: bool = True,
+    engine: str = "static",
+    max_slots: int | None = None,
+    kv_cache_tokens: int | None = None,
+    chunk_steps: int | None = None,
 ) -> SampleOutput:
     """Samples `num_samples` continuations of each prompt (lists of token ids).
 
@@ -540,12 +551,12 @@ def generate(
       model, params: a `Transformer` and its params (as from `models.load_hf`); params are a jit
         argument, so passing new weights never recompiles.
       prompts: token-id lists of any lengths >= 1 (each is left-padded to a prompt bucket).
-      max_new_tokens: tokens generated per row (fewer if the row stops).
+      max_new_tokens: tokens generated per row (fewer if the row stops): one int, or one per prompt.
       temperature: 0 for greedy; otherwise logits are divided by it before top-k / top-p.
       top_k: keep the k most likely tokens (0 = off). top_p: nucleus mass in (0, 1] (1 = off).
       eos_ids: a row stops after emitting any of these (the stop token is kept and counted).
-      num_samples: rows per prompt; the prompt is prefilled once and its KV cache tiled.
-      rng: a `jax.random.key`; the same key gives the same samples.
+      num_samples: rows per prompt; the prompt is prefilled once and its KV cache shared.
+      rng: a `jax.random.key`; the same key gives the same samples, with either engine.
       mesh: shard over this mesh (defaults to `model.mesh`): batch over the `cache_batch` axes
         (data x fsdp), heads over tensor.
       prompt_buckets: static prompt lengths to pad to (default: powers of two from 16).
@@ -554,40 +565,117 @@ def generate(
       unroll_layers: run the decode step's layers unrolled over per-layer weight and cache buffers
         (faster steps, longer compile; the weights are split once per call, an extra copy of the layer
         weights while the call runs). False keeps the scanned layer stack.
+      engine: "static" (one batch decoded until its longest row stops) or "continuous" (decode slots
+        refilled as rows finish, `engine.py`). Same results: greedy tokens identical, same RNG streams.
+      max_slots: rows decoded at once (a multiple of the mesh's batch shards). Continuous: the slot
+        count (default from `kv_cache_tokens`, else 256, never above the call's rows). Static: prompts
+        run in consecutive batches of at most this many rows (default: all in one batch).
+      kv_cache_tokens, chunk_steps: continuous engine only: the slot cache budget in cached tokens
+        (slots = budget // per-slot cache length) and decode steps per device call (default 16).
 
     Returns:
       `SampleOutput(tokens, logprobs, lengths)` as NumPy arrays with `len(prompts) * num_samples` rows,
-      prompt-major. `logprobs` are fp32 log-probabilities of each generated token under the full-vocab
-      `softmax(logits / temperature)` (under `softmax(logits)` when greedy).
+      prompt-major, `max(max_new_tokens)` columns. `logprobs` are fp32 log-probabilities of each
+      generated token under the full-vocab `softmax(logits / temperature)` (`softmax(logits)` when greedy).
 
     Raises:
       ValueError: on any bad argument, before anything is compiled.
     """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence) and not isinstance(prompts, np.ndarray):
+        raise ValueError(f"prompts must be a list of token-id lists, got {type(prompts).__name__}")
+    if len(prompts) == 0:
+        raise ValueError("prompts is empty: nothing to generate")
+    limits = _per_prompt_limits(max_new_tokens, len(prompts))
     if mesh is not None and model.mesh is not mesh:
         model = model.clone(mesh=mesh)
-    arrays, plan = _validate(
-        model,
-        prompts,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        eos_ids=eos_ids,
-        num_samples=num_samples,
-        prompt_buckets=prompt_buckets,
-        max_cache_length=max_cache_length,
-    )
+    if engine == "continuous":
+        from gasp_jax.sampling import engine as engine_lib  # engine.py builds on this module
+
+        if not isinstance(num_samples, (int, np.integer)) or isinstance(num_samples, bool) or num_samples < 1:
+            raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+        requests = [
+            engine_lib.Request(prompt=p, max_new_tokens=n, num_samples=num_samples, temperature=temperature,
+                               top_k=top_k, top_p=top_p, eos_ids=tuple(eos_ids))
+            for p, n in zip(prompts, limits)
+        ]
+        out, _ = engine_lib.run_requests(
+            model, params, requests, rng=rng, max_slots=max_slots, kv_cache_tokens=kv_cache_tokens,
+            chunk_steps=engine_lib.DEFAULT_CHUNK_STEPS if chunk_steps is None else chunk_steps,
+            prompt_buckets=prompt_buckets, max_cache_length=max_cache_length, unroll_layers=unroll_layers,
+        )
+        return out
+    if kv_cache_tokens is not None or chunk_steps is not None:
+        raise ValueError("kv_cache_tokens and chunk_steps apply to engine='continuous' only")
+    prompts_per_batch = len(prompts)
+    if max_slots is not None:
+        shards = batch_shards(model.mesh, model.rules)
+        if isinstance(max_slots, bool) or not isinstance(max_slots, (int, np.integer)) or max_slots < 1:
+            raise ValueError(f"max_slots must be a positive int, got {max_slots!r}")
+        if max_slots % shards:
+            raise ValueError(
+                f"max_slots={max_slots} does not divide over the mesh's {shards} batch shards (cache_batch axes); "
+                f"use a multiple of {shards}"
+            )
+        if isinstance(num_samples, (int, np.integer)) and num_samples > max_slots:
+            raise ValueError(f"num_samples={num_samples} exceeds max_slots={max_slots}")
+        prompts_per_batch = max(1, max_slots // max(1, int(num_samples)))
+    kwargs = dict(temperature=temperature, top_k=top_k, top_p=top_p, eos_ids=eos_ids, num_samples=num_samples,
+                  prompt_buckets=prompt_buckets, max_cache_length=max_cache_length)
+    batches = [range(s, min(s + prompts_per_batch, len(prompts))) for s in range(0, len(prompts), prompts_per_batch)]
+    planned = [_validate(model, [prompts[i] for i in b], max_new_tokens=max(limits[i] for i in b), **kwargs) for b in batches]
     rng = _as_key(rng)
+    outs = [
+        _generate_static(model, params, arrays, plan, [limits[i] for i in b], b.start, rng=rng,
+                         temperature=temperature, top_p=top_p, eos_ids=eos_ids, num_samples=num_samples,
+                         unroll_layers=unroll_layers)
+        for b, (arrays, plan) in zip(batches, planned)
+    ]
+    width = max(limits)
+    pad = lambda x: np.pad(x, ((0, 0), (0, width - x.shape[1])))
+    return SampleOutput(
+        tokens=np.concatenate([pad(o.tokens) for o in outs]),
+        logprobs=np.concatenate([pad(o.logprobs) for o in outs]),
+        lengths=np.concatenate([o.lengths for o in outs]),
+    )
+
+
+def _per_prompt_limits(max_new_tokens, num_prompts: int) -> list[int]:
+    """`max_new_tokens` (an int, or one per prompt) as one positive int per prompt."""
+    if isinstance(max_new_tokens, (int, np.integer)) and not isinstance(max_new_tokens, bool):
+        limits = [max_new_tokens] * num_prompts
+    elif isinstance(max_new_tokens, (Sequence, np.ndarray)) and not isinstance(max_new_tokens, (str, bytes)):
+        limits = list(max_new_tokens)
+        if len(limits) != num_prompts:
+            raise ValueError(f"max_new_tokens has {len(limits)} entries for {num_prompts} prompts (one per prompt)")
+    else:
+        raise ValueError(f"max_new_tokens must be a positive int or one per prompt, got {max_new_tokens!r}")
+    for n in limits:
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"max_new_tokens must be positive ints, got {n!r}")
+    return [int(n) for n in limits]
+
+
+def _generate_static(model, params, arrays, plan, limits, first_prompt_id, *, rng, temperature, top_p, eos_ids,
+                     num_samples, unroll_layers) -> SampleOutput:
+    """One static batch: prefill, then decode until every row stops (or reaches its limit)."""
     tokens, pad_lens, prompt_lens, live = _left_pad(arrays, plan)
+    prompt_ids = np.arange(plan.padded_prompts, dtype=np.int32) + first_prompt_id
+    row_limits = np.ones((plan.padded_prompts,), np.int32)
+    row_limits[: len(limits)] = limits
     eos = np.full((-(-max(len(eos_ids), 1) // _EOS_SLOTS) * _EOS_SLOTS,), -1, np.int32)
     eos[: len(eos_ids)] = np.asarray(list(eos_ids), np.int32)
+    max_new_tokens = max(limits)
 
     if model.mesh is not None:
         params = jax.device_put(params, _program("param_shardings", model))  # no-op when already placed
         rows = lambda x: jax.device_put(
             x, shd.named_sharding(("cache_batch",) + (None,) * (x.ndim - 1), x.shape, model.mesh, model.rules)
         )
-        tokens, pad_lens, prompt_lens, live = map(rows, (tokens, pad_lens, prompt_lens, live))
+        tokens, pad_lens, prompt_lens, live, prompt_ids, row_limits = map(
+            rows, (tokens, pad_lens, prompt_lens, live, prompt_ids, row_limits)
+        )
 
     prefill = _program("prefill", model)
     decode = _program(
@@ -602,6 +690,8 @@ def generate(
         pad_lens,
         prompt_lens,
         live,
+        prompt_ids,
+        row_limits,
         rng,
         np.float32(temperature if temperature > 0 else 1.0),
         np.float32(top_p),

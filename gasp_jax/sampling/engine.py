@@ -1,0 +1,630 @@
+"""Continuous-batching rollout engine: a fixed set of decode slots that are refilled as requests finish.
+
+    out, stats = engine.run_requests(model, params, [
+        engine.Request(prompt=[1, 5, 9], max_new_tokens=16, num_samples=4, temperature=1.0, eos_ids=(2,)),
+        engine.Request(prompt=[7, 7], max_new_tokens=2048, temperature=0.0),
+    ], rng=jax.random.key(0), max_slots=64)
+    out.tokens[row], out.logprobs[row], out.lengths[row]  # rows request-major, as `sampling.generate`
+    stats.slot_utilisation                                 # active slot-steps / (slots x decode steps)
+
+`sampling.generate(..., engine="continuous")` is the same engine behind the static sampler's API.
+
+Design (see docs/sampling.md, "Continuous batching")
+- **Slots.** `max_slots` decode rows over one per-slot KV cache of `cache_len` slots each (a length
+  bucket >= every request's prompt bucket + max_new_tokens - 1). Each slot carries its own request
+  state: cache write index, RoPE position, left-padding length, last token, tokens generated so far,
+  limit, stop ids, sampling settings, RNG key. The model writes each row's new key/value at its own
+  slot (`Transformer(..., cache_index=[B])`), so slots at different depths decode in one batch.
+- **Refill.** Between chunks the host takes queued requests that fit the free slots (a request's
+  `num_samples` rows go in together), groups them by prompt bucket, prefills each group once
+  (`sampler._prefill`, the static sampler's program: left-padded, last position through the LM head)
+  and *inserts* it: one program scatters each prompt's cache into its `num_samples` free slots (the
+  copies share the one prefill), samples each row's first token from the prefill logits and sets the
+  slots' state. The queue is admitted longest-`max_new_tokens`-first (stable), so long requests do
+  not start last and hold the tail; the order never changes the results (see Randomness).
+- **Decode.** One jitted program runs up to `chunk_steps` decode steps over all slots (a
+  `lax.while_loop` that also exits when every slot is done) and returns the chunk's tokens and
+  log-probs `[slots, chunk_steps]`, the per-slot counters and done flags. Finished and free slots keep
+  computing (static shapes) but emit nothing. The slot state is donated into every insert and decode
+  call, so the cache is updated in place and never copied between chunks.
+- **Same results as the static sampler.** Same prefill, same cache layout inside a slot (prompt
+  left-padded to its bucket at slots [0, P), generated tokens from slot P, RoPE positions from the
+  prompt length), same `sample_tokens` / greedy pick, same RNG. Greedy tokens therefore equal the
+  static sampler's token for token, and log-probs are the full-vocab `log_softmax(logits / T)` of
+  the sampled token (`log_softmax(logits)` when greedy). Only the width of the masked attention
+  reduction differs (cache_len vs P + N - 1 slots: masked slots contribute exact zeros), so log-probs
+  agree to float rounding.
+- **Randomness.** Request k's sample j uses `row_key = fold_in(fold_in(rng, k), j)` and its t-th
+  token `fold_in(row_key, t)`, the static sampler's scheme with k the request's index in the call.
+  A row's draws depend only on (rng, k, j, t) and the model: not on the slot it lands in, when it is
+  admitted, which requests finish first, the slot count, the chunk length or the mesh.
+- **Per-request settings.** `max_new_tokens`, `eos_ids`, `temperature`, `top_k`, `top_p` are per
+  request. The sampling *variants* present in a call (greedy; top-k value; top-p on/off) are static;
+  with more than one, each step computes every variant and picks per slot, so a row's tokens are
+  exactly what the static sampler gives it with its own settings.
+- **Compiles.** Programs are cached per (model, static settings); shapes come from buckets: prefill
+  per (prompt batch bucket, prompt bucket), insert per (that, inserted-rows bucket), decode per (slots,
+  cache_len, chunk_steps, variants, stop-id width). Params, temperatures, top-p values, stop ids,
+  limits and prompts within a bucket are traced: they never recompile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import threading
+from typing import Any, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+
+from gasp_jax import sharding as shd
+from gasp_jax.models.transformer import (
+    CACHE_AXES,
+    KVCache,
+    Transformer,
+    init_cache,
+    unstack_layer_params,
+)
+from gasp_jax.sampling import buckets as bk
+from gasp_jax.sampling.sampler import (
+    PAD_ID,
+    SampleOutput,
+    SamplingMode,
+    _as_key,
+    _greedy,
+    _prefill,
+    _program as _sampler_program,
+    _to_host,
+    batch_shards,
+    sample_tokens,
+)
+
+DEFAULT_CHUNK_STEPS = 16
+DEFAULT_MAX_SLOTS = 256  # when neither max_slots nor kv_cache_tokens is given
+MIN_CACHE_BUCKET = 16
+_EOS_SLOTS = 4  # per-slot stop ids are padded with -1 to a multiple of this: few distinct shapes
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """One prompt and how to continue it; `num_samples` rows share one prefill."""
+
+    prompt: Sequence[int]
+    max_new_tokens: int
+    num_samples: int = 1
+    temperature: float = 1.0  # 0: greedy
+    top_k: int = 0  # 0: off
+    top_p: float = 1.0  # 1: off
+    eos_ids: Sequence[int] = ()
+
+
+@dataclasses.dataclass
+class EngineStats:
+    """What one `run_requests` call did. Utilisation counts decode steps only (the first token of a
+    row comes from its prefill): active slot-steps over slots x steps run."""
+
+    slots: int
+    cache_len: int
+    chunk_steps: int
+    decode_steps: int = 0
+    active_slot_steps: int = 0
+    chunks: int = 0
+    prefills: int = 0
+    tokens: int = 0  # generated tokens, every row's stop token included
+
+    @property
+    def slot_utilisation(self) -> float:
+        return self.active_slot_steps / max(1, self.slots * self.decode_steps)
+
+
+# ------------------------------------------------------------------------------------- device state
+
+
+class SlotState(NamedTuple):
+    """Per-slot decode state; every leaf is `[slots, ...]` except the cache (`CACHE_AXES` layout)."""
+
+    cache: KVCache
+    write_index: jax.Array  # int32: cache slot where `last_token` is written next
+    position: jax.Array  # int32: RoPE position of `last_token`
+    pad_len: jax.Array  # int32: cache slots [0, pad_len) are the prompt's left padding (masked)
+    last_token: jax.Array  # int32
+    step: jax.Array  # int32: tokens generated so far (= index of the next token)
+    limit: jax.Array  # int32: max_new_tokens of the slot's request
+    done: jax.Array  # bool: free, or finished (stop id or limit)
+    row_key: jax.Array  # PRNG key per slot: fold_in(fold_in(rng, request), sample)
+    temperature: jax.Array  # float32 (1 for greedy rows: their variant ignores it)
+    top_p: jax.Array  # float32
+    variant: jax.Array  # int32: index into the call's static tuple of `SamplingMode`s
+    eos: jax.Array  # int32 [slots, E], -1 padded
+
+
+def _constrain_state(state: SlotState, model: Transformer) -> SlotState:
+    mesh, rules = model.mesh, model.rules
+    per_layer = isinstance(state.cache.k, (tuple, list))
+    axes = CACHE_AXES[1:] if per_layer else CACHE_AXES
+    c = lambda x: shd.constrain(x, axes, mesh, rules)
+    cache = KVCache(*(tuple(map(c, part)) if per_layer else c(part) for part in state.cache))
+    rows = lambda x: shd.constrain(x, ("cache_batch",) + (None,) * (x.ndim - 1), mesh, rules)
+    fields = {f: rows(getattr(state, f)) for f in SlotState._fields if f not in ("cache", "row_key")}
+    return SlotState(cache=cache, row_key=state.row_key, **fields)
+
+
+def _init_state(rng, *, model: Transformer, slots: int, cache_len: int, eos_width: int, per_layer: bool) -> SlotState:
+    zeros = jnp.zeros((slots,), jnp.int32)
+    state = SlotState(
+        cache=init_cache(model.config, slots, cache_len, per_layer=per_layer),
+        write_index=zeros, position=zeros, pad_len=zeros, last_token=zeros, step=zeros, limit=zeros + 1,
+        done=jnp.ones((slots,), bool),
+        row_key=jax.random.split(rng, slots),  # placeholders: every slot gets its row's key on insert
+        temperature=jnp.ones((slots,), jnp.float32), top_p=jnp.ones((slots,), jnp.float32),
+        variant=zeros, eos=jnp.full((slots, eos_width), -1, jnp.int32),
+    )
+    return _constrain_state(state, model)
+
+
+def _choose(logits, keys, temperature, top_p, variant, variants: tuple[SamplingMode, ...]):
+    """Token and log-prob per row, each row under its own variant (the static sampler's ops)."""
+    picks = []
+    for mode in variants:
+        if mode.greedy:
+            picks.append(_greedy(logits.astype(jnp.float32)))
+        else:  # per-row temperature [B, 1]; top-p [B, 1] against the k candidates, [B] for the nucleus
+            picks.append(sample_tokens(logits, keys, temperature[:, None], top_p[:, None] if mode.top_k else top_p, mode))
+    if len(picks) == 1:
+        return picks[0]
+    tokens = jnp.stack([p[0] for p in picks], axis=-1)
+    logprobs = jnp.stack([p[1] for p in picks], axis=-1)
+    pick = lambda x: jnp.take_along_axis(x, variant[:, None], axis=-1)[:, 0]
+    return pick(tokens), pick(logprobs)
+
+
+def _insert(
+    state: SlotState,
+    prompt_cache: KVCache,
+    last_logits,
+    pad_lens,
+    prompt_lens,
+    rng,
+    slot_ids,
+    source_rows,
+    request_ids,
+    sample_ids,
+    limits,
+    temperatures,
+    top_ps,
+    variant_ids,
+    eos,
+    *,
+    model: Transformer,
+    variants: tuple[SamplingMode, ...],
+):
+    """Copies prompt `source_rows[r]` of a prefill into slot `slot_ids[r]` (rows past the live ones
+    carry slot id = slots and are dropped), samples each row's first token from the prefill logits
+    and starts the slot. Returns (state, first tokens [R], their log-probs [R])."""
+    slots = state.step.shape[0]
+    prompt_slots = prompt_cache.k.shape[CACHE_AXES.index("cache_length")]
+    row_keys = jax.vmap(lambda i, j: jax.random.fold_in(jax.random.fold_in(rng, i), j))(request_ids, sample_ids)
+    first_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(row_keys, 0)
+    logits = jnp.take(last_logits, source_rows, axis=0)
+    tokens, logprobs = _choose(logits, first_keys, temperatures, top_ps, variant_ids, variants)
+    done = jnp.any(tokens[:, None] == eos, axis=-1) | (limits <= 1)
+
+    def put(buf, rows):  # buf [slots, K, C, D] <- rows [R, K, P, D] into slots [0, P)
+        return buf.at[slot_ids, :, :prompt_slots, :].set(rows.astype(buf.dtype), mode="drop")
+
+    per_layer = isinstance(state.cache.k, (tuple, list))
+    if per_layer:
+        cache = KVCache(*(
+            tuple(put(buf, jnp.take(src[i], source_rows, axis=0)) for i, buf in enumerate(part))
+            for part, src in zip(state.cache, prompt_cache)
+        ))
+    else:
+        cache = KVCache(*(
+            jax.vmap(put, in_axes=(0, 0))(part, jnp.take(src, source_rows, axis=1))
+            for part, src in zip(state.cache, prompt_cache)
+        ))
+    set_ = lambda x, v: x.at[slot_ids].set(v, mode="drop")
+    src = lambda x: jnp.take(x, source_rows, axis=0)
+    state = SlotState(
+        cache=cache,
+        write_index=set_(state.write_index, jnp.full_like(slot_ids, prompt_slots)),
+        position=set_(state.position, src(prompt_lens)),
+        pad_len=set_(state.pad_len, src(pad_lens)),
+        last_token=set_(state.last_token, tokens),
+        step=set_(state.step, jnp.ones_like(slot_ids)),
+        limit=set_(state.limit, limits),
+        done=set_(state.done, done),
+        row_key=set_(state.row_key, row_keys),
+        temperature=set_(state.temperature, temperatures),
+        top_p=set_(state.top_p, top_ps),
+        variant=set_(state.variant, variant_ids),
+        eos=set_(state.eos, eos),
+    )
+    del slots
+    return _constrain_state(state, model), tokens, logprobs
+
+
+def _decode_chunk(params, state: SlotState, *, model: Transformer, chunk_steps: int, variants: tuple[SamplingMode, ...]):
+    """Up to `chunk_steps` decode steps over every slot (fewer when all are done).
+
+    Returns (state, tokens [slots, chunk_steps], logprobs [slots, chunk_steps], steps run). A slot
+    active at the start emits one token per step until it stops, so its tokens are the first
+    `step_after - step_before` columns; the rest are PAD_ID / 0."""
+    slots, cache_len = state.step.shape[0], state.cache.length
+    key_slots = jnp.arange(cache_len, dtype=jnp.int32)[None, :]
+
+    def body(carry):
+        i, st, tokens, logprobs = carry
+        logits, cache = model.apply(
+            {"params": params},
+            st.last_token[:, None],
+            st.position[:, None],
+            kv_mask=key_slots >= st.pad_len[:, None],
+            cache=st.cache,
+            cache_index=st.write_index,
+        )
+        keys = jax.vmap(jax.random.fold_in)(st.row_key, st.step)
+        token, logprob = _choose(logits[:, 0], keys, st.temperature, st.top_p, st.variant, variants)
+        active = ~st.done
+        stopped = jnp.any(token[:, None] == st.eos, axis=-1) | (st.step + 1 >= st.limit)
+        advance = (active & ~stopped).astype(jnp.int32)  # a finished row's next write would pass its region
+        st = st._replace(
+            cache=cache,
+            last_token=jnp.where(active, token, st.last_token),
+            step=st.step + active.astype(jnp.int32),
+            write_index=st.write_index + advance,
+            position=st.position + advance,
+            done=st.done | stopped,
+        )
+        tokens = jax.lax.dynamic_update_index_in_dim(tokens, jnp.where(active, token, PAD_ID), i, axis=1)
+        logprobs = jax.lax.dynamic_update_index_in_dim(logprobs, jnp.where(active, logprob, 0.0), i, axis=1)
+        return i + 1, st, tokens, logprobs
+
+    def cond(carry):
+        i, st = carry[:2]
+        return (i < chunk_steps) & ~jnp.all(st.done)
+
+    carry = (
+        jnp.int32(0), state,
+        jnp.full((slots, chunk_steps), PAD_ID, jnp.int32), jnp.zeros((slots, chunk_steps), jnp.float32),
+    )
+    steps, state, tokens, logprobs = jax.lax.while_loop(cond, body, carry)
+    return _constrain_state(state, model), tokens, logprobs, steps
+
+
+# -------------------------------------------------------------------------------------- program cache
+
+_PROGRAMS: dict[tuple, Any] = {}
+_PROGRAMS_LOCK = threading.Lock()
+
+
+def _program(kind: str, model: Transformer, **static) -> Any:
+    key = (kind, model.config, model.mesh, tuple(model.rules), model.scan_layers, tuple(sorted(static.items())))
+    with _PROGRAMS_LOCK:
+        fn = _PROGRAMS.get(key)
+        if fn is None:
+            if kind == "init":
+                fn = jax.jit(functools.partial(_init_state, model=model, **static))
+            elif kind == "insert":  # state donated: the slot cache is updated in place
+                fn = jax.jit(functools.partial(_insert, model=model, **static), donate_argnums=0)
+            elif kind == "decode":
+                fn = jax.jit(functools.partial(_decode_chunk, model=model, **static), donate_argnums=1)
+            elif kind == "unstack":
+                fn = jax.jit(functools.partial(unstack_layer_params, num_layers=model.config.num_layers))
+            else:
+                raise KeyError(kind)
+            _PROGRAMS[key] = fn
+        return fn
+
+
+def compiled_program_count() -> int:
+    """XLA executables the engine has compiled in this process (the shared prefill is counted by
+    `sampler.compiled_program_count`)."""
+    with _PROGRAMS_LOCK:
+        return sum(fn._cache_size() for fn in _PROGRAMS.values())
+
+
+def clear_program_cache() -> None:
+    with _PROGRAMS_LOCK:
+        _PROGRAMS.clear()
+
+
+# ------------------------------------------------------------------------------------ host-side plan
+
+
+@dataclasses.dataclass(frozen=True)
+class _Row:
+    request: int
+    sample: int
+    row: int  # output row
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    prompts: list  # int32 arrays
+    prompt_buckets: list  # per request
+    slots: int
+    cache_len: int
+    eos_width: int
+    variants: tuple  # of SamplingMode
+    variant_of: list  # per request
+    row_offsets: list  # first output row per request
+    total_rows: int
+    width: int  # output columns: the largest max_new_tokens
+
+
+def cache_length_bucket(length: int, limit: int) -> int:
+    """Per-slot cache length for `length` needed slots: the next of 16, 24, 32, 48, 64, ... (powers of
+    two and 1.5x powers, at most a third wasted), capped at `limit`."""
+    return min(max(MIN_CACHE_BUCKET, bk.batch_bucket(length)), limit)
+
+
+def slots_for_budget(kv_cache_tokens: int, cache_len: int, shards: int = 1) -> int:
+    """Decode slots a budget of `kv_cache_tokens` cached tokens holds at `cache_len` per slot, rounded
+    down to a multiple of the batch shards. KV bytes = slots x cache_len x kv_bytes_per_token."""
+    return (int(kv_cache_tokens) // int(cache_len)) // shards * shards
+
+
+def _mode_of(cfg, temperature: float, top_k: int, top_p: float) -> SamplingMode:
+    greedy = float(temperature) == 0.0
+    return SamplingMode(
+        greedy=greedy,
+        top_k=0 if greedy or top_k >= cfg.vocab_size else int(top_k),
+        use_top_p=not greedy and float(top_p) < 1.0,
+    )
+
+
+def _plan(model: Transformer, requests, *, max_slots, kv_cache_tokens, prompt_buckets, max_cache_length) -> _Plan:
+    """Validates every request and sizes the slots; raises ValueError before anything compiles."""
+    cfg = model.config
+    if isinstance(requests, (str, bytes)) or not isinstance(requests, Sequence) or len(requests) == 0:
+        raise ValueError("requests must be a non-empty list of engine.Request")
+    cache_limit = int(max_cache_length or cfg.max_position_embeddings)
+    if max_cache_length is not None and not 1 <= max_cache_length <= cfg.max_position_embeddings:
+        raise ValueError(
+            f"max_cache_length={max_cache_length} must be in [1, max_position_embeddings={cfg.max_position_embeddings}]"
+        )
+    if prompt_buckets is not None and (not prompt_buckets or any(int(b) < 1 for b in prompt_buckets)):
+        raise ValueError(f"prompt_buckets must be positive lengths, got {prompt_buckets!r}")
+    shards = batch_shards(model.mesh, model.rules)
+    prompts, buckets_, variant_of, variants, needed, offsets = [], [], [], [], 1, []
+    rows, max_eos, max_samples = 0, 1, 1
+    for k, r in enumerate(requests):
+        if not isinstance(r, Request):
+            raise ValueError(f"request {k} must be an engine.Request, got {type(r).__name__}")
+        a = np.asarray(r.prompt)
+        if a.ndim != 1 or (a.size and not np.issubdtype(a.dtype, np.integer)):
+            raise ValueError(f"prompt {k} must be a flat list of integer token ids, got shape {a.shape} dtype {a.dtype}")
+        if a.size == 0:
+            raise ValueError(f"prompt {k} is empty: every prompt needs at least one token")
+        if a.min() < 0 or a.max() >= cfg.vocab_size:
+            raise ValueError(f"prompt {k} has token ids outside [0, {cfg.vocab_size}): min {a.min()}, max {a.max()}")
+        n = r.max_new_tokens
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"max_new_tokens of prompt {k} must be a positive int, got {n!r}")
+        if isinstance(r.num_samples, bool) or not isinstance(r.num_samples, (int, np.integer)) or r.num_samples < 1:
+            raise ValueError(f"num_samples must be a positive int, got {r.num_samples!r}")
+        if not math.isfinite(float(r.temperature)) or r.temperature < 0:
+            raise ValueError(f"temperature must be finite and >= 0 (0 = greedy), got {r.temperature!r}")
+        if not isinstance(r.top_k, (int, np.integer)) or not 0 <= r.top_k <= cfg.vocab_size:
+            raise ValueError(f"top_k must be an int in [0, vocab_size={cfg.vocab_size}] (0 = off), got {r.top_k!r}")
+        if not 0.0 < float(r.top_p) <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {r.top_p!r}")
+        for e in r.eos_ids:
+            if not isinstance(e, (int, np.integer)) or not 0 <= e < cfg.vocab_size:
+                raise ValueError(f"eos_ids must be token ids in [0, {cfg.vocab_size}), got {tuple(r.eos_ids)!r}")
+        if a.size + n > cache_limit:
+            raise ValueError(
+                f"prompt {k} of {a.size} tokens plus max_new_tokens={n} exceeds the cache of {cache_limit} slots "
+                "(max_cache_length / the model's max_position_embeddings)"
+            )
+        if prompt_buckets is not None and a.size > max(int(b) for b in prompt_buckets):
+            raise ValueError(f"a prompt of {a.size} tokens is longer than the largest prompt bucket ({max(prompt_buckets)})")
+        own = bk.effective_prompt_buckets(
+            prompt_buckets if prompt_buckets is not None else bk.default_prompt_buckets(cache_limit - n), cache_limit - n
+        )
+        p = bk.pick_bucket(a.size, own)
+        mode = _mode_of(cfg, r.temperature, r.top_k, r.top_p)
+        if mode not in variants:
+            variants.append(mode)
+        prompts.append(a.astype(np.int32))
+        buckets_.append(p)
+        variant_of.append(variants.index(mode))
+        needed = max(needed, p + n - 1)
+        offsets.append(rows)
+        rows += r.num_samples
+        max_eos = max(max_eos, len(r.eos_ids))
+        max_samples = max(max_samples, r.num_samples)
+    cache_len = cache_length_bucket(needed, cache_limit)
+    if max_slots is not None:
+        if isinstance(max_slots, bool) or not isinstance(max_slots, (int, np.integer)) or max_slots < 1:
+            raise ValueError(f"max_slots must be a positive int, got {max_slots!r}")
+        if max_slots % shards:
+            raise ValueError(
+                f"max_slots={max_slots} does not divide over the mesh's {shards} batch shards (cache_batch axes); "
+                f"use a multiple of {shards}"
+            )
+        if kv_cache_tokens is not None and max_slots * cache_len > kv_cache_tokens:
+            raise ValueError(
+                f"max_slots={max_slots} x cache_len={cache_len} exceeds kv_cache_tokens={kv_cache_tokens}"
+            )
+        slots = int(max_slots)
+    elif kv_cache_tokens is not None:
+        slots = slots_for_budget(kv_cache_tokens, cache_len, shards)
+        if slots < 1:
+            raise ValueError(
+                f"kv_cache_tokens={kv_cache_tokens} holds no slot of {cache_len} cached tokens "
+                f"(x {shards} batch shards); the longest request needs {needed}"
+            )
+    else:
+        slots = DEFAULT_MAX_SLOTS // shards * shards or shards
+    slots = min(slots, bk.batch_bucket(rows, shards))  # never more slots than the call has rows
+    if max_samples > slots:
+        raise ValueError(f"num_samples={max_samples} exceeds the {slots} decode slots (its rows share one prefill)")
+    return _Plan(
+        prompts=prompts, prompt_buckets=buckets_, slots=slots, cache_len=cache_len,
+        eos_width=-(-max_eos // _EOS_SLOTS) * _EOS_SLOTS, variants=tuple(variants), variant_of=variant_of,
+        row_offsets=offsets, total_rows=rows, width=max(int(r.max_new_tokens) for r in requests),
+    )
+
+
+def _rows_sharding(model: Transformer, x: np.ndarray):
+    if model.mesh is None:
+        return x
+    return jax.device_put(
+        x, shd.named_sharding(("cache_batch",) + (None,) * (x.ndim - 1), x.shape, model.mesh, model.rules)
+    )
+
+
+# ------------------------------------------------------------------------------------------ public API
+
+
+def run_requests(
+    model: Transformer,
+    params: Any,
+    requests: Sequence[Request],
+    *,
+    rng: jax.Array,
+    max_slots: int | None = None,
+    kv_cache_tokens: int | None = None,
+    chunk_steps: int = DEFAULT_CHUNK_STEPS,
+    mesh: Mesh | None = None,
+    prompt_buckets: Sequence[int] | None = None,
+    max_cache_length: int | None = None,
+    unroll_layers: bool = True,
+    longest_first: bool = True,
+) -> tuple[SampleOutput, EngineStats]:
+    """Generates every request's `num_samples` rows over a fixed set of refilled decode slots.
+
+    Args:
+      requests: `Request`s; request k's sample j is output row `sum(num_samples of requests < k) + j`.
+      rng: a `jax.random.key`; row (k, j) draws from `fold_in(fold_in(rng, k), j)` (see the module doc).
+      max_slots: decode slots (a multiple of the mesh's batch shards). Default: as many as
+        `kv_cache_tokens` holds, else 256; never more than the call's rows (bucketed).
+      kv_cache_tokens: budget of cached tokens over all slots: slots = budget // cache_len.
+      chunk_steps: decode steps per device call; the host refills free slots between chunks.
+      longest_first: admit requests in decreasing `max_new_tokens` (stable); False: in order.
+      Others as `sampling.generate`.
+
+    Returns:
+      (`SampleOutput` with rows request-major, columns up to the largest `max_new_tokens`, PAD_ID / 0
+      after each row's end; `EngineStats`).
+
+    Raises:
+      ValueError: on any bad argument, before anything is compiled.
+    """
+    if mesh is not None and model.mesh is not mesh:
+        model = model.clone(mesh=mesh)
+    if isinstance(chunk_steps, bool) or not isinstance(chunk_steps, (int, np.integer)) or chunk_steps < 1:
+        raise ValueError(f"chunk_steps must be a positive int, got {chunk_steps!r}")
+    plan = _plan(
+        model, requests, max_slots=max_slots, kv_cache_tokens=kv_cache_tokens, prompt_buckets=prompt_buckets,
+        max_cache_length=max_cache_length,
+    )
+    rng = _as_key(rng)
+    shards = batch_shards(model.mesh, model.rules)
+    if model.mesh is not None:
+        params = jax.device_put(params, _sampler_program("param_shardings", model))
+    decode_model = model.clone(scan_layers=False) if unroll_layers else model
+    decode_params = _program("unstack", model)(params) if unroll_layers else params
+    static = dict(variants=plan.variants)
+    prefill = _sampler_program("prefill", model)
+    insert = _program("insert", model, **static)
+    decode = _program("decode", decode_model, chunk_steps=int(chunk_steps), **static)
+    state = _program(
+        "init", model, slots=plan.slots, cache_len=plan.cache_len, eos_width=plan.eos_width, per_layer=unroll_layers
+    )(rng)
+    stats = EngineStats(slots=plan.slots, cache_len=plan.cache_len, chunk_steps=int(chunk_steps))
+
+    tokens = np.full((plan.total_rows, plan.width), PAD_ID, np.int32)
+    logprobs = np.zeros((plan.total_rows, plan.width), np.float32)
+    lengths = np.zeros((plan.total_rows,), np.int32)
+    order = sorted(range(len(requests)), key=lambda k: -int(requests[k].max_new_tokens)) if longest_first else list(
+        range(len(requests))
+    )
+    queue = list(order)
+    free = list(range(plan.slots))
+    owner: dict[int, int] = {}  # slot -> output row
+
+    while True:
+        # Refill: admit queued requests (all their samples at once) while they fit the free slots.
+        admitted = []
+        budget = len(free)
+        while queue and requests[queue[0]].num_samples <= budget:
+            budget -= requests[queue[0]].num_samples
+            admitted.append(queue.pop(0))
+        pending = []
+        for bucket in sorted({plan.prompt_buckets[k] for k in admitted}):
+            group = [k for k in admitted if plan.prompt_buckets[k] == bucket]
+            state, first = _prefill_and_insert(
+                model, params, prefill, insert, state, rng, plan, requests, group, bucket, free, owner, shards
+            )
+            pending.append(first)
+            stats.prefills += 1
+        if not owner:
+            break
+        state, chunk_tokens, chunk_logprobs, steps = decode(decode_params, state)
+        for first_rows, first_tokens, first_logprobs in pending:
+            first_tokens, first_logprobs = _to_host(first_tokens), _to_host(first_logprobs)
+            for r, row in enumerate(first_rows):
+                tokens[row, 0], logprobs[row, 0], lengths[row] = first_tokens[r], first_logprobs[r], 1
+        chunk_tokens, chunk_logprobs = _to_host(chunk_tokens), _to_host(chunk_logprobs)
+        step, done, steps = _to_host(state.step), _to_host(state.done), int(_to_host(steps))
+        stats.chunks += 1
+        stats.decode_steps += steps
+        for slot, row in list(owner.items()):
+            emitted = int(step[slot]) - int(lengths[row])
+            tokens[row, lengths[row] : step[slot]] = chunk_tokens[slot, :emitted]
+            logprobs[row, lengths[row] : step[slot]] = chunk_logprobs[slot, :emitted]
+            lengths[row] = step[slot]
+            stats.active_slot_steps += emitted
+            if done[slot]:
+                del owner[slot]
+                free.append(slot)
+        free.sort()
+    stats.tokens = int(lengths.sum())
+    return SampleOutput(tokens=tokens, logprobs=logprobs, lengths=lengths), stats
+
+
+def _prefill_and_insert(model, params, prefill, insert, state, rng, plan, requests, group, bucket, free, owner, shards):
+    """Prefills `group` (requests of one prompt bucket) once and inserts every sample row into a free
+    slot. Returns (state, (output rows, first tokens, first log-probs)) with the last two on device."""
+    bp = bk.batch_bucket(len(group), shards)
+    block = np.full((bp, bucket), PAD_ID, np.int32)
+    prompt_lens = np.ones((bp,), np.int32)
+    for i, k in enumerate(group):
+        block[i, bucket - plan.prompts[k].size :] = plan.prompts[k]
+        prompt_lens[i] = plan.prompts[k].size
+    pad_lens = (bucket - prompt_lens).astype(np.int32)
+    block_d, pad_d = _rows_sharding(model, block), _rows_sharding(model, pad_lens)
+    prompt_cache, last_logits = prefill(params, block_d, pad_d)
+
+    rows = [(i, k, j) for i, k in enumerate(group) for j in range(requests[k].num_samples)]
+    width = bk.batch_bucket(len(rows))
+    slots_, sources, req_ids, sample_ids = (np.zeros((width,), np.int32) for _ in range(4))
+    slots_[:] = plan.slots  # out of range: dropped by the scatter
+    limits = np.ones((width,), np.int32)
+    temps, top_ps = np.ones((width,), np.float32), np.ones((width,), np.float32)
+    variant_ids = np.zeros((width,), np.int32)
+    eos = np.full((width, plan.eos_width), -1, np.int32)
+    out_rows = []
+    for r, (i, k, j) in enumerate(rows):
+        req = requests[k]
+        slot = free.pop(0)
+        out_rows.append(plan.row_offsets[k] + j)
+        owner[slot] = out_rows[-1]
+        slots_[r], sources[r], req_ids[r], sample_ids[r] = slot, i, k, j
+        limits[r] = req.max_new_tokens
+        temps[r] = req.temperature if req.temperature > 0 else 1.0
+        top_ps[r] = req.top_p
+        variant_ids[r] = plan.variant_of[k]
+        eos[r, : len(req.eos_ids)] = list(req.eos_ids)
+    state, first_tokens, first_logprobs = insert(
+        state, prompt_cache, last_logits, pad_d, _rows_sharding(model, prompt_lens), rng,
+        slots_, sources, req_ids, sample_ids, limits, temps, top_ps, variant_ids, eos,
+    )
+    return state, (out_rows, first_tokens, first_logprobs)
