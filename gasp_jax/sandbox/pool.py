@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -192,8 +193,14 @@ class WorkerProcess:
 
 
 def default_python() -> str:
-    """The real interpreter binary (a venv's ``bin/python`` may live in a hidden directory)."""
-    return os.path.realpath(sys.executable)
+    """The real interpreter binary (a venv's ``bin/python`` may live in a hidden directory); if
+    this user may not execute it (an interpreter under another user's home, found through a
+    world-readable venv), the same ``pythonX.Y`` from ``PATH``."""
+    real = os.path.realpath(sys.executable)
+    if os.access(real, os.X_OK):
+        return real
+    same = shutil.which(f"python{sys.version_info[0]}.{sys.version_info[1]}", path=SANDBOX_ENV["PATH"])
+    return os.path.realpath(same) if same else real
 
 
 def site_package_dirs() -> list[str]:

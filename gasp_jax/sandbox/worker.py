@@ -85,10 +85,16 @@ _here = os.path.dirname(os.path.abspath(__file__))
 sys.path = [p for p in sys.path if os.path.abspath(p or ".") != _here]
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
-CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
+CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
-PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 4, 36, 38
+MS_NOATIME, MS_NODIRATIME, MS_RELATIME = 1024, 2048, 1 << 21
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NAME, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 4, 15, 36, 38
+CAP_SYS_ADMIN = 21
+# Rootless mode: test programs run as this uid/gid of a second, nested user namespace (mapped to
+# the worker's uid 0, i.e. the caller's uid on the host), with no capability in the namespaces
+# that own the sandbox's mounts, network and PIDs.
+ROOTLESS_PROGRAM_UID = 1000
 RESULT_FD = 3
 # Jobs with at most this many tests skip the per-job runner T (its fork and setup cost more than
 # compiling the program once saves): a zygote Z forks each test child, which compiles the program.
@@ -121,13 +127,48 @@ _libc_prctl.restype = ctypes.c_int
 _libc_kill = _libc.kill
 _libc_kill.argtypes = (ctypes.c_int, ctypes.c_int)
 _libc_kill.restype = ctypes.c_int
-_libc_setresuid = _libc.setresuid
-_libc_setresuid.argtypes = (ctypes.c_uint, ctypes.c_uint, ctypes.c_uint)
-_libc_setresuid.restype = ctypes.c_int
 
 
 def _prctl(option: int, arg: int) -> None:
     _check(_libc_prctl(option, arg, 0, 0, 0), "prctl")
+
+
+_libc_setns = _libc.setns
+_libc_setns.argtypes = (ctypes.c_int, ctypes.c_int)
+_libc_setns.restype = ctypes.c_int
+_libc_unshare = _libc.unshare
+_libc_unshare.argtypes = (ctypes.c_int,)
+_libc_unshare.restype = ctypes.c_int
+# capget/capset (version 3: two 32-bit words per set). Buffers are made once, so a test child
+# that drops its capabilities allocates nothing.
+_CAP_VERSION_3 = 0x20080522
+_cap_header = (ctypes.c_uint32 * 2)(_CAP_VERSION_3, 0)
+_cap_zero = (ctypes.c_uint32 * 6)()
+_cap_seen = (ctypes.c_uint32 * 6)()
+_libc_capset = _libc.capset
+_libc_capset.argtypes = (ctypes.c_void_p, ctypes.c_void_p)
+_libc_capset.restype = ctypes.c_int
+_libc_capget = _libc.capget
+_libc_capget.argtypes = (ctypes.c_void_p, ctypes.c_void_p)
+_libc_capget.restype = ctypes.c_int
+
+
+def _has_capability(cap: int) -> bool:
+    """Whether this process holds ``cap`` in its effective set (of its own user namespace)."""
+    _cap_header[0], _cap_header[1] = _CAP_VERSION_3, 0
+    if _libc_capget(_cap_header, _cap_seen) != 0:
+        return False
+    return bool(_cap_seen[cap // 32 * 3] & (1 << (cap % 32)))
+
+
+def _no_capabilities() -> bool:
+    _cap_header[0], _cap_header[1] = _CAP_VERSION_3, 0
+    return _libc_capget(_cap_header, _cap_seen) == 0 and not any(_cap_seen)
+
+
+def _write_file(path: str, text: str) -> None:
+    with open(path, "w") as fh:
+        fh.write(text)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -148,10 +189,114 @@ def _ensure_stack(stack_bytes: int) -> None:
     os.environ.pop("GASP_SB_REEXEC", None)
 
 
+USERNS_SETTINGS = (  # (sysctl file, value that forbids unprivileged user namespaces, its name)
+    ("/proc/sys/kernel/unprivileged_userns_clone", "0", "kernel.unprivileged_userns_clone = 0"),
+    ("/proc/sys/user/max_user_namespaces", "0", "user.max_user_namespaces = 0"),
+    ("/proc/sys/kernel/apparmor_restrict_unprivileged_userns", "1",
+     "kernel.apparmor_restrict_unprivileged_userns = 1 (AppArmor)"),
+)
+
+
+def _userns_blocker(err: int) -> str:
+    """The host setting that keeps this unprivileged process from creating a user namespace."""
+    found = []
+    for path, bad, name in USERNS_SETTINGS:
+        try:
+            with open(path) as fh:
+                if fh.read().strip() == bad:
+                    found.append(name)
+        except OSError:
+            continue
+    if err == 28:  # ENOSPC
+        found.append("the user-namespace limit user.max_user_namespaces (of this or an enclosing "
+                     "namespace) is used up")
+    if not found:
+        found.append("no sysctl forbids it, so a seccomp filter or security module of the container or "
+                     "job runtime does (e.g. Docker's default seccomp profile)")
+    return "; ".join(found)
+
+
+def _enter_user_namespace(facts: dict) -> bool:
+    """Rootless mode: a new user namespace in which the caller is uid 0, with every capability
+    over the namespaces created from it (and none over the host's)."""
+    uid, gid = os.geteuid(), os.getegid()
+    try:
+        _check(_libc.unshare(CLONE_NEWUSER), "unshare(CLONE_NEWUSER)")
+    except OSError as exc:
+        facts["userns_error"] = f"{exc.strerror}: {_userns_blocker(exc.errno)}"
+        facts["errors"].append(f"user namespace: {facts['userns_error']}")
+        return False
+    try:  # an unprivileged process may map only its own ids, and must deny setgroups first
+        _write_file("/proc/self/setgroups", "deny")
+        _write_file("/proc/self/uid_map", f"0 {uid} 1")
+        _write_file("/proc/self/gid_map", f"0 {gid} 1")
+    except OSError as exc:
+        facts["userns_error"] = f"writing the id maps failed: {exc}"
+        facts["errors"].append(f"user namespace: {facts['userns_error']}")
+        return False
+    facts["userns"] = True
+    return True
+
+
+def _program_user_namespace() -> int:
+    """Rootless mode: a nested user namespace for the test programs. Its uid/gid
+    ``ROOTLESS_PROGRAM_UID`` map to our uid/gid 0, so a program is not root and holds no capability
+    over the namespaces that own the mounts, the network and the PIDs (it cannot undo a mount);
+    it may create no further user namespace. Returns an fd (>= 64) for ``setns``."""
+    ready_r, ready_w = os.pipe()
+    hold_r, hold_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(ready_r)
+            os.close(hold_w)
+            _check(_libc.unshare(CLONE_NEWUSER), "unshare(CLONE_NEWUSER) for programs")
+            _write_file("/proc/self/setgroups", "deny")
+            _write_file("/proc/self/uid_map", f"{ROOTLESS_PROGRAM_UID} 0 1")
+            _write_file("/proc/self/gid_map", f"{ROOTLESS_PROGRAM_UID} 0 1")
+            try:  # this namespace's own limit: nothing created inside it
+                _write_file("/proc/sys/user/max_user_namespaces", "0")
+            except OSError:
+                pass
+            os.write(ready_w, b"1")
+            os.read(hold_r, 1)  # until W holds an fd to the namespace
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(ready_w)
+    os.close(hold_r)
+    try:
+        if os.read(ready_r, 1) != b"1":
+            raise OSError("could not set up the program user namespace")
+        fd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY)
+        high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 64)  # clear of the stdio/result fds 0-3
+        os.close(fd)
+        return high
+    finally:
+        os.close(ready_r)
+        os.close(hold_w)
+        os.waitpid(pid, 0)
+
+
+def _mount_flags(path: str) -> int:
+    """The flags a read-only bind remount of ``path`` must keep: in a user namespace the kernel
+    locks nosuid/nodev/noexec and the atime mode of mounts inherited from the host."""
+    f = os.statvfs(path).f_flag
+    out = 0
+    for st, ms in ((os.ST_NOSUID, MS_NOSUID), (os.ST_NODEV, MS_NODEV), (os.ST_NOEXEC, MS_NOEXEC),
+                   (os.ST_NOATIME, MS_NOATIME), (os.ST_NODIRATIME, MS_NODIRATIME), (os.ST_RELATIME, MS_RELATIME)):
+        if f & st:
+            out |= ms
+    return out
+
+
 def _setup_isolation(cfg: dict, facts: dict) -> None:
-    """Namespaces and mounts for W (and so for J and every T). Records what worked in ``facts``."""
-    facts.update(root=os.geteuid() == 0, netns=False, mountns=False, pidns=False, cgroup=None,
-                 hidden=[], ro_mounts=0, errors=[])
+    """Namespaces and mounts for W (and so for J and every forker). Records what worked in
+    ``facts``. With CAP_SYS_ADMIN (root) the namespaces are created directly; without it, from
+    a new user namespace (rootless mode) where that is allowed."""
+    facts.update(root=os.geteuid() == 0, privileged=False, userns=False, userns_error=None, netns=False,
+                 mountns=False, pidns=False, cgroup=None, hidden=[], ro_mounts=0, errors=[])
     if cfg.get("cgroup"):
         try:
             with open(os.path.join(cfg["cgroup"], "cgroup.procs"), "w") as fh:
@@ -164,7 +309,10 @@ def _setup_isolation(cfg: dict, facts: dict) -> None:
             fh.write("-1000")
     except OSError:
         pass
-    if not cfg.get("isolate", True) or not facts["root"]:
+    if not cfg.get("isolate", True):
+        return
+    facts["privileged"] = _has_capability(CAP_SYS_ADMIN)
+    if not facts["privileged"] and not _enter_user_namespace(facts):
         return
     try:
         _check(_libc.unshare(CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS), "unshare(net)")
@@ -189,7 +337,7 @@ def _setup_isolation(cfg: dict, facts: dict) -> None:
     # Private temp dirs first: a checkout or venv under /tmp is hidden by them, and the kept binds
     # below (site-packages of a venv under /tmp) are then mounted on top, not shadowed.
     for path, mode in (("/tmp", "755"), ("/dev/shm", "1777"), ("/var/tmp", "755")):
-        if os.path.isdir(path):
+        if os.path.isdir(path) and path not in cfg.get("hide", []):
             try:
                 _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"size={size},mode={mode}")
                 facts["hidden"].append(path)
@@ -226,13 +374,30 @@ def _setup_isolation(cfg: dict, facts: dict) -> None:
         if mp in skip or mp.startswith(("/proc/", "/sys/", "/dev/")) or mp in facts["hidden"]:
             continue
         try:
-            flags = os.statvfs(mp).f_flag
-            extra = (MS_NOSUID if flags & os.ST_NOSUID else 0) | (MS_NODEV if flags & os.ST_NODEV else 0) | (
-                MS_NOEXEC if flags & os.ST_NOEXEC else 0)
-            _mount(None, mp, None, MS_REMOUNT | MS_BIND | MS_RDONLY | extra, None)
+            _mount(None, mp, None, MS_REMOUNT | MS_BIND | MS_RDONLY | _mount_flags(mp), None)
             facts["ro_mounts"] += 1
-        except OSError:
-            pass
+        except OSError as exc:
+            if os.path.ismount(mp) and not os.statvfs(mp).f_flag & os.ST_RDONLY:
+                facts["errors"].append(f"ro {mp}: {exc}")
+
+
+def _private_proc(facts: dict) -> None:
+    """A procfs of the current PID namespace on /proc (J, and each forker in its own mount
+    namespace). If the kernel refuses (a procfs partly covered by the host, as in some
+    containers), J covers /proc with an empty tmpfs in rootless mode rather than show the host's
+    processes (same uid: their environment would be readable)."""
+    try:
+        _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
+        facts["proc"] = True
+    except OSError as exc:
+        facts["proc"] = False
+        facts["errors"].append(f"proc: {exc}")
+        if facts["userns"]:
+            try:
+                _mount("tmpfs", "/proc", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, "size=4k,mode=555")
+            except OSError as exc2:
+                facts["errors"].append(f"hiding /proc: {exc2}")
+                raise
 
 
 # ----------------------------------------------------------------------------------------------
@@ -298,10 +463,10 @@ def _test_child(job: dict, prog: dict, fds: list, direct: dict | None = None) ->
         moved = [os.dup(fd) for fd in (stdin_fd, fds[1], fds[2], fds[3])]  # stdin, stdout, stderr, result
         for target, fd in enumerate(moved):
             os.dup2(fd, target)
-        os.closerange(RESULT_FD + 1, 1 << 16)
         cpu = (lim["cpu_soft"], lim["cpu_hard"])
         if direct is not None:
-            _enter_sandbox(direct, lim, cpu)
+            _enter_sandbox(direct, lim, cpu)  # (rootless: needs the program namespace's fd)
+        os.closerange(RESULT_FD + 1, 1 << 16)
         # setuid (C on the direct path) or T's prctl left us non-dumpable: the program may use
         # /proc/self like any process; only its own descendants share its uid.
         _prctl(PR_SET_DUMPABLE, 1)
@@ -440,12 +605,14 @@ def _reap_group(pgid: int) -> None:
             continue
 
 
-def _wipe_dir(path: str, keep_root: bool = True) -> None:
+def _wipe_dir(path: str, keep: str | None = None) -> None:
     try:
         names = os.listdir(path)
     except OSError:
         return
     for name in names:
+        if name == keep:
+            continue
         full = os.path.join(path, name)
         try:
             if os.path.isdir(full) and not os.path.islink(full):
@@ -469,14 +636,35 @@ def _enter_sandbox(ctx: dict, lim: dict, cpu: tuple) -> None:
     R.setrlimit(R.RLIMIT_STACK, (lim["stack"], lim["stack"]))
     R.setrlimit(R.RLIMIT_AS, (lim["as"], lim["as"]))
     R.setrlimit(R.RLIMIT_NPROC, (lim["nproc"], lim["nproc"]))
-    if ctx["uid"] is not None:
-        os.setgroups([])
-        os.setresgid(ctx["uid"], ctx["uid"], ctx["uid"])
-        os.setresuid(ctx["uid"], ctx["uid"], ctx["uid"])
+    _drop_identity(ctx)
     if not ctx["pidns"]:
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.environ.get("TMPDIR") != ctx["cwd"]:
         os.environ["HOME"] = os.environ["TMPDIR"] = ctx["cwd"]
+
+
+def _drop_identity(ctx: dict) -> None:
+    """Become the sandbox identity, and check it (fail closed: on any doubt the caller exits
+    before the program runs, which J reports as an infrastructure error).
+
+    Root mode: the per-worker uid (no groups). Rootless mode: enter the program user namespace
+    and drop every capability (uid ``ROOTLESS_PROGRAM_UID`` there). Without isolation: nothing."""
+    uid, userns = ctx["uid"], ctx.get("userns")
+    if ctx.get("rootless") and userns is None:
+        raise OSError("rootless mode without the program user namespace")
+    if uid is not None:
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+        if os.getresuid() != (uid, uid, uid) or uid == 0:
+            raise OSError("sandbox uid not in effect")
+    elif userns is not None:
+        if _libc_setns(userns, CLONE_NEWUSER) != 0:
+            raise OSError(ctypes.get_errno(), "setns(program user namespace)")
+        if _libc_capset(_cap_header, _cap_zero) != 0:
+            raise OSError(ctypes.get_errno(), "capset")
+        if os.getuid() != ROOTLESS_PROGRAM_UID or not _no_capabilities():
+            raise OSError("program identity not in effect")
 
 
 def _compile_program(code_bytes: bytes):
@@ -512,9 +700,6 @@ def _serve_forks(ctl_fd: int, report_fd: int, prog: dict, direct: dict | None) -
     job, fds, pidns, pid_fd = prog.get("job"), prog["fds"], prog["pidns"], prog["pid_fd"]
     read, write, fork, wait4 = os.read, os.write, os.fork, os.wait4
     pack_pid, pack_status = REPORT_PID.pack, REPORT_STATUS.pack
-    # Z is root: it kills leftovers as the sandbox uid (real and effective; root stays saved), so
-    # ``kill(-1)`` reaches the test's processes and never J or another zygote.
-    as_uid = direct["uid"] if direct is not None and pidns and direct.get("uid") is not None else None
     while True:
         try:
             data = read(ctl_fd, 1 << 16)
@@ -542,16 +727,8 @@ def _serve_forks(ctl_fd: int, report_fd: int, prog: dict, direct: dict | None) -
             if _libc_kill(-pid, 9) == 0:
                 _reap_group(pid)
             _reap_all(block=False)  # zombies of processes that left the group
-        elif as_uid is None:
-            if _libc_kill(-1, 9) == 0:
-                _reap_all(block=True)
-        else:
-            _libc_setresuid(as_uid, as_uid, 0)
-            left = _libc_kill(-1, 9) == 0
-            if _libc_setresuid(0, 0, 0) != 0:
-                os._exit(75)  # cannot be root again: J starts a new zygote
-            if left:
-                _reap_all(block=True)
+        elif _libc_kill(-1, 9) == 0:  # we are PID 1 of a namespace that holds only this test's processes
+            _reap_all(block=True)
         write(report_fd, pack_status(b"S", status, usage.ru_utime, usage.ru_stime, usage.ru_maxrss))
 
 
@@ -654,8 +831,10 @@ class Runner:
     Hygiene: all user data J touches (program, inputs, relayed outputs) lives in DONTFORK maps
     that it reads into and writes from without copies, so no later child inherits it."""
 
-    def __init__(self, cmd_fd: int, res_fd: int, facts: dict, uid: int | None, warm_modules=()) -> None:
-        self.cmd, self.res, self.facts, self.uid = cmd_fd, res_fd, facts, uid
+    def __init__(self, cmd_fd: int, res_fd: int, facts: dict, uid: int | None, warm_modules=(),
+                 userns_fd: int | None = None) -> None:
+        self.cmd, self.res, self.facts, self.uid, self.userns_fd = cmd_fd, res_fd, facts, uid, userns_fd
+        self.pidns_fd = os.open("/proc/self/ns/pid", os.O_RDONLY) if facts["pidns"] else None
         self.devnull = os.open(os.devnull, os.O_RDONLY)
         self.work_root = "/tmp" if facts["mountns"] else None
         self.streams = _fresh_streams()
@@ -843,6 +1022,11 @@ class Runner:
     def _spawn_forker(self, setup, direct: bool, ready_by: float | None = None) -> Forker:
         """Fork a forker process; ``setup(keep_fds)`` runs in it and returns (prog, ctx).
 
+        With a PID namespace, the forker is PID 1 of a namespace of its own (nested in J's), with
+        its own /proc: a test cannot signal it (the kernel drops signals to a namespace's init from
+        inside it), cannot see J or the other forkers, everything a test leaves is exactly what a
+        ``kill(-1)`` of the forker reaches, and the forker's death kills all of it.
+
         Pipes: J -> forker requests (``ctl``); forker -> J readiness, exit statuses and compile
         errors (``report``, which J waits on); the pid of each test child (``pid``, which J reads
         only when it must kill the child: a message J does not wait for does not wake it)."""
@@ -852,13 +1036,28 @@ class Runner:
         os.set_blocking(pid_r, False)
         gc.collect()
         _libc.malloc_trim(0)  # free heap pages go back to the kernel: every fork copies fewer
-        pid = os.fork()
+        own_ns = self.facts["pidns"]
+        if own_ns:
+            _check(_libc_unshare(CLONE_NEWPID), "unshare(CLONE_NEWPID) for a forker")
+        try:
+            pid = os.fork()
+        finally:
+            if own_ns and pid != 0:  # J's later children (forkers) get namespaces of their own again
+                _check(_libc_setns(self.pidns_fd, CLONE_NEWPID), "setns(J's PID namespace)")
         if pid == 0:
             code = 73
             try:
                 os.close(ctl_w)
                 os.close(report_r)
                 os.close(pid_r)
+                if own_ns and self.facts.get("proc"):
+                    _check(_libc_unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS) for a forker")
+                    _private_proc(self.facts)
+                try:  # the OOM killer picks a test over the worker and the trainer
+                    _write_file("/proc/self/oom_score_adj", "1000")
+                    _write_file("/proc/self/comm", "gasp-zygote" if direct else "gasp-job")
+                except OSError:
+                    pass
                 prog, ctx = setup({ctl_r, report_w, pid_w}, report_w)
                 prog = dict(prog, pid_fd=pid_w)
                 code = 74
@@ -897,13 +1096,17 @@ class Runner:
         zygote = self.zygotes.get(warm)
         if zygote is None:
             def setup(keep, report_w):
-                _forker_fds(keep | set(self.child_fds), self.devnull)
+                userns = {self.userns_fd} if self.userns_fd is not None else set()
+                _forker_fds(keep | set(self.child_fds) | userns, self.devnull)
                 if not self.facts["pidns"]:
                     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
                 _prctl(PR_SET_CHILD_SUBREAPER, 1)  # orphans of a test are ours to kill and reap
+                # Rootless mode: a test has our uid on the host; non-dumpable, it cannot ptrace us.
+                _prctl(PR_SET_DUMPABLE, 0)
                 if warm:
                     _import_quietly(self.warm)
-                ctx = {"uid": self.uid, "pidns": self.facts["pidns"], "devnull": self.devnull}
+                ctx = {"uid": self.uid, "userns": self.userns_fd, "rootless": self.facts["userns"],
+                       "pidns": self.facts["pidns"], "devnull": self.devnull}
                 return self._base_prog(), ctx
 
             zygote = self.zygotes[warm] = self._spawn_forker(setup, direct=True)
@@ -923,9 +1126,13 @@ class Runner:
         lim = job["lim"]
 
         def setup(keep, report_w):
-            _forker_fds(keep | set(self.child_fds), self.devnull)
+            userns = {self.userns_fd} if self.userns_fd is not None else set()
+            _forker_fds(keep | set(self.child_fds) | userns, self.devnull)
             total = lim["cpu_hard"] * max(1, n_tests) + 10  # T's own budget; each C gets the per-test limit
-            _enter_sandbox({"cwd": cwd, "uid": self.uid, "pidns": self.facts["pidns"]}, lim, (total, total))
+            _enter_sandbox({"cwd": cwd, "uid": self.uid, "userns": self.userns_fd, "rootless": self.facts["userns"],
+                            "pidns": self.facts["pidns"]}, lim, (total, total))
+            for fd in userns:
+                os.close(fd)
             _prctl(PR_SET_DUMPABLE, 0)  # a test child (same uid) cannot ptrace us or open our fds
             _prctl(PR_SET_CHILD_SUBREAPER, 1)
             if warm:  # once per job instead of once per test
@@ -1143,9 +1350,7 @@ class Runner:
                 while drain(fd):
                     pass
         finally:
-            _wipe_dir(self.work_cwd)
-            if self.facts["mountns"]:
-                _wipe_dir("/dev/shm")
+            self._wipe_after_test(self.work_cwd)
         if ce is not None:
             record = _json_mod.dumps({"k": "ce", "msg": ce}).encode()
             self._send({"t": "test", "id": job["id"], "i": i, "exit": 0, "sig": None, "cpu": 0.0, "wall": 0.0,
@@ -1231,13 +1436,23 @@ class Runner:
                 zygote.close()
                 del self.zygotes[warm]
 
-    def _clean(self, cwd: str) -> None:
-        if self.work_root:
-            _wipe_dir(cwd)  # kept for the next job
-        else:
-            shutil.rmtree(cwd, ignore_errors=True)
+    def _wipe_after_test(self, cwd: str) -> None:
+        """Empty the test's cwd and /dev/shm. In rootless mode the program has the uid that owns
+        the private /tmp and /var/tmp (in root mode it cannot write there): empty those too."""
+        _wipe_dir(cwd)
         if self.facts["mountns"]:
             _wipe_dir("/dev/shm")
+            if self.facts["userns"]:
+                _wipe_dir("/tmp", keep="run")
+                _wipe_dir("/var/tmp")
+
+    def _clean(self, cwd: str) -> None:
+        if self.work_root:
+            self._wipe_after_test(cwd)  # cwd kept for the next job
+        else:
+            shutil.rmtree(cwd, ignore_errors=True)
+            if self.facts["mountns"]:
+                _wipe_dir("/dev/shm")
 
 
 
@@ -1255,12 +1470,19 @@ def main() -> None:
             sys.path.append(p)
     facts: dict = {}
     _setup_isolation(cfg, facts)
-    uid = None
-    if facts["root"] and cfg.get("isolate", True):
+    isolated = cfg.get("isolate", True) and (facts["privileged"] or facts["userns"])
+    uid = userns_fd = None
+    if isolated and facts["privileged"]:
         uid = int(cfg.get("uid_base", 1_000_000)) + os.getpid()
+    elif isolated:
+        try:
+            userns_fd = _program_user_namespace()
+        except OSError as exc:  # fail closed: every test's identity drop fails (INFRA_ERROR)
+            facts["errors"].append(f"program user namespace: {exc}")
     facts["uid"] = uid
+    facts["identity"] = "uid" if uid is not None else ("userns" if userns_fd is not None else None)
     facts["pidns"] = False
-    if facts["root"] and cfg.get("isolate", True):
+    if isolated:
         try:
             _check(_libc.unshare(CLONE_NEWPID), "unshare(pid)")
             facts["pidns"] = True
@@ -1277,12 +1499,12 @@ def main() -> None:
             except OSError:
                 pass
             if facts["pidns"] and facts["mountns"]:
-                try:
-                    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
-                    facts["proc"] = True
-                except OSError as exc:
-                    facts["errors"].append(f"proc: {exc}")
-            Runner(cmd_fd, res_fd, facts, uid, cfg.get("warm", ())).serve()
+                _private_proc(facts)
+            try:
+                facts["pidns_inode"] = os.stat("/proc/self/ns/pid").st_ino
+            except OSError:
+                pass
+            Runner(cmd_fd, res_fd, facts, uid, cfg.get("warm", ()), userns_fd).serve()
             os._exit(0)
         except BaseException:  # noqa: BLE001
             traceback.print_exc()
