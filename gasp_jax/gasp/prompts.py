@@ -54,9 +54,18 @@ def check_axis(axis: str) -> str:
     return axis
 
 
-def _check_template(template: str) -> None:
+def check_template(template: str) -> str:
     if template not in TEMPLATES:
         raise ValueError(f"unknown prompt template {template!r}; expected one of {TEMPLATES}")
+    return template
+
+
+def wrap_prompt(body: str, *, template: str = "full", chat: bool = False) -> str:
+    """The prompt the model sees around a body: the tasks layer's wrapper, so that GASP's proposals are
+    answered (and parsed) exactly like every other proposal of the project."""
+    from gasp_jax import tasks
+
+    return tasks.wrap_prompt(body, template=template, chat=chat)
 
 
 def _format_rules(num_inputs: int, banned_modules: Sequence[str]) -> str:
@@ -76,7 +85,7 @@ def lemma_prompt(statement: str, axis: str, *, num_inputs: int, banned_modules: 
                  template: str = "full", max_statement_chars: int = 0) -> str:
     """The lemma prompt: one goalpost statement + the axis -> an easier induction task."""
     check_axis(axis)
-    _check_template(template)
+    check_template(template)
     text = statement.strip()
     if max_statement_chars and len(text) > max_statement_chars:
         text = text[:max_statement_chars].rstrip() + " ..."
@@ -109,7 +118,7 @@ def lift_prompt(lemma: Mapping[str, Any], axis: str, *, num_inputs: int, banned_
     of the goalpost is passed in, so nothing of it can leak into the prompt.
     """
     check_axis(axis)
-    _check_template(template)
+    check_template(template)
     code = str(lemma["snippet"]).strip()
     imports = lemma.get("imports") or []
     if imports:

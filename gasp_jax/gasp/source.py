@@ -1,0 +1,583 @@
+"""`GaspSource`: GASP's lemma -> lift curriculum as a rollout source of the self-play trainer.
+
+One iteration (``collect``), read top to bottom:
+
+    goalposts  draw ``lemmas_per_step`` active goalposts uniformly, each with an axis uniform over ``axes``
+    lemma      the teacher sees one goalpost + axis and writes an easier induction task (program f,
+               ``num_inputs`` inputs, a message)
+    check      parse + sandbox validation (tasks layer, via selfplay.steps), then the near-duplicate filter
+               (cosine >= threshold to any accepted question or to an earlier candidate) and the
+               goalpost-copy check (a message that reproduces the goalpost statement)
+    learn      n student samples of the induction form per valid, new lemma -> pass rate p (not trained on)
+    reward     lemma_reward(p); invalid / duplicate -> the format penalty
+    accept     p inside [0.3, 0.7] -> the lemma enters the question buffer and the dedup index
+    lift       per accepted lemma, the teacher sees ONLY the lemma + the same axis and writes a harder
+               variant; check / learn / reward (lift_reward, window [0.1, 0.5]) / accept as above
+    student    this iteration's accepted lemmas and lifts first, then uniform draws from the buffer, up to
+               ``solve_batch`` tasks; each presented uniformly as induction, deduction or abduction
+    solve      one student rollout per task, judged by execution (selfplay.steps.solve)
+    record     one curriculum.jsonl line per lemma and lift; TensorBoard scalars, histograms, lineages
+    evaluate   every ``eval.every`` iterations: the student's pass@k on the active goalposts with the LCB
+               grader; with dynamic goalposts, solved ones are retired and replacements promoted
+
+The phases that exist for every task source (generate, parse, validate, learnability, solve, judge,
+metrics) are `gasp_jax.selfplay.steps`; this module adds only what is GASP's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any, Sequence
+
+import ml_collections
+import numpy as np
+
+from gasp_jax import multihost
+from gasp_jax.gasp import dedup as dedup_lib
+from gasp_jax.gasp import evaluation as gasp_eval
+from gasp_jax.gasp import prompts as gasp_prompts
+from gasp_jax.gasp.curriculum import CurriculumLog, QuestionBuffer, make_row
+from gasp_jax.gasp.dynamic import POLICIES, GoalpostSchedule
+from gasp_jax.gasp.goalposts import Goalpost, load_goalposts
+from gasp_jax.gasp.rewards import FORMAT_PENALTY, STAGES, accepted_rate, teacher_reward
+
+log = logging.getLogger(__name__)
+
+STUDENT_KINDS = ("induction", "deduction", "abduction")
+PROPOSE_GROUPS = ("per_stage", "shared")
+SOLVE_GROUPS = ("per_type", "shared")
+LIFT_FROM = ("accepted", "valid")
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """The ``sources.gasp`` block. Paper values where known (paper.md sections 3-6), else documented choices."""
+    c = ml_collections.ConfigDict()
+    c.type = "gasp"
+    c.every = 1
+    c.start = 0
+
+    c.goalposts = ml_collections.ConfigDict()
+    c.goalposts.report = ""  # an lcb_goalposts goalposts.json; "" = every problem of the window (or `ids`)
+    c.goalposts.sources = ()  # LCB JSONL files / release directory holding the goalposts' statements + tests
+    c.goalposts.release = ""
+    c.goalposts.start = ""  # [start, end) on contest_date; the paper: LCB before 2024-08 (601 problems)
+    c.goalposts.end = "2024-08-01"
+    c.goalposts.ids = ()  # explicit goalpost ids (used when there is no report)
+    c.goalposts.max_goalposts = 0  # 0 = all
+    c.goalposts.decode_tests = True  # decode every goalpost's private tests at start-up (fail early)
+    c.goalposts.dynamic = False  # the paper: fixed goalposts
+    c.goalposts.promote = "hardest"  # "hardest" | "nearest" (dynamic goalposts only)
+
+    c.axes = "io,algorithm"  # drawn uniformly per lemma; the lift keeps the lemma's axis
+    c.lemmas_per_step = 64  # teacher lemma prompts per iteration (the paper does not say; AZR: 64 per type)
+    c.num_inputs = 10  # inputs per induction task (AZR: 10, half shown to the solver)
+    c.lifts_per_lemma = 1
+    c.lift_from = "accepted"  # "accepted": lemmas inside the window (the paper's wording); "valid": any new valid lemma
+    c.learnability_samples = 8  # n student samples per proposal (AZR: 8; GASP: not stated)
+    c.solve_batch = 64  # student tasks per iteration: new accepted questions first, then the buffer
+    c.student_kinds = "induction,deduction,abduction"  # presentation, uniform per task
+    c.propose_groups = "per_stage"  # advantage groups: ("lemma"|"lift", "propose") or one ("induction", "propose")
+    c.solve_groups = "per_type"  # (kind, "solve") per presented type, or one ("gasp", "solve")
+    c.format_penalty = FORMAT_PENALTY  # invalid or duplicate proposals (AZR's -1)
+    c.buffer_max_size = 0  # accepted-question buffer (and dedup index); 0 = unbounded
+    c.seed_file = ""  # optional induction seed tasks that pre-fill the buffer (student back-fill only)
+    c.banned_modules = ""  # comma-separated; "" = the tasks layer's default list
+
+    c.prompt = ml_collections.ConfigDict()
+    c.prompt.template = ""  # "full" | "compact"; "" = the run's prompts.template
+    c.prompt.max_statement_chars = 0  # cut long goalpost statements in the lemma prompt (0 = never)
+    c.prompt.lift_shown_pairs = 5  # lemma input/output pairs shown in the lift prompt
+
+    c.dedup = ml_collections.ConfigDict()
+    c.dedup.embedder = "hashed"  # "hashed" (no dependencies) | "policy" (frozen policy, JAX) | "encoder"
+    c.dedup.dim = 512  # hashed embedder dimension
+    c.dedup.threshold = 0.95  # reject at cosine >= threshold (the paper: 0.95)
+    c.dedup.block_rows = 4096  # index capacity grows in multiples of this
+    c.dedup.copy_threshold = 0.5  # reject when >= this fraction of the goalpost's 8-word shingles reappear
+    c.dedup.encoder_path = ""  # embedder="encoder": a local HF checkpoint directory
+    c.dedup.max_tokens = 512
+    c.dedup.batch_size = 16
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.every = 0  # goalposts-solved evaluation every N iterations (0 = off)
+    c.eval.num_samples = 16
+    c.eval.ks = "1,16"
+    c.eval.temperature = 1.0
+    c.eval.max_new_tokens = 1024
+    c.eval.batch_problems = 4
+    c.eval.solved_min_correct = 1
+    c.eval.prompt_style = "auto"  # LCB prompt: "auto" | "chat" | "chat_no_system" | "base"
+
+    c.log = ml_collections.ConfigDict()
+    c.log.lineages = 3  # whole lineages (goalpost -> lemma -> lift) per text summary
+    return c
+
+
+def _csv(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    return tuple(str(v) for v in value)
+
+
+def _choice(name: str, value: str, allowed: Sequence[str]) -> str:
+    if value not in allowed:
+        raise ValueError(f"{name}: unknown value {value!r}; expected one of {tuple(allowed)}")
+    return value
+
+
+@dataclasses.dataclass
+class _Candidate:
+    """One lemma or lift the teacher wrote, followed through every check of one iteration."""
+
+    stage: str
+    goalpost: Goalpost
+    axis: str
+    prompt: str
+    parent: dict | None = None  # the lemma's buffer entry (lifts)
+    proposal: Any = None  # selfplay.steps.Proposal
+    duplicate: bool = False
+    duplicate_reason: str = ""
+    p: float | None = None
+    n: int = 0
+    reward: float | None = None
+    accepted: bool = False
+
+    @property
+    def valid(self) -> bool:
+        return self.proposal is not None and self.proposal.status in ("valid", "duplicate")
+
+    @property
+    def qid(self) -> str | None:
+        return self.proposal.record["id"] if self.valid else None
+
+
+class GaspSource:
+    """GASP guidance as a rollout source (see the module docstring)."""
+
+    def __init__(self, name: str, config: ml_collections.ConfigDict, run_config: ml_collections.ConfigDict,
+                 *, workdir: str | None = None):
+        self.name = name
+        self.config = c = config
+        self.run_config = run_config
+        self.axes = tuple(gasp_prompts.check_axis(a) for a in _csv(c.axes)) or gasp_prompts.AXES
+        self.student_kinds = tuple(_choice(f"sources.{name}.student_kinds", k, STUDENT_KINDS) for k in _csv(c.student_kinds))
+        if not self.student_kinds:
+            raise ValueError(f"sources.{name}.student_kinds is empty")
+        _choice(f"sources.{name}.propose_groups", c.propose_groups, PROPOSE_GROUPS)
+        _choice(f"sources.{name}.solve_groups", c.solve_groups, SOLVE_GROUPS)
+        _choice(f"sources.{name}.lift_from", c.lift_from, LIFT_FROM)
+        _choice(f"sources.{name}.goalposts.promote", c.goalposts.promote, POLICIES)
+        for field in ("lemmas_per_step", "num_inputs", "learnability_samples"):
+            if int(c[field]) < 1:
+                raise ValueError(f"sources.{name}.{field} must be >= 1, got {c[field]}")
+        for field in ("lifts_per_lemma", "solve_batch"):
+            if int(c[field]) < 0:
+                raise ValueError(f"sources.{name}.{field} must be >= 0, got {c[field]}")
+        self.template = c.prompt.template or str(run_config.get("prompts", {}).get("template", "full"))
+        gasp_prompts.check_template(self.template)
+        self.banned = _csv(c.banned_modules) or None
+        self.ks = tuple(int(k) for k in _csv(c.eval.ks))
+        self.pool = load_goalposts(c.goalposts)  # raises GoalpostError at start-up
+        self.workdir = workdir or run_config.get("workdir", None)
+        self.curriculum = CurriculumLog(Path(self.workdir or ".") / "curriculum.jsonl") if self.workdir else None
+        self.buffer = QuestionBuffer(int(c.buffer_max_size))
+        self._embedder: dedup_lib.Embedder | None = None
+        self._index: dedup_lib.DedupIndex | None = None
+        self._statement_vecs: dict[str, np.ndarray] = {}
+        self.schedule: GoalpostSchedule | None = None
+        self._pending_schedule: dict | None = None  # restored before the embedder exists
+        self._pending_truncate: int | None = None  # restored before the workdir is known
+        if c.dedup.embedder == "hashed":
+            self._init_embedder(None)
+        self.counters: Counter[str] = Counter()
+        self.progress: dict[str, dict[str, int]] = defaultdict(lambda: {"lemmas": 0, "lifts": 0})
+        self._seed_ids: list[str] = []
+        if c.seed_file:
+            self._seed(c.seed_file)
+
+    # ------------------------------------------------------------------------------------------- set-up
+
+    def _init_embedder(self, policy: Any) -> None:
+        """Builds the embedder, the index and the goalpost schedule (the policy embedder needs the policy,
+        so it is built on the first collect from a frozen copy of the teacher's params)."""
+        d = self.config.dedup
+        if policy is None:
+            self._embedder = dedup_lib.build_embedder(d)
+        else:
+            self._embedder = dedup_lib.build_embedder(d, model=policy.model, params=policy.params, tokenizer=policy.tokenizer)
+        self._index = dedup_lib.DedupIndex(self._embedder.dim, threshold=float(d.threshold), block_rows=int(d.block_rows))
+        state = self._pending_schedule or (self.schedule.state_dict() if self.schedule is not None else None)
+        self._pending_schedule = None
+        self.schedule = GoalpostSchedule(self.pool, dynamic=bool(self.config.goalposts.dynamic),
+                                         policy=str(self.config.goalposts.promote), embed=self._embedder.embed)
+        if state is not None:
+            self.schedule.load_state_dict(state)
+        self._reindex()
+
+    def _ensure_ready(self, ctx: Any) -> None:
+        if self._embedder is None:
+            self._init_embedder(ctx.policies["teacher"])
+        if self.workdir is None:
+            self.workdir = getattr(ctx, "workdir", None)
+            if self.workdir is None:
+                raise ValueError(f"sources.{self.name}: no workdir (the trainer passes it; needed for curriculum.jsonl)")
+            self.curriculum = CurriculumLog(Path(self.workdir) / "curriculum.jsonl")
+            if self._pending_truncate is not None and multihost.is_main():
+                self.curriculum.truncate(self._pending_truncate)
+            self._pending_truncate = None
+
+    def _seed(self, path: str) -> None:
+        from gasp_jax import tasks
+
+        for i, rec in enumerate(tasks.load_seed_file(path)):
+            if "inputs" not in rec:
+                continue
+            qid = rec.get("id") or f"seed-{i}"
+            self.buffer.add({"id": qid, "stage": "seed", "goalpost_id": None, "axis": None, "parent_id": None,
+                             "step": -1, "p": None, "record": dict(rec, id=qid)})
+            self._seed_ids.append(qid)
+
+    def _reindex(self) -> None:
+        """Rebuilds the dedup index from the buffer (after a resume or an embedder change)."""
+        assert self._embedder is not None and self._index is not None
+        entries = [e for e in self.buffer.entries() if e["stage"] in STAGES]
+        if entries:
+            vecs = self._embedder.embed([dedup_lib.question_text(e["record"]) for e in entries])
+            self._index.add(vecs, [e["id"] for e in entries])
+
+    # -------------------------------------------------------------------------------------------- state
+
+    def state_dict(self) -> dict:
+        return {
+            "buffer": self.buffer.state_dict(),
+            "schedule": self.schedule.state_dict() if self.schedule is not None else self._pending_schedule,
+            "counters": dict(self.counters),
+            "progress": {k: dict(v) for k, v in self.progress.items()},
+            "curriculum_bytes": self.curriculum.size if self.curriculum is not None else 0,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.buffer.load_state_dict(state["buffer"])
+        self.counters = Counter(state.get("counters", {}))
+        self.progress = defaultdict(lambda: {"lemmas": 0, "lifts": 0}, {k: dict(v) for k, v in state.get("progress", {}).items()})
+        size = int(state.get("curriculum_bytes", 0))
+        if self.curriculum is None:
+            self._pending_truncate = size
+        elif multihost.is_main():
+            self.curriculum.truncate(size)
+        if self._embedder is None:
+            self._pending_schedule = state.get("schedule")
+            return
+        self._index = dedup_lib.DedupIndex(self._embedder.dim, threshold=float(self.config.dedup.threshold),
+                                           block_rows=int(self.config.dedup.block_rows))
+        self._reindex()
+        if state.get("schedule") is not None:
+            assert self.schedule is not None
+            self.schedule.load_state_dict(state["schedule"])
+
+    # ------------------------------------------------------------------------------------------ prompts
+
+    def lemma_prompt(self, goalpost: Goalpost, axis: str) -> str:
+        c = self.config
+        body = gasp_prompts.lemma_prompt(goalpost.statement, axis, num_inputs=int(c.num_inputs),
+                                         banned_modules=self.banned or (), template=self.template,
+                                         max_statement_chars=int(c.prompt.max_statement_chars))
+        return gasp_prompts.wrap_prompt(body, template=self.template)
+
+    def lift_prompt(self, lemma: dict, axis: str) -> str:
+        c = self.config
+        body = gasp_prompts.lift_prompt(lemma, axis, num_inputs=int(c.num_inputs), banned_modules=self.banned or (),
+                                        template=self.template, shown_pairs=int(c.prompt.lift_shown_pairs))
+        return gasp_prompts.wrap_prompt(body, template=self.template)
+
+    # --------------------------------------------------------------------------------------- one stage
+
+    def _propose(self, ctx: Any, cands: list[_Candidate]) -> None:
+        """Teacher rollouts -> parse -> validate -> dedup + goalpost copies -> learnability -> reward."""
+        from gasp_jax.selfplay import steps
+
+        if not cands:
+            return
+        stage = cands[0].stage
+        completions = steps.generate(ctx, "propose", [c.prompt for c in cands])
+        metas = [{"stage": stage, "goalpost_id": c.goalpost.id, "axis": c.axis,
+                  "parent_ids": [c.parent["id"]] if c.parent else [],
+                  "parse_kwargs": {"program": None, "num_inputs": int(self.config.num_inputs)}} for c in cands]
+        proposals = steps.parse_proposals(["induction"] * len(cands), completions, metas=metas)
+        proposals = steps.validate(ctx, proposals, origin=f"{self.name}-{stage}").result()
+        for cand, prop in zip(cands, proposals):
+            cand.proposal = prop
+            if prop.status == "duplicate":  # an exact copy of an earlier proposal of this batch
+                cand.duplicate, cand.duplicate_reason = True, "exact copy within the batch"
+        self._dedup(cands)
+        todo = [c for c in cands if c.valid and not c.duplicate]
+        rates = steps.estimate_learnability(ctx, [("induction", c.proposal.record) for c in todo],
+                                            n=int(self.config.learnability_samples)).result()
+        for cand, rate in zip(todo, rates):
+            cand.n = int(self.config.learnability_samples)
+            cand.p = float(rate) if np.isfinite(rate) else None
+        for cand in cands:
+            if cand.valid and not cand.duplicate and cand.p is None:
+                cand.reward = None  # every judgement failed (sandbox infrastructure): dropped, never scored
+                continue
+            cand.reward = teacher_reward(stage, valid=cand.valid, duplicate=cand.duplicate, p=cand.p,
+                                         format_penalty=float(self.config.format_penalty))
+            cand.accepted = cand.valid and not cand.duplicate and bool(accepted_rate(stage, cand.p))
+
+    def _dedup(self, cands: list[_Candidate]) -> None:
+        """Near-duplicates of accepted questions (or of each other) and copies of the goalpost statement."""
+        assert self._embedder is not None and self._index is not None
+        usable = [c.valid and not c.duplicate for c in cands]
+        if not any(usable):
+            return
+        texts = [dedup_lib.question_text(c.proposal.record) if ok else "" for c, ok in zip(cands, usable)]
+        result = self._index.check(self._embedder.embed(texts), usable=usable)
+        threshold = float(self.config.dedup.threshold)
+        for i, (cand, ok) in enumerate(zip(cands, usable)):
+            if not ok:
+                continue
+            if result.duplicate[i]:
+                cand.duplicate = True
+                cand.duplicate_reason = f"cosine {result.similarity[i]:.3f} to {result.match[i]}"
+                self.counters[f"duplicate_{cand.stage}"] += 1
+                continue
+            # Copies of the goalpost statement: verbatim shingles, or the message embedding close to it.
+            record = cand.proposal.record
+            copied = dedup_lib.copied_fraction(f"{record.get('message', '')}\n{record.get('snippet', '')}",
+                                               cand.goalpost.statement)
+            sim = self._statement_similarity(cand.goalpost, str(record.get("message", "")))
+            if copied >= float(self.config.dedup.copy_threshold) or sim >= threshold:
+                cand.duplicate = True
+                cand.duplicate_reason = f"copies goalpost {cand.goalpost.id} ({copied:.0%} of its shingles, cosine {sim:.3f})"
+                self.counters["goalpost_copies"] += 1
+
+    def _statement_similarity(self, goalpost: Goalpost, message: str) -> float:
+        assert self._embedder is not None
+        if not message.strip():
+            return 0.0
+        if goalpost.id not in self._statement_vecs:
+            self._statement_vecs[goalpost.id] = dedup_lib.normalize_rows(self._embedder.embed([goalpost.statement]))[0]
+        msg = dedup_lib.normalize_rows(self._embedder.embed([message]))[0]
+        return float(msg @ self._statement_vecs[goalpost.id])
+
+    def _accept(self, ctx: Any, cands: list[_Candidate]) -> list[dict]:
+        """Accepted candidates -> buffer entries (+ dedup index)."""
+        assert self._embedder is not None and self._index is not None
+        entries = []
+        for c in cands:
+            if not c.accepted:
+                continue
+            entry = {"id": c.qid, "stage": c.stage, "goalpost_id": c.goalpost.id, "axis": c.axis,
+                     "parent_id": c.parent["id"] if c.parent else None, "step": int(ctx.step), "p": c.p,
+                     "record": c.proposal.record}
+            self.buffer.add(entry)
+            entries.append(entry)
+            self.progress[c.goalpost.id]["lemmas" if c.stage == "lemma" else "lifts"] += 1
+        if entries:
+            vecs = self._embedder.embed([dedup_lib.question_text(e["record"]) for e in entries])
+            self._index.add(vecs, [e["id"] for e in entries])
+        return entries
+
+    # ---------------------------------------------------------------------------------------- student
+
+    def student_tasks(self, new: list[dict], rng: np.random.Generator) -> list[tuple[str, dict]]:
+        """New accepted questions first (shuffled), then uniform buffer draws; each presented as a uniform
+        random type (deduction/abduction from one uniformly chosen input/output pair)."""
+        from gasp_jax import tasks
+
+        size = int(self.config.solve_batch)
+        chosen = [new[int(i)] for i in rng.permutation(len(new))[:size]] if new else []
+        pool = self.buffer.entries()
+        if len(chosen) < size and pool:
+            chosen += [pool[int(i)] for i in rng.integers(len(pool), size=size - len(chosen))]
+        out = []
+        for entry in chosen:
+            record = entry["record"]
+            kind = self.student_kinds[int(rng.integers(len(self.student_kinds)))]
+            if kind != "induction":
+                record = tasks.io_record_from_induction(record, int(rng.integers(len(record["inputs"]))))
+            out.append((kind, record))
+        return out
+
+    def _propose_group(self, stage: str):
+        return (stage, "propose") if self.config.propose_groups == "per_stage" else ("induction", "propose")
+
+    def _solve_group(self, kind: str):
+        return (kind, "solve") if self.config.solve_groups == "per_type" else ("gasp", "solve")
+
+    # ---------------------------------------------------------------------------------------- collect
+
+    def collect(self, ctx: Any):
+        from gasp_jax.selfplay import steps
+        from gasp_jax.selfplay.types import SourceResult
+
+        self._ensure_ready(ctx)
+        assert self.schedule is not None
+        c = self.config
+        active = self.schedule.active_goalposts()
+        if not active:
+            raise RuntimeError(f"sources.{self.name}: no active goalposts left (all retired, reserve empty)")
+
+        # Lemmas: one goalpost + one axis per prompt, both uniform.
+        lemmas = []
+        for _ in range(int(c.lemmas_per_step)):
+            g = active[int(ctx.rng.integers(len(active)))]
+            axis = self.axes[int(ctx.rng.integers(len(self.axes)))]
+            lemmas.append(_Candidate("lemma", g, axis, self.lemma_prompt(g, axis)))
+        self._propose(ctx, lemmas)
+        new = self._accept(ctx, lemmas)
+
+        # Lifts: from the lemma only (its validated record), same axis.
+        parents = [(l, e) for l, e in zip([l for l in lemmas if l.accepted], new)]
+        if c.lift_from == "valid":
+            parents += [(l, self._pseudo_entry(ctx, l)) for l in lemmas
+                        if l.valid and not l.duplicate and not l.accepted and l.p is not None]
+        lifts = [_Candidate("lift", l.goalpost, l.axis, self.lift_prompt(entry["record"], l.axis), parent=entry)
+                 for l, entry in parents for _ in range(int(c.lifts_per_lemma))]
+        self._propose(ctx, lifts)
+        new += self._accept(ctx, lifts)
+
+        # Student phase.
+        batch = self.student_tasks(new, ctx.rng)
+        solved = steps.solve(ctx, batch, group=self._solve_group, source=self.name)
+
+        # Teacher episodes (proposals viewed as their stage for the metrics and groups).
+        cands = lemmas + lifts
+        staged = [dataclasses.replace(x.proposal, kind=x.stage) for x in cands]
+        for p, x in zip(staged, cands):
+            if x.duplicate:
+                p.status, p.reason = "duplicate", x.duplicate_reason
+        propose_eps = steps.proposer_episodes(staged, [x.reward for x in cands],
+                                              group=lambda p: self._propose_group(p.kind), source=self.name)
+        episodes = propose_eps + solved.result()
+        pass_rates = {i: (x.p if x.p is not None else float("nan")) for i, x in enumerate(cands) if x.valid and not x.duplicate}
+        scalars, hists = steps.kind_metrics(episodes, staged, pass_rates)
+        scalars.update(self._metrics(lemmas, lifts))
+        texts = {"gasp/lineages": self._lineage_text(lifts + lemmas)}
+        self._record(ctx, cands)
+        scalars.update(self._maybe_evaluate(ctx, texts))
+        return SourceResult(episodes=episodes, scalars=scalars, histograms=hists, texts=texts)
+
+    def _pseudo_entry(self, ctx: Any, lemma: _Candidate) -> dict:
+        """A buffer-shaped view of a valid lemma outside the window (``lift_from="valid"``); not stored."""
+        return {"id": lemma.qid, "stage": "lemma", "goalpost_id": lemma.goalpost.id, "axis": lemma.axis,
+                "parent_id": None, "step": int(ctx.step), "p": lemma.p, "record": lemma.proposal.record}
+
+    # ---------------------------------------------------------------------------------------- records
+
+    def _record(self, ctx: Any, cands: list[_Candidate]) -> None:
+        if self.curriculum is None or not multihost.is_main():
+            return
+        rows = [make_row(step=int(ctx.step), goalpost_id=x.goalpost.id, axis=x.axis, stage=x.stage, prompt=x.prompt,
+                         proposal=x.proposal.completion.text, valid=x.valid, duplicate=x.duplicate, n=x.n, p=x.p,
+                         reward=x.reward, accepted=x.accepted, id=x.qid,
+                         parent_id=x.parent["id"] if x.parent else None) for x in cands]
+        self.curriculum.append(rows)
+
+    def _metrics(self, lemmas: list[_Candidate], lifts: list[_Candidate]) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for stage, cands in (("lemma", lemmas), ("lift", lifts)):
+            out[f"gasp/{stage}/count"] = float(len(cands))
+            if not cands:
+                continue
+            out[f"gasp/{stage}/accept_rate"] = float(np.mean([x.accepted for x in cands]))
+            out[f"gasp/{stage}/valid_rate"] = float(np.mean([x.valid for x in cands]))
+            out[f"gasp/{stage}/duplicate_rejections"] = float(sum(x.duplicate for x in cands))
+            scored = [x.reward for x in cands if x.reward is not None]
+            if scored:
+                out[f"gasp/{stage}/reward_mean"] = float(np.mean(scored))
+            for axis in self.axes:
+                sub = [x for x in cands if x.axis == axis]
+                if sub:
+                    out[f"gasp/{stage}/accept_rate/{axis}"] = float(np.mean([x.accepted for x in sub]))
+        out["gasp/buffer/size"] = float(len(self.buffer))
+        out["gasp/dedup/index_size"] = float(len(self._index)) if self._index is not None else 0.0
+        out["gasp/dedup/goalpost_copies_total"] = float(self.counters["goalpost_copies"])
+        out["gasp/dedup/duplicates_total"] = float(self.counters["duplicate_lemma"] + self.counters["duplicate_lift"])
+        assert self.schedule is not None
+        out["gasp/goalposts/active"] = float(len(self.schedule.active))
+        out["gasp/goalposts/retired"] = float(len(self.schedule.retired))
+        for gid in self.schedule.active:
+            prog = self.progress.get(gid, {"lemmas": 0, "lifts": 0})
+            out[f"gasp/goalpost/{gid}/accepted_lemmas"] = float(prog["lemmas"])
+            out[f"gasp/goalpost/{gid}/accepted_lifts"] = float(prog["lifts"])
+        return out
+
+    def _lineage_text(self, cands: list[_Candidate]) -> str:
+        """Markdown of whole lineages (goalpost -> lemma -> lift), accepted lifts first."""
+        shown = []
+        for x in sorted(cands, key=lambda x: (not x.accepted, x.stage != "lift")):
+            if len(shown) >= int(self.config.log.lineages) or not x.valid:
+                continue
+            parts = [f"**goalpost {x.goalpost.id}** ({x.goalpost.title}, axis {x.axis}):\n\n> "
+                     + x.goalpost.statement[:400].replace("\n", "\n> ")]
+            chain = ([x.parent] if x.parent else []) + [{"stage": x.stage, "p": x.p, "record": x.proposal.record,
+                                                        "accepted": x.accepted, "id": x.qid}]
+            for e in chain:
+                rec = e["record"]
+                parts.append(f"**{e['stage']}** `{e['id']}` p={e['p']}"
+                             + ("" if e.get("accepted", True) else " (not accepted)")
+                             + f"\n\n{rec.get('message', '')}\n\n```python\n{rec.get('snippet', '')}\n```")
+            shown.append("\n\n".join(parts))
+        return "\n\n---\n\n".join(shown) or "(no valid lemma or lift this step)"
+
+    # ------------------------------------------------------------------------------------- evaluation
+
+    def _maybe_evaluate(self, ctx: Any, texts: dict[str, str]) -> dict[str, float]:
+        every = int(self.config.eval.every)
+        if not every or (int(ctx.step) + 1) % every:
+            return {}
+        assert self.schedule is not None
+        report = self.evaluate(ctx, self.schedule.active_goalposts())
+        scalars = gasp_eval.report_scalars(report)
+        solved = {gid: f"{report['per_goalpost'][gid]['correct']}/{report['per_goalpost'][gid]['n']} samples correct "
+                       f"at step {ctx.step}" for gid in report["solved"]}
+        changes = self.schedule.update(int(ctx.step), solved)
+        if changes:
+            if multihost.is_main() and self.workdir:
+                with open(Path(self.workdir) / "goalpost_changes.jsonl", "a", encoding="utf-8") as f:
+                    f.writelines(json.dumps(ch) + "\n" for ch in changes)
+            texts["gasp/goalpost_changes"] = "\n".join(
+                f"- step {ch['step']}: retired `{ch['retired']}` ({ch['reason']}); promoted `{ch['promoted']}` "
+                f"by {ch['policy']}" for ch in changes)
+        scalars["gasp/goalposts/changes"] = float(len(changes))
+        return scalars
+
+    def evaluate(self, ctx: Any, goalposts: Sequence[Goalpost]) -> dict[str, Any]:
+        """pass@k of the student on ``goalposts`` (LCB prompt, extraction and grader); process 0 grades and
+        broadcasts, so every process retires the same goalposts."""
+        from gasp_jax.evaluation.grading import SandboxGrader
+
+        e = self.config.eval
+        policy = ctx.policies["student"]
+        generate_fn = gasp_eval.policy_generate_fn(policy, temperature=float(e.temperature),
+                                                   max_new_tokens=int(e.max_new_tokens), next_key=ctx.next_key)
+        out_dir = Path(self.workdir or ".") / "goalposts_eval"
+        report = gasp_eval.evaluate_goalposts(
+            goalposts, step=int(ctx.step), generate_fn=generate_fn, prompt_fn=self._eval_prompt_fn(policy),
+            grader=SandboxGrader(ctx.sandbox), out_dir=out_dir if multihost.is_main() else out_dir / f"p{multihost.process_index()}",
+            num_samples=int(e.num_samples), ks=self.ks, batch_problems=int(e.batch_problems),
+            solved_min_correct=int(e.solved_min_correct))
+        return multihost.broadcast_object(report)
+
+    def _eval_prompt_fn(self, policy: Any):
+        from gasp_jax.evaluation import prompts as lcb_prompts
+
+        style = str(self.config.eval.prompt_style)
+        chat_in_policy = bool(self.run_config.get("sampling", {}).get("chat_template", False))
+        if style == "auto":
+            if chat_in_policy:
+                # The policy wraps each prompt as a user turn itself: give it LCB's user text.
+                return lambda p: lcb_prompts.chat_messages(p, system_role=False)[0]["content"]
+            style = "chat" if getattr(policy.tokenizer, "chat_template", None) else "base"
+        few_shot = None
+        if style == "base":
+            from gasp_jax.evaluation.common import shared_data_dir
+
+            few_shot = lcb_prompts.load_few_shot(shared_data_dir() / "few_shot")
+        return lambda p: lcb_prompts.render_prompt(p, style, tokenizer=policy.tokenizer, few_shot=few_shot)
