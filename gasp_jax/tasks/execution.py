@@ -1,0 +1,511 @@
+"""Proposal validation and the judge, on the sandbox.
+
+Every check is one sandbox *test* (a fresh process) running ``child.py``'s ``__gasp_run__`` on a
+JSON request; many tests share one sandbox job (the program text is the same wrapper for all, the
+model-written text travels in the request). What runs where:
+
+- judge, deduction: the answer expression is evaluated in a process without the task's program;
+- judge, abduction: the answer (call arguments) is evaluated in one process without the program,
+  its plain-data value is decoded here and ``f(*args, **kwargs)`` runs in a second process, so
+  side effects of the answer (patched builtins, ...) cannot reach ``f``;
+- judge, induction: the answer program runs on the hidden inputs in one process (a fresh program
+  namespace per call);
+- validation: the program runs on every input in one process (fresh namespace per call, inputs
+  evaluated without the program); a second run, in a separate job (so normally on another
+  worker), takes the inputs in reverse order on a perturbed heap; the outputs must be identical.
+
+Gold values never enter a process that runs model-written code: they stay in this process and
+are compared with ``==`` against values decoded from the children's plain-data replies. No text
+written by a model is passed to ``eval``/``exec`` here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import threading
+from collections import OrderedDict
+from concurrent.futures import Future
+from typing import Any, Callable, Sequence
+
+from gasp_jax.sandbox import Limits, Status
+from gasp_jax.sandbox.policy import DEFAULT_BANNED_MODULES, find_banned_imports, validate_program
+from gasp_jax.tasks import child
+from gasp_jax.tasks.parsing import ParsedProposal, ProposalError, proposal_from_record
+from gasp_jax.tasks.plain import NotPlain, decode, encoded_json, parse_reply, plain_repr, values_equal
+from gasp_jax.tasks.records import (IO_KINDS, TaskFormatError, check_kind, n_visible_pairs, program_text,
+                                    record_key, validate_record)
+
+log = logging.getLogger("gasp_jax.tasks")
+
+WRAPPER = open(child.__file__, encoding="utf-8").read()
+ENTRY = "__gasp_run__"
+
+MiB = 1 << 20
+DEFAULT_LIMITS = Limits(cpu_s=4.0, memory_bytes=1 << 30, stdout_bytes=4 * MiB)
+
+
+@dataclasses.dataclass(frozen=True)
+class ValidationConfig:
+    """``limits`` apply to one run of the program on all of a proposal's inputs.
+    Outputs whose canonical repr is longer than ``max_output_chars`` make the proposal invalid
+    ("output too large"): a gold output is never truncated (AZR truncates at 400 characters,
+    which makes such tasks unsolvable). Input texts over ``max_input_chars`` are invalid too."""
+
+    limits: Limits = DEFAULT_LIMITS
+    banned_modules: frozenset = DEFAULT_BANNED_MODULES
+    max_output_chars: int = 1000
+    max_input_chars: int = 1000
+    runs: int = 2
+    heap_pad: int = 257
+    max_tests_per_job: int = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class JudgeConfig:
+    """``n_visible``: induction pairs shown to the solver (None: half, AZR); the rest are judged.
+    ``banned_modules`` apply to induction answers (a solver program importing ``random`` or
+    ``time`` would get verdicts that change between runs). Answers longer than
+    ``max_answer_chars`` and values whose encoding exceeds ``max_value_bytes`` are wrong."""
+
+    limits: Limits = DEFAULT_LIMITS
+    n_visible: int | None = None
+    banned_modules: frozenset = DEFAULT_BANNED_MODULES
+    max_answer_chars: int = 64 * 1024
+    max_value_bytes: int = 64 * 1024
+    max_tests_per_job: int = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class Validation:
+    """``ok``: True (valid; ``record`` is the validated record with gold outputs), False (invalid;
+    ``reason`` says why) or None (infrastructure error: drop, never score)."""
+
+    ok: bool | None
+    record: dict | None = None
+    reason: str = ""
+
+    def __bool__(self) -> bool:
+        return self.ok is True
+
+
+# ----------------------------------------------------------------------------------------------
+# futures plumbing (callbacks run on the sandbox's dispatcher threads; they must never raise)
+# ----------------------------------------------------------------------------------------------
+
+def _resolved(value: Any) -> Future:
+    f: Future = Future()
+    f.set_result(value)
+    return f
+
+
+def _forward(src: Future, dst: Future) -> None:
+    if dst.done():
+        return
+    exc = src.exception()
+    if exc is not None:
+        dst.set_exception(exc)
+    else:
+        dst.set_result(src.result())
+
+
+def _then(src: Future, fn: Callable[[Any], Any]) -> Future:
+    """A future of ``fn(src.result())``; ``fn`` may return a Future, which is followed."""
+    out: Future = Future()
+
+    def done(f: Future) -> None:
+        try:
+            exc = f.exception()
+            if exc is not None:
+                out.set_exception(exc)
+                return
+            value = fn(f.result())
+        except BaseException as e:  # noqa: BLE001
+            out.set_exception(e)
+            return
+        if isinstance(value, Future):
+            value.add_done_callback(lambda g: _forward(g, out))
+        else:
+            out.set_result(value)
+
+    src.add_done_callback(done)
+    return out
+
+
+def _gather(futures: Sequence[Future]) -> Future:
+    out: Future = Future()
+    if not futures:
+        out.set_result([])
+        return out
+    remaining = [len(futures)]
+    lock = threading.Lock()
+
+    def done(_: Future) -> None:
+        with lock:
+            remaining[0] -= 1
+            last = remaining[0] == 0
+        if last:
+            try:
+                out.set_result([f.result() for f in futures])
+            except BaseException as e:  # noqa: BLE001
+                out.set_exception(e)
+
+    for f in futures:
+        f.add_done_callback(done)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# running requests in the sandbox
+# ----------------------------------------------------------------------------------------------
+
+def _reply_of(result: Any, max_chars: int) -> dict | None:
+    """Reply dict of one sandbox test, or None for an infrastructure error."""
+    status = getattr(result, "status", None)
+    if status is Status.INFRA_ERROR or status is None:
+        return None
+    if status is not Status.PASS:
+        return {"ok": False, "error": f"{status.value}: {str(result.error)[:300]}"}
+    return parse_reply(result.output, max_chars)
+
+
+def _submit(sandbox: Any, requests: Sequence[dict], limits: Limits, max_per_job: int) -> list[Future]:
+    """One future per request (resolving to its reply dict, or None on an infrastructure error);
+    requests are packed into jobs so every worker gets work."""
+    if not requests:
+        return []
+    workers = max(1, int(getattr(sandbox, "workers", 1)))
+    per_job = max(1, min(max_per_job, math.ceil(len(requests) / (2 * workers))))
+    max_chars = limits.stdout_bytes
+    out: list[Future] = [Future() for _ in requests]
+    for start in range(0, len(requests), per_job):
+        chunk = requests[start:start + per_job]
+        targets = out[start:start + per_job]
+        inputs = [repr(json.dumps(r, separators=(",", ":"))) for r in chunk]
+        job = sandbox.run_function_async(WRAPPER, inputs, fn_name=ENTRY, limits=limits)
+
+        def done(f: Future, targets: list[Future] = targets) -> None:
+            try:
+                results = f.result()
+                for i, t in enumerate(targets):
+                    t.set_result(_reply_of(results[i], max_chars) if i < len(results) else None)
+            except BaseException as e:  # noqa: BLE001
+                for t in targets:
+                    if not t.done():
+                        t.set_exception(e)
+
+        job.add_done_callback(done)
+    return out
+
+
+def _decoded(reply: dict, k: int) -> tuple[Any, str]:
+    """(value, "") of reply value ``k``, or (None, reason) when it is not plain data."""
+    try:
+        return decode(reply["values"][k]), ""
+    except (NotPlain, IndexError, KeyError, TypeError) as exc:
+        return None, f"not plain data: {exc}"
+
+
+# ----------------------------------------------------------------------------------------------
+# gold values of records
+# ----------------------------------------------------------------------------------------------
+
+_GOLD_CACHE: "OrderedDict[str, list]" = OrderedDict()
+_GOLD_PENDING: dict[str, Future] = {}
+_GOLD_LOCK = threading.Lock()
+_GOLD_CACHE_SIZE = 8192
+
+
+def _record_inputs(kind: str, rec: dict) -> list[str]:
+    return list(rec["inputs"]) if kind == "induction" else [rec["input"]]
+
+
+def _gold_values(sandbox: Any, kind: str, rec: dict, limits: Limits) -> Future:
+    """Future of the record's gold output values (list, one per input), or None if they cannot
+    be had (the record's program fails, or an infrastructure error)."""
+    if "gold" in rec:
+        encodings = rec["gold"] if kind == "induction" else [rec["gold"]]
+        try:
+            return _resolved([decode(e) for e in encodings])
+        except NotPlain as exc:
+            raise TaskFormatError(f"record {rec.get('id')!r}: malformed 'gold' ({exc})") from None
+    key = record_key(kind, rec)
+    with _GOLD_LOCK:
+        if key in _GOLD_CACHE:
+            _GOLD_CACHE.move_to_end(key)
+            return _resolved(_GOLD_CACHE[key])
+        if key in _GOLD_PENDING:
+            return _GOLD_PENDING[key]
+        req = {"op": "call", "src": program_text(rec), "inputs": _record_inputs(kind, rec),
+               "cap": limits.stdout_bytes // 4}
+        fut = _submit(sandbox, [req], limits, 1)[0]
+        _GOLD_PENDING[key] = pending = _then(fut, lambda reply: _store_gold(key, rec, reply))
+        return pending
+
+
+def _store_gold(key: str, rec: dict, reply: dict | None) -> list | None:
+    values = None
+    if reply is not None and reply.get("ok"):
+        try:
+            values = [decode(e) for e in reply["values"]]
+        except NotPlain:
+            values = None
+    if reply is not None and values is None:
+        log.warning("task record %r: its program does not give plain-data outputs (%s); not judged",
+                    rec.get("id"), reply.get("error", "not plain data"))
+    with _GOLD_LOCK:
+        _GOLD_PENDING.pop(key, None)
+        if values is not None:
+            _GOLD_CACHE[key] = values
+            while len(_GOLD_CACHE) > _GOLD_CACHE_SIZE:
+                _GOLD_CACHE.popitem(last=False)
+    return values
+
+
+# ----------------------------------------------------------------------------------------------
+# the judge
+# ----------------------------------------------------------------------------------------------
+
+def _compare(reply: dict | None, golds: list | None) -> bool | None:
+    if reply is None or golds is None:
+        return None
+    if not reply.get("ok") or len(reply["values"]) != len(golds):
+        return False
+    for k, gold in enumerate(golds):
+        value, why = _decoded(reply, k)
+        if why or not values_equal(value, gold):
+            return False
+    return True
+
+
+def _args_request(reply: dict | None, src: str, cap: int) -> dict | str | None:
+    """Stage 2 of abduction: the call request for the decoded answer arguments (or a verdict)."""
+    if reply is None:
+        return None
+    if not reply.get("ok"):
+        return "wrong"
+    value, why = _decoded(reply, 0)
+    if why or type(value) is not tuple or len(value) != 2 or type(value[0]) is not tuple \
+            or type(value[1]) is not dict or not all(type(k) is str for k in value[1]):
+        return "wrong"
+    return {"op": "call", "src": src, "args": [reply["values"][0]], "cap": cap}
+
+
+def judge_many_async(sandbox: Any, items: Sequence[tuple[str, dict, Any]], *,
+                     config: JudgeConfig | None = None) -> list[Future]:
+    """Futures of the verdicts of ``judge_many`` (submitted now; resolve as the sandbox works)."""
+    cfg = config or JudgeConfig()
+    cap = cfg.max_value_bytes
+    lim = cfg.limits
+    first: list[dict] = []   # stage-1 requests
+    plan: list[Any] = []     # per item: a final verdict or (kind, rec, index into first)
+    for item in items:
+        if not isinstance(item, (tuple, list)) or len(item) != 3:
+            raise TaskFormatError(f"a judge item is (kind, record, answer), got {type(item).__name__}")
+        kind, rec, answer = item
+        check_kind(kind)
+        rec = validate_record(kind, rec)
+        if not isinstance(answer, str) or not answer.strip() or len(answer) > cfg.max_answer_chars:
+            plan.append(False)
+            continue
+        if kind == "deduction":
+            first.append({"op": "eval", "text": answer, "cap": cap})
+        elif kind == "abduction":
+            first.append({"op": "eval", "text": answer, "as_args": True, "cap": cap})
+        else:
+            text, _ = validate_program(answer)
+            if text is None or find_banned_imports(text, cfg.banned_modules):
+                plan.append(False)
+                continue
+            k = n_visible_pairs(len(rec["inputs"]), cfg.n_visible)
+            first.append({"op": "call", "src": text, "inputs": rec["inputs"][k:], "cap": cap})
+        plan.append((kind, rec, len(first) - 1))
+    replies = _submit(sandbox, first, lim, cfg.max_tests_per_job)
+    out: list[Future] = []
+    for p in plan:
+        if not isinstance(p, tuple):
+            out.append(_resolved(p))
+            continue
+        kind, rec, i = p
+        golds = _gold_values(sandbox, kind, rec, lim)
+        if kind == "induction":
+            k = n_visible_pairs(len(rec["inputs"]), cfg.n_visible)
+            golds = _then(golds, lambda g, k=k: None if g is None else g[k:])
+            out.append(_then(_gather([replies[i], golds]), lambda rg: _compare(*rg)))
+        elif kind == "deduction":
+            out.append(_then(_gather([replies[i], golds]), lambda rg: _compare(*rg)))
+        else:
+            src = program_text(rec)
+
+            def stage2(reply: dict | None, src: str = src) -> Any:
+                req = _args_request(reply, src, cap)
+                if req is None or req == "wrong":
+                    return None if req is None else False
+                return _submit(sandbox, [req], lim, 1)[0]
+
+            second = _then(replies[i], stage2)
+            out.append(_then(_gather([second, golds]), _abduction_verdict))
+    return out
+
+
+def _abduction_verdict(pair: list) -> bool | None:
+    second, golds = pair
+    if isinstance(second, bool) or second is None:
+        return None if second is None or golds is None else second
+    return _compare(second, golds)
+
+
+def judge_many(sandbox: Any, items: Sequence[tuple[str, dict, Any]], *,
+               config: JudgeConfig | None = None) -> list[bool | None]:
+    """Verdicts for ``(kind, record, answer)`` items (public contract).
+
+    ``answer`` is the extracted answer text (``extract_answer``): deduction, an output
+    expression; abduction, call arguments in the form of ``record["input"]`` (``"'abc', 3"``);
+    induction, a program defining ``f``. ``True``: the answer's value is plain data and equals the
+    gold with Python ``==`` (induction: on every hidden input); ``False``: anything else, a
+    missing answer (``None``) included; ``None``: infrastructure error only (drop the sample)."""
+    return [f.result() for f in judge_many_async(sandbox, items, config=config)]
+
+
+# ----------------------------------------------------------------------------------------------
+# validation
+# ----------------------------------------------------------------------------------------------
+
+def _precheck(kind: str, prop: Any, cfg: ValidationConfig) -> str | None:
+    if isinstance(prop, ProposalError):
+        return f"format: {prop.reason}"
+    if not isinstance(prop, ParsedProposal):
+        return f"not a parsed proposal: {type(prop).__name__}"
+    if prop.kind != kind and not (kind in IO_KINDS and prop.kind in IO_KINDS):
+        return f"proposal of kind {prop.kind} validated as {kind}"
+    text, reason = validate_program(prop.program)
+    if text is None:
+        return reason
+    banned = find_banned_imports(text, cfg.banned_modules)
+    if banned:
+        return f"banned import: {', '.join(banned)}"
+    if kind in IO_KINDS and len(prop.inputs) != 1:
+        return f"{kind} needs exactly one input, got {len(prop.inputs)}"
+    if not prop.inputs:
+        return "no inputs"
+    for x in prop.inputs:
+        if not isinstance(x, str) or not x.strip():
+            return "empty input"
+        if len(x) > cfg.max_input_chars:
+            return f"input longer than {cfg.max_input_chars} characters"
+    return None
+
+
+def _runs_verdict(kind: str, prop: ParsedProposal, meta: dict, orders: list[list[int]],
+                  replies: list[dict | None], cfg: ValidationConfig) -> Validation:
+    if any(r is None for r in replies):
+        return Validation(None, None, "infrastructure error")
+    for r in replies:
+        if not r.get("ok"):
+            at = r.get("at")
+            where = f"input {at}: " if isinstance(at, int) else ""
+            return Validation(False, None, f"{where}{r.get('error', 'error')}")
+    n = len(prop.inputs)
+    per_run: list[list[Any]] = []
+    for order, r in zip(orders, replies):
+        vals = r["values"]
+        if len(vals) != n or sorted(order) != list(range(n)):
+            return Validation(False, None, "malformed reply")
+        by_input: list[Any] = [None] * n
+        for pos, i in enumerate(order):
+            by_input[i] = vals[pos]
+        per_run.append(by_input)
+    for i in range(n):
+        texts = {encoded_json(run[i]) for run in per_run}
+        if len(texts) > 1:
+            return Validation(False, None, f"not deterministic: input {i} gives different outputs")
+    golds, shown = [], []
+    for i in range(n):
+        try:
+            value = decode(per_run[0][i])
+        except NotPlain as exc:
+            return Validation(False, None, f"input {i}: output is not plain data ({exc})")
+        text = plain_repr(value)
+        if len(text) > cfg.max_output_chars:
+            return Validation(False, None, f"input {i}: output too large ({len(text)} > {cfg.max_output_chars} characters)")
+        golds.append(per_run[0][i])
+        shown.append(text)
+    if kind == "induction":
+        rec: dict[str, Any] = {"snippet": prop.snippet, "inputs": list(prop.inputs), "outputs": shown,
+                               "message": prop.message, "imports": list(prop.imports), "gold": golds}
+    else:
+        rec = {"snippet": prop.snippet, "input": prop.inputs[0], "output": shown[0],
+               "imports": list(prop.imports), "gold": golds[0]}
+    rec.update({"id": record_key(kind, rec), "origin": "propose", "step": None, "parent_ids": []})
+    rec.update({k: v for k, v in meta.items() if k in ("id", "origin", "step", "parent_ids")})
+    return Validation(True, validate_record(kind, rec), "")
+
+
+def validate_proposals_async(sandbox: Any, items: Sequence[tuple], *,
+                             config: ValidationConfig | None = None) -> list[Future]:
+    """Futures of ``validate_proposals`` (submitted now)."""
+    cfg = config or ValidationConfig()
+    runs = max(2, int(cfg.runs))
+    cap = 4 * cfg.max_output_chars + 64
+    by_run: list[list[dict]] = [[] for _ in range(runs)]
+    plan: list[Any] = []
+    for item in items:
+        if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
+            raise TaskFormatError(f"a validation item is (kind, proposal[, meta]), got {item!r:.80}")
+        kind, prop = item[0], item[1]
+        meta = dict(item[2]) if len(item) == 3 and item[2] else {}
+        check_kind(kind)
+        reason = _precheck(kind, prop, cfg)
+        if reason:
+            plan.append(Validation(False, None, reason))
+            continue
+        n = len(prop.inputs)
+        orders = [list(range(n)) if r % 2 == 0 else list(range(n))[::-1] for r in range(runs)]
+        idx = []
+        for r in range(runs):
+            by_run[r].append({"op": "call", "src": prop.program, "inputs": list(prop.inputs), "order": orders[r],
+                              "pad": cfg.heap_pad * r, "cap": cap})
+            idx.append(len(by_run[r]) - 1)
+        plan.append((kind, prop, meta, orders, idx))
+    # Each run is its own set of jobs, so the runs of one proposal are separate jobs (and, with
+    # more than one worker, normally on different workers: different uid, pids and heap layout).
+    futures_by_run = [_submit(sandbox, reqs, cfg.limits, cfg.max_tests_per_job) for reqs in by_run]
+    out: list[Future] = []
+    for p in plan:
+        if isinstance(p, Validation):
+            out.append(_resolved(p))
+            continue
+        kind, prop, meta, orders, idx = p
+        fs = [futures_by_run[r][idx[r]] for r in range(runs)]
+        out.append(_then(_gather(fs), lambda replies, kind=kind, prop=prop, meta=meta, orders=orders:
+                         _runs_verdict(kind, prop, meta, orders, replies, cfg)))
+    return out
+
+
+def validate_proposals(sandbox: Any, items: Sequence[tuple], *,
+                       config: ValidationConfig | None = None) -> list[Validation]:
+    """Validate ``(kind, ParsedProposal | ProposalError[, meta])`` items. A proposal is valid iff
+    its program passes the import policy, runs on every input within the limits without error,
+    every input's arguments and every output are plain data, outputs fit ``max_output_chars``, and
+    a second run in another job (reverse input order, perturbed heap) gives identical outputs.
+    Valid results carry the record with ``output(s)`` (canonical repr) and ``gold`` (encodings);
+    ``meta`` (id, origin, step, parent_ids) is copied into it."""
+    return [f.result() for f in validate_proposals_async(sandbox, items, config=config)]
+
+
+def validate_records(sandbox: Any, kind_records: Sequence[tuple[str, dict]], *,
+                     config: ValidationConfig | None = None) -> list[Validation]:
+    """Re-validate stored records (seed files, buffers): their meta is kept, outputs recomputed."""
+    items = []
+    for kind, rec in kind_records:
+        rec = validate_record(kind, rec)
+        items.append((kind, proposal_from_record(kind, rec), {k: rec[k] for k in ("id", "origin", "step", "parent_ids")}))
+    return validate_proposals(sandbox, items, config=config)
+
+
+def gold_cache_clear() -> None:
+    with _GOLD_LOCK:
+        _GOLD_CACHE.clear()
+
