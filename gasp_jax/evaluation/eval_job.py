@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from gasp_jax import multihost
 from gasp_jax.data.livecodebench import DateWindow, LoadReport, Problem
 from gasp_jax.evaluation.common import (
     config_to_dict, load_config_problems, make_prompt_fn, open_sandbox, run_fingerprint, write_json,
@@ -237,9 +238,10 @@ def run(
         window=window,
         extra={"n": n, "config": config_to_dict(config), "elapsed_s": time.monotonic() - t0},
     )
-    write_json(workdir_path / "report.json", report)
-    write_lcb_eval_all(workdir_path / "lcb_eval_all.json", problems, store)
-    write_tensorboard(workdir_path / "tensorboard", report["pass_at_k"], int(config.get("step", 0)))
+    if multihost.is_main():  # every process holds the same gathered records; one writes
+        write_json(workdir_path / "report.json", report)
+        write_lcb_eval_all(workdir_path / "lcb_eval_all.json", problems, store)
+        write_tensorboard(workdir_path / "tensorboard", report["pass_at_k"], int(config.get("step", 0)))
     log.info("lcb_eval: %s over %d problems -> %s", _summary_line(report["pass_at_k"]), report["problems"]["graded"], workdir_path / "report.json")
     return summarize(report, workdir_path / "report.json")
 

@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from gasp_jax import multihost
 from gasp_jax.data.livecodebench import Problem
 from gasp_jax.evaluation.common import (
     config_to_dict, load_config_problems, make_prompt_fn, open_sandbox, run_fingerprint, write_json,
@@ -196,7 +197,8 @@ def run(
         "load": load_report.to_dict(),
         "elapsed_s": time.monotonic() - t0,
     }
-    write_json(workdir_path / "goalposts.json", result)
+    if multihost.is_main():  # every process holds the same gathered records; one writes
+        write_json(workdir_path / "goalposts.json", result)
     log.info(
         "lcb_goalposts: %d goalposts (pass@%d = 0 for all %d checkpoints), %d solved, %d undetermined -> %s",
         len(goal_ids), k, len(names), len(solved), len(undetermined), workdir_path / "goalposts.json",

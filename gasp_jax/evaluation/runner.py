@@ -9,6 +9,11 @@ drawn under different settings.
 
 Grading of batch ``i`` runs in a background thread while batch ``i+1`` is generated: the sandbox
 works in its own processes, so the model and the graders overlap.
+
+Multi-host: every process runs the same loop and generates the same (global) batches; each grades
+only its own share of a batch's problems in its own sandbox, and the graded records are gathered on
+the main thread (collectives never run in the grading thread, so their order is the same everywhere).
+Only process 0 touches ``samples.jsonl`` / ``run_meta.json``; what it reads on resume is broadcast.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from gasp_jax import multihost
 from gasp_jax.data.livecodebench import DataError, Problem, Test
 from gasp_jax.evaluation.extraction import ExtractionMode, extract_code
 from gasp_jax.evaluation.grading import Grader, SampleGrade, grade_items
@@ -103,7 +109,24 @@ class SampleStore:
     def open(
         self, fingerprint: Mapping[str, Any], *, overwrite: bool = False, keep_samples: int | None = None
     ) -> dict[str, ProblemRecord]:
-        """Check/record the fingerprint and return the records already on disk (id -> record)."""
+        """Check/record the fingerprint and return the records already on disk (id -> record).
+
+        Collective under multi-host: process 0 reads and writes, every process gets its result (or error).
+        """
+        outcome: tuple[str, Any] = ("ok", None)
+        if multihost.is_main():
+            try:
+                outcome = ("ok", self._open(fingerprint, overwrite=overwrite, keep_samples=keep_samples))
+            except ValueError as e:
+                outcome = ("error", str(e))
+        outcome = multihost.broadcast_object(outcome)
+        if outcome[0] == "error":
+            raise ValueError(outcome[1])
+        return outcome[1]
+
+    def _open(
+        self, fingerprint: Mapping[str, Any], *, overwrite: bool, keep_samples: int | None
+    ) -> dict[str, ProblemRecord]:
         self.dir.mkdir(parents=True, exist_ok=True)
         fingerprint = json.loads(json.dumps(fingerprint, sort_keys=True, default=str))
         if overwrite:
@@ -148,6 +171,9 @@ class SampleStore:
         return records
 
     def append(self, record: ProblemRecord) -> None:
+        """Appends on process 0 (every process holds the same gathered records)."""
+        if not multihost.is_main():
+            return
         with open(self.samples_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record.to_json(), ensure_ascii=False) + "\n")
             f.flush()
@@ -204,7 +230,7 @@ def _records_for_batch(
     batch: Sequence[Problem],
     tests: Sequence[tuple[Test, ...]],
     completions: Sequence[list[str] | str],
-    mode: ExtractionMode,
+    mode: ExtractionMode | Callable[[str], str],
 ) -> list[ProblemRecord]:
     """Extract and grade a batch; problems that failed earlier (a str) keep their reason."""
     records: list[ProblemRecord | None] = [None] * len(batch)
@@ -213,7 +239,7 @@ def _records_for_batch(
         if isinstance(comp, str):
             records[i] = ProblemRecord(p.id, [], [], [], error=comp)
         else:
-            items.append((p, t, [extract_code(c, mode) for c in comp]))
+            items.append((p, t, [mode(c) if callable(mode) else extract_code(c, mode) for c in comp]))
             where.append(i)
     for i, (p, _, codes), result in zip(where, items, grade_items(grader, items)):
         comp = completions[i]
@@ -238,7 +264,7 @@ def sample_and_grade(
     done: Mapping[str, ProblemRecord],
     num_samples: int,
     batch_problems: int = 8,
-    extraction: ExtractionMode = "lcb",
+    extraction: ExtractionMode | Callable[[str], str] = "lcb",  # or completion -> code (HumanEval/MBPP+)
     label: str = "lcb",
     keep_samples: int | None = None,
 ) -> dict[str, ProblemRecord]:
@@ -253,9 +279,14 @@ def sample_and_grade(
     start = time.monotonic()
     finished = 0
 
-    def grade_batch(batch: Sequence[Problem], tests: list[tuple[Test, ...]], completions: list[list[str] | str]) -> None:
+    def grade_shard(batch: Sequence[Problem], tests: list[tuple[Test, ...]], completions: list[list[str] | str]) -> list[ProblemRecord]:
+        # This process's contiguous share of the batch (all of it with one process); no collectives here.
+        lo, hi = multihost.process_bounds(len(batch))
+        return _records_for_batch(grader, batch[lo:hi], tests[lo:hi], completions[lo:hi], extraction)
+
+    def finish_batch(local: list[ProblemRecord]) -> None:
         nonlocal finished
-        for rec in _records_for_batch(grader, batch, tests, completions, extraction):
+        for rec in multihost.all_gather_objects(local):
             store.append(rec)
             records[rec.question_id] = rec.trimmed(keep_samples)
             finished += 1
@@ -278,8 +309,8 @@ def sample_and_grade(
             completions = [bad[p.id] if p.id in bad else next(generated) for p in batch]
             tests = [() if isinstance(d, str) else d for d in decoded]
             if pending is not None:
-                pending.result()
-            pending = pool.submit(grade_batch, batch, tests, completions)
+                finish_batch(pending.result())
+            pending = pool.submit(grade_shard, batch, tests, completions)
         if pending is not None:
-            pending.result()
+            finish_batch(pending.result())
     return records
