@@ -154,13 +154,18 @@ LEMMA = {"snippet": "def f(xs):\n    return sorted(set(xs))[:2]", "inputs": ["[3
 @pytest.mark.parametrize("axis", gasp.AXES)
 def test_lemma_and_lift_prompts(axis, template):
     lemma = gasp.lemma_prompt(STATEMENT, axis, num_inputs=6, banned_modules=("random",), template=template)
-    assert STATEMENT in lemma and "easier" in lemma and "```input" in lemma and "```message" in lemma
     lift = gasp.lift_prompt(LEMMA, axis, num_inputs=6, banned_modules=("random",), template=template)
-    assert LEMMA["snippet"] in lift and "f([3, 1, 2]) == [1, 2]" in lift and "harder" in lift
+    assert STATEMENT in lemma and LEMMA["snippet"] in lift
+    if template == "full":
+        assert "easier" in lemma and "```input" in lemma and "```message" in lemma and "random" in lemma
+        assert "f([3, 1, 2]) == [1, 2]" in lift and "harder" in lift
+        assert prompts.AXIS_TEXT[axis]["lemma"] in lemma and prompts.AXIS_TEXT[axis]["lift"] in lift
+    else:
+        assert lemma.startswith(f"#lemma {axis} 6\n") and lift.startswith(f"#lift {axis} 6\n")
+        assert ">>> f([3, 1, 2])\n[1, 2]" in lift
     # The lift prompt is built from the lemma only: nothing of the goalpost can appear in it.
     for word in ("Zebulon", "lanterns", "grid"):
         assert word not in lift
-    assert prompts.AXIS_TEXT[axis]["lift" if template == "full" else "lift_compact"] in lift
 
 
 def test_prompt_errors_and_truncation():

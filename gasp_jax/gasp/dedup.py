@@ -164,7 +164,7 @@ class TransformerEmbedder:
             chunk = texts[start : start + self.batch_size]
             ids = [list(self.tokenizer.encode(t, add_special_tokens=False))[: self.max_tokens] or [0] for t in chunk]
             length = max(len(x) for x in ids)
-            bucket = min(self.max_tokens, 1 << max(4, (length - 1).bit_length()))  # few compiled shapes
+            bucket = min(self.max_tokens, 1 << max(5, (length - 1).bit_length()))  # few compiled shapes
             tokens = np.zeros((self.batch_size, bucket), np.int32)
             mask = np.zeros((self.batch_size, bucket), np.int32)
             for row, x in enumerate(ids):

@@ -14,7 +14,9 @@ Axes (one drawn uniformly per lemma; the lift uses the lemma's):
 Both prompts ask for the same answer format as every induction proposal in this project (one
 ```python block defining ``f``, ``num_inputs`` ```input blocks, one ```message block), so parsing and
 validation are the tasks layer's. ``template="compact"`` keeps them short for tiny CPU models;
-``"full"`` spells out the rules (a 7B base model needs them).
+``"full"`` spells out the rules (a 7B base model needs them). Compact prompts follow the tasks layer's
+compact shapes (``#lemma <axis> <N>`` + the statement; ``#lift <axis> <N>`` + the lemma's program and
+``>>> f(x)`` pairs), the form the warm start teaches a tiny model.
 """
 
 from __future__ import annotations
@@ -31,8 +33,6 @@ AXIS_TEXT = {
                  "nested structures, fewer arguments, small values), keeping the same kind of algorithm.",
         "lift": "Make the inputs and outputs more complex (e.g. nested lists, more arguments, richer "
                 "return values, examples from which f is harder to infer), keeping the same algorithm.",
-        "lemma_compact": "simpler inputs/outputs, same algorithm",
-        "lift_compact": "more complex inputs/outputs, same algorithm",
     },
     "algorithm": {
         "name": "algorithm complexity",
@@ -40,8 +40,6 @@ AXIS_TEXT = {
                  "no tricky constraints), keeping its core theme.",
         "lift": "Make the algorithm harder (an extra step, a composition of operations, a constraint that "
                 "needs the core idea applied with more care), keeping the task's theme.",
-        "lemma_compact": "simpler algorithm, same theme",
-        "lift_compact": "harder algorithm, same theme",
     },
 }
 
@@ -60,24 +58,29 @@ def check_template(template: str) -> str:
     return template
 
 
-def wrap_prompt(body: str, *, template: str = "full", chat: bool = False) -> str:
+def wrap_prompt(body: str, *, template: str = "full", chat: bool = False, tokenizer: Any = None) -> str:
     """The prompt the model sees around a body: the tasks layer's wrapper, so that GASP's proposals are
     answered (and parsed) exactly like every other proposal of the project."""
     from gasp_jax import tasks
 
-    return tasks.wrap_prompt(body, template=template, chat=chat)
+    wrap = getattr(tasks, "wrap_prompt", None)
+    if wrap is None:  # until the tasks layer exports its wrapper (asked in wave3/gasp_api.md)
+        from gasp_jax.tasks.prompts import _wrap as wrap
+    return wrap(body, template=template, chat=chat, tokenizer=tokenizer)
 
 
 def _format_rules(num_inputs: int, banned_modules: Sequence[str]) -> str:
-    banned = ", ".join(banned_modules) if banned_modules else "none"
+    banned = ", ".join(sorted(banned_modules)) if banned_modules else "none"
     return (
-        "Answer format:\n"
-        "```python\n<imports, then one function def f(...) that returns a value>\n```\n"
-        f"then exactly {num_inputs} blocks\n```input\n<the arguments of one call of f, as Python literals>\n```\n"
-        "and one block\n```message\n<a short hint or question that helps infer f, without code>\n```\n"
-        "Rules: f is deterministic, runs in well under a second, uses no randomness, time, files, "
-        f"printing or input(); a single top-level function; banned modules: {banned}. "
-        "The inputs should cover different cases, so that f can be inferred from their outputs.\n"
+        "Requirements:\n"
+        "- the program defines a function `f` that takes at least one argument and returns a value;\n"
+        "- `f` is deterministic: no randomness, dates or times, files, network, printing or input();\n"
+        "- inputs and outputs are plain Python data (numbers, strings, lists, tuples, dicts, sets, None);\n"
+        "- it finishes well within a second; imports go at the top;\n"
+        f"- these words are not allowed in any form: {banned};\n"
+        "- the inputs cover different cases, so that f can be inferred from their outputs.\n"
+        f"Format, inside the answer tags: one ```python block, {num_inputs} ```input blocks (the arguments of "
+        "the call f(...)), one ```message block (a hint or question for the solver, no code in it).\n"
     )
 
 
@@ -90,11 +93,7 @@ def lemma_prompt(statement: str, axis: str, *, num_inputs: int, banned_modules: 
     if max_statement_chars and len(text) > max_statement_chars:
         text = text[:max_statement_chars].rstrip() + " ..."
     if template == "compact":
-        return (
-            f"Hard problem:\n{text}\n"
-            f"Write an easier task on the same theme ({AXIS_TEXT[axis]['lemma_compact']}): "
-            f"```python f```, {num_inputs} ```input```, one ```message```.\n"
-        )
+        return f"#lemma {axis} {num_inputs}\n{text}"
     return (
         "## Task: write an easier variant of a hard programming problem\n"
         "Below is a hard programming problem. Design a Python function f that captures one key "
@@ -126,11 +125,8 @@ def lift_prompt(lemma: Mapping[str, Any], axis: str, *, num_inputs: int, banned_
     pairs = _pairs_text(lemma.get("inputs", []), lemma.get("outputs", []), shown_pairs)
     message = str(lemma.get("message", "")).strip()
     if template == "compact":
-        return (
-            f"Task:\n```python\n{code}\n```\n{pairs}\n"
-            f"Write a harder variant ({AXIS_TEXT[axis]['lift_compact']}): "
-            f"```python f```, {num_inputs} ```input```, one ```message```.\n"
-        )
+        shown = "".join(f"\n>>> f({x})\n{y}" for x, y in list(zip(lemma.get("inputs", []), lemma.get("outputs", [])))[:shown_pairs])
+        return f"#lift {axis} {num_inputs}\n{code}{shown}"
     return (
         "## Task: write a harder variant of an induction task\n"
         "Below is a task the student can already solve: a function f, a message about it and some of its "
