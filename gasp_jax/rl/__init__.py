@@ -29,11 +29,12 @@ from gasp_jax.rl.train_state import (
     make_schedule,
     train_state_shardings,
 )
-from gasp_jax.rl.update import UpdateStep, accumulate_gradients, make_logprob_step, make_update_step
+from gasp_jax.rl.update import UpdateStep, accumulate_gradients, make_logprob_step, make_update_step, policy_loss_fn
 
 __all__ = [
     "advantages", "losses", "Batch", "DEFAULT_LENGTH_BUCKETS", "batch_from_rollouts", "make_batch", "unpad_samples", "validate_batch",
     "default_config", "validate_config", "token_logprobs", "policy_loss", "TrainState",
     "create_role_states", "create_train_state", "make_optimizer", "make_schedule",
     "train_state_shardings", "UpdateStep", "accumulate_gradients", "make_logprob_step", "make_update_step",
+    "policy_loss_fn",
 ]

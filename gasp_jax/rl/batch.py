@@ -30,6 +30,10 @@ class Batch:
     old_logprobs: jax.Array  # float32 [B, T]: sampler log-probs at completion positions (0 elsewhere)
     advantages: jax.Array  # float32 [B] (per sequence) or [B, T] (per token)
     ref_logprobs: Optional[jax.Array] = None  # float32 [B, T]; only read when loss.kl_coef > 0
+    # float32 [B]: the sampling temperature of each row. The trainer's log-probs are
+    # log_softmax(logits / T), the quantity the sampler reported, so the PPO ratio is exact at any T.
+    # None means 1.0 (the update step fills it in, so every batch has one compiled signature).
+    temperature: Optional[jax.Array] = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -44,6 +48,7 @@ _EXPECTED = {
     "old_logprobs": ("float32", 2),
     "advantages": ("float32", (1, 2)),
     "ref_logprobs": ("float32", 2),
+    "temperature": ("float32", 1),
 }
 
 
@@ -72,7 +77,7 @@ def validate_batch(batch: Batch, *, micro_batches: int = 1, batch_divisor: int =
             continue
         if str(x.dtype) != dtype:
             raise ValueError(f"Batch.{name} must be {dtype}, got {x.dtype}")
-        shapes = [(b,), (b, t)] if ndim == (1, 2) else [(b, t)]
+        shapes = [(b,), (b, t)] if ndim == (1, 2) else [(b,)] if ndim == 1 else [(b, t)]
         if tuple(x.shape) not in shapes:
             raise ValueError(f"Batch.{name} must have shape {' or '.join(map(str, shapes))}, got {tuple(x.shape)}")
     if b % micro_batches:
@@ -93,6 +98,8 @@ def validate_batch(batch: Batch, *, micro_batches: int = 1, batch_divisor: int =
         raise ValueError(f"token ids outside [0, {vocab_size}) (tokenizer / model vocab mismatch?)")
     if not np.isfinite(batch.advantages).all():
         raise ValueError("non-finite advantages (NaN or inf rewards?)")
+    if isinstance(batch.temperature, np.ndarray) and not (np.isfinite(batch.temperature) & (batch.temperature > 0)).all():
+        raise ValueError("Batch.temperature must be finite and > 0 (greedy samples were scored at T = 1)")
     if not np.isfinite(np.where(mask, batch.old_logprobs, 0.0)).all():
         raise ValueError("non-finite old_logprobs on completion tokens")
     if need_ref and batch.ref_logprobs is not None and not np.isfinite(np.where(mask, batch.ref_logprobs, 0.0)).all():
@@ -115,6 +122,7 @@ def make_batch(
     advantages,
     *,
     ref_logprobs: Sequence[Sequence[float]] | None = None,
+    temperature: float | Sequence[float] = 1.0,
     length_buckets: Sequence[int] | None = DEFAULT_LENGTH_BUCKETS,
     batch_multiple: int = 1,
     batch_buckets: Sequence[int] | None = None,
@@ -129,6 +137,8 @@ def make_batch(
       sampler_logprobs: the sampler's log-prob of each completion token (same lengths as completions).
       advantages: `[N]` per-sequence advantages (see `gasp_jax.rl.advantages`).
       ref_logprobs: optional reference-policy log-probs per completion token (for a KL term).
+      temperature: the sampling temperature, one for all rows or one per row (the sampler's log-probs
+        are under softmax(logits / T); the update evaluates the policy at the same T).
       length_buckets: padded sequence length = smallest bucket >= longest prompt + completion
         (None: exact longest length).
       batch_multiple: rows are padded to a multiple of this (micro_batches x data-parallel devices).
@@ -172,9 +182,11 @@ def make_batch(
             ref[i, lp : lp + lc] = ref_logprobs[i]
     adv = np.zeros((b,), np.float32)
     adv[:n] = advantages
+    temps = np.ones((b,), np.float32)
+    temps[:n] = np.broadcast_to(np.asarray(temperature, np.float32), (n,))
     positions = np.broadcast_to(np.arange(t, dtype=np.int32), (b, t)).copy()
     return Batch(tokens=tokens, positions=positions, attention_mask=attention, completion_mask=completion,
-                 old_logprobs=old, advantages=adv, ref_logprobs=ref)
+                 old_logprobs=old, advantages=adv, ref_logprobs=ref, temperature=temps)
 
 
 def batch_from_rollouts(

@@ -23,11 +23,15 @@ def token_logprobs(
     positions: jax.Array | None = None,
     attention_mask: jax.Array | None = None,
     chunk_size: int = 256,
+    temperature: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
-    """Log-probs and entropies aligned with `tokens`.
+    """Log-probs and entropies aligned with `tokens`, under `softmax(logits / temperature)`.
+
+    `temperature` is None (T = 1) or fp32 `[B]`, one per row: the temperature the row was sampled at,
+    so that these log-probs are the quantity the sampler reported and a PPO ratio is exact.
 
     Returns fp32 `(logp, entropy)`, both `[B, T]`:
-      logp[b, t]    = log pi(tokens[b, t] | tokens[b, :t]),
+      logp[b, t]    = log pi_T(tokens[b, t] | tokens[b, :t]),
       entropy[b, t] = entropy of that next-token distribution pi(. | tokens[b, :t]),
     for t >= 1; column 0 (no prediction for the first token) is 0. `attention_mask` marks real tokens
     (key padding); padded positions produce values that the completion mask must exclude.
@@ -45,10 +49,13 @@ def token_logprobs(
     # [B, n*C, ...] -> [n, B, C, ...]: scan over chunks, batch stays the sharded leading dim of a chunk.
     hidden = hidden.reshape(b, num_chunks, chunk, -1).swapaxes(0, 1)
     targets = targets.reshape(b, num_chunks, chunk).swapaxes(0, 1)
+    inv_t = None if temperature is None else (1.0 / temperature.astype(jnp.float32))[:, None, None]
 
     @jax.checkpoint  # save only the chunk inputs; recompute the logits chunk in the backward pass
     def chunk_fn(h, y):
         logits = model.apply({"params": params}, h, method="unembed")  # fp32 [B, C, V]
+        if inv_t is not None:
+            logits = logits * inv_t
         logits = shd.constrain(logits, ("act_batch", "act_length", "act_vocab"), model.mesh, model.rules)
         lse = jax.nn.logsumexp(logits, axis=-1)
         target_logit = jnp.take_along_axis(logits, y[..., None], axis=-1)[..., 0]
@@ -63,9 +70,11 @@ def token_logprobs(
     return jnp.concatenate([zero, lp], axis=1), jnp.concatenate([zero, ent], axis=1)
 
 
-def reference_token_logprobs(model, params, tokens, *, positions=None, attention_mask=None):
+def reference_token_logprobs(model, params, tokens, *, positions=None, attention_mask=None, temperature=None):
     """Unchunked reference (materialises `[B, T, vocab]` fp32): for tests and small models only."""
     logits = model.apply({"params": params}, tokens, positions, kv_mask=attention_mask)
+    if temperature is not None:
+        logits = logits / jnp.asarray(temperature, jnp.float32)[:, None, None]
     logz = jax.nn.log_softmax(logits, axis=-1)
     lp = jnp.take_along_axis(logz[:, :-1], tokens[:, 1:, None], axis=-1)[..., 0]
     ent = -jnp.sum(jnp.exp(logz) * logz, axis=-1)[:, :-1]

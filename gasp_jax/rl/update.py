@@ -45,12 +45,14 @@ def _batch_mesh_axes(model, mesh: Mesh | None) -> tuple[str, ...]:
     return tuple(a for a in axes if a in mesh.shape and mesh.shape[a] > 1)
 
 
-def _loss_fn(params, micro: Batch, *, model, rl_config):
-    """`loss_sum` of one micro-batch and its aux `(denom, metrics, sampler-diff stats)`."""
+def policy_loss_fn(params, micro: Batch, *, model, rl_config):
+    """`loss_sum` of one micro-batch and its aux `(denom, metrics, sampler-diff stats)`: the RL loss.
+
+    Log-probs are taken at each row's sampling temperature (`micro.temperature`), the sampler's quantity."""
     loss_cfg = rl_config.loss
     logp, entropy = token_logprobs(
         model, params, micro.tokens, positions=micro.positions, attention_mask=micro.attention_mask,
-        chunk_size=rl_config.logprob_chunk_size,
+        chunk_size=rl_config.logprob_chunk_size, temperature=micro.temperature,
     )
     mask = micro.completion_mask
     old = jax.lax.stop_gradient(logp) if loss_cfg.old_logprobs == "trainer" else micro.old_logprobs
@@ -73,16 +75,20 @@ def _split_micro_batches(batch: Batch, k: int) -> Batch:
     return jax.tree.map(split, batch)
 
 
-def accumulate_gradients(params, batch: Batch, *, model, rl_config, param_shardings=None):
+def accumulate_gradients(params, batch: Batch, *, model, rl_config, param_shardings=None, loss_fn=None):
     """Exact gradient of the batch loss over `rl_config.micro_batches` micro-batches (traceable).
+
+    `loss_fn(params, micro, *, model, rl_config) -> (loss_sum, (denom, metrics, delta_max))` defaults to
+    `policy_loss_fn`; another loss (e.g. supervised warm start) reuses the same accumulation and update.
 
     Returns `(grads, loss, denom, metrics)`: fp32 grads of `sum(loss_sum) / sum(denom)` (the full-batch
     loss), that loss, the summed denominator and finalized metrics (incl. the sampler-vs-trainer
     |delta logp| mean and max). `param_shardings` pins the fp32 accumulator to the params' layout.
     """
     k = int(rl_config.micro_batches)
+    loss_fn = loss_fn or policy_loss_fn
     loss_and_grad = jax.value_and_grad(
-        lambda p, mb: _loss_fn(p, mb, model=model, rl_config=rl_config), has_aux=True
+        lambda p, mb: loss_fn(p, mb, model=model, rl_config=rl_config), has_aux=True
     )
     micro = _split_micro_batches(batch, k)
     mesh = model.mesh
@@ -131,6 +137,8 @@ class UpdateStep:
                        vocab_size=self.vocab_size, need_ref=self.need_ref)
         if not self.need_ref and batch.ref_logprobs is not None:
             batch = batch.replace(ref_logprobs=None)  # never shipped to the device when unused
+        if batch.temperature is None:  # one compiled signature: T = 1 unless the rows say otherwise
+            batch = batch.replace(temperature=np.ones(batch.tokens.shape[:1], np.float32))
         if batch.advantages.ndim == 1:  # one compiled signature: per-token advantages [B, T]
             adv = batch.advantages[:, None]
             xp = np if isinstance(adv, np.ndarray) else jnp
@@ -144,8 +152,10 @@ class UpdateStep:
         return self.jitted.lower(state, batch)
 
 
-def make_update_step(model, rl_config, mesh: Mesh | None = None) -> UpdateStep:
-    """Builds the jitted update for `model` (whose `.mesh` must be `mesh`) and the `rl` config section."""
+def make_update_step(model, rl_config, mesh: Mesh | None = None, *, loss_fn: Callable | None = None) -> UpdateStep:
+    """Builds the jitted update for `model` (whose `.mesh` must be `mesh`) and the `rl` config section.
+
+    `loss_fn` replaces the RL loss (see `accumulate_gradients`); None is `policy_loss_fn`."""
     validate_config(rl_config)
     # Snapshot: the jitted function may re-trace later (a new batch bucket); a caller mutating its
     # ConfigDict in between must not silently change the loss of the later traces.
@@ -162,7 +172,8 @@ def make_update_step(model, rl_config, mesh: Mesh | None = None) -> UpdateStep:
     def update(state: TrainState, batch: Batch):
         params = state.params
         grads, loss, denom, metrics = accumulate_gradients(
-            params, batch, model=model, rl_config=rl_config, param_shardings=state_sh and state_sh.params
+            params, batch, model=model, rl_config=rl_config, param_shardings=state_sh and state_sh.params,
+            loss_fn=loss_fn,
         )
         grad_norm = optax.global_norm(grads)  # fp32, before clipping
         ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & (denom > 0)
@@ -210,7 +221,8 @@ def make_logprob_step(model, rl_config, mesh: Mesh | None = None) -> Callable:
 
     def logprobs(params, batch: Batch):
         lp, _ = token_logprobs(model, params, batch.tokens, positions=batch.positions,
-                               attention_mask=batch.attention_mask, chunk_size=chunk)
+                               attention_mask=batch.attention_mask, chunk_size=chunk,
+                               temperature=batch.temperature)
         return jnp.where(batch.completion_mask, lp, 0.0)
 
     if model.mesh is None:
