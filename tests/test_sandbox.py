@@ -15,8 +15,8 @@ import pytest
 
 from gasp_jax.sandbox import Limits, Sandbox, Status, TestCase
 from gasp_jax.sandbox.sandbox import SandboxUnavailable
-from tests.test_sandbox_support import (CAN_ISOLATE, HostSnapshot, assert_host_clean, sandbox_uid_processes,
-                                        sandbox_uids)
+from tests.test_sandbox_support import (CAN_ISOLATE, ROOTLESS, HostSnapshot, assert_host_clean,
+                                        sandbox_uid_processes, sandbox_uids)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ADD = [TestCase("1 2\n", "3\n")]
@@ -54,15 +54,29 @@ def test_isolation_detected_and_logged(caplog):
         logged = " ".join(r.getMessage() for r in caplog.records)
         assert f"isolation level={iso.level}" in logged
         if CAN_ISOLATE:
-            # On this project's machines (root, namespaces allowed) everything must be on.
-            assert iso.level == "full", iso
+            # As root (CAP_SYS_ADMIN) or, without root, where user namespaces are allowed:
+            # everything must be on, and the report says which mode got there.
+            assert iso.level == "full" and not iso.missing, iso
             assert iso.network_namespace and iso.pid_namespace and iso.mount_namespace and iso.non_root_uid
+            assert iso.read_only_system and iso.mode == ("rootless" if ROOTLESS else "root")
+            assert f"mode={iso.mode}" in logged
             assert any(REPO == p or REPO.startswith(p + "/") for p in iso.hidden_paths)
+            assert "/run" in iso.hidden_paths or not os.path.isdir("/run")  # sockets of the trainer's user
 
 
 def test_refuses_without_isolation_unless_allowed():
-    with pytest.raises(SandboxUnavailable):
+    with pytest.raises(SandboxUnavailable) as err:
         Sandbox(workers=1, limits=FAST, isolate=False)
+    # Refused from what the workers set up, before any program ran; the error says what is
+    # missing and the options.
+    assert "No program was run" in str(err.value) and "PID namespace" in str(err.value)
+    assert "min_isolation" in str(err.value) and "allow_unsafe=True" in str(err.value)
+    with pytest.raises(SandboxUnavailable):
+        Sandbox(workers=1, limits=FAST, isolate=False, min_isolation="partial")
+    with pytest.raises(ValueError):
+        Sandbox(workers=1, limits=FAST, min_isolation="some")
+    with Sandbox(workers=1, limits=FAST, isolate=False, min_isolation="none") as box:
+        assert box.isolation.level == "none" and box.isolation.mode == "none"
     with Sandbox(workers=1, limits=FAST, isolate=False, allow_unsafe=True) as box:
         assert box.isolation.level == "none"
         before = HostSnapshot.take()
@@ -94,7 +108,6 @@ def test_refuses_without_isolation_unless_allowed():
 def test_cpu_spin_is_tle(sb, code):
     v = run(sb, code)
     assert v.status == Status.TLE and v.reward == 0.0
-    assert v.tests[0].wall_s < FAST.wall_deadline_s + 1.5
 
 
 def test_spin_then_rewrite_stdout_is_not_pass(sb):
@@ -121,7 +134,9 @@ def test_sleep_is_tle_by_wall_clock(sb):
 ], ids=["huge-alloc", "incremental"])
 def test_memory_bomb_is_mle(sb, code):
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    v = run(sb, code, limits=FAST.replace(cpu_s=3.0, wall_s=15.0))  # generous time: memory must run out first
+    # A small address space runs out after ~0.1 s of CPU; the time limits are far away (a loaded
+    # 2-core box may take many times that in wall-clock time), so the verdict is about memory.
+    v = run(sb, code, limits=FAST.replace(memory_bytes=384 << 20, cpu_s=10.0, wall_s=120.0))
     assert v.status in (Status.MLE, Status.RE), v
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before < 200_000  # KiB
 
@@ -424,7 +439,7 @@ def test_deep_recursion_and_big_ints_pass(sb):
         def depth(n):
             return 0 if n == 0 else 1 + depth(n - 1)
         print(depth(100000) - 99997)
-    """, limits=FAST.replace(cpu_s=4.0, wall_s=20.0))
+    """, limits=FAST.replace(cpu_s=4.0, wall_s=60.0))
     assert v.passed, (v.status, v.message, v.tests[0].stderr_tail[-300:])
     big = run(sb, "print(10 ** 20000)", [TestCase("", "1" + "0" * 20000 + "\n")])
     assert big.passed
@@ -474,7 +489,7 @@ def test_unicode_and_big_stdin(sb):
     ignore = run(sb, "print(3)", [TestCase(big, "3\n")])
     assert ignore.passed
     read = run(sb, "import sys\nprint(len(sys.stdin.buffer.read()))",
-               [TestCase(big, f"{len(big)}\n")], limits=FAST.replace(cpu_s=5.0, wall_s=20.0))
+               [TestCase(big, f"{len(big)}\n")], limits=FAST.replace(cpu_s=5.0, wall_s=60.0))
     assert read.passed, read
 
 
@@ -678,7 +693,7 @@ def test_memory_hygiene_no_earlier_output_in_a_later_child():
                             hits += 1
             print("scanned", hits)
         """
-        lim = FAST.replace(cpu_s=5.0, wall_s=15.0)
+        lim = FAST.replace(cpu_s=5.0, wall_s=60.0)
         # Positive control: the scanner does find the secret when it is in the process's memory.
         control = box.grade(f"keep = {prefix + secret!r}\n" + textwrap.dedent(scan), [TestCase("", "scanned 0\n")],
                             limits=lim)
@@ -695,8 +710,8 @@ def test_huge_return_value_is_ole_and_limits_override(sb):
     assert v.status == Status.OLE
     # A per-call Limits overrides the sandbox default: 1 s of CPU is TLE, 4 s is enough.
     busy = "import time\nt = time.process_time()\nwhile time.process_time() - t < 1.5: pass\nprint(3)"
-    assert run(sb, busy, limits=FAST.replace(cpu_s=1.0, wall_s=5.0)).status == Status.TLE
-    assert run(sb, busy, limits=FAST.replace(cpu_s=4.0, wall_s=30.0)).passed
+    assert run(sb, busy, limits=FAST.replace(cpu_s=1.0, wall_s=60.0)).status == Status.TLE
+    assert run(sb, busy, limits=FAST.replace(cpu_s=4.0, wall_s=60.0)).passed
 
 
 def test_parent_with_more_than_1024_open_files():
@@ -720,12 +735,12 @@ def test_parent_with_more_than_1024_open_files():
 
 # ------------------------------------------------------------------------------ fork servers
 def _zygote_pids(box) -> set[int]:
-    """J's persistent root fork servers (Z): root children of J, the worker's only child."""
-    from tests.test_sandbox_support import _status, descendants
+    """J's persistent fork servers (Z): children of J (the worker's only child) named gasp-zygote."""
+    from tests.test_sandbox_support import _is_zygote, _status, descendants
     w = box._procs[0].proc.pid
     below = descendants(w)
-    runners = {str(p) for p in below if _status(p).get("PPid") == str(w)}
-    return {p for p in below if _status(p).get("PPid") in runners and _status(p).get("Uid", "").split()[:1] == ["0"]}
+    runners = {p for p in below if _status(p).get("PPid") == str(w)}
+    return {p for p in below if _is_zygote(p, runners)}
 
 
 @pytest.mark.parametrize("n_tests", [1, 3], ids=["direct", "runner"])

@@ -42,12 +42,28 @@ def descendants(root: int) -> set[int]:
 
 
 def sandbox_uids(sb) -> set[int]:
-    return {SANDBOX_UID_MIN + w.proc.pid for w in sb._procs if w.proc is not None}
+    """Root mode: the per-worker uids of ``sb``'s programs (rootless mode: empty, see below)."""
+    return {SANDBOX_UID_MIN + w.proc.pid for w in sb._procs if w.proc is not None} if not ROOTLESS else set()
+
+
+def _ns_depth(pid: int | str) -> int:
+    return len(_status(pid).get("NSpid", "").split())
 
 
 def sandbox_uid_processes(uids: set[int] | None = None) -> list[int]:
-    """Processes running as one of ``uids`` (default: any sandbox uid) anywhere on the host."""
+    """Sandbox processes that escaped their worker. Root mode: processes running as one of
+    ``uids`` (default: any sandbox uid) anywhere on the host. Rootless mode (programs have our
+    uid on the host): processes of our uid in a nested PID namespace that do not descend from
+    this process, i.e. outlived their worker (a live worker's processes all descend from it)."""
     found = []
+    if ROOTLESS:
+        mine, own = descendants(os.getpid()), _ns_depth("self")
+        for pid in all_pids():
+            st = _status(pid)
+            if (st.get("Uid", "").split()[:1] == [str(os.getuid())] and len(st.get("NSpid", "").split()) > own
+                    and pid not in mine):
+                found.append(pid)
+        return found
     for pid in all_pids():
         uid = _status(pid).get("Uid", "0").split()[0]
         if uid.isdigit() and (int(uid) in uids if uids is not None else int(uid) >= SANDBOX_UID_MIN):
@@ -63,11 +79,17 @@ def worker_extra_processes(sb) -> int:
             continue
         below = descendants(w.proc.pid)
         runners = {p for p in below if _status(p).get("PPid") == str(w.proc.pid)}  # J
-        # Z, J's persistent fork server: a root child of J (test processes run as a sandbox uid).
-        zygotes = {p for p in below if _status(p).get("PPid") in {str(j) for j in runners}
-                   and _status(p).get("Uid", "").split()[:1] == ["0"]}
+        zygotes = {p for p in below if _is_zygote(p, runners)}
         extra += len(below - runners - zygotes) + max(0, len(zygotes) - 1)
     return extra
+
+
+def _is_zygote(pid: int, runners: set[int]) -> bool:
+    """Z, J's persistent fork server: a child of J named gasp-zygote (root mode: also uid 0;
+    test processes run as a sandbox uid)."""
+    st = _status(pid)
+    return (st.get("PPid") in {str(j) for j in runners} and st.get("Name") == "gasp-zygote"
+            and (ROOTLESS or st.get("Uid", "").split()[:1] == ["0"]))
 
 
 def open_fds() -> int:
@@ -106,16 +128,31 @@ def assert_host_clean(sb, before: HostSnapshot) -> None:
     assert os.getppid() > 1
 
 
-def _can_isolate() -> bool:
-    """Root with CAP_SYS_ADMIN (namespaces, mounts): what this project's machines provide."""
+def _privileged() -> bool:
+    """CAP_SYS_ADMIN: the sandbox creates its namespaces directly (root mode)."""
     try:
         with open("/proc/self/status") as fh:
             cap = int(next(line for line in fh if line.startswith("CapEff:")).split()[1], 16)
     except (OSError, StopIteration, ValueError):
         return False
-    return os.geteuid() == 0 and bool(cap & (1 << 21))
+    return bool(cap & (1 << 21))
 
 
-# Where namespaces are unavailable the sandbox only runs with allow_unsafe (level "none"): the
+def _user_namespaces_allowed() -> bool:
+    """Whether this process may create a user namespace (rootless mode), tried in a child."""
+    import ctypes
+
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os._exit(0 if ctypes.CDLL(None, use_errno=True).unshare(0x10000000) == 0 else 1)
+        finally:
+            os._exit(1)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+
+
+# The sandbox's mode in this test process: root (CAP_SYS_ADMIN) or rootless (user namespaces).
+ROOTLESS = not _privileged()
+# Where no namespaces are available the sandbox only runs with allow_unsafe (level "none"): the
 # tests still run, and those whose programs would harm an unisolated host skip, naming the level.
-CAN_ISOLATE = _can_isolate()
+CAN_ISOLATE = not ROOTLESS or _user_namespaces_allowed()

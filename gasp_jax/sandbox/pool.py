@@ -71,7 +71,7 @@ class WorkerProcess:
 
     def start(self) -> None:
         cfg = self.config
-        if cfg.cgroup_bytes and os.geteuid() == 0 and cfg.isolate:
+        if cfg.cgroup_bytes and cfg.isolate:  # root, or a delegated cgroup v2 subtree
             self.cgroup_path = cgroups.create(f"gasp_sandbox_{os.getpid()}_{self.slot}_{time.monotonic_ns()}",
                                               cfg.cgroup_bytes)
         wcfg = {"stack": cfg.stack_bytes, "tmpfs": cfg.tmpfs_bytes, "hide": list(cfg.hide),
@@ -207,20 +207,33 @@ def site_package_dirs() -> list[str]:
     return [p for p in sys.path if p.rstrip("/").endswith(("site-packages", "dist-packages")) and os.path.isdir(p)]
 
 
+#: Top-level directories a sandboxed program sees (read-only; /tmp and /dev/shm are private).
+#: Every other one (/home, /root, /work, /scratch, /opt, /var, /run with the sockets of the
+#: trainer's user, ...) is hidden; the interpreter and its site-packages are bound back.
+VISIBLE_TOP_LEVEL = frozenset({"bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "etc", "dev", "proc",
+                               "sys", "tmp"})
+
+
 def default_hidden_paths() -> list[str]:
-    """Directories hidden from sandboxed programs: checkouts, data, homes and caches."""
+    """Directories hidden from sandboxed programs: every top-level directory not in
+    ``VISIBLE_TOP_LEVEL`` (checkouts, data, homes, caches, sockets), plus the checkout, home,
+    cwd and caches of the trainer wherever they are."""
     repo_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     home = os.path.expanduser("~")
-    candidates = ["/work", "/home", "/mnt", "/media", "/srv", "/root", home, repo_root, os.getcwd(),
-                  os.environ.get("HF_HOME", ""), os.environ.get("XDG_CACHE_HOME", ""),
+    candidates = [repo_root, home, os.getcwd(), os.environ.get("HF_HOME", ""), os.environ.get("XDG_CACHE_HOME", ""),
                   os.path.dirname(os.path.dirname(os.path.abspath(sys.executable)))]
+    try:
+        with os.scandir("/") as it:
+            candidates += [e.path for e in it if e.name not in VISIBLE_TOP_LEVEL and e.is_dir(follow_symlinks=False)]
+    except OSError:
+        candidates += ["/work", "/home", "/mnt", "/media", "/srv", "/root", "/run", "/var", "/opt"]
     out: list[str] = []
     for path in candidates:
         if not path:
             continue
         path = os.path.realpath(path)
         if path == "/" or not os.path.isdir(path) or path.startswith(("/usr", "/proc", "/sys", "/dev", "/etc",
-                                                                      "/lib", "/bin", "/sbin", "/tmp", "/var")):
+                                                                      "/lib", "/bin", "/sbin", "/tmp")):
             continue
         if any(path == p or path.startswith(p + "/") for p in out):
             continue

@@ -63,13 +63,39 @@ DEFAULT_WARM_MODULES = ("numpy",)
 
 
 class SandboxUnavailable(RuntimeError):
-    """No usable isolation (and ``allow_unsafe`` not set), or the workers cannot start."""
+    """Isolation below the required level (``min_isolation`` / ``allow_unsafe``), or the workers
+    cannot start. The message names the missing properties, why and what to do."""
+
+
+#: Isolation levels, weakest first. ``full``: network, PID and mount namespaces and an
+#: unprivileged identity; ``partial``: some of them; ``none``: rlimits and a process group only.
+LEVELS = ("none", "partial", "full")
+
+PROPERTY_NAMES = {
+    "network_namespace": "network namespace (no network)",
+    "pid_namespace": "PID namespace (nothing survives a test; no other process visible)",
+    "mount_namespace": "mount namespace (hidden paths, private /tmp, read-only system)",
+    "non_root_uid": "unprivileged identity (not root, no capabilities: cannot undo the mounts)",
+}
+
+REFUSAL_OPTIONS = (
+    "Options: (1) allow unprivileged user namespaces on this host (sysctl user.max_user_namespaces=15000, "
+    "kernel.unprivileged_userns_clone=1 on Debian/Ubuntu kernels, kernel.apparmor_restrict_unprivileged_userns=0 "
+    "or an AppArmor profile allowing userns for this interpreter on Ubuntu >= 23.10; in a container: a "
+    "seccomp profile that allows unshare/clone with CLONE_NEWUSER); (2) run the trainer as root in a "
+    "container (CAP_SYS_ADMIN, e.g. `docker run --cap-add SYS_ADMIN --security-opt seccomp=unconfined`); "
+    "(3) accept weaker isolation explicitly: Sandbox(min_isolation='partial') or, for tests on trusted "
+    "code only, Sandbox(allow_unsafe=True). See docs/sandbox.md, 'Running without root'.")
 
 
 @dataclass(frozen=True)
 class IsolationReport:
     """What the startup self-test found. ``level``: ``full`` (network + PID + mount namespaces and
-    a non-root uid), ``partial`` (some of them) or ``none`` (rlimits and a process group only)."""
+    an unprivileged identity), ``partial`` (some of them) or ``none`` (rlimits and a process group
+    only). ``mode``: ``root`` (namespaces created with CAP_SYS_ADMIN; programs run as a per-worker
+    uid), ``rootless`` (from a user namespace; programs run as an unprivileged uid of a nested
+    one) or ``none``. ``memory_cgroup``: the whole worker is capped by a memory cgroup (else only
+    RLIMIT_AS per process and RLIMIT_NPROC bound a test's memory)."""
 
     level: str
     network_namespace: bool
@@ -79,6 +105,40 @@ class IsolationReport:
     memory_cgroup: bool
     hidden_paths: tuple[str, ...]
     details: str = ""
+    mode: str = "none"
+    read_only_system: bool = False
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        """The properties of level ``full`` that are missing (names of this class's fields)."""
+        return tuple(k for k in PROPERTY_NAMES if not getattr(self, k))
+
+
+def _level(props: Mapping[str, bool]) -> str:
+    on = [bool(props[k]) for k in PROPERTY_NAMES]
+    return "full" if all(on) else ("partial" if any(on) else "none")
+
+
+def _facts_properties(facts: Mapping[str, Any]) -> dict[str, bool]:
+    """What a worker set up, before any program runs (the self-test's probe then confirms it)."""
+    return {"network_namespace": bool(facts.get("netns")), "pid_namespace": bool(facts.get("pidns")),
+            "mount_namespace": bool(facts.get("mountns")),
+            "non_root_uid": facts.get("identity") is not None}
+
+
+def _refusal(level: str, required: str, missing: Sequence[str], facts: Mapping[str, Any], probed: bool,
+             isolate: bool = True) -> str:
+    """The error for isolation below ``required``: what is missing, the host setting behind it,
+    and the options."""
+    why = []
+    if facts.get("userns_error"):
+        why.append(f"not root (no CAP_SYS_ADMIN) and no user namespace can be created: {facts['userns_error']}")
+    elif not facts.get("privileged") and not facts.get("userns"):
+        why.append("namespaces were not requested (isolate=False)" if not isolate else "no namespace could be created")
+    why += [e for e in facts.get("errors", []) if not e.startswith("user namespace:")]
+    return (f"sandbox isolation level {level} is below the required {required!r}: missing "
+            + "; ".join(PROPERTY_NAMES[m] for m in missing) + ". Why: " + ("; ".join(why) or "unknown") + ". "
+            + REFUSAL_OPTIONS + (" The self-test program ran." if probed else " No program was run."))
 
 
 @dataclass(frozen=True)
@@ -156,9 +216,13 @@ class Sandbox:
                  hide_paths: Sequence[str] | None = None, recycle_after: int = 5000,
                  max_program_bytes: int = policy.MAX_PROGRAM_BYTES, python: str | None = None,
                  isolate: bool = True, debug: bool = False,
-                 warm_modules: Sequence[str] = DEFAULT_WARM_MODULES) -> None:
+                 warm_modules: Sequence[str] = DEFAULT_WARM_MODULES, min_isolation: str | None = None) -> None:
         if compare not in COMPARE_MODES:
             raise ValueError(f"compare must be one of {COMPARE_MODES}")
+        if min_isolation is not None and min_isolation not in LEVELS:
+            raise ValueError(f"min_isolation must be one of {LEVELS}, got {min_isolation!r}")
+        # The weakest level the caller accepts: full unless lowered explicitly.
+        self.min_isolation = "none" if allow_unsafe else (min_isolation or "full")
         self.limits = limits or DEFAULT_LIMITS
         self.workers = max(1, int(workers if workers is not None else (os.cpu_count() or 1)))
         self.compare = compare
@@ -180,15 +244,14 @@ class Sandbox:
         self.stats = {"jobs": 0, "tests": 0, "infra_errors": 0, "restarts": 0}
         self._stats_lock = threading.Lock()
         try:
-            self._start(allow_unsafe)
+            self._start()
         except BaseException:
             self.close()
             raise
 
     # ------------------------------------------------------------------ lifecycle
-    def _start(self, allow_unsafe: bool) -> None:
-        if os.geteuid() == 0:
-            cgroups.remove_stale()  # left by sandboxes whose process was SIGKILLed
+    def _start(self) -> None:
+        cgroups.remove_stale()  # left by sandboxes whose process was SIGKILLed
         procs = [WorkerProcess(slot=i, config=self._config) for i in range(self.workers)]
         errors: list[BaseException] = []
 
@@ -206,24 +269,35 @@ class Sandbox:
         self._procs = procs
         if errors:
             raise SandboxUnavailable(f"sandbox workers failed to start: {errors[0]}")
+        for w in procs:  # refuse before any program runs when a worker could not set up enough
+            self._check_worker_level(w, probed=False)
         for w in procs:
             t = threading.Thread(target=self._serve, args=(w,), name=f"gasp-sandbox-{w.slot}", daemon=True)
             t.start()
             self._threads.append(t)
-        self.isolation = self._self_test()
-        msg = (f"sandbox isolation level={self.isolation.level} net_ns={self.isolation.network_namespace} "
-               f"pid_ns={self.isolation.pid_namespace} mount_ns={self.isolation.mount_namespace} "
-               f"non_root_uid={self.isolation.non_root_uid} memory_cgroup={self.isolation.memory_cgroup} "
-               f"workers={self.workers}")
-        if self.isolation.level == "none":
-            if not allow_unsafe:
-                raise SandboxUnavailable(msg + ": refusing to run untrusted code without isolation "
-                                         "(pass allow_unsafe=True for tests only)")
-            log.warning(msg + " (UNSAFE: allow_unsafe=True)")
-        elif self.isolation.level == "partial":
-            log.warning(msg + " " + self.isolation.details)
+        self.isolation = iso = self._self_test()
+        msg = (f"sandbox isolation level={iso.level} mode={iso.mode} net_ns={iso.network_namespace} "
+               f"pid_ns={iso.pid_namespace} mount_ns={iso.mount_namespace} non_root_uid={iso.non_root_uid} "
+               f"read_only_system={iso.read_only_system} memory_cgroup={iso.memory_cgroup} workers={self.workers}")
+        if LEVELS.index(iso.level) < LEVELS.index(self.min_isolation):
+            raise SandboxUnavailable(_refusal(iso.level, self.min_isolation, iso.missing, self._procs[0].facts,
+                                              probed=True, isolate=self._config.isolate))
+        if iso.level == "none":
+            log.warning(msg + f" (UNSAFE, accepted by the caller: min_isolation={self.min_isolation!r})")
+        elif iso.level == "partial":
+            log.warning(msg + f" (accepted by the caller: min_isolation={self.min_isolation!r}) " + iso.details)
         else:
             log.info(msg)
+
+    def _check_worker_level(self, w: WorkerProcess, probed: bool) -> None:
+        """Raise ``SandboxUnavailable`` if worker ``w`` set up less than ``min_isolation`` (at
+        start-up, and for every replacement worker: the pool never runs weaker than asked)."""
+        props = _facts_properties(w.facts)
+        level = _level(props)
+        if LEVELS.index(level) < LEVELS.index(self.min_isolation):
+            missing = [k for k, v in props.items() if not v]
+            raise SandboxUnavailable(_refusal(level, self.min_isolation, missing, w.facts, probed,
+                                              isolate=self._config.isolate))
 
     def _self_test(self) -> IsolationReport:
         facts = self._procs[0].facts
@@ -231,6 +305,9 @@ class Sandbox:
             "def probe():\n"
             "    import os, socket\n"
             "    r = {'uid': os.getuid(), 'pid': os.getpid()}\n"
+            "    with open('/proc/self/status') as fh:\n"
+            "        r['caps'] = [int(l.split()[1], 16) for l in fh if l.startswith(('CapEff', 'CapPrm'))]\n"
+            "    r['ro'] = all(os.statvfs(p).f_flag & os.ST_RDONLY for p in ('/', '/usr', '/etc'))\n"
             "    try:\n"
             "        socket.create_connection(('1.1.1.1', 80), timeout=1).close(); r['net'] = True\n"
             "    except OSError:\n"
@@ -245,15 +322,16 @@ class Sandbox:
             except (ValueError, SyntaxError):
                 seen = {}
         if not seen:
-            raise SandboxUnavailable(f"sandbox self-test failed: {res[0].error if res else 'no result'}")
-        net = bool(facts.get("netns")) and seen.get("net") is False
-        pid = bool(facts.get("pidns")) and int(seen.get("pid", 0)) < 100
-        mnt = bool(facts.get("mountns")) and not seen.get("visible")
-        uid = int(seen.get("uid", 0)) != 0
-        cg = bool(facts.get("cgroup"))
-        level = "full" if (net and pid and mnt and uid) else ("partial" if (net or pid or mnt or uid) else "none")
-        details = "; ".join(facts.get("errors", []))
-        return IsolationReport(level, net, pid, mnt, uid, cg, tuple(facts.get("hidden", [])), details)
+            raise SandboxUnavailable(f"sandbox self-test failed: {res[0].error if res else 'no result'}; "
+                                     f"worker setup: {'; '.join(facts.get('errors', [])) or 'no errors'}")
+        props = {"network_namespace": bool(facts.get("netns")) and seen.get("net") is False,
+                 "pid_namespace": bool(facts.get("pidns")) and int(seen.get("pid", 0)) < 100,
+                 "mount_namespace": bool(facts.get("mountns")) and not seen.get("visible"),
+                 "non_root_uid": int(seen.get("uid", 0)) != 0 and not any(seen.get("caps", [1]))}
+        mode = "root" if facts.get("identity") == "uid" else ("rootless" if facts.get("identity") == "userns" else "none")
+        return IsolationReport(_level(props), *props.values(), bool(facts.get("cgroup")),
+                               tuple(facts.get("hidden", [])), "; ".join(facts.get("errors", [])), mode,
+                               bool(seen.get("ro")))
 
     def close(self) -> None:
         """Stop all workers; pending jobs resolve to INFRA_ERROR."""
@@ -301,6 +379,10 @@ class Sandbox:
                         w.stop()
                     w.start()
                     self._count("restarts")
+                    try:
+                        self._check_worker_level(w, probed=True)
+                    except SandboxUnavailable as exc:
+                        raise WorkerDied(str(exc)) from None
                 self._execute(w, task)
             except WorkerDied as exc:
                 log.error("sandbox infrastructure error: %s", exc)
@@ -351,6 +433,14 @@ class Sandbox:
         self._count("tests", len(results))
         if len(results) < task.n and not done.get("stopped"):
             self._fill_missing(task, results, done)
+        if done.get("runner_exit") in (73, 74) or any(
+                getattr(r, "status", None) is Status.INFRA_ERROR for r in results):
+            # A test child or forker could not set up its isolation (namespaces, identity): the
+            # job is an infrastructure error and the worker is replaced; nothing ran unisolated.
+            raise WorkerDied(f"sandbox worker {w.slot} lost its isolation setup: "
+                             + next((getattr(r, "message", "") or getattr(r, "error", "") for r in results
+                                     if getattr(r, "status", None) is Status.INFRA_ERROR),
+                                    f"runner exit {done.get('runner_exit')}"))
         for r in results:  # observability: per-status counts and CPU/wall totals of tests
             if isinstance(r, (TestResult, Result)):  # run_reference yields plain strings
                 self._count(f"status_{r.status.value}")

@@ -1306,10 +1306,7 @@ class Runner:
                         grace = now + 5.0
                     take_pid()
                     if pid is not None and not killed_sent:
-                        try:
-                            os.kill(pid, signal.SIGKILL)  # the forker then kills the rest
-                        except ProcessLookupError:
-                            pass
+                        self._kill_test(forker, pid)  # the forker then kills the rest
                         killed_sent = True
                     if now >= grace:
                         died = True  # the forker does not report: broken
@@ -1334,7 +1331,7 @@ class Runner:
             wall = time.monotonic() - start
             take_pid()  # consume its message (P always precedes S)
             if died:
-                if pid is not None:
+                if pid is not None and not self.facts["pidns"]:
                     try:
                         os.kill(pid, signal.SIGKILL)
                     except ProcessLookupError:
@@ -1382,6 +1379,32 @@ class Runner:
         if state["err"] or state["wrapped"]:
             err_map.madvise(mmap.MADV_DONTNEED)
         return "ran"
+
+    def _kill_test(self, forker: Forker, pid: int) -> None:
+        """SIGKILL a running test (its wall deadline passed, or it floods its output). Without a
+        PID namespace ``pid`` is the test's pid. Otherwise it is the test's pid in the forker's
+        own namespace: J kills every child of the forker as J's /proc shows them (the test, and
+        what it left that was re-parented to the forker); the forker's ``kill(-1)`` then gets
+        the rest. Rare (a TLE or OLE), so J's /proc is scanned only here."""
+        if not self.facts["pidns"]:
+            targets = [pid]
+        elif self.facts.get("proc"):
+            targets, parent = [], f"PPid:\t{forker.pid}\n"
+            for name in os.listdir("/proc"):
+                if name.isdigit():
+                    try:
+                        with open(f"/proc/{name}/status") as fh:
+                            if parent in fh.read():
+                                targets.append(int(name))
+                    except OSError:
+                        continue
+        else:  # no procfs of our namespace to look in: the forker goes, and its namespace with it
+            targets = [forker.pid]
+        for target in targets:
+            try:
+                os.kill(target, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def _make_cwd(self) -> str:
         """The job's empty working directory, owned by the sandbox uid. In the private /tmp it is
