@@ -39,6 +39,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.propose_per_kind = 64  # teacher prompts per task type per iteration (AZR: 64)
     c.solve_per_kind = 64  # student tasks per task type per iteration (AZR: 64)
     c.references = 6  # K references per proposer prompt (AZR: 6)
+    c.induction_inputs = 10  # inputs an induction proposal must give (AZR: 10; half are shown to the solver)
     c.learnability_samples = 8  # n student samples per accepted proposal (AZR: 8)
     c.seed_file = ""  # deduction/abduction seed jsonl ("" = the identity program)
     c.induction_seed_file = ""  # induction seed jsonl ("" = the identity program)
@@ -99,19 +100,23 @@ class SelfPlaySource:
 
         c = self.config
         banned = tuple(m.strip() for m in str(c.banned_modules).split(",") if m.strip()) or None
-        template = steps._template(ctx)
         kinds, prompts, metas = [], [], []
         for kind in self.kinds:
             for _ in range(int(c.propose_per_kind)):
                 if kind == "induction":
-                    # AZR: one program drawn from the deduction and abduction buffers.
+                    # AZR: the proposer gets one program drawn from the deduction and abduction buffers
+                    # and writes inputs + a message for it.
                     pool = self.buffers["deduction"].records + self.buffers["abduction"].records
-                    refs = [pool[int(ctx.rng.integers(len(pool)))]]
-                    meta = {"parent_ids": [refs[0].get("id", "")], "parse_kwargs": {"program": refs[0]}}
+                    program = pool[int(ctx.rng.integers(len(pool)))]
+                    n = int(c.induction_inputs)
+                    meta = {"parent_ids": [program.get("id", "")],
+                            "parse_kwargs": {"program": program, "num_inputs": n}}
+                    refs = self.buffers["induction"].sample(int(c.references), ctx.rng)
+                    prompt = tasks.propose_prompt(kind, refs, program=program, num_inputs=n, **opts)
                 else:
                     refs = self.buffers[kind].sample(int(c.references), ctx.rng)
                     meta = {"parent_ids": [r.get("id", "") for r in refs]}
-                prompt = tasks.propose_prompt(kind, refs, banned_modules=banned, template=template)
+                    prompt = tasks.propose_prompt(kind, refs, **opts)
                 kinds.append(kind)
                 prompts.append(prompt.text)
                 metas.append(meta)

@@ -13,7 +13,6 @@ baseline reproduces AZR; `oldest` tracks the current policy more closely.
 
 from __future__ import annotations
 
-import json
 from typing import Iterable, Mapping
 
 import numpy as np
@@ -39,11 +38,11 @@ def identity_records(kind: str) -> list[dict]:
 
 
 def task_key(kind: str, record: Mapping) -> str:
-    """Identity of a task for the duplicate check: the program plus its input(s), whitespace-trimmed."""
-    snippet = str(record.get("snippet", "")).strip()
-    if kind == "induction":
-        return json.dumps([snippet, [str(x).strip() for x in record.get("inputs", [])]])
-    return json.dumps([snippet, str(record.get("input", "")).strip()])
+    """Identity of a task for the duplicate check: the tasks layer's content hash (program, imports,
+    inputs)."""
+    from gasp_jax.tasks import record_key
+
+    return record_key(kind, dict(record))
 
 
 class TaskBuffer:

@@ -21,8 +21,8 @@ from gasp_jax import multihost
 from gasp_jax.selfplay.buffers import KINDS, TaskBuffers, task_key
 from gasp_jax.selfplay.types import ROLE_MODEL, Completion, Episode, Pending, RolloutContext
 
-PROPOSAL_STATUSES = ("valid", "duplicate", "invalid", "format_error")
-SOLVE_OUTCOMES = ("correct", "wrong", "format_error")
+# "infra_error": the sandbox could not validate it; such proposals are dropped (never scored).
+PROPOSAL_STATUSES = ("valid", "duplicate", "invalid", "format_error", "infra_error")
 
 # One host thread runs blocking sandbox calls for the trainer thread (the sandbox itself fans out over
 # its worker pool); the trainer keeps issuing device work meanwhile.
@@ -85,18 +85,20 @@ def generate(ctx: RolloutContext, role: str, prompts: Sequence[str], *, num_samp
 
 
 def parse_proposals(kinds: Sequence[str], completions: Sequence[Completion], *,
-                    metas: Sequence[dict] | None = None, parse: Callable | None = None) -> list[Proposal]:
-    """Parses each teacher completion as a proposal of its kind (garbage -> status "format_error")."""
+                    metas: Sequence[dict] | None = None) -> list[Proposal]:
+    """Parses each teacher completion as a proposal of its kind (garbage -> status "format_error").
+
+    `meta["parse_kwargs"]` go to `tasks.parse_proposal` (AZR induction: `program=` the given program;
+    GASP: `num_inputs=`)."""
     tasks = _tasks()
-    parse = parse or (lambda kind, text, meta: tasks.parse_proposal(kind, text, **meta.get("parse_kwargs", {})))
     metas = metas if metas is not None else [{} for _ in completions]
     out = []
     for kind, c, meta in zip(kinds, completions, metas, strict=True):
-        parsed = parse(kind, c.text, meta)
-        ok = parsed is not None and getattr(parsed, "ok", True)
+        parsed = tasks.parse_proposal(kind, c.text, **meta.get("parse_kwargs", {}))
+        ok = bool(parsed)  # a ProposalError is falsy
         out.append(Proposal(kind=kind, completion=c, parsed=parsed if ok else None,
                             status="invalid" if ok else "format_error",
-                            reason="" if ok else str(getattr(parsed, "reason", "unparsable")), meta=dict(meta)))
+                            reason="" if ok else f"format: {getattr(parsed, 'reason', 'unparsable')}", meta=dict(meta)))
     return out
 
 
@@ -105,53 +107,65 @@ def validate(ctx: RolloutContext, proposals: Sequence[Proposal], *, buffers: Tas
     """Executes every parsed proposal in the sandbox (integrity, safety, determinism; gold outputs filled).
 
     Resolves to the same proposals with `status` / `record` / `reason` set: "valid", "duplicate" (valid
-    and already in `buffers` or earlier in this batch), "invalid" (failed validation), "format_error".
+    and already in `buffers` or earlier in this batch), "invalid", "format_error" (unchanged), or
+    "infra_error" (the sandbox failed: drop it, never score it).
     """
     tasks = _tasks()
-    limits = ctx.config.get("validation", None)
-    todo = [i for i, p in enumerate(proposals) if p.parsed is not None]
-
-    def run(items):
-        return list(tasks.validate_proposals(ctx.sandbox, items, **(dict(limits) if limits else {})))
-
-    pending = sharded_call(ctx, run, [(proposals[i].kind, proposals[i].parsed) for i in todo])
+    config = validation_config(ctx.config)
     step = ctx.step if step is None else step
+    todo = [i for i, p in enumerate(proposals) if p.parsed is not None]
+    items = [(proposals[i].kind, proposals[i].parsed,
+              {"id": f"{origin}-{step}-{i}", "origin": origin, "step": int(step),
+               "parent_ids": list(proposals[i].meta.get("parent_ids", []))}) for i in todo]
+
+    def run(batch):
+        return [f.result() for f in tasks.validate_proposals_async(ctx.sandbox, batch, config=config)]
+
+    pending = sharded_call(ctx, run, items)
 
     def finish():
-        results = pending.result()
         seen: set[str] = set()
-        for n, (i, res) in enumerate(zip(todo, results, strict=True)):
+        for i, res in zip(todo, pending.result(), strict=True):
             p = proposals[i]
-            if not res.valid:
+            if res.ok is None:
+                p.status, p.reason = "infra_error", str(res.reason)
+            elif not res.ok:
                 p.status, p.reason = "invalid", str(res.reason)
-                continue
-            record = dict(res.record)
-            record.update(id=f"{origin}-{step}-{i}", origin=origin, step=int(step),
-                          parent_ids=list(p.meta.get("parent_ids", [])))
-            key = task_key(p.kind, record)
-            duplicate = key in seen or (buffers is not None and p.kind in buffers and record in buffers[p.kind])
-            seen.add(key)
-            p.status, p.record = ("duplicate" if duplicate else "valid"), record
+            else:
+                key = task_key(p.kind, res.record)
+                duplicate = key in seen or (buffers is not None and p.kind in buffers and res.record in buffers[p.kind])
+                seen.add(key)
+                p.status, p.record = ("duplicate" if duplicate else "valid"), dict(res.record)
         return list(proposals)
 
     return Pending(finish, ctx.timers)
 
 
-def judge(ctx: RolloutContext, items: Sequence[tuple[str, Mapping, str]]) -> Pending[list[bool | None]]:
-    """`(kind, record, response_text)` -> correct? (None: the sandbox could not judge; drop the sample).
-    Process-sharded, submitted now, gathered when resolved."""
+def judge(ctx: RolloutContext, items: Sequence[tuple[str, Mapping, str | None]]) -> Pending[list[bool | None]]:
+    """`(kind, record, answer)` -> correct? with `answer = tasks.extract_answer(kind, response)` (None:
+    format error -> False). None: the sandbox could not judge (drop the sample). Process-sharded,
+    submitted now, gathered when resolved."""
     tasks = _tasks()
+    config = judge_config(ctx.config)
 
     def run(batch):
-        return [f.result() for f in tasks.judge_many_async(ctx.sandbox, batch)]
+        return [f.result() for f in tasks.judge_many_async(ctx.sandbox, batch, config=config)]
 
-    return sharded_call(ctx, run, list(items))
+    return sharded_call(ctx, run, [(k, dict(r), a) for k, r, a in items])
 
 
-def solve_prompts(ctx: RolloutContext, tasks_: Sequence[tuple[str, Mapping]]) -> list[str]:
+def solve_prompts(ctx: RolloutContext, tasks_: Sequence[tuple[str, Mapping]]) -> list[str | None]:
+    """Student prompts (None where a task does not fit the prompt budget: it is skipped, not truncated)."""
     tasks = _tasks()
-    template = _template(ctx)
-    return [tasks.solve_prompt(kind, record, template=template).text for kind, record in tasks_]
+    opts = prompt_options(ctx)
+    out = []
+    for kind, record in tasks_:
+        try:
+            out.append(tasks.solve_prompt(kind, dict(record), n_visible=judge_config(ctx.config).n_visible,
+                                          **opts).text)
+        except tasks.PromptTooLong:
+            out.append(None)
+    return out
 
 
 def estimate_learnability(ctx: RolloutContext, tasks_: Sequence[tuple[str, Mapping]], *, n: int,
@@ -159,20 +173,27 @@ def estimate_learnability(ctx: RolloutContext, tasks_: Sequence[tuple[str, Mappi
     """Student pass rate of each task from `n` samples of one prefill at the rollout temperature.
 
     Never greedy (AZR's code can end up greedy here, which collapses every rate to 0 or 1). The samples
-    are not trained on. Resolves to float `[len(tasks)]` (nan where every judgement failed)."""
-    if not tasks_:
-        return Pending.ready(np.zeros((0,), np.float64))
+    are not trained on. Resolves to float `[len(tasks)]` (nan where every judgement failed or the task
+    does not fit the prompt budget)."""
+    tasks = _tasks()
     if temperature is not None and temperature <= 0:
         raise ValueError("learnability samples must be drawn at a temperature > 0 (greedy gives rates of 0 or 1)")
-    completions = generate(ctx, "solve", solve_prompts(ctx, tasks_), num_samples=n, temperature=temperature)
-    pending = judge(ctx, [(kind, record, completions[i * n + j].text)
-                          for i, (kind, record) in enumerate(tasks_) for j in range(n)])
+    prompts = solve_prompts(ctx, tasks_)
+    live = [i for i, p in enumerate(prompts) if p is not None]
+    if not live:
+        return Pending.ready(np.full(len(tasks_), np.nan))
+    completions = generate(ctx, "solve", [prompts[i] for i in live], num_samples=n, temperature=temperature)
+    items = []
+    for row, i in enumerate(live):
+        kind, record = tasks_[i]
+        items += [(kind, record, tasks.extract_answer(kind, completions[row * n + j].text)) for j in range(n)]
+    pending = judge(ctx, items)
 
     def finish():
         verdicts = pending.result()
         rates = np.full(len(tasks_), np.nan)
-        for i in range(len(tasks_)):
-            scored = [v for v in verdicts[i * n:(i + 1) * n] if v is not None]
+        for row, i in enumerate(live):
+            scored = [v for v in verdicts[row * n:(row + 1) * n] if v is not None]
             if scored:
                 rates[i] = float(np.mean(scored))
         return rates
@@ -200,30 +221,29 @@ def solve(ctx: RolloutContext, tasks_: Sequence[tuple[str, Mapping]], *,
           group: Callable[[str], Hashable] = lambda kind: (kind, "solve"), source: str = "azr",
           ) -> Pending[list[Episode]]:
     """Student rollouts (one per task, trained on) now; judged asynchronously; resolves to episodes
-    rewarded by `tasks.solver_reward` (correct 1, wrong -0.5, format error -1 with AZR's constants).
-    Samples the sandbox could not judge are dropped (counted in `tags`-free metric `dropped`)."""
+    rewarded by `tasks.solver_reward` (AZR: correct 1, wrong -0.5, format error -1). Samples the sandbox
+    could not judge, and tasks that do not fit the prompt budget, yield no episode."""
     tasks = _tasks()
-    if not tasks_:
+    prompts = solve_prompts(ctx, tasks_)
+    live = [i for i, p in enumerate(prompts) if p is not None]
+    if not live:
         return Pending.ready([])
-    completions = generate(ctx, "solve", solve_prompts(ctx, tasks_))
-    answers = [tasks.extract_answer(kind, c.text) for (kind, _), c in zip(tasks_, completions)]
-    todo = [i for i, a in enumerate(answers) if a is not None]
-    pending = judge(ctx, [(tasks_[i][0], tasks_[i][1], completions[i].text) for i in todo])
-    reward_cfg = _reward_config(ctx)
+    completions = generate(ctx, "solve", [prompts[i] for i in live])
+    answers = [tasks.extract_answer(tasks_[i][0], c.text) for i, c in zip(live, completions)]
+    pending = judge(ctx, [(tasks_[i][0], tasks_[i][1], a) for i, a in zip(live, answers)])
+    rewards = reward_config(ctx.config)
 
     def finish():
-        verdict = dict(zip(todo, pending.result(), strict=True))
         episodes = []
-        for i, ((kind, record), c) in enumerate(zip(tasks_, completions)):
-            if i in verdict and verdict[i] is None:
+        for i, c, answer, verdict in zip(live, completions, answers, pending.result(), strict=True):
+            kind, record = tasks_[i]
+            reward = tasks.solver_reward(verdict, formatted=answer is not None, config=rewards)
+            if reward is None:
                 continue  # infrastructure error: never scored
-            formatted = answers[i] is not None
-            correct = bool(verdict.get(i, False))
-            outcome = "correct" if correct else ("wrong" if formatted else "format_error")
-            reward = tasks.solver_reward(formatted, correct, **reward_cfg)
             episodes.append(Episode.from_completion(
-                c, role="solve", group=group(kind), reward=reward, source=source, kind=kind, outcome=outcome,
-                truncated=c.truncated, task_id=record.get("id", "")))
+                c, role="solve", group=group(kind), reward=reward, source=source, kind=kind,
+                outcome=tasks.solver_outcome(answer, verdict), truncated=c.truncated,
+                task_id=str(record.get("id", "")), text=c.text))
         return episodes
 
     return Pending(finish, ctx.timers)
@@ -245,17 +265,18 @@ def proposer_episodes(proposals: Sequence[Proposal], rewards: Sequence[float], *
 
 def azr_proposer_rewards(ctx: RolloutContext, proposals: Sequence[Proposal], pass_rates: Mapping[int, float]
                          ) -> list[float | None]:
-    """AZR: -1 unparsable/invalid; for accepted tasks 1 - p if 0 < p < 1 else -0.5 (tasks.proposer_reward).
-    An accepted task whose learnability could not be judged at all gets None (dropped)."""
+    """AZR: -1 unparsable/invalid; accepted tasks 1 - p if 0 < p < 1 else -0.5 (`tasks.proposer_reward`).
+    None (dropped): the sandbox failed on the proposal, or on every learnability sample of it."""
     tasks = _tasks()
-    cfg = _reward_config(ctx)
+    config = reward_config(ctx.config)
     out: list[float | None] = []
     for i, p in enumerate(proposals):
-        if not p.accepted:
-            out.append(tasks.proposer_reward(False, None, **cfg))
-            continue
-        rate = pass_rates.get(i, float("nan"))
-        out.append(None if not np.isfinite(rate) else tasks.proposer_reward(True, float(rate), **cfg))
+        if p.status == "infra_error":
+            out.append(None)
+        elif not p.accepted:
+            out.append(tasks.proposer_reward(False, None, config=config))
+        else:
+            out.append(tasks.proposer_reward(True, pass_rates.get(i, float("nan")), config=config))
     return out
 
 
@@ -300,24 +321,56 @@ def kind_metrics(episodes: Sequence[Episode], proposals: Sequence[Proposal] = ()
     return scalars, hists
 
 
-def sample_texts(proposals: Sequence[Proposal], episodes: Sequence[Episode], completions_by_id: Mapping | None = None,
-                 *, per_kind: int = 2) -> dict[str, str]:
-    """A few proposals (with status) per kind as markdown, for TensorBoard text summaries."""
+def sample_texts(proposals: Sequence[Proposal], episodes: Sequence[Episode], *, per_kind: int = 2) -> dict[str, str]:
+    """A few proposals (with their validation status) and student answers (with their outcome) per task
+    type, as markdown for TensorBoard text summaries."""
     texts: dict[str, list[str]] = {}
     for p in proposals:
         lines = texts.setdefault(f"samples/{p.kind}/propose", [])
         if len(lines) < per_kind:
             lines.append(f"**{p.status}** {p.reason}\n\n```\n{p.completion.text}\n```")
+    for e in episodes:
+        if e.role != "solve" or "text" not in e.tags:
+            continue
+        lines = texts.setdefault(f"samples/{e.tags.get('kind', e.group)}/solve", [])
+        if len(lines) < per_kind:
+            lines.append(f"**{e.tags.get('outcome')}** (reward {e.reward:g})\n\n```\n{e.tags['text']}\n```")
     return {k: "\n\n---\n\n".join(v) for k, v in texts.items()}
 
 
 # ----------------------------------------------------------------------------------------------- helpers
 
 
-def _template(ctx: RolloutContext) -> str:
-    return str(ctx.config.get("prompts", {}).get("template", "full"))
+def prompt_options(ctx: RolloutContext) -> dict:
+    """Keyword arguments of the tasks layer's prompt builders from the run's `prompts` block
+    (template, chat, token budget counted with the policy's tokenizer)."""
+    block = ctx.config.prompts
+    budget = int(block.get("token_budget", 0))
+    return {"template": str(block.template), "chat": bool(block.chat),
+            "tokenizer": ctx.policies["teacher"].tokenizer if budget else None, "token_budget": budget or None}
 
 
-def _reward_config(ctx: RolloutContext) -> dict:
-    block = ctx.config.get("rewards", None)
-    return dict(block) if block else {}
+def validation_config(config):
+    """`tasks.ValidationConfig` from the run's `validation` block (sandbox limits per proposal)."""
+    tasks = _tasks()
+    from gasp_jax.sandbox import Limits
+
+    b = config.validation
+    return tasks.ValidationConfig(limits=Limits(cpu_s=float(b.cpu_s), memory_bytes=int(b.memory_mb) << 20),
+                                  max_output_chars=int(b.max_output_chars), max_input_chars=int(b.max_input_chars),
+                                  runs=int(b.runs))
+
+
+def judge_config(config):
+    """`tasks.JudgeConfig` from the run's `judge` block (None n_visible: half the induction pairs)."""
+    tasks = _tasks()
+    from gasp_jax.sandbox import Limits
+
+    b = config.judge
+    return tasks.JudgeConfig(limits=Limits(cpu_s=float(b.cpu_s), memory_bytes=int(b.memory_mb) << 20),
+                             n_visible=int(b.n_visible) or None)
+
+
+def reward_config(config):
+    """`tasks.RewardConfig` from the run's `rewards` block (AZR's constants by default)."""
+    return _tasks().RewardConfig(**{k: float(v) for k, v in config.rewards.items()})
