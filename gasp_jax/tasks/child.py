@@ -41,6 +41,8 @@ def _enc(x, depth, budget):
     if x is None or t is bool or t is str:
         if t is str:
             budget[0] -= len(x)
+            if budget[0] < 0:
+                raise NotPlain("value too large")
         return x
     if t is int:
         if x.bit_length() <= _INT_BITS:

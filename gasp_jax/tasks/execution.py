@@ -391,8 +391,8 @@ def _precheck(kind: str, prop: Any, cfg: ValidationConfig) -> str | None:
     if not prop.inputs:
         return "no inputs"
     for x in prop.inputs:
-        if not isinstance(x, str) or not x.strip():
-            return "empty input"
+        if not isinstance(x, str):
+            return "input is not a string"
         if len(x) > cfg.max_input_chars:
             return f"input longer than {cfg.max_input_chars} characters"
     return None

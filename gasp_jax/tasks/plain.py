@@ -8,6 +8,7 @@ with ``==`` (Python semantics on builtins only, so no object written by a model 
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -75,6 +76,10 @@ def plain_repr(value: Any) -> str:
         return f"frozenset({body})"
     if t is int and value.bit_length() > _MAX_REPR_INT_BITS:
         return hex(value)
+    if t is float and math.isinf(value):
+        return "float('inf')" if value > 0 else "-float('inf')"
+    if t is complex and not (math.isfinite(value.real) and math.isfinite(value.imag)):
+        return f"complex({plain_repr(value.real)}, {plain_repr(value.imag)})"
     return repr(value)
 
 
