@@ -1,7 +1,12 @@
 """Orbax checkpointing of whole run state: any pytree of arrays plus a JSON sidecar of host state.
 
 Every process runs the save/restore collectives; orbax writes each array shard from the process that
-owns it. Restoring takes an abstract target (shapes, dtypes, shardings) so arrays come back sharded.
+owns it. Restoring takes an abstract target (shapes, dtypes, shardings: `jax.ShapeDtypeStruct`s or live
+arrays) so arrays come back sharded, straight into their devices: a trainer restores into an abstract
+state and never builds a second full copy. Only finalized checkpoints are listed, so the latest step is
+always a complete one (a save cut short by a crash leaves a temporary directory orbax ignores).
+`restore_host` reads the JSON sidecar alone (cheap), e.g. to check a checkpoint fits the run before
+touching any array.
 """
 
 from __future__ import annotations
@@ -67,6 +72,14 @@ class Checkpointer:
         )
         log.info("checkpoint: restored step %d from %s", step, self.directory)
         return restored["state"], dict(restored["host"] or {}), step
+
+    def restore_host(self, step: int | None = None) -> dict | None:
+        """The JSON sidecar of checkpoint `step` (latest by default), without reading any array."""
+        step = self._manager.latest_step() if step is None else step
+        if step is None:
+            return None
+        restored = self._manager.restore(step, args=ocp.args.Composite(host=ocp.args.JsonRestore()))
+        return dict(restored["host"] or {})
 
     def wait(self) -> None:
         self._manager.wait_until_finished()

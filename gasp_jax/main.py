@@ -20,6 +20,7 @@ JOBS = {
     "toy_rl": "gasp_jax.jobs.toy_rl",
     "lcb_eval": "gasp_jax.evaluation.eval_job",
     "lcb_goalposts": "gasp_jax.evaluation.goalposts",
+    "selfplay": "gasp_jax.jobs.selfplay",
 }
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).", lock_config=True)

@@ -99,7 +99,10 @@ class SelfPlaySource:
         from gasp_jax import tasks
 
         c = self.config
-        banned = tuple(m.strip() for m in str(c.banned_modules).split(",") if m.strip()) or None
+        opts = steps.prompt_options(ctx)
+        banned = tuple(m.strip() for m in str(c.banned_modules).split(",") if m.strip())
+        if banned:
+            opts["banned_modules"] = banned
         kinds, prompts, metas = [], [], []
         for kind in self.kinds:
             for _ in range(int(c.propose_per_kind)):

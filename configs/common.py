@@ -1,0 +1,196 @@
+"""Config blocks shared by the self-play family (configs/azr.py, gasp.py, rlvr.py, gasp_rlvr.py).
+
+Each function returns one ml-collections block; a config file assembles them with `base()` and then
+changes what its method needs. Arguments after the colon are `preset,key=value,...`:
+
+    python -m gasp_jax.main --config=configs/azr.py:tiny,steps=4,sources.azr.solve_per_kind=2 --workdir=...
+
+`parse_arg` + `apply_overrides` turn them into config changes; an unknown preset or key is one
+`ValueError` line naming it (before anything is built or compiled). `--config.x.y=...` flags work as
+for every config file.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+from typing import Any, Sequence
+
+import ml_collections
+
+from gasp_jax import rl as rl_lib
+from gasp_jax.sharding import DEFAULT_RULES
+
+
+def shared_data_dir() -> str:
+    """The shipped data (`$GASP_SHARED_DATA` or `<repo>/../shared/data`)."""
+    root = os.environ.get("GASP_SHARED_DATA")
+    if root:
+        return root
+    return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data"))
+
+
+def azr_seed_file(name: str) -> str:
+    """Path of one of AZR's shipped seed files, e.g. `7b_coder_seed_io.jsonl`."""
+    return os.path.join(shared_data_dir(), "azr_seed", name)
+
+
+# ---------------------------------------------------------------------------------------- arguments
+
+
+def _value(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text  # a bare word: a string
+
+
+def parse_arg(arg: str | None, *, presets: Sequence[str], default: str, where: str) -> tuple[str, dict]:
+    """`"tiny,steps=4"` -> `("tiny", {"steps": 4})`. The preset (a bare word) is optional."""
+    preset, overrides = default, {}
+    for part in filter(None, (p.strip() for p in (arg or "").split(","))):
+        if "=" in part:
+            key, _, value = part.partition("=")
+            overrides[key.strip()] = _value(value.strip())
+        elif part in presets:
+            preset = part
+        else:
+            raise ValueError(f"{where}: unknown preset {part!r}; known presets: {', '.join(presets)}")
+    return preset, overrides
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: dict, *, where: str) -> None:
+    """Sets dotted keys that exist in `config` (casting to the field's type); unknown -> ValueError."""
+    for key, value in overrides.items():
+        node, parts = config, key.split(".")
+        for i, name in enumerate(parts):
+            if not isinstance(node, ml_collections.ConfigDict) or name not in node:
+                known = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+                raise ValueError(f"{where}: unknown argument {key!r} (no field {'.'.join(parts[:i + 1])!r}; "
+                                 f"known here: {', '.join(known)})")
+            if i < len(parts) - 1:
+                node = node[name]
+        try:
+            node[parts[-1]] = value
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{where}: bad value for {key!r}: {e}") from None
+
+
+# ------------------------------------------------------------------------------------------- blocks
+
+
+def model(preset: str = "tiny") -> ml_collections.ConfigDict:
+    """The policy model: a local HF checkpoint (`hf_path`) or a random-init `gasp_jax.models` preset."""
+    return ml_collections.ConfigDict(dict(
+        preset=preset,  # used when hf_path is empty (random init; tokenizer: the byte tokenizer)
+        hf_path="",  # a local HF checkpoint directory (weights + tokenizer); nothing is downloaded
+        dtype="float32",
+        param_dtype="float32",
+        remat_policy="none",
+        vocab_size=0,  # 0: the preset's
+    ))
+
+
+def sampling() -> ml_collections.ConfigDict:
+    """Rollout sampling (AZR: T = 1.0, top-p 1.0). `engine`: "static" or "continuous" (issue 15)."""
+    return ml_collections.ConfigDict(dict(
+        temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=8096, engine="static", chat_template=False,
+        prompt_buckets=(), max_cache_length=0,
+    ))
+
+
+def prompts() -> ml_collections.ConfigDict:
+    """Task prompt rendering (tasks layer): "full" AZR templates or "compact" ones for tiny models."""
+    return ml_collections.ConfigDict(dict(template="full", chat=False, token_budget=6144))
+
+
+def validation() -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(dict(cpu_s=4.0, memory_mb=2048, max_output_chars=1000, max_input_chars=1000,
+                                          runs=2))
+
+
+def judge() -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(dict(cpu_s=4.0, memory_mb=2048, n_visible=0))  # 0: half the pairs (AZR)
+
+
+def rewards() -> ml_collections.ConfigDict:
+    """AZR's composite reward constants (paper.md section 9.3)."""
+    return ml_collections.ConfigDict(dict(correct=1.0, wrong=-0.5, format_error=-1.0, valid_extreme=-0.5,
+                                          invalid=-1.0))
+
+
+def rl() -> ml_collections.ConfigDict:
+    """AZR/GASP RL defaults (AdamW 1e-6 constant, clip 1.0, PPO clip 0.2/0.28, token-mean, no KL, TRR++)."""
+    return rl_lib.default_config()
+
+
+def mesh() -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1))
+
+
+def sandbox() -> ml_collections.ConfigDict:
+    """Host sandbox pool. `allow_unsafe` only for machines without namespaces (tests, laptops)."""
+    return ml_collections.ConfigDict(dict(workers=0, allow_unsafe=False))  # workers 0: one per CPU
+
+
+def checkpoint() -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(dict(every=10, keep=2, async_save=True))
+
+
+def log() -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(dict(every=1, text_every=10))
+
+
+def rollout() -> ml_collections.ConfigDict:
+    """The sampler's weight layout: "tensor_only" (replicated over data/fsdp), "trainer", or a table."""
+    return ml_collections.ConfigDict(dict(rules="tensor_only"))
+
+
+def roles() -> ml_collections.ConfigDict:
+    """With `rl.separate_teacher_student`: "same" mesh for both models or "split" (disjoint halves)."""
+    return ml_collections.ConfigDict(dict(placement="same"))
+
+
+def runtime() -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(dict(distributed="auto", compilation_cache_dir=""))
+
+
+def warmstart(enabled: bool) -> ml_collections.ConfigDict:
+    """The supervised warm start block (gasp_jax/jobs/warmstart.py): a cached SFT checkpoint that
+    replaces `model.hf_path` when enabled."""
+    try:
+        from gasp_jax.jobs import warmstart as warmstart_job
+    except ImportError:  # TODO(selfplay): drop once gasp_jax/jobs/warmstart.py has landed (wave 3)
+        return ml_collections.ConfigDict(dict(enabled=False))
+    block = warmstart_job.default_config()
+    block.enabled = enabled
+    return block
+
+
+def base(*, steps: int, model_preset: str = "tiny", warmstart_enabled: bool = False) -> ml_collections.ConfigDict:
+    """Every shared block of a self-play run; the caller adds `sources` and changes what it needs."""
+    c = ml_collections.ConfigDict()
+    c.job = "selfplay"
+    c.seed = 0
+    c.steps = steps
+    c.model = model(model_preset)
+    c.init = ml_collections.ConfigDict()
+    c.init.warmstart = warmstart(warmstart_enabled)
+    c.sampling = sampling()
+    c.prompts = prompts()
+    c.validation = validation()
+    c.judge = judge()
+    c.rewards = rewards()
+    c.rl = rl()
+    c.mesh = mesh()
+    c.sharding = ml_collections.ConfigDict()
+    c.sharding.rules = [list(rule) for rule in DEFAULT_RULES]
+    c.rollout = rollout()
+    c.roles = roles()
+    c.sandbox = sandbox()
+    c.checkpoint = checkpoint()
+    c.log = log()
+    c.runtime = runtime()
+    c.hooks = ()  # "package.module:Class" after-step hooks (e.g. periodic evaluation)
+    c.sources = ml_collections.ConfigDict()
+    return c
