@@ -239,22 +239,71 @@ def test_daemons_and_zombies_do_not_survive(sb):
 
 # ------------------------------------------------------------------------------ B. escapes
 def test_network_is_unreachable(sb):
+    """No route out, and no socket of the host: a loopback TCP port and an abstract unix socket
+    the test listens on (both exist per network namespace) are unreachable."""
+    import socket
+
     needs_full(sb)
-    v = run(sb, """
-        import socket
-        ok = 0
-        for addr in [("1.1.1.1", 80), ("127.0.0.1", 22), ("127.0.0.1", 6379)]:
+    tcp = socket.socket()
+    tcp.bind(("127.0.0.1", 0))
+    tcp.listen(4)
+    unix = socket.socket(socket.AF_UNIX)
+    name = f"gasp-sandbox-test-{os.getpid()}"
+    unix.bind("\0" + name)
+    unix.listen(4)
+    try:
+        v = run(sb, f"""
+            import socket
+            ok = []
+            for addr in [("1.1.1.1", 80), ("127.0.0.1", {tcp.getsockname()[1]}), ("127.0.0.1", 22)]:
+                try:
+                    socket.create_connection(addr, timeout=1); ok.append(addr)
+                except OSError:
+                    pass
             try:
-                socket.create_connection(addr, timeout=1); ok += 1
+                s = socket.socket(socket.AF_UNIX); s.connect("\\0{name}"); ok.append("unix")
             except OSError:
                 pass
-        try:
-            socket.getaddrinfo("example.com", 80); ok += 1
-        except OSError:
-            pass
-        print(3 + ok)
+            try:
+                socket.getaddrinfo("example.com", 80); ok.append("dns")
+            except OSError:
+                pass
+            print(3 if not ok else ok)
+        """)
+        assert v.passed, v.tests[0].output
+    finally:
+        tcp.close()
+        unix.close()
+
+
+def test_isolation_cannot_be_undone(sb):
+    """The program cannot unmount a hidden path, remount the system writable, or get around the
+    mounts from a user and mount namespace of its own (the kernel locks inherited mounts)."""
+    needs_full(sb)
+    hidden = "/" + REPO.split("/")[1]
+    v = run(sb, f"""
+        import ctypes, os
+        libc = ctypes.CDLL(None, use_errno=True)
+        secret, seen = {os.path.join(REPO, "setup.py")!r}, []
+        def check(tag):
+            if os.path.exists(secret):
+                seen.append(tag)
+            try:
+                open("/usr/gasp_sandbox_probe", "w").close(); seen.append(tag + ":usr-writable")
+            except OSError:
+                pass
+        libc.umount2({hidden.encode()!r}, 2)
+        check("umount")
+        libc.mount(None, b"/usr", None, 32 | 4096, None)  # MS_REMOUNT | MS_BIND, without MS_RDONLY
+        check("remount")
+        if libc.unshare(0x10000000 | 0x00020000) == 0:  # own user + mount namespace: all capabilities there
+            libc.umount2({hidden.encode()!r}, 2)
+            libc.mount(None, b"/usr", None, 32 | 4096, None)
+            check("own-namespaces")
+        print(3 if not seen else seen)
     """)
-    assert v.passed, v
+    assert v.passed, v.tests[0].output
+    assert not os.path.exists("/usr/gasp_sandbox_probe")
 
 
 def test_secrets_are_not_readable(sb, monkeypatch):
@@ -304,10 +353,13 @@ def test_writes_outside_fail_and_host_unchanged(sb):
 ], ids=["kill-all", "kill-parent", "killpg", "kill-range"])
 def test_killing_parents_does_not_hurt(sb, code):
     needs_full(sb)
+    workers, restarts = [w.proc.pid for w in sb._procs], sb.stats["restarts"]
     v = run(sb, code)
     assert v.reward is not None  # a verdict, not an infrastructure error
     assert v.status in (Status.PASS, Status.RE, Status.WA)
     assert sb.grade("print(3)", ADD).passed  # the worker still works
+    # ... and is the same worker: nothing outside the test's own processes was hit.
+    assert [w.proc.pid for w in sb._procs] == workers and sb.stats["restarts"] == restarts
 
 
 def test_guard_bypass_idioms_still_limited(sb):
@@ -640,7 +692,9 @@ def test_trainer_death_takes_the_workers_down(sb, tmp_path):
         "print(' '.join(str(w.proc.pid) for w in sb._procs), flush=True)\n"
         "sb.submit('import time\\ntime.sleep(30)', [('', '1')])\n"
         "time.sleep(60)\n")
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, cwd=REPO, text=True)
+    from gasp_jax.sandbox.pool import default_python, site_package_dirs
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, *site_package_dirs()]))
+    proc = subprocess.Popen([default_python(), str(script)], stdout=subprocess.PIPE, cwd=REPO, text=True, env=env)
     pids = [int(p) for p in proc.stdout.readline().split()]
     assert len(pids) == 2
     time.sleep(0.5)

@@ -327,7 +327,9 @@ class Sandbox:
         props = {"network_namespace": bool(facts.get("netns")) and seen.get("net") is False,
                  "pid_namespace": bool(facts.get("pidns")) and int(seen.get("pid", 0)) < 100,
                  "mount_namespace": bool(facts.get("mountns")) and not seen.get("visible"),
-                 "non_root_uid": int(seen.get("uid", 0)) != 0 and not any(seen.get("caps", [1]))}
+                 # a dedicated identity: not root, no capabilities, and not the trainer's own uid
+                 "non_root_uid": facts.get("identity") is not None and int(seen.get("uid", 0)) != 0
+                 and not any(seen.get("caps", [1]))}
         mode = "root" if facts.get("identity") == "uid" else ("rootless" if facts.get("identity") == "userns" else "none")
         return IsolationReport(_level(props), *props.values(), bool(facts.get("cgroup")),
                                tuple(facts.get("hidden", [])), "; ".join(facts.get("errors", [])), mode,

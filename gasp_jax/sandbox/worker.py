@@ -1050,9 +1050,13 @@ class Runner:
                 os.close(ctl_w)
                 os.close(report_r)
                 os.close(pid_r)
-                if own_ns and self.facts.get("proc"):
-                    _check(_libc_unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS) for a forker")
-                    _private_proc(self.facts)
+                if own_ns:
+                    # A session of its own: a test's killpg(0) reaches its own processes only (in
+                    # rootless mode W and J have the test's uid on the host).
+                    os.setsid()
+                    if self.facts.get("proc"):
+                        _check(_libc_unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS) for a forker")
+                        _private_proc(self.facts)
                 try:  # the OOM killer picks a test over the worker and the trainer
                     _write_file("/proc/self/oom_score_adj", "1000")
                     _write_file("/proc/self/comm", "gasp-zygote" if direct else "gasp-job")
