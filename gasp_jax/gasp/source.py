@@ -86,10 +86,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.format_penalty = FORMAT_PENALTY  # invalid or duplicate proposals (AZR's -1)
     c.buffer_max_size = 0  # accepted-question buffer (and dedup index); 0 = unbounded
     c.seed_file = ""  # optional induction seed tasks that pre-fill the buffer (student back-fill only)
-    c.banned_modules = ""  # comma-separated; "" = the tasks layer's default list
 
-    c.prompt = ml_collections.ConfigDict()
-    c.prompt.template = ""  # "full" | "compact"; "" = the run's prompts.template
+    c.prompt = ml_collections.ConfigDict()  # template and chat come from the run's `prompts` block
     c.prompt.max_statement_chars = 0  # cut long goalpost statements in the lemma prompt (0 = never)
     c.prompt.lift_shown_pairs = 5  # lemma input/output pairs shown in the lift prompt
 
@@ -178,14 +176,18 @@ class GaspSource:
         for field in ("lifts_per_lemma", "solve_batch"):
             if int(c[field]) < 0:
                 raise ValueError(f"sources.{name}.{field} must be >= 0, got {c[field]}")
-        self.template = c.prompt.template or str(run_config.get("prompts", {}).get("template", "full"))
-        gasp_prompts.check_template(self.template)
-        self.banned = _csv(c.banned_modules) or None
+        prompts_block = run_config.get("prompts", {})
+        self.template = gasp_prompts.check_template(str(prompts_block.get("template", "full")))
+        self.chat = bool(prompts_block.get("chat", False))
+        from gasp_jax.sandbox.policy import DEFAULT_BANNED_MODULES
+
+        self.banned = tuple(sorted(DEFAULT_BANNED_MODULES))  # what validation enforces, shown in full prompts
         self.ks = tuple(int(k) for k in _csv(c.eval.ks))
         self.pool = load_goalposts(c.goalposts)  # raises GoalpostError at start-up
         self.workdir = workdir or run_config.get("workdir", None)
         self.curriculum = CurriculumLog(Path(self.workdir or ".") / "curriculum.jsonl") if self.workdir else None
         self.buffer = QuestionBuffer(int(c.buffer_max_size))
+        self._tokenizer: Any = None  # the teacher's (chat prompts only), set on the first collect
         self._embedder: dedup_lib.Embedder | None = None
         self._index: dedup_lib.DedupIndex | None = None
         self._statement_vecs: dict[str, np.ndarray] = {}
@@ -220,6 +222,7 @@ class GaspSource:
         self._reindex()
 
     def _ensure_ready(self, ctx: Any) -> None:
+        self._tokenizer = ctx.policies["teacher"].tokenizer
         if self._embedder is None:
             self._init_embedder(ctx.policies["teacher"])
         if self.workdir is None:
@@ -285,15 +288,18 @@ class GaspSource:
     def lemma_prompt(self, goalpost: Goalpost, axis: str) -> str:
         c = self.config
         body = gasp_prompts.lemma_prompt(goalpost.statement, axis, num_inputs=int(c.num_inputs),
-                                         banned_modules=self.banned or (), template=self.template,
+                                         banned_modules=self.banned, template=self.template,
                                          max_statement_chars=int(c.prompt.max_statement_chars))
-        return gasp_prompts.wrap_prompt(body, template=self.template)
+        return self._wrap(body)
 
     def lift_prompt(self, lemma: dict, axis: str) -> str:
         c = self.config
-        body = gasp_prompts.lift_prompt(lemma, axis, num_inputs=int(c.num_inputs), banned_modules=self.banned or (),
+        body = gasp_prompts.lift_prompt(lemma, axis, num_inputs=int(c.num_inputs), banned_modules=self.banned,
                                         template=self.template, shown_pairs=int(c.prompt.lift_shown_pairs))
-        return gasp_prompts.wrap_prompt(body, template=self.template)
+        return self._wrap(body)
+
+    def _wrap(self, body: str) -> str:
+        return gasp_prompts.wrap_prompt(body, template=self.template, chat=self.chat, tokenizer=self._tokenizer)
 
     # --------------------------------------------------------------------------------------- one stage
 

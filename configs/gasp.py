@@ -1,0 +1,108 @@
+"""GASP: guided asymmetric self-play (lemma -> lift curricula towards hard LiveCodeBench goalposts).
+
+    python -m gasp_jax.main --config=configs/gasp.py:tiny --workdir=runs/gasp_tiny         # CPU, minutes
+    python -m gasp_jax.main --config=configs/gasp.py --workdir=runs/gasp_7b \\
+        --config.model.hf_path=/ckpts/Qwen2.5-Coder-7B \\
+        --config.sources.gasp.goalposts.report=runs/goalposts/goalposts.json \\
+        --config.sources.gasp.goalposts.sources=/data/lcb/code_generation_lite          # paper scale
+    tensorboard --logdir runs/
+
+Each iteration the teacher writes an easier variant (lemma) of a goalpost along an axis (I/O or
+algorithm complexity), the sandbox validates it, n student samples give its pass rate p and the teacher
+earns [4p(1-p)]^5 inside 0.3 <= p <= 0.7 (else -0.5; invalid or near-duplicate: -1); each accepted lemma
+gets a harder variant (lift) written from the lemma alone, rewarded 10p((1-p)/0.9)^9 inside
+0.1 <= p <= 0.5. The student solves the accepted questions, each shown as induction, deduction or
+abduction; TRR++ whitens rewards per group (lemma-propose, lift-propose, solve per type) and one
+PPO-clip update follows. Every lemma and lift is a line of WORKDIR/curriculum.jsonl. See docs/gasp.md.
+
+Presets (`--config=configs/gasp.py:PRESET,key=value,...`):
+  paper  (default) Qwen2.5-Coder-7B shape with AZR's optimisation settings (AdamW 1e-6 constant, clip
+         1.0, T = 1.0, PPO clip 0.2 / 0.28, no KL), 64 lemmas per iteration, n = 8, 10 inputs per task,
+         a 64-task student batch, 500 iterations, goalposts-solved evaluation every 100 iterations
+         (100 samples, pass@1/10/100). Goalposts default to every shipped LCB problem before
+         2024-08-01; give the lcb_goalposts report and the LCB release for the paper's 146.
+  tiny   the CPU main command: the warm-started tiny model (configs/warmstart.py, cached), compact
+         prompts, 5 real LCB goalposts with short statements, 4 lemmas per iteration, n = 4, a
+         goalposts-solved evaluation every 3 iterations. A few minutes on 2 CPU cores; expect most
+         tiny-model lemmas to fail validation (format penalty), the student phase to run on the AZR
+         induction seed tasks, and 0 goalposts solved (these are hard problems for a 7B model).
+Any config key can be set as `key=value` (dotted paths, e.g. `sources.gasp.goalposts.dynamic=True`).
+"""
+
+import os
+
+import ml_collections
+
+from configs import common
+
+PRESETS = ("paper", "tiny")
+
+# Real LCB problems dated before 2024-08-01 with short statements (the tiny model's context is 2048
+# bytes): two hard, three medium.
+TINY_GOALPOSTS = ("abc361_f", "3466", "3453", "3337", "3374")
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    preset, overrides = common.parse_arg(arg, presets=PRESETS, default="paper", where="configs/gasp.py")
+    c = tiny() if preset == "tiny" else paper()
+    common.apply_overrides(c, overrides, where="configs/gasp.py")
+    return c
+
+
+def lcb_sample_file() -> str:
+    """The shipped LCB problems (public tests only); pass a real release for private tests."""
+    return os.path.join(common.shared_data_dir(), "livecodebench", "problems", "lcb_release_v5_880_public.jsonl")
+
+
+def gasp_source() -> ml_collections.ConfigDict:
+    from gasp_jax.gasp import source
+
+    block = source.default_config()
+    block.goalposts.sources = (lcb_sample_file(),)
+    return block
+
+
+def paper() -> ml_collections.ConfigDict:
+    c = common.base(steps=500, model_preset="qwen2.5-coder-7b")
+    c.model.dtype = "bfloat16"
+    c.model.param_dtype = "float32"
+    c.model.remat_policy = "full"
+    g = c.sources.gasp = gasp_source()
+    g.eval.every = 100
+    g.eval.num_samples = 100
+    g.eval.ks = "1,10,100"
+    g.eval.max_new_tokens = 4096
+    c.checkpoint.every = 10
+    return c
+
+
+def tiny() -> ml_collections.ConfigDict:
+    c = common.base(steps=6, model_preset="tiny", warmstart_enabled=True)
+    c.sampling.max_new_tokens = 96
+    c.sampling.max_cache_length = 1280  # the LCB evaluation prompt of a short goalpost is ~1100 bytes
+    c.prompts.template = "compact"
+    c.prompts.token_budget = 512
+    c.rl.optimizer.learning_rate = 1e-4  # a tiny warm-started model, not a 7B fine-tune (AZR: 1e-6)
+    c.rl.logprob_chunk_size = 128
+    g = c.sources.gasp = gasp_source()
+    g.goalposts.ids = TINY_GOALPOSTS
+    g.lemmas_per_step = 4
+    g.num_inputs = 4
+    g.learnability_samples = 4
+    g.solve_batch = 4
+    g.prompt.max_statement_chars = 240
+    g.prompt.lift_shown_pairs = 2
+    g.seed_file = common.azr_seed_file("7b_coder_code_f_seed_io.jsonl")
+    g.eval.every = 3
+    g.eval.num_samples = 2
+    g.eval.ks = "1,2"
+    g.eval.max_new_tokens = 64
+    g.eval.batch_problems = 5
+    c.validation.cpu_s = 2.0
+    c.judge.cpu_s = 2.0
+    c.sandbox.workers = 2
+    c.checkpoint.every = 3
+    c.log.text_every = 3
+    if "template" in c.init.warmstart:  # the warm start trained on these prompt shapes: use the same
+        c.prompts.template = c.init.warmstart.template
+    return c

@@ -1,0 +1,225 @@
+"""GaspSource end to end through the real sandbox, driven by a scripted policy double.
+
+The scripted teacher writes chosen lemmas and lifts (one valid and learnable, one too easy, one that
+copies the goalpost, one that crashes, one near-copy of another); the scripted student answers each
+task correctly on exactly k of its n samples, so every pass rate, reward and acceptance is known.
+"""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from gasp_jax import gasp
+from gasp_jax.evaluation.common import shared_data_dir
+from gasp_jax.sandbox import Limits, Sandbox
+from tests.test_sandbox_support import CAN_ISOLATE
+
+tasks = pytest.importorskip("gasp_jax.tasks")
+selfplay = pytest.importorskip("gasp_jax.selfplay")
+
+LCB_FILE = shared_data_dir() / "problems" / "lcb_release_v5_880_public.jsonl"
+pytestmark = pytest.mark.skipif(not LCB_FILE.exists(), reason="shared LCB sample data not present")
+GOALPOSTS = ("abc361_f", "3466")
+N = 8
+
+# Programs the scripted teacher writes; the student's correct-sample count k for each (p = k / 8).
+EVENS = "def f(xs):\n    return sum(x for x in xs if x % 2 == 0)"
+EVENS_RESPACED = "def f(xs):\n\n    return sum(x for x in xs if x % 2 == 0)\n"
+EASY = "def f(s):\n    return s[::-1]"
+LIFT = "def f(rows):\n    return [sum(x for x in r if x % 2 == 0) for r in rows]"
+CRASH = "def f(x):\n    return x // 0"
+COPY = "def f(n):\n    return n + 1"
+K_CORRECT = {EVENS: 4, EASY: 8, LIFT: 1, COPY: 4}
+INPUTS = {EVENS: ["[1, 2, 3, 4]", "[]", "[6]", "[5, 7]", "[2, 2, 9]", "[10, -2]"],
+          EASY: ['"abc"', '"xy"', '""', '"a"', '"racecar"', '"ab c"'],
+          LIFT: ["[[1, 2], [4]]", "[]", "[[3]]", "[[2, 2], [6, 1]]", "[[8], [], [5]]", "[[0, 1, 2]]"],
+          CRASH: ["1", "2", "3", "4", "5", "6"],
+          COPY: ["1", "2", "3", "4", "5", "6"]}
+INPUTS[EVENS_RESPACED] = INPUTS[EVENS]
+
+
+def _proposal(snippet: str, message: str) -> str:
+    inputs = "".join(f"```input\n{x}\n```\n" for x in INPUTS[snippet])
+    return f"reasoning</think><answer>```python\n{snippet}\n```\n{inputs}```message\n{message}\n```</answer>"
+
+
+class Script:
+    """Teacher: the i-th lemma prompt gets LEMMAS[i]; lift prompts get LIFT. Student: k of n correct."""
+
+    LEMMAS = ["evens", "easy", "copy", "crash", "evens_respaced"]
+
+    def __init__(self):
+        self.lemma_calls = 0
+        self.student_prompts = []
+
+    def __call__(self, prompt: str, j: int) -> str:
+        if "harder" in prompt:  # a lift prompt
+            return _proposal(LIFT, "Sum the even numbers of each row.")
+        if "easier" in prompt:  # a lemma prompt
+            which = self.LEMMAS[self.lemma_calls % len(self.LEMMAS)]
+            self.lemma_calls += 1
+            statement = prompt.split("Hard problem")[1][:2000]
+            return {"evens": _proposal(EVENS, "Add up the even numbers."),
+                    "easy": _proposal(EASY, "Reverse the string."),
+                    "copy": _proposal(COPY, statement),
+                    "crash": _proposal(CRASH, "Divide."),
+                    "evens_respaced": _proposal(EVENS_RESPACED, "Add up the even numbers.")}[which]
+        self.student_prompts.append(prompt)
+        return self.student_answer(prompt, j)
+
+    @staticmethod
+    def student_answer(prompt: str, j: int) -> str:
+        # Induction prompts show the message and pairs; pick the program by its message.
+        for snippet, message in ((LIFT, "each row"), (EVENS, "Add up the even"), (EASY, "Reverse"), (COPY, "")):
+            if message and message in prompt:
+                k = K_CORRECT[snippet]
+                answer = snippet if j < k else "def f(*a):\n    return None"
+                return f"</think><answer>```python\n{answer}\n```</answer>"
+        return "</think><answer>0</answer>"  # deduction / abduction: a well-formed wrong answer
+
+
+def _block(tmp_path, **overrides):
+    from gasp_jax.gasp.source import default_config
+
+    c = default_config()
+    c.goalposts.sources = (str(LCB_FILE),)
+    c.goalposts.ids = GOALPOSTS
+    c.lemmas_per_step = 5
+    c.num_inputs = 6
+    c.learnability_samples = N
+    c.solve_batch = 6
+    for k, v in overrides.items():
+        c[k] = v
+    return c
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    with Sandbox(workers=2, limits=Limits(cpu_s=4.0, wall_s=30.0), allow_unsafe=not CAN_ISOLATE) as box:
+        yield box
+
+
+def _ctx(source, policy, sandbox, step, run_config):
+    from gasp_jax.selfplay.types import RolloutContext, Timers
+
+    return RolloutContext(step=step, rng=np.random.default_rng(step), key=jax.random.key(step),
+                          policies={"teacher": policy, "student": policy}, sandbox=sandbox, timers=Timers(),
+                          config=run_config, source_config=source.config)
+
+
+def _run_config():
+    from configs import common
+
+    c = common.base(steps=1)
+    c.prompts.template = "full"
+    return c
+
+
+def test_one_gasp_iteration_through_the_sandbox(tmp_path, sandbox):
+    from gasp_jax.gasp.source import GaspSource
+    from gasp_jax.selfplay.policy import ScriptedPolicy
+    from gasp_jax.tokenizer import build_byte_tokenizer
+
+    script = Script()
+    policy = ScriptedPolicy(build_byte_tokenizer(), script, max_new_tokens=4096)
+    source = GaspSource("gasp", _block(tmp_path), _run_config(), workdir=str(tmp_path))
+    result = source.collect(_ctx(source, policy, sandbox, 0, _run_config()))
+
+    rows = [json.loads(line) for line in (tmp_path / "curriculum.jsonl").read_text().splitlines()]
+    assert all(list(r) == list(gasp.CURRICULUM_FIELDS) for r in rows)
+    lemmas = [r for r in rows if r["stage"] == "lemma"]
+    lifts = [r for r in rows if r["stage"] == "lift"]
+    assert len(lemmas) == 5 and len(lifts) == 1
+    by = {script_name: r for script_name, r in zip(Script.LEMMAS, lemmas)}
+    # evens: p = 4/8 -> accepted with the lemma reward's peak.
+    assert by["evens"]["valid"] and not by["evens"]["duplicate"] and by["evens"]["p"] == 0.5
+    assert by["evens"]["accepted"] and by["evens"]["reward"] == pytest.approx(1.0) and by["evens"]["n"] == N
+    # easy: p = 1 -> valid, outside the window.
+    assert by["easy"]["p"] == 1.0 and not by["easy"]["accepted"] and by["easy"]["reward"] == -0.5
+    # copy of the goalpost statement: counted and rejected as a duplicate, format penalty, never estimated.
+    assert by["copy"]["valid"] and by["copy"]["duplicate"] and by["copy"]["reward"] == -1.0 and by["copy"]["p"] is None
+    # crash: invalid.
+    assert not by["crash"]["valid"] and by["crash"]["reward"] == -1.0
+    # re-spaced copy of evens in the same batch: a near-duplicate.
+    assert by["evens_respaced"]["duplicate"] and by["evens_respaced"]["reward"] == -1.0
+    # Every lemma prompt shows its goalpost; the lift prompt shows only the lemma.
+    for r in lemmas:
+        statement = source.pool.by_id()[r["goalpost_id"]].statement
+        assert statement.strip()[:200] in r["prompt"]
+    (lift,) = lifts
+    assert lift["parent_id"] == by["evens"]["id"] and lift["goalpost_id"] == by["evens"]["goalpost_id"]
+    assert lift["axis"] == by["evens"]["axis"]
+    assert EVENS in lift["prompt"]
+    for gid in GOALPOSTS:
+        assert source.pool.by_id()[gid].statement.strip()[:80] not in lift["prompt"]
+    # lift: p = 1/8 -> accepted with r_lift(0.125).
+    assert lift["p"] == 0.125 and lift["accepted"] and lift["reward"] == pytest.approx(gasp.lift_reward(0.125))
+
+    # Buffer and lineage.
+    assert [e["id"] for e in source.buffer.lineage(lift["id"])] == [by["evens"]["id"], lift["id"]]
+    assert len(source.buffer) == 2 and len(source._index) == 2
+
+    # Episodes: 6 teacher episodes in per-stage groups with the curriculum's rewards, then the student.
+    propose = [e for e in result.episodes if e.role == "propose"]
+    solve = [e for e in result.episodes if e.role == "solve"]
+    assert [e.group for e in propose] == [("lemma", "propose")] * 5 + [("lift", "propose")]
+    assert [e.reward for e in propose] == [r["reward"] for r in rows]
+    assert len(solve) == 6
+    assert {e.group for e in solve} <= {(k, "solve") for k in ("induction", "deduction", "abduction")}
+    # Student-phase conversion: every presented task is one of the two accepted questions, in some type.
+    assert {e.tags["kind"] for e in solve} <= set(tasks.KINDS)
+    for e, prompt in zip(solve, script.student_prompts[-6:]):  # the solve phase's prompts, in order
+        if e.tags["kind"] == "induction":
+            assert "Add up the even numbers." in prompt or "Sum the even numbers of each row." in prompt
+        else:
+            assert EVENS in prompt or LIFT in prompt
+            assert e.tags["outcome"] == "wrong" and e.reward == -0.5
+    assert result.scalars["gasp/lemma/accept_rate"] == pytest.approx(0.2)
+    assert result.scalars["gasp/lift/accept_rate"] == 1.0
+    assert result.scalars["gasp/lemma/duplicate_rejections"] == 2.0
+    assert result.scalars["gasp/dedup/goalpost_copies_total"] == 1.0
+    assert "goalpost" in result.texts["gasp/lineages"] and "lift" in result.texts["gasp/lineages"]
+
+
+def test_student_phase_presents_each_type_uniformly(tmp_path):
+    from gasp_jax.gasp.source import GaspSource
+
+    source = GaspSource("gasp", _block(tmp_path, solve_batch=3000), _run_config(), workdir=str(tmp_path))
+    rec = {"snippet": EVENS, "imports": [], "inputs": INPUTS[EVENS], "outputs": ["6", "0", "6", "0", "4", "8"],
+           "message": "m", "id": "q"}
+    entry = {"id": "q", "stage": "lemma", "goalpost_id": "3466", "axis": "io", "parent_id": None, "step": 0,
+             "p": 0.5, "record": rec}
+    assert len(source.student_tasks([entry], np.random.default_rng(0))) == 1  # empty buffer: only the new one
+    source.buffer.add(entry)
+    batch = source.student_tasks([entry], np.random.default_rng(0))
+    kinds = [k for k, _ in batch]
+    counts = np.array([kinds.count(k) for k in ("induction", "deduction", "abduction")])
+    assert counts.sum() == 3000 and (abs(counts - 1000) < 100).all()
+    for kind, r in batch[:30]:
+        if kind == "deduction":
+            assert r["snippet"] == EVENS and r["input"] in INPUTS[EVENS]
+
+
+def test_resume_keeps_curriculum_buffer_and_dedup_index(tmp_path, sandbox):
+    from gasp_jax.gasp.source import GaspSource
+    from gasp_jax.selfplay.policy import ScriptedPolicy
+    from gasp_jax.tokenizer import build_byte_tokenizer
+
+    policy = ScriptedPolicy(build_byte_tokenizer(), Script(), max_new_tokens=4096)
+    source = GaspSource("gasp", _block(tmp_path), _run_config(), workdir=str(tmp_path))
+    source.collect(_ctx(source, policy, sandbox, 0, _run_config()))
+    state = json.loads(json.dumps(source.state_dict()))
+    lines = (tmp_path / "curriculum.jsonl").read_text()
+    source.collect(_ctx(source, policy, sandbox, 1, _run_config()))  # after the checkpoint: lost on resume
+    assert len((tmp_path / "curriculum.jsonl").read_text()) > len(lines)
+
+    resumed = GaspSource("gasp", _block(tmp_path), _run_config(), workdir=str(tmp_path))
+    resumed.load_state_dict(state)
+    assert (tmp_path / "curriculum.jsonl").read_text() == lines
+    assert [e["id"] for e in resumed.buffer.entries()] == [e["id"] for e in source.buffer.entries()][:2]
+    assert resumed._index.ids == [e["id"] for e in resumed.buffer.entries()]
+    # The rebuilt index still rejects a copy of an accepted question.
+    text = gasp.dedup.question_text(resumed.buffer.entries()[0]["record"])
+    assert resumed._index.check(resumed._embedder.embed([text])).duplicate[0]
