@@ -77,7 +77,7 @@ class Script:
                 k = K_CORRECT[snippet]
                 answer = snippet if j < k else "def f(*a):\n    return None"
                 return f"</think><answer>```python\n{answer}\n```</answer>"
-        return "</think><answer>0</answer>"  # deduction / abduction: a well-formed wrong answer
+        return "</think><answer>'never'</answer>"  # deduction / abduction: a well-formed wrong answer
 
 
 def _block(tmp_path, **overrides):
