@@ -223,3 +223,44 @@ def test_resume_keeps_curriculum_buffer_and_dedup_index(tmp_path, sandbox):
     # The rebuilt index still rejects a copy of an accepted question.
     text = gasp.dedup.question_text(resumed.buffer.entries()[0]["record"])
     assert resumed._index.check(resumed._embedder.embed([text])).duplicate[0]
+
+
+def test_goalposts_eval_and_dynamic_swap(tmp_path, sandbox):
+    """The student solves goalpost abc333_a at evaluation: it is retired and the hardest reserve problem
+    takes its place; the report, the change log and the TensorBoard scalars say so."""
+    from gasp_jax.gasp.source import GaspSource
+    from gasp_jax.selfplay.policy import ScriptedPolicy
+    from gasp_jax.tokenizer import build_byte_tokenizer
+
+    def respond(prompt, j):
+        if "Concatenate N copies of the digit N" in prompt:
+            return "```python\nN = int(input())\nprint(str(N) * N)\n```"
+        if "A^B+B^A" in prompt:
+            return "```python\nprint(0)\n```"
+        return "no idea"  # lemmas: format errors
+
+    policy = ScriptedPolicy(build_byte_tokenizer(), respond, max_new_tokens=4096)
+    block = _block(tmp_path, lemmas_per_step=1)
+    block.goalposts.ids = ("abc333_a", "abc320_a")
+    block.goalposts.dynamic = True
+    block.eval.every = 1
+    block.eval.num_samples = 2
+    block.eval.ks = "1,2"
+    source = GaspSource("gasp", block, _run_config(), workdir=str(tmp_path))
+    result = source.collect(_ctx(source, policy, sandbox, 0, _run_config()))
+
+    report = json.loads((tmp_path / "goalposts_eval" / "step_000000.json").read_text())
+    assert report["solved"] == ["abc333_a"] and report["per_goalpost"]["abc320_a"]["correct"] == 0
+    assert result.scalars["gasp/goalposts/solved_count"] == 1.0
+    assert result.scalars["gasp/goalpost/abc333_a/pass_at_2"] == 1.0
+    assert result.scalars["gasp/goalposts/pass_at_1"] == 0.5
+    (change,) = [json.loads(line) for line in (tmp_path / "goalpost_changes.jsonl").read_text().splitlines()]
+    assert change["retired"] == "abc333_a" and change["reason"].startswith("2/2 samples correct")
+    promoted = source.pool.by_id()[change["promoted"]]
+    assert promoted.problem.difficulty == "hard" and promoted.id not in block.goalposts.ids
+    assert source.schedule.active == [promoted.id, "abc320_a"]
+    assert "retired `abc333_a`" in result.texts["gasp/goalpost_changes"]
+    # The next lemmas are written for the new goalpost set only.
+    source.collect(_ctx(source, policy, sandbox, 1, _run_config()))
+    rows = [json.loads(line) for line in (tmp_path / "curriculum.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 1 and rows[-1]["goalpost_id"] in (promoted.id, "abc320_a")
