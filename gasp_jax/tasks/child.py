@@ -30,26 +30,30 @@ _INT_BITS = 60
 
 
 class NotPlain(Exception):
-    """The value is not plain data (or is too deep / too large to encode)."""
+    """The value is not plain data (or is too deep to encode)."""
+
+
+class TooLarge(NotPlain):
+    """The value's encoding would exceed the size cap."""
 
 
 def _enc(x, depth, budget):
     budget[0] -= 1
     if budget[0] < 0:
-        raise NotPlain("value too large")
+        raise TooLarge("value too large")
     t = type(x)
     if x is None or t is bool or t is str:
         if t is str:
             budget[0] -= len(x)
             if budget[0] < 0:
-                raise NotPlain("value too large")
+                raise TooLarge("value too large")
         return x
     if t is int:
         if x.bit_length() <= _INT_BITS:
             return x
         budget[0] -= x.bit_length() // 4
         if budget[0] < 0:
-            raise NotPlain("value too large")
+            raise TooLarge("value too large")
         return {"i": format(x, "x")}
     if t is float:
         if x != x:
@@ -62,7 +66,7 @@ def _enc(x, depth, budget):
     if t is bytes:
         budget[0] -= 2 * len(x)
         if budget[0] < 0:
-            raise NotPlain("value too large")
+            raise TooLarge("value too large")
         return {"b": x.hex()}
     if depth >= MAX_DEPTH:
         raise NotPlain("value nested too deeply")
@@ -152,6 +156,12 @@ def _error_text(exc):
         return type(exc).__name__
 
 
+def _why(exc):
+    if isinstance(exc, TooLarge):
+        return "too large (its encoding is over the cap)"
+    return f"is not plain data: {exc}"
+
+
 def _args_of(text):
     """Evaluate call-argument text (``"'abc', 3"``, ``"x=1"``) in a namespace that holds nothing but
     the builtins, as the arguments of a call: returns ``(args_tuple, kwargs_dict)``."""
@@ -166,9 +176,17 @@ def _value_of(text):
     return eval(compile("(\n" + text + "\n)", "<answer>", "eval", dont_inherit=True), {"__builtins__": builtins})
 
 
-def _pad_heap(n):
-    # Shift where later objects land (ids, default hashes, address-bearing reprs) so a second
-    # determinism run does not see the same heap layout as the first.
+def _perturb(n):
+    """Make a determinism run differ from the first in what a program could wrongly depend on:
+    shift where later objects land (ids, default hashes, address-bearing reprs) and advance the
+    process id (one throwaway child)."""
+    if n <= 0:
+        return None
+    import os
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
     return [(object(), [0] * (i % 7), "x" * (i % 13), bytearray(i % 97)) for i in range(n)]
 
 
@@ -182,10 +200,10 @@ def _run(req):
         try:
             return {"ok": True, "values": [encode(value, cap)]}
         except NotPlain as exc:
-            return {"ok": False, "error": f"not plain data: {exc}"}
+            return {"ok": False, "error": _why(exc)}
     if op != "call":
         return {"ok": False, "error": f"unknown op {op!r}"}
-    keep = _pad_heap(int(req.get("pad", 0)))
+    keep = _perturb(int(req.get("pad", 0)))
     import builtins
     try:
         code = compile(req["src"], "<program>", "exec", dont_inherit=True)
@@ -209,7 +227,7 @@ def _run(req):
                 try:
                     encode((args, kwargs), cap)
                 except NotPlain as exc:
-                    return {"ok": False, "at": i, "error": f"input is not plain data: {exc}"}
+                    return {"ok": False, "at": i, "error": "input " + _why(exc)}
             else:
                 args, kwargs = decode(args_enc[i])
             value = fn(*args, **kwargs)
@@ -218,7 +236,7 @@ def _run(req):
         try:
             values.append(encode(value, cap))
         except NotPlain as exc:
-            return {"ok": False, "at": i, "error": f"output is not plain data: {exc}"}
+            return {"ok": False, "at": i, "error": "output " + _why(exc)}
     del keep
     return {"ok": True, "values": values}
 
