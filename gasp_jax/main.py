@@ -21,6 +21,7 @@ JOBS = {
     "lcb_eval": "gasp_jax.evaluation.eval_job",
     "lcb_goalposts": "gasp_jax.evaluation.goalposts",
     "selfplay": "gasp_jax.jobs.selfplay",
+    "warmstart": "gasp_jax.jobs.warmstart",
 }
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).", lock_config=True)

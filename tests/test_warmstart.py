@@ -1,0 +1,210 @@
+"""Supervised warm start: the SFT step (exact cross-entropy and gradient, learns), the cache key, cache
+reuse, the rows built by the tasks layer, and a warm-started tiny model that answers in the format."""
+
+import dataclasses
+import functools
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from gasp_jax import models, rl, sampling, sharding, tasks
+from gasp_jax.jobs import warmstart
+from gasp_jax.rl import sft
+
+CFG = models.get_preset("tiny", vocab_size=48)
+
+
+def _rl_config(micro_batches=1, lr=1e-2):
+    c = rl.default_config()
+    c.optimizer.learning_rate = lr
+    c.logprob_chunk_size = 5  # several chunks, the last one padded
+    c.micro_batches = micro_batches
+    return c
+
+
+@functools.lru_cache(maxsize=None)
+def _model(sharded: bool):
+    mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2}) if sharded else None
+    return models.build_model(CFG, mesh=mesh)
+
+
+def _toy_batch(seed=0, n=16, multiple=1):
+    rng = np.random.default_rng(seed)
+    prompts = [list(rng.integers(1, CFG.vocab_size, rng.integers(2, 7))) for _ in range(n)]
+    targets = [list(rng.integers(1, CFG.vocab_size, rng.integers(1, 9))) for _ in range(n)]
+    return sft.make_sft_batch(prompts, targets, length_buckets=(16,), batch_multiple=multiple)
+
+
+def _reference_ce(params, batch):
+    """Token-mean cross-entropy of the completion tokens from full logits (independent of rl.logprobs)."""
+    logits = _model(False).apply({"params": params}, batch.tokens, batch.positions, kv_mask=batch.attention_mask)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits[:, :-1], batch.tokens[:, 1:])
+    mask = batch.completion_mask[:, 1:].astype(jnp.float32)
+    return (ce * mask).sum() / mask.sum()
+
+
+@pytest.fixture(scope="module")
+def params():
+    return jax.device_get(models.init_params(_model(False), jax.random.key(0)))
+
+
+def test_sft_batch_masks_exactly_the_targets():
+    batch = sft.make_sft_batch([[5, 6, 7], [8]], [[9, 10], [11, 12, 13]], length_buckets=(8,))
+    np.testing.assert_array_equal(batch.completion_mask[0], [0, 0, 0, 1, 1, 0, 0, 0])
+    np.testing.assert_array_equal(batch.completion_mask[1], [0, 1, 1, 1, 0, 0, 0, 0])
+    np.testing.assert_array_equal(batch.tokens[1, :4], [8, 11, 12, 13])
+
+
+@pytest.mark.parametrize("micro_batches,sharded", [(1, False), (2, True)])
+def test_sft_step_loss_and_gradient_match_reference_cross_entropy(params, micro_batches, sharded):
+    model = _model(sharded)
+    c = _rl_config(micro_batches)
+    batch = _toy_batch(multiple=micro_batches * 4)
+    ref_loss, ref_grads = jax.value_and_grad(_reference_ce)(params, batch)
+
+    grads, loss, denom, _ = jax.jit(functools.partial(
+        rl.accumulate_gradients, model=model, rl_config=c, loss_fn=sft.sft_loss_fn))(params, batch)
+    assert float(denom) == batch.completion_mask.sum()
+    np.testing.assert_allclose(float(loss), float(ref_loss), rtol=1e-5)
+    flat_ref = jax.tree_util.tree_leaves_with_path(ref_grads)
+    flat = dict(jax.tree_util.tree_leaves_with_path(grads))
+    for path, g in flat_ref:
+        np.testing.assert_allclose(np.asarray(flat[path]), np.asarray(g), rtol=2e-4, atol=2e-6, err_msg=str(path))
+
+    # The jitted step reports the pre-update loss and applies one optimizer update.
+    step = sft.make_sft_step(model, c, model.mesh)
+    state = rl.create_train_state(model, c, params=jax.tree.map(jnp.array, params))
+    state, metrics = step(state, batch)
+    np.testing.assert_allclose(float(metrics["loss"]), float(ref_loss), rtol=1e-5)
+    assert int(state.step) == 1 and float(metrics["skipped"]) == 0.0
+    assert float(metrics["num_tokens"]) == batch.completion_mask.sum()
+
+
+def test_sft_step_reduces_the_loss_on_a_toy_batch(params):
+    model = _model(False)
+    c = _rl_config(lr=1e-2)
+    step = sft.make_sft_step(model, c)
+    state = rl.create_train_state(model, c, params=jax.tree.map(jnp.array, params))
+    batch = _toy_batch(seed=1)
+    losses = []
+    for _ in range(30):
+        state, metrics = step(state, batch)
+        losses.append(float(metrics["loss"]))
+    assert losses[0] > 3.0  # ~log(48) at init
+    assert losses[-1] < 0.5 * losses[0], losses
+    np.testing.assert_allclose(losses[-1], float(_reference_ce(state.params, batch)), rtol=0.5)  # one step later
+
+
+# ------------------------------------------------------------------------------------------- data + cache
+
+
+def _quick_block(tmp_path, **changes):
+    ws = warmstart.default_config()
+    ws.cache_dir = str(tmp_path / "cache")
+    ws.model.preset = "tiny"
+    ws.steps = 3
+    ws.batch_size = 8
+    ws.max_length = 160
+    ws.log_every = 1
+    ws.data.max_io_records = 6
+    ws.data.max_induction_records = 2
+    for k, v in changes.items():
+        node = ws
+        *parents, last = k.split(".")
+        for p in parents:
+            node = node[p]
+        node[last] = v
+    return ws
+
+
+def test_rows_are_the_tasks_layer_prompts_and_gold_responses(tmp_path):
+    ws = _quick_block(tmp_path)
+    prep = warmstart.prepare(ws)
+    kinds_roles = {(r.kind, r.role) for r in prep.rows}
+    assert kinds_roles == {(k, role) for k in tasks.KINDS for role in ("solve", "propose")}
+    by_id = {r["id"]: r for recs in prep.seed.train.values() for r in recs}
+    for row in prep.rows:
+        rec = by_id[row.record_id]
+        if row.role == "solve":
+            assert row.prompt == tasks.solve_prompt(row.kind, rec, template="compact").text
+            assert tasks.extract_answer(row.kind, row.response) is not None
+            continue
+        program = rec if row.kind == "induction" else None
+        parsed = tasks.parse_proposal(row.kind, row.response, program=program, num_inputs=ws.data.induction_inputs)
+        assert parsed, (row.response, parsed)
+        assert parsed.snippet.strip() == rec["snippet"].strip() or "def f" in parsed.snippet
+    # Held-out programs never appear in training.
+    train_programs = {tasks.program_text(r) for recs in prep.seed.train.values() for r in recs}
+    held = {tasks.program_text(r) for recs in prep.seed.holdout.values() for r in recs}
+    assert held and not held & train_programs
+    # Every encoded row ends with the stop token and fits.
+    eos = prep.tokenizer.eos_token_id
+    assert all(t[-1] == eos and len(p) + len(t) <= ws.max_length for p, t in prep.encoded)
+
+
+def test_cache_key_changes_with_every_input(tmp_path):
+    base = warmstart.prepare(_quick_block(tmp_path)).key
+    assert warmstart.prepare(_quick_block(tmp_path)).key == base  # deterministic
+    assert warmstart.prepare(_quick_block(tmp_path, cache_dir=str(tmp_path / "other"))).key == base
+    changed = {
+        "steps": 4, "seed": 1, "batch_size": 16, "template": "full", "max_length": 200,
+        "optimizer.learning_rate": 1e-3, "data.max_io_records": 5, "data.references": 1,
+        "model.preset": "warmstart_tiny",
+    }
+    keys = {name: warmstart.prepare(_quick_block(tmp_path, **{name: v})).key for name, v in changed.items()}
+    assert base not in keys.values(), keys
+    assert len(set(keys.values())) == len(keys), keys
+
+
+def test_ensure_warmstart_trains_once_then_reuses_the_cache(tmp_path, monkeypatch):
+    ws = _quick_block(tmp_path)
+    path = warmstart.ensure_warmstart(ws)
+    manifest = warmstart.read_manifest(path)
+    assert os.path.basename(path) == manifest["key"] and manifest["rows"] > 0
+    assert [h["step"] for h in manifest["history"]] == [1, 2, 3]
+    # A plain HF directory: the model and the byte tokenizer load like any checkpoint.
+    model, params = models.load_hf(path)
+    tok = models.load_tokenizer(path)
+    assert model.config.vocab_size == len(tok) and tok.decode(tok.encode("def f(a):")) == "def f(a):"
+    assert not [f for f in os.listdir(os.path.dirname(path)) if ".tmp-" in f]
+
+    def no_training(*a, **k):
+        raise AssertionError("trained again although the cache holds this key")
+
+    monkeypatch.setattr(warmstart, "_train_and_save", no_training)
+    assert warmstart.ensure_warmstart(_quick_block(tmp_path)) == path
+    with pytest.raises(AssertionError, match="trained again"):
+        warmstart.ensure_warmstart(_quick_block(tmp_path, steps=2))
+
+
+def test_bad_block_is_one_line_naming_the_field(tmp_path):
+    with pytest.raises(ValueError, match=r"warmstart\.model\.preset"):
+        warmstart.prepare(_quick_block(tmp_path, **{"model.preset": "nope"}))
+    with pytest.raises(ValueError, match=r"warmstart\.data\.roles"):
+        warmstart.prepare(_quick_block(tmp_path, **{"data.roles": ("teach",)}))
+    with pytest.raises(ValueError, match=r"warmstart\.template"):
+        warmstart.prepare(_quick_block(tmp_path, template="fancy"))
+
+
+def test_warm_started_tiny_model_answers_in_the_format(tmp_path):
+    """A short warm start on a few deduction/abduction tasks: sampled answers at T = 1 parse."""
+    ws = _quick_block(tmp_path, steps=60, batch_size=16, **{
+        "data.roles": ("solve",), "data.max_io_records": 4, "data.max_induction_records": 0,
+        "optimizer.learning_rate": 1e-2, "optimizer.warmup_steps": 5})
+    ws.data.induction_seed_file = ""
+    path = warmstart.ensure_warmstart(ws)
+    prep = warmstart.prepare(ws)
+    model, params = models.load_hf(path)
+    tok = models.load_tokenizer(path)
+    rows = [r for r in prep.rows if r.kind in ("deduction", "abduction")]
+    texts = sampling.generate_text(model, params, tok, [r.prompt for r in rows], num_samples=4, temperature=1.0,
+                                   max_new_tokens=48, rng=jax.random.key(0), prompt_buckets=(160,),
+                                   max_cache_length=208)
+    answers = [tasks.extract_answer(r.kind, t) for r, ts in zip(rows, texts) for t in ts]
+    assert np.mean([a is not None for a in answers]) >= 0.5, [t for ts in texts for t in ts][:4]
+    assert warmstart.read_manifest(path)["history"][-1]["loss"] < 0.5 * warmstart.read_manifest(path)["history"][0]["loss"]
