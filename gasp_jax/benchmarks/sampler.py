@@ -8,6 +8,19 @@ throughput (one warm-up call) and reported separately; both sides report the bes
     python -m gasp_jax.benchmarks.sampler                        # 4 layers, width 256, batch 16, 128 new
     python -m gasp_jax.benchmarks.sampler --mode sample --top-p 0.95
 
+Ragged workload (`--workload ragged`): static vs continuous-batching engine on the same model, the
+same requests and the same slot / batch count. 256 requests, prompts of 8-64 tokens, completion limits
+log-normal with the longest exactly `--tail-ratio` (16) x the median (`--median-tokens`), no stop ids (every
+row generates exactly its limit). Reports useful tokens/s (generated tokens / wall time, compile
+excluded by a warm-up run of the whole workload) and slot utilisation (decode steps only: active rows /
+(rows x steps)); the static engine runs the requests in order in batches of `--slots` rows, each until
+its longest row is done.
+
+    python -m gasp_jax.benchmarks.sampler --workload ragged                      # greedy, 16 slots
+    python -m gasp_jax.benchmarks.sampler --workload ragged --mode sample --chunk-steps 8
+    python -m gasp_jax.benchmarks.sampler --workload ragged --ragged-preset qwen2.5-coder-1.5b --dtype bfloat16 \
+        --slots 128                                                              # accelerator shape
+
 Roofline (for an accelerator; random bf16 weights of a real model shape, no transformers run):
 
     python -m gasp_jax.benchmarks.sampler --roofline --preset qwen2.5-coder-1.5b --batches 64,128,256
@@ -170,6 +183,108 @@ def run_cpu_comparison(args) -> dict:
     return result
 
 
+# ---------------------------------------------------------------------------------- ragged workload
+
+
+def ragged_limits(num: int, median: int, tail_ratio: float, seed: int) -> np.ndarray:
+    """`num` completion limits, log-normal, scaled so that max / median == `tail_ratio` (up to rounding)."""
+    z = np.random.default_rng(seed).standard_normal(num)
+    z -= np.median(z)
+    sigma = np.log(tail_ratio) / z.max()
+    return np.maximum(1, np.round(median * np.exp(sigma * z))).astype(int)
+
+
+def static_utilisation(lengths: np.ndarray, rows_per_batch: int, shards: int = 1) -> tuple[float, int]:
+    """(utilisation, decode steps) of the static engine run in consecutive batches: each batch decodes
+    max(lengths) - 1 steps over its padded rows (the first token comes from the prefill)."""
+    steps = active = slot_steps = 0
+    for s in range(0, len(lengths), rows_per_batch):
+        batch = lengths[s : s + rows_per_batch]
+        n = int(batch.max()) - 1
+        steps += n
+        active += int((batch - 1).sum())
+        slot_steps += n * sampling.batch_bucket(len(batch), shards)
+    return active / max(1, slot_steps), steps
+
+
+def run_ragged(args) -> dict:
+    from gasp_jax import sharding
+    from gasp_jax.sampling import engine as engine_lib
+    from gasp_jax.sampling.sampler import batch_shards
+
+    load_before = os.getloadavg()[0]
+    mesh = sharding.make_mesh() if jax.device_count() > 1 else None
+    if args.ragged_preset:
+        cfg = models.get_preset(args.ragged_preset, dtype=args.dtype, param_dtype=args.dtype)
+    else:
+        cfg = tiny_config(args)
+    model = models.build_model(cfg, mesh=mesh)
+    params = models.init_params(model, jax.random.key(args.seed))
+    rng = np.random.default_rng(args.seed)
+    limits = ragged_limits(args.requests, args.median_tokens, args.tail_ratio, args.seed)
+    prompts = [rng.integers(3, cfg.vocab_size, rng.integers(8, 65)).tolist() for _ in range(args.requests)]
+    greedy = args.mode == "greedy"
+    settings = dict(temperature=0.0 if greedy else args.temperature, top_k=0 if greedy else args.top_k,
+                    top_p=1.0 if greedy else args.top_p)
+    key = jax.random.key(0)
+    requests = [engine_lib.Request(prompt=p, max_new_tokens=int(n), **settings) for p, n in zip(prompts, limits)]
+
+    def static():
+        return sampling.generate(model, params, prompts, max_new_tokens=limits.tolist(), rng=key,
+                                 max_slots=args.slots, engine="static", **settings)
+
+    def continuous(longest_first=True):
+        return engine_lib.run_requests(model, params, requests, rng=key, max_slots=args.slots,
+                                       chunk_steps=args.chunk_steps, longest_first=longest_first)
+
+    result = {"workload": "ragged", "mode": args.mode, "requests": args.requests, "slots": args.slots,
+              "chunk_steps": args.chunk_steps, "median_limit": int(np.median(limits)), "max_limit": int(limits.max()),
+              "mean_limit": float(limits.mean()), "tokens": int(limits.sum()),
+              "config": dict(layers=cfg.num_layers, width=cfg.hidden_size, mlp=cfg.intermediate_size,
+                             heads=cfg.num_heads, kv_heads=cfg.num_kv_heads, vocab=cfg.vocab_size,
+                             params=cfg.num_params, dtype=cfg.dtype)}
+    compile_stats = {"compiles": 0, "seconds": 0.0}
+    jax.monitoring.register_event_duration_secs_listener(_compile_listener(compile_stats))
+    runs = {"static": static, "continuous": continuous, "continuous_fifo": lambda: continuous(False)}
+    outs = {}
+    for name, fn in runs.items():
+        before = dict(compile_stats)
+        t0 = time.perf_counter()
+        fn()  # warm-up: compiles every program the workload needs
+        first = time.perf_counter() - t0
+        warm_compiles = compile_stats["compiles"]
+        times = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            out = fn()
+            times.append(time.perf_counter() - t0)
+        best = min(times)
+        outs[name] = out
+        sample_out, stats = out if isinstance(out, tuple) else (out, None)
+        assert (sample_out.lengths == limits).all(), "stop ids are off: every row must generate its limit"
+        if stats is None:
+            utilisation, steps = static_utilisation(sample_out.lengths, args.slots, batch_shards(mesh, model.rules))
+        else:
+            utilisation, steps = stats.slot_utilisation, stats.decode_steps
+        result[name] = {
+            "tok_s": int(sample_out.lengths.sum()) / best, "best_s": best, "times_s": [round(t, 3) for t in times],
+            "slot_utilisation": utilisation, "decode_steps": steps, "first_call_s": first,
+            "compile_s": compile_stats["seconds"] - before["seconds"],
+            "programs_compiled": compile_stats["compiles"] - before["compiles"],
+            "compiles_after_warmup": compile_stats["compiles"] - warm_compiles,
+        }
+        if stats is not None:
+            result[name].update(cache_len=stats.cache_len, chunks=stats.chunks, prefills=stats.prefills)
+    result["speedup"] = result["continuous"]["tok_s"] / result["static"]["tok_s"]
+    result["speedup_fifo"] = result["continuous_fifo"]["tok_s"] / result["static"]["tok_s"]
+    if greedy:
+        result["greedy_tokens_equal"] = bool(np.array_equal(outs["static"].tokens, outs["continuous"][0].tokens))
+    result["load_avg_1m_before_after"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    result["machine"] = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__} "
+                         f"({jax.devices()[0].platform} x {jax.device_count()})")
+    return result
+
+
 # --------------------------------------------------------------------------------------- roofline
 
 
@@ -255,6 +370,14 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--torch-threads", type=int, default=0, help="0: one per CPU core")
+    p.add_argument("--workload", choices=("uniform", "ragged"), default="uniform",
+                   help="uniform: vs transformers on equal-length rows; ragged: static vs continuous engine")
+    p.add_argument("--requests", type=int, default=256, help="ragged: number of requests")
+    p.add_argument("--median-tokens", type=int, default=32, help="ragged: median completion limit")
+    p.add_argument("--tail-ratio", type=float, default=16.0, help="ragged: longest limit / median")
+    p.add_argument("--slots", type=int, default=16, help="ragged: decode slots = static batch rows")
+    p.add_argument("--chunk-steps", type=int, default=8, help="ragged: continuous decode steps per device call")
+    p.add_argument("--ragged-preset", default="", help="ragged: a model preset shape instead of the CPU model")
     p.add_argument("--roofline", action="store_true", help="accelerator roofline mode (no transformers run)")
     p.add_argument("--preset", default="qwen2.5-coder-1.5b")
     p.add_argument("--batches", default="64,128,256")
@@ -266,6 +389,19 @@ def main(argv=None):
         if args.prompt_len == 64 and args.new_tokens == 128:  # CPU defaults -> rollout-like defaults
             args.prompt_len, args.new_tokens = 512, 512
         run_roofline(args)
+        return
+    if args.workload == "ragged":
+        r = run_ragged(args)
+        print(json.dumps(r))
+        print(f"\n{r['machine']}\nmodel {r['config']}\n{r['requests']} requests, limits median {r['median_limit']}, "
+              f"max {r['max_limit']}, mean {r['mean_limit']:.1f}; {r['slots']} slots, mode {r['mode']}")
+        for name in ("static", "continuous", "continuous_fifo"):
+            x = r[name]
+            print(f"  {name:16s}: {x['tok_s']:9.1f} tok/s  utilisation {x['slot_utilisation']:.3f}  "
+                  f"decode steps {x['decode_steps']}  (compile {x['compile_s']:.1f}s, {x['programs_compiled']} programs, "
+                  f"{x['compiles_after_warmup']} after warm-up)")
+        print(f"  speedup {r['speedup']:.2f}x (admission in order: {r['speedup_fifo']:.2f}x); "
+              f"load average before/after {r['load_avg_1m_before_after']}")
         return
     r = run_cpu_comparison(args)
     print(json.dumps(r))

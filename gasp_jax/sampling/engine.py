@@ -113,7 +113,8 @@ class EngineStats:
     decode_steps: int = 0
     active_slot_steps: int = 0
     chunks: int = 0
-    prefills: int = 0
+    prefills: int = 0  # prefill calls (one per prompt bucket per refill)
+    prefilled_prompts: int = 0  # prompts run through a prefill: one per request, whatever its num_samples
     tokens: int = 0  # generated tokens, every row's stop token included
 
     @property
@@ -565,6 +566,7 @@ def run_requests(
             )
             pending.append(first)
             stats.prefills += 1
+            stats.prefilled_prompts += len(group)
         if not owner:
             break
         state, chunk_tokens, chunk_logprobs, steps = decode(decode_params, state)

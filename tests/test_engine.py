@@ -1,0 +1,217 @@
+"""Continuous-batching engine: same results as the static sampler (greedy tokens, sampled draws, log-probs),
+num_samples sharing one prefill, stop ids mid-chunk, per-request settings, sharding, compile reuse, bad input,
+and the model's per-row cache index it relies on."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gasp_jax import models, sampling, sharding
+from gasp_jax.sampling import engine
+from tests.test_sampling import count_compiles
+
+VOCAB = 320
+RAGGED = [[5, 17, 250, 3], [9], [44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54], [300, 1, 7], [12, 12, 99, 7, 8, 100, 2]]
+LIMITS = [12, 3, 20, 1, 7]  # ragged limits: a row of 1 token (first token only), rows spanning many chunks
+
+
+def _config():
+    return models.ModelConfig(
+        model_type="qwen2", vocab_size=VOCAB, hidden_size=48, intermediate_size=96, num_layers=2, num_heads=4,
+        num_kv_heads=2, head_dim=12, qkv_bias=True, tie_word_embeddings=False, max_position_embeddings=512,
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model = models.build_model(_config())
+    # Scaled-up random weights: peaked next-token distributions, so greedy picks have clear margins.
+    params = jax.tree.map(lambda x: x * 4.0, models.init_params(model, jax.random.key(3)))
+    return model, params
+
+
+def _assert_same(out, ref, atol=1e-5):
+    np.testing.assert_array_equal(out.lengths, ref.lengths)
+    np.testing.assert_array_equal(out.tokens, ref.tokens)
+    np.testing.assert_allclose(out.logprobs, ref.logprobs, atol=atol, rtol=0)
+
+
+# ------------------------------------------------------------------------------- model: per-row index
+
+
+def test_model_per_row_cache_index_equals_separate_rows(tiny):
+    """Rows at different cache depths in one call equal each row decoded on its own (scalar index)."""
+    model, params = tiny
+    tokens = jnp.asarray(np.random.default_rng(0).integers(0, VOCAB, (3, 10)), jnp.int32)
+    apply = jax.jit(lambda p, x, pos, c, i: model.apply({"params": p}, x, pos, cache=c, cache_index=i))
+    depths = [3, 7, 5]  # row r has its first depths[r] tokens cached
+    single = []
+    for r, d in enumerate(depths):
+        cache = models.init_cache(model.config, 1, 16)
+        _, cache = apply(params, tokens[r : r + 1, :d], jnp.arange(d, dtype=jnp.int32)[None], cache, jnp.int32(0))
+        logits, _ = apply(params, tokens[r : r + 1, d : d + 1], jnp.full((1, 1), d, jnp.int32), cache, jnp.int32(d))
+        single.append(np.asarray(logits[0, 0]))
+    # Batched: prefill each row's prefix at slot 0 (the longest prefix bounds the block; the extra
+    # slots of shorter rows are overwritten by their next token or lie beyond it, so causality hides them).
+    cache = models.init_cache(model.config, 3, 16)
+    _, cache = apply(params, tokens[:, :7], jnp.broadcast_to(jnp.arange(7, dtype=jnp.int32), (3, 7)), cache, jnp.int32(0))
+    index = jnp.asarray(depths, jnp.int32)
+    step = jnp.take_along_axis(tokens, index[:, None], axis=1)
+    logits, _ = apply(params, step, index[:, None], cache, index)
+    np.testing.assert_allclose(np.asarray(logits[:, 0]), np.stack(single), atol=1e-4)
+    # Each row writes its key at its own slot and nowhere else (seen on an empty cache).
+    _, written = apply(params, step, index[:, None], models.init_cache(model.config, 3, 16), index)
+    written = np.asarray(written.k != 0).any(axis=(0, 2, 4))  # [B, S]
+    assert [np.flatnonzero(w).tolist() for w in written] == [[3], [7], [5]]
+
+
+# ------------------------------------------------------------------------------ equality with static
+
+
+def test_greedy_equals_static_on_ragged_requests_with_stop_ids_mid_chunk(tiny):
+    model, params = tiny
+    kwargs = dict(max_new_tokens=LIMITS, temperature=0.0, rng=jax.random.key(0))
+    free = sampling.generate(model, params, RAGGED, **kwargs)
+    assert free.tokens.shape == (5, 20) and free.lengths.tolist() == LIMITS  # no stop ids: every row to its limit
+    # 2 slots and 4-step chunks: rows finish at different steps, slots are refilled several times.
+    out = sampling.generate(model, params, RAGGED, engine="continuous", max_slots=2, chunk_steps=4, **kwargs)
+    _assert_same(out, free)
+    # A stop id taken from row 2's greedy output at step 9 (inside a chunk): row 2 stops there, after the
+    # stop token; later columns are PAD_ID / 0; other rows stop wherever they emit it, or at their limit.
+    eos = int(free.tokens[2, 9])
+    ref = sampling.generate(model, params, RAGGED, eos_ids=(eos,), **kwargs)
+    out = sampling.generate(model, params, RAGGED, eos_ids=(eos,), engine="continuous", max_slots=2, chunk_steps=4,
+                            **kwargs)
+    _assert_same(out, ref)
+    first = int(np.flatnonzero(free.tokens[2] == eos)[0])
+    assert out.lengths[2] == first + 1 <= 10 and first % 4 != 3  # stopped mid-chunk
+    assert (out.tokens[2, first + 1 :] == sampling.PAD_ID).all() and (out.logprobs[2, first + 1 :] == 0).all()
+    assert out.lengths[4] == 7 or eos in out.tokens[4].tolist()
+
+
+def test_sampled_rows_equal_static_and_num_samples_share_one_prefill(tiny):
+    """Same RNG streams as the static sampler: every sampled row equals it, whatever the admission
+    order (which changes the order rows finish in and the slots they land in)."""
+    model, params = tiny
+    kwargs = dict(max_new_tokens=LIMITS, temperature=1.0, top_p=0.9, num_samples=3, eos_ids=tuple(range(3, 40)),
+                  rng=jax.random.key(7))
+    ref = sampling.generate(model, params, RAGGED, **kwargs)
+    assert len(set(ref.lengths.tolist())) >= 4  # rows stop at many different steps
+    requests = [engine.Request(prompt=p, max_new_tokens=n, num_samples=3, temperature=1.0, top_p=0.9,
+                               eos_ids=tuple(range(3, 40))) for p, n in zip(RAGGED, LIMITS)]
+    for longest_first in (True, False):  # different admission orders: rows finish in a different order
+        out, stats = engine.run_requests(model, params, requests, rng=jax.random.key(7), max_slots=4, chunk_steps=4,
+                                         longest_first=longest_first)
+        _assert_same(out, ref)
+        assert stats.slots == 4 and stats.prefilled_prompts == len(RAGGED)  # one prefill per prompt, 3 rows
+        assert stats.tokens == int(ref.lengths.sum())
+    # The three samples of a prompt are different draws.
+    assert all(len({tuple(ref.tokens[3 * i + j]) for j in range(3)}) > 1 for i in (0, 2))
+
+
+def test_per_request_settings_and_log_probs_equal_a_forward_pass(tiny):
+    """Greedy, T=0.7 and T=1.3 with top-k in one call: each row equals the static sampler with its own
+    settings, and its log-probs are log_softmax(logits / T) of a full forward at the sampled tokens."""
+    model, params = tiny
+    settings = [dict(temperature=0.0), dict(temperature=0.7), dict(temperature=1.3, top_k=20)]
+    requests = [engine.Request(prompt=RAGGED[i], max_new_tokens=LIMITS[i] + 2, num_samples=2, **settings[i % 3])
+                for i in range(len(RAGGED))]
+    out, _ = engine.run_requests(model, params, requests, rng=jax.random.key(4), max_slots=4, chunk_steps=4)
+    forward = jax.jit(lambda t: model.apply({"params": params}, t))
+    for i, req in enumerate(requests):
+        rows = slice(2 * i, 2 * i + 2)
+        n = req.max_new_tokens
+        seqs = np.asarray([list(req.prompt) + list(out.tokens[r, :n]) for r in range(rows.start, rows.stop)], np.int32)
+        logits = np.asarray(forward(jnp.asarray(seqs)))[:, len(req.prompt) - 1 : len(req.prompt) - 1 + n]
+        t = req.temperature or 1.0
+        ref = np.take_along_axis(np.asarray(jax.nn.log_softmax(logits / t, axis=-1)), out.tokens[rows, :n, None], -1)
+        np.testing.assert_allclose(out.logprobs[rows, :n], ref[..., 0], atol=2e-4, rtol=0)
+        if req.temperature == 0.0:
+            np.testing.assert_array_equal(out.tokens[rows, :n], logits.argmax(-1))
+    # The top-k rows (requests 2, picked per slot among three variants) equal the static sampler run
+    # with their settings: same draws (request index k = prompt index).
+    ref = sampling.generate(model, params, RAGGED, max_new_tokens=[n + 2 for n in LIMITS], num_samples=2,
+                            rng=jax.random.key(4), **settings[2])
+    np.testing.assert_array_equal(out.tokens[4:6], ref.tokens[4:6])
+    np.testing.assert_allclose(out.logprobs[4:6], ref.logprobs[4:6], atol=1e-5)
+
+
+@pytest.mark.parametrize("mesh_shape", [{"fsdp": 4, "tensor": 2}])
+def test_sharded_engine_equals_single_device(tiny, mesh_shape):
+    model, params = tiny
+    mesh = sharding.make_mesh(mesh_shape)
+    common = dict(max_new_tokens=LIMITS, rng=jax.random.key(1), engine="continuous", chunk_steps=4, max_slots=4,
+                  temperature=1.0, num_samples=2)
+    ref = sampling.generate(model, params, RAGGED, **common)
+    out = sampling.generate(model, params, RAGGED, mesh=mesh, **common)
+    _assert_same(out, ref, atol=1e-4)
+
+
+# ------------------------------------------------------------------------------------ compilation
+
+
+def test_no_recompilation_within_buckets(tiny):
+    """New prompts (same bucket), limits (same cache bucket), weights, temperature, top-p and stop ids
+    reuse every program; the refill pattern is the same (every row finishes inside its first chunk)."""
+    model, params = tiny
+    rng = np.random.default_rng(0)
+
+    def call(params, lengths, limits, temperature, top_p, eos, key):
+        prompts = [rng.integers(3, VOCAB, n).tolist() for n in lengths]
+        return sampling.generate(model, params, prompts, max_new_tokens=limits, temperature=temperature, top_p=top_p,
+                                 eos_ids=eos, num_samples=2, rng=jax.random.key(key), engine="continuous",
+                                 max_slots=4, chunk_steps=4)
+
+    call(params, [3, 9, 16, 1], [5, 2, 4, 3], 0.9, 0.95, (2,), 0)
+    programs = engine.compiled_program_count()
+    with count_compiles() as compiles:
+        call(jax.tree.map(lambda x: x * 1.01, params), [12, 2, 7, 16], [3, 5, 5, 2], 0.5, 0.8, (2, 3, 4), 1)
+        call(params, [1, 1, 15, 4], [4, 4, 4, 4], 1.3, 0.99, (), 2)
+    assert compiles["n"] == 0
+    assert engine.compiled_program_count() == programs
+
+
+# -------------------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("change,match", [
+    (dict(prompts=[[1] * 300], max_new_tokens=300), "exceeds the cache"),
+    (dict(prompts=[[1] * 10], max_cache_length=64, max_new_tokens=60), "exceeds the cache"),
+    (dict(max_new_tokens=0), "max_new_tokens"),
+    (dict(max_new_tokens=[4, 0]), "max_new_tokens"),
+    (dict(max_new_tokens=[4]), "one per prompt"),
+    (dict(prompts=[[1, 2], []]), "prompt 1 is empty"),
+    (dict(prompts=[]), "prompts is empty"),
+    (dict(prompts=[[1, VOCAB]]), "outside"),
+    (dict(max_slots=6, mesh_shape={"fsdp": 4, "tensor": 2}), "does not divide"),
+    (dict(max_slots=6, engine="static", mesh_shape={"fsdp": 4, "tensor": 2}), "does not divide"),
+    (dict(max_slots=2, num_samples=3), "exceeds the 2 decode slots"),
+    (dict(kv_cache_tokens=10), "holds no slot"),
+    (dict(max_slots=8, kv_cache_tokens=64), "exceeds kv_cache_tokens"),
+    (dict(chunk_steps=0), "chunk_steps"),
+    (dict(engine="paged"), "engine must be"),
+    (dict(engine="static", chunk_steps=4), "continuous' only"),
+    (dict(temperature=-1.0), "temperature"),
+    (dict(eos_ids=(VOCAB,)), "eos_ids"),
+    (dict(rng=0), "rng"),
+])
+def test_bad_input_raises_before_compiling(tiny, change, match):
+    model, params = tiny  # max_position_embeddings = 512
+    kwargs = dict(prompts=[[1, 2, 3], [4]], max_new_tokens=4, rng=jax.random.key(0), engine="continuous")
+    kwargs.update(change)
+    if "mesh_shape" in kwargs:
+        kwargs["mesh"] = sharding.make_mesh(kwargs.pop("mesh_shape"))
+    prompts = kwargs.pop("prompts")
+    with count_compiles() as compiles, pytest.raises(ValueError, match=match):
+        sampling.generate(model, params, prompts, **kwargs)
+    assert compiles["n"] == 0
+
+
+def test_slots_from_a_token_budget(tiny):
+    model, params = tiny
+    assert engine.cache_length_bucket(20, 512) == 24 and engine.cache_length_bucket(600, 512) == 512
+    assert engine.slots_for_budget(1000, 24) == 41 and engine.slots_for_budget(1000, 24, shards=4) == 40
+    requests = [engine.Request(prompt=p, max_new_tokens=5) for p in RAGGED]  # bucket 16 + 5 - 1 -> cache 24
+    _, stats = engine.run_requests(model, params, requests, rng=jax.random.key(0), kv_cache_tokens=24 * 3)
+    assert stats.cache_len == 24 and stats.slots == 3
