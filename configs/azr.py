@@ -72,6 +72,7 @@ def tiny() -> ml_collections.ConfigDict:
     a.learnability_samples = 4
     a.induction_inputs = 4
     a.buffer_max_size = 1024
+    a.seed_max_snippet_chars = 240  # the tiny model's prompts hold short programs only
     c.validation.cpu_s = 2.0
     c.judge.cpu_s = 2.0
     c.sandbox.workers = 2
@@ -79,4 +80,6 @@ def tiny() -> ml_collections.ConfigDict:
     c.log.text_every = 5
     if "template" in c.init.warmstart:  # the warm start trained on these prompt shapes: use the same
         c.prompts.template = c.init.warmstart.template
+    if "data" in c.init.warmstart and c.init.warmstart.data.get("max_snippet_chars"):
+        a.seed_max_snippet_chars = int(c.init.warmstart.data.max_snippet_chars)
     return c

@@ -43,6 +43,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.learnability_samples = 8  # n student samples per accepted proposal (AZR: 8)
     c.seed_file = ""  # deduction/abduction seed jsonl ("" = the identity program)
     c.induction_seed_file = ""  # induction seed jsonl ("" = the identity program)
+    c.seed_max_snippet_chars = 0  # seed records with longer programs are left out (0: keep all)
     c.buffer_max_size = 16384  # per type (AZR max_programs)
     c.buffer_drop = "newest"  # AZR keeps the oldest entries (see buffers.py)
     c.banned_modules = ""  # comma-separated; "" = the sandbox policy's default list
@@ -78,8 +79,10 @@ class SelfPlaySource:
         AZR), or from the identity program."""
         from gasp_jax import tasks
 
-        io = tasks.load_seed_file(self.config.seed_file) if self.config.seed_file else None
-        ind = tasks.load_seed_file(self.config.induction_seed_file) if self.config.induction_seed_file else None
+        limit = int(self.config.get("seed_max_snippet_chars", 0))
+        keep = lambda records: [r for r in records if not limit or len(r["snippet"]) <= limit]
+        io = keep(tasks.load_seed_file(self.config.seed_file)) if self.config.seed_file else None
+        ind = keep(tasks.load_seed_file(self.config.induction_seed_file)) if self.config.induction_seed_file else None
         for kind in ("deduction", "abduction"):
             self.buffers[kind].add(_tag_seed(io, kind) if io else identity_records(kind))
         self.buffers["induction"].add(_tag_seed(ind, "induction") if ind else identity_records("induction"))
@@ -104,26 +107,38 @@ class SelfPlaySource:
         if banned:
             opts["banned_modules"] = banned
         kinds, prompts, metas = [], [], []
+        self.too_long = 0
         for kind in self.kinds:
             for _ in range(int(c.propose_per_kind)):
-                if kind == "induction":
-                    # AZR: the proposer gets one program drawn from the deduction and abduction buffers
-                    # and writes inputs + a message for it.
-                    pool = self.buffers["deduction"].records + self.buffers["abduction"].records
-                    program = pool[int(ctx.rng.integers(len(pool)))]
-                    n = int(c.induction_inputs)
-                    meta = {"parent_ids": [program.get("id", "")],
-                            "parse_kwargs": {"program": program, "num_inputs": n}}
-                    refs = self.buffers["induction"].sample(int(c.references), ctx.rng)
-                    prompt = tasks.propose_prompt(kind, refs, program=program, num_inputs=n, **opts)
-                else:
-                    refs = self.buffers[kind].sample(int(c.references), ctx.rng)
-                    meta = {"parent_ids": [r.get("id", "") for r in refs]}
-                    prompt = tasks.propose_prompt(kind, refs, **opts)
+                for _attempt in range(8):  # a drawn program may not fit the prompt budget: draw again
+                    try:
+                        prompt, meta = self._propose_prompt(kind, ctx.rng, opts)
+                        break
+                    except tasks.PromptTooLong:
+                        prompt = None
+                if prompt is None:
+                    self.too_long += 1
+                    continue
                 kinds.append(kind)
                 prompts.append(prompt.text)
                 metas.append(meta)
         return kinds, prompts, metas
+
+    def _propose_prompt(self, kind: str, rng: np.random.Generator, opts: dict):
+        from gasp_jax import tasks
+
+        c = self.config
+        if kind == "induction":
+            # AZR: the proposer gets one program drawn from the deduction and abduction buffers and
+            # writes inputs + a message for it.
+            pool = self.buffers["deduction"].records + self.buffers["abduction"].records
+            program = pool[int(rng.integers(len(pool)))]
+            n = int(c.induction_inputs)
+            meta = {"parent_ids": [program.get("id", "")], "parse_kwargs": {"program": program, "num_inputs": n}}
+            refs = self.buffers["induction"].sample(int(c.references), rng)
+            return tasks.propose_prompt(kind, refs, program=program, num_inputs=n, **opts), meta
+        refs = self.buffers[kind].sample(int(c.references), rng)
+        return tasks.propose_prompt(kind, refs, **opts), {"parent_ids": [r.get("id", "") for r in refs]}
 
     def collect(self, ctx: RolloutContext) -> SourceResult:
         c = self.config
@@ -151,6 +166,7 @@ class SelfPlaySource:
         scalars, hists = steps.kind_metrics(episodes, proposals, pass_rates)
         for kind, size in self.buffers.sizes().items():
             scalars[f"buffer/{kind}/size"] = float(size)
+        scalars[f"{self.name}/propose_prompts_too_long"] = float(self.too_long)
         return SourceResult(episodes=episodes, scalars=scalars, histograms=hists,
                             texts=steps.sample_texts(proposals, episodes))
 
