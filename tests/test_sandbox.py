@@ -839,3 +839,22 @@ def test_warm_module_zygote_and_plain_zygote_coexist():
         assert _zygote_pids(box) == zygotes
     with Sandbox(workers=1, limits=FAST, allow_unsafe=UNSAFE_OK, warm_modules=()) as box:
         assert [r.output for r in box.run_function(code, ["10"])] == ["45"]
+
+
+def test_lost_isolation_is_an_infra_error_and_the_worker_is_replaced():
+    """A worker whose namespace setup breaks mid-run (simulated: its program identity is lost)
+    runs nothing: the job is an infrastructure error (reward None) and the worker is replaced;
+    the next job runs isolated again. Both forker paths (1 test: zygote; 3 tests: job runner)."""
+    with Sandbox(workers=1, limits=FAST, allow_unsafe=UNSAFE_OK) as box:
+        needs_full(box)
+        for n_tests in (1, 3):
+            worker, restarts = box._procs[0].proc.pid, box.stats["restarts"]
+            box._break_isolation_for_test(0)
+            before = HostSnapshot.take()
+            lost = box.grade("import os\nprint(os.getuid())", [TestCase("", "0\n")] * n_tests)
+            assert lost.status == Status.INFRA_ERROR and lost.reward is None and not lost.tests, lost
+            assert "lost its isolation" in lost.message
+            again = box.run_function("import os\ndef f(x):\n    return os.getuid() != 0", ["1"] * n_tests)
+            assert all(r.output == "True" for r in again), again
+            assert box._procs[0].proc.pid != worker and box.stats["restarts"] == restarts + 1
+            assert_host_clean(box, before)

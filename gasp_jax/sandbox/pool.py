@@ -129,7 +129,7 @@ class WorkerProcess:
             raise WorkerDied("sandbox worker is not running")
         self._next_id += 1
         job_id = self._next_id
-        self._write(encode_frame({**header, "t": "job", "id": job_id}, blobs), deadline)
+        self._write(encode_frame({"t": "job", **header, "id": job_id}, blobs), deadline)  # or a control frame
         stopped = False
         try:
             while True:
@@ -141,6 +141,8 @@ class WorkerProcess:
                     if not on_test(frame, data) and not stopped:
                         stopped = True
                         self._write(encode_frame({"t": "stop", "id": job_id}), deadline)
+                elif kind == "pong":  # answer to a control frame
+                    return frame
                 elif kind == "done":
                     self.jobs_done += 1
                     frame["stopped"] = stopped

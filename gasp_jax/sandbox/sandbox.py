@@ -335,6 +335,13 @@ class Sandbox:
                                tuple(facts.get("hidden", [])), "; ".join(facts.get("errors", [])), mode,
                                bool(seen.get("ro")))
 
+    def _break_isolation_for_test(self, slot: int = 0) -> None:
+        """Tests only, with no job in flight: make worker ``slot`` lose its program identity (as
+        if its namespace setup broke mid-run). Its next job must be an infrastructure error that
+        runs nothing, and the worker must be replaced."""
+        w = self._procs[slot]
+        w.execute({"t": "break_isolation"}, [], time.monotonic() + 30.0, lambda h, b: True)
+
     def close(self) -> None:
         """Stop all workers; pending jobs resolve to INFRA_ERROR."""
         with self._lock:

@@ -921,6 +921,9 @@ class Runner:
                         return
                 elif header.get("t") == "ping":
                     self._send({"t": "pong", "id": header.get("id")})
+                elif header.get("t") == "break_isolation":  # tests only: see _break_isolation
+                    self._break_isolation()
+                    self._send({"t": "pong", "id": header.get("id")})
             finally:
                 self._release(frame)
 
@@ -1383,6 +1386,17 @@ class Runner:
         if state["err"] or state["wrapped"]:
             err_map.madvise(mmap.MADV_DONTNEED)
         return "ran"
+
+    def _break_isolation(self) -> None:
+        """Test hook (``Sandbox._break_isolation_for_test``): lose the program identity as a worker
+        whose namespace setup broke would, so the next test child's identity drop fails and its
+        check catches it (root mode: the uid becomes 0; rootless mode: the program namespace fd
+        becomes J's own user namespace, which setns refuses). The zygotes are restarted with it."""
+        if self.userns_fd is not None:
+            os.dup2(os.open("/proc/self/ns/user", os.O_RDONLY), self.userns_fd)
+        elif self.uid is not None:
+            self.uid = 0
+        self._kill_all()
 
     def _kill_test(self, forker: Forker, pid: int) -> None:
         """SIGKILL a running test (its wall deadline passed, or it floods its output). Without a
