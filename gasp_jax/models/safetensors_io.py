@@ -1,8 +1,9 @@
-"""Minimal, strict safetensors reader/writer on NumPy (bf16 via ml_dtypes), memory-mapped.
+"""Safetensors I/O on NumPy (bf16 via ml_dtypes): sliced reads through the `safetensors` library.
 
-We read the format ourselves rather than through `safetensors` so that every failure (truncated file,
-bad header, out-of-range offsets) raises an error naming the file and tensor, tensors stay memory-mapped
-until placed on devices, and bfloat16 works without torch.
+Reading goes through `safetensors.safe_open(..., framework="numpy")` (memory-mapped; bf16 supported
+since 0.8), and `read(name, index)` copies only the requested slice, so a process materialises just
+the pieces its own devices hold. Every failure is re-raised as `SafetensorsError` naming the file and,
+where there is one, the tensor. `save_file` writes the format directly (8-byte aligned header).
 """
 
 from __future__ import annotations
@@ -28,62 +29,62 @@ _DTYPES = {
     "BOOL": np.dtype(np.bool_),
 }
 _NAMES = {v: k for k, v in _DTYPES.items()}
-_MAX_HEADER = 100 * 1024 * 1024
+
+Index = tuple[slice, ...]
 
 
 class SafetensorsError(ValueError):
     """A safetensors file is missing, truncated or malformed."""
 
 
+def _library_error(path: str, err: Exception, name: str | None = None) -> SafetensorsError:
+    text = str(err)
+    if "incomplete metadata" in text or "not fully covered" in text or "HeaderTooSmall" in text:
+        text = f"truncated or corrupt ({text})"
+    where = f"{path}: tensor {name!r}" if name else path
+    return SafetensorsError(f"{where}: {text}")
+
+
 class SafetensorsFile:
-    """Lazy view of one `.safetensors` file: `keys()`, `shape(name)`, `get(name)` (mmap-backed)."""
+    """Lazy view of one `.safetensors` file: `keys()`, `shape(name)`, `get(name)`, `read(name, index)`."""
 
     def __init__(self, path: str):
+        from safetensors import SafetensorError, safe_open
+
         self.path = path
+        self._error = SafetensorError
         if not os.path.isfile(path):
             raise SafetensorsError(f"{path}: file not found")
-        size = os.path.getsize(path)
-        with open(path, "rb") as f:
-            raw = f.read(8)
-            if len(raw) < 8:
-                raise SafetensorsError(f"{path}: truncated (no header length)")
-            (header_len,) = struct.unpack("<Q", raw)
-            if header_len > _MAX_HEADER or 8 + header_len > size:
-                raise SafetensorsError(f"{path}: truncated or corrupt header (length {header_len}, file {size} B)")
-            try:
-                header = json.loads(f.read(header_len))
-            except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                raise SafetensorsError(f"{path}: corrupt header: {err}") from None
-        header.pop("__metadata__", None)
-        self._data_start = 8 + header_len
-        self._entries = header
-        for name, entry in header.items():
-            dtype = entry.get("dtype")
-            if dtype not in _DTYPES:
-                raise SafetensorsError(f"{path}: tensor {name!r} has unsupported dtype {dtype!r}")
-            begin, end = entry["data_offsets"]
-            expected = int(np.prod(entry["shape"], dtype=np.int64)) * _DTYPES[dtype].itemsize
-            if end - begin != expected:
-                raise SafetensorsError(f"{path}: tensor {name!r} byte range does not match its shape")
-            if self._data_start + end > size:
-                raise SafetensorsError(
-                    f"{path}: truncated: tensor {name!r} ends at byte {self._data_start + end}, file has {size}"
-                )
-        self._mmap = np.memmap(path, dtype=np.uint8, mode="r") if size else None
+        try:
+            self._file = safe_open(path, framework="numpy")
+        except (SafetensorError, OSError, ValueError) as err:
+            raise _library_error(path, err) from None
+        self._keys = list(self._file.keys())
 
     def keys(self) -> list[str]:
-        return list(self._entries)
+        return list(self._keys)
+
+    def _slice(self, name: str):
+        if name not in self._keys:
+            raise SafetensorsError(f"{self.path}: tensor {name!r} not found")
+        try:
+            return self._file.get_slice(name)
+        except self._error as err:
+            raise _library_error(self.path, err, name) from None
 
     def shape(self, name: str) -> tuple[int, ...]:
-        return tuple(self._entries[name]["shape"])
+        return tuple(self._slice(name).get_shape())
+
+    def read(self, name: str, index: Index = ()) -> np.ndarray:
+        """The slice `index` (one `slice` per leading dimension) of tensor `name`, copied to host memory."""
+        view = self._slice(name)
+        try:
+            return np.asarray(view[index] if index else view[:])
+        except (self._error, ValueError, TypeError) as err:
+            raise _library_error(self.path, err, name) from None
 
     def get(self, name: str) -> np.ndarray:
-        if name not in self._entries:
-            raise SafetensorsError(f"{self.path}: tensor {name!r} not found")
-        entry = self._entries[name]
-        begin, end = entry["data_offsets"]
-        buf = self._mmap[self._data_start + begin : self._data_start + end]
-        return buf.view(_DTYPES[entry["dtype"]]).reshape(entry["shape"])
+        return self.read(name)
 
 
 def save_file(tensors: Mapping[str, np.ndarray], path: str, metadata: Mapping[str, str] | None = None) -> None:
@@ -144,11 +145,24 @@ class CheckpointDir:
     def names(self) -> Iterator[str]:
         return iter(self._where)
 
-    def get(self, name: str) -> np.ndarray:
+    def where(self, name: str) -> str:
+        """The file holding `name` (for error messages)."""
+        return self._where.get(name, self.path)
+
+    def _file_of(self, name: str) -> SafetensorsFile:
         if name not in self._where:
             raise SafetensorsError(f"{self.path}: tensor {name!r} missing from the checkpoint")
         fpath = self._where[name]
         f = self._open(fpath)
         if name not in f.keys():
             raise SafetensorsError(f"{fpath}: tensor {name!r} listed in the index but absent from the file")
-        return f.get(name)
+        return f
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self._file_of(name).shape(name)
+
+    def read(self, name: str, index: Index = ()) -> np.ndarray:
+        return self._file_of(name).read(name, index)
+
+    def get(self, name: str) -> np.ndarray:
+        return self.read(name)
