@@ -23,6 +23,8 @@ setup(
         "absl-py>=2.0",
     ],
     extras_require={
+        # `tensorboard --logdir runs/` (the event files themselves are written by tensorboardX).
+        "tensorboard": ["tensorboard>=2.16"],
         "test": [
             "pytest>=8.0",
             "pytest-xdist>=3.5",

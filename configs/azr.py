@@ -58,28 +58,27 @@ def paper() -> ml_collections.ConfigDict:
 
 def tiny() -> ml_collections.ConfigDict:
     c = common.base(steps=20, model_preset="tiny", warmstart_enabled=True)
-    c.steps = 20
-    c.sampling.max_new_tokens = 96
-    c.sampling.max_cache_length = 640
-    c.prompts.template = "compact"
-    c.prompts.token_budget = 512
+    ws = c.init.warmstart
+    c.model.preset = ws.model.preset  # the warm start's model (random-init shape of its HF directory)
+    # The warm start trained on these prompt shapes and sizes: read them from its block.
+    c.prompts.template = ws.template
+    c.prompts.chat = ws.chat
+    c.prompts.token_budget = int(ws.max_length)
+    c.sampling.max_new_tokens = 192  # proposals need up to ~200 tokens, answers ~60
+    c.sampling.max_cache_length = 0  # 0: the model's max_position_embeddings
     c.rl.optimizer.learning_rate = 1e-4  # a tiny warm-started model, not a 7B fine-tune (AZR: 1e-6)
     c.rl.logprob_chunk_size = 128
     a = c.sources.azr = azr_source()
     a.propose_per_kind = 4
     a.solve_per_kind = 4
-    a.references = 2
+    a.references = int(ws.data.references)
+    a.induction_inputs = int(ws.data.induction_inputs)
     a.learnability_samples = 4
-    a.induction_inputs = 4
+    a.seed_from_warmstart = True
     a.buffer_max_size = 1024
-    a.seed_max_snippet_chars = 240  # the tiny model's prompts hold short programs only
     c.validation.cpu_s = 2.0
     c.judge.cpu_s = 2.0
     c.sandbox.workers = 2
     c.checkpoint.every = 5
     c.log.text_every = 5
-    if "template" in c.init.warmstart:  # the warm start trained on these prompt shapes: use the same
-        c.prompts.template = c.init.warmstart.template
-    if "data" in c.init.warmstart and c.init.warmstart.data.get("max_snippet_chars"):
-        a.seed_max_snippet_chars = int(c.init.warmstart.data.max_snippet_chars)
     return c

@@ -158,10 +158,8 @@ def runtime() -> ml_collections.ConfigDict:
 def warmstart(enabled: bool) -> ml_collections.ConfigDict:
     """The supervised warm start block (gasp_jax/jobs/warmstart.py): a cached SFT checkpoint that
     replaces `model.hf_path` when enabled."""
-    try:
-        from gasp_jax.jobs import warmstart as warmstart_job
-    except ImportError:  # TODO(selfplay): drop once gasp_jax/jobs/warmstart.py has landed (wave 3)
-        return ml_collections.ConfigDict(dict(enabled=False))
+    from gasp_jax.jobs import warmstart as warmstart_job
+
     block = warmstart_job.default_config()
     block.enabled = enabled
     return block

@@ -44,6 +44,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.seed_file = ""  # deduction/abduction seed jsonl ("" = the identity program)
     c.induction_seed_file = ""  # induction seed jsonl ("" = the identity program)
     c.seed_max_snippet_chars = 0  # seed records with longer programs are left out (0: keep all)
+    # Seed the buffers with the warm start's training tasks (init.warmstart.data), which the warm-started
+    # model can read and answer, instead of the seed files.
+    c.seed_from_warmstart = False
     c.buffer_max_size = 16384  # per type (AZR max_programs)
     c.buffer_drop = "newest"  # AZR keeps the oldest entries (see buffers.py)
     c.banned_modules = ""  # comma-separated; "" = the sandbox policy's default list
@@ -64,6 +67,7 @@ class SelfPlaySource:
     def __init__(self, name: str, config: ml_collections.ConfigDict, run_config: ml_collections.ConfigDict):
         self.name = name
         self.config = config
+        self.run_config = run_config
         self.kinds = _kinds(config)
         for field in ("propose_per_kind", "solve_per_kind", "references", "learnability_samples", "buffer_max_size"):
             if int(config[field]) < (0 if field == "propose_per_kind" else 1):
@@ -79,6 +83,13 @@ class SelfPlaySource:
         AZR), or from the identity program."""
         from gasp_jax import tasks
 
+        if self.config.get("seed_from_warmstart", False):
+            from gasp_jax.jobs import warmstart
+
+            seeds = warmstart.seed_tasks(self.run_config.init.warmstart.data).train
+            for kind in KINDS:
+                self.buffers[kind].add(_tag_seed(seeds[kind], kind) if seeds[kind] else identity_records(kind))
+            return
         limit = int(self.config.get("seed_max_snippet_chars", 0))
         keep = lambda records: [r for r in records if not limit or len(r["snippet"]) <= limit]
         io = keep(tasks.load_seed_file(self.config.seed_file)) if self.config.seed_file else None
