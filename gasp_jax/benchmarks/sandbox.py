@@ -13,6 +13,12 @@ Measures, in one run and under the same load:
 
 Baseline: one fresh ``python3 -I -S`` process per execution with the same rlimits (preexec_fn),
 run with the same concurrency. Targets: (a) >= 5x the baseline, (b) overhead <= 15 ms.
+
+``--rootless`` (issue 16) measures the sandbox in rootless mode (user namespaces) next to root
+mode: run as root, it alternates runs in this process (root mode) with runs of this benchmark
+as an unprivileged uid (``setpriv``), ``--repeats`` times each, and prints one row per mode and
+the rootless/root ratios (target: throughput within 10%). Run as an ordinary user it measures
+rootless mode only.
 """
 
 from __future__ import annotations
@@ -24,12 +30,12 @@ import platform
 import random
 import resource
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence
 
 from gasp_jax.sandbox import Limits, Sandbox, TestCase
+from gasp_jax.sandbox.pool import default_python, site_package_dirs
 
 DATA = "/work/shared/data"
 HEADER_MODULES = ("string", "re", "datetime", "collections", "heapq", "bisect", "copy", "math", "random",
@@ -108,7 +114,7 @@ def _limit_fn(lim: Limits) -> Callable[[], None]:
 
 def baseline_exec(script: str, stdin: bytes, lim: Limits) -> tuple[int, bytes]:
     """One fresh ``python3 -I -S`` per execution, same rlimits, wall-clock kill, own session."""
-    proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", script], stdin=subprocess.PIPE,
+    proc = subprocess.Popen([default_python(), "-I", "-S", "-c", script], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_limit_fn(lim),
                             start_new_session=True, env={"PYTHONHASHSEED": "0", "LANG": "C.UTF-8"}, cwd="/tmp")
     try:
@@ -187,7 +193,7 @@ def run_parallel(fns: list[Callable[[], Any]], workers: int) -> tuple[float, lis
     return time.perf_counter() - t0, results
 
 
-def bench_azr(sb: Sandbox, lim: Limits, n: int, workers: int) -> dict[str, Any]:
+def bench_azr(sb: Sandbox, lim: Limits, n: int, workers: int, baseline: bool = True) -> dict[str, Any]:
     ded, ind = azr_programs(n)
     jobs = ded + ind
     n_exec = sum(len(inputs) for _, inputs in jobs)
@@ -207,6 +213,14 @@ def bench_azr(sb: Sandbox, lim: Limits, n: int, workers: int) -> dict[str, Any]:
         t = time.perf_counter()
         sb.run_function(code, inputs, limits=lim)
         lat.append(time.perf_counter() - t)
+    out = {
+        "jobs": len(jobs), "executions": n_exec, "ok": ok,
+        "ours_exec_per_s": n_exec / ours, "ours_single_exec_per_s": len(singles) / ours_single,
+        "ours_cpu_ms_per_exec": 1e3 * cpu_ours.seconds / n_exec,
+        "latency_ms_p50": 1e3 * pct(lat, 50), "latency_ms_p99": 1e3 * pct(lat, 99),
+    }
+    if not baseline:
+        return out
     execs = [(code, inp) for code, inputs in jobs for inp in inputs]
     base_n = min(len(execs), 600)
     sample = random.Random(1).sample(execs, base_n)
@@ -219,20 +233,18 @@ def bench_azr(sb: Sandbox, lim: Limits, n: int, workers: int) -> dict[str, Any]:
         baseline_exec(azr_script(c, i), b"", lim)
         base_lat.append(time.perf_counter() - t)
     return {
-        "jobs": len(jobs), "executions": n_exec, "ok": ok,
-        "ours_exec_per_s": n_exec / ours, "ours_single_exec_per_s": len(singles) / ours_single,
+        **out,
         "baseline_exec_per_s": base_n / base_t, "baseline_ok": sum(rc == 0 for rc, _ in base_res),
         "ratio": (n_exec / ours) / (base_n / base_t),
         "ours_cpu_ms_per_exec": 1e3 * cpu_ours.seconds / n_exec,
         "baseline_cpu_ms_per_exec": 1e3 * cpu_base.seconds / base_n,
         "cpu_ratio": (cpu_base.seconds / base_n) / (cpu_ours.seconds / n_exec),
         "ratio_single": (len(singles) / ours_single) / (base_n / base_t),
-        "latency_ms_p50": 1e3 * pct(lat, 50), "latency_ms_p99": 1e3 * pct(lat, 99),
         "baseline_latency_ms_p50": 1e3 * pct(base_lat, 50), "baseline_latency_ms_p99": 1e3 * pct(base_lat, 99),
     }
 
 
-def bench_lcb(sb: Sandbox, lim: Limits, n: int, workers: int) -> dict[str, Any]:
+def bench_lcb(sb: Sandbox, lim: Limits, n: int, workers: int, baseline: bool = True) -> dict[str, Any]:
     trivial = ("import sys\na, b = map(int, sys.stdin.read().split())\nprint(a + b)",
                [TestCase(f"{i} {i + 1}\n", f"{2 * i + 1}\n") for i in range(10)], None)
     lat_trivial = []
@@ -259,6 +271,17 @@ def bench_lcb(sb: Sandbox, lim: Limits, n: int, workers: int) -> dict[str, Any]:
         for _ in range(30):
             sb.grade(*trivial[:2], limits=lim)
     passed = sum(v.passed for v in verdicts)
+    out = {
+        "problems": len(real), "passed": passed, "sequential_statuses": statuses,
+        "trivial_latency_ms_p50": 1e3 * pct(lat_trivial, 50), "trivial_latency_ms_p99": 1e3 * pct(lat_trivial, 99),
+        "real_latency_ms_p50": 1e3 * pct(lat_real, 50), "real_latency_ms_p99": 1e3 * pct(lat_real, 99),
+        "real_overhead_ms_p50": 1e3 * pct(overhead, 50), "real_overhead_ms_p99": 1e3 * pct(overhead, 99),
+        "ours_problems_per_s": len(real) / ours,
+        "ours_cpu_ms_per_problem": 1e3 * cpu_ours.seconds / len(real),
+        "trivial_cpu_ms_per_problem": 1e3 * cpu_trivial.seconds / 30,
+    }
+    if not baseline:
+        return out
     base_probs = real[: min(len(real), 60)]
 
     def base_problem(code: str, tests: list[TestCase], fn: str | None) -> None:
@@ -274,41 +297,50 @@ def bench_lcb(sb: Sandbox, lim: Limits, n: int, workers: int) -> dict[str, Any]:
         base_problem(*p)
         base_lat.append(time.perf_counter() - t)
     return {
-        "problems": len(real), "passed": passed, "sequential_statuses": statuses,
-        "trivial_latency_ms_p50": 1e3 * pct(lat_trivial, 50), "trivial_latency_ms_p99": 1e3 * pct(lat_trivial, 99),
-        "real_latency_ms_p50": 1e3 * pct(lat_real, 50), "real_latency_ms_p99": 1e3 * pct(lat_real, 99),
-        "real_overhead_ms_p50": 1e3 * pct(overhead, 50), "real_overhead_ms_p99": 1e3 * pct(overhead, 99),
-        "ours_problems_per_s": len(real) / ours, "baseline_problems_per_s": len(base_probs) / base_t,
+        **out,
+        "baseline_problems_per_s": len(base_probs) / base_t,
         "ratio": (len(real) / ours) / (len(base_probs) / base_t),
-        "ours_cpu_ms_per_problem": 1e3 * cpu_ours.seconds / len(real),
-        "trivial_cpu_ms_per_problem": 1e3 * cpu_trivial.seconds / 30,
         "baseline_cpu_ms_per_problem": 1e3 * cpu_base.seconds / len(base_probs),
         "cpu_ratio": (cpu_base.seconds / len(base_probs)) / (cpu_ours.seconds / len(real)),
         "baseline_latency_ms_p50": 1e3 * pct(base_lat, 50), "baseline_latency_ms_p99": 1e3 * pct(base_lat, 99),
     }
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
-    ap.add_argument("--azr-programs", type=int, default=400)
-    ap.add_argument("--lcb-problems", type=int, default=300)
-    ap.add_argument("--json", help="also write the figures to this file")
-    args = ap.parse_args(argv)
+def _privileged() -> bool:
+    with open("/proc/self/status") as fh:
+        cap = int(next(line for line in fh if line.startswith("CapEff:")).split()[1], 16)
+    return bool(cap & (1 << 21))
+
+
+def measure(workers: int, azr_programs: int, lcb_problems: int, baseline: bool = True) -> dict[str, Any]:
+    """One run of (a) and (b) on a fresh sandbox (in whatever mode this process gets)."""
     lim = Limits(cpu_s=2.0)
     info = {"machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, Python {platform.python_version()}",
-            "workers": args.workers, "load_avg_before": os.getloadavg()}
-    with Sandbox(workers=args.workers, limits=lim) as sb:
-        info["isolation"] = sb.isolation.level
+            "workers": workers, "load_avg_before": os.getloadavg()}
+    with Sandbox(workers=workers, limits=lim) as sb:
+        info["isolation"], info["mode"] = sb.isolation.level, sb.isolation.mode
         for _ in range(20):  # warm-up
             sb.run_function("def f(x):\n    return x", ["1"])
-        azr = bench_azr(sb, lim, args.azr_programs, args.workers)
-        lcb = bench_lcb(sb, lim, args.lcb_problems, args.workers)
+        azr = bench_azr(sb, lim, azr_programs, workers, baseline)
+        lcb = bench_lcb(sb, lim, lcb_problems, workers, baseline)
     info["load_avg_after"] = os.getloadavg()
-    report = {"info": info, "azr": azr, "lcb": lcb}
-    print(f"machine: {info['machine']}; workers={args.workers}; isolation={info['isolation']}; "
+    return {"info": info, "azr": azr, "lcb": lcb}
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    info, azr, lcb = report["info"], report["azr"], report["lcb"]
+    print(f"machine: {info['machine']}; workers={info['workers']}; isolation={info['isolation']} ({info['mode']}); "
           f"load avg before/after: {info['load_avg_before'][0]:.1f}/{info['load_avg_after'][0]:.1f}")
     print(f"(a) AZR small functions: {azr['executions']} executions in {azr['jobs']} jobs ({azr['ok']} returned)")
+    if "baseline_exec_per_s" not in azr:
+        print(f"    ours {azr['ours_exec_per_s']:.0f} exec/s (1 exec/job: {azr['ours_single_exec_per_s']:.0f}/s); "
+              f"CPU {azr['ours_cpu_ms_per_exec']:.2f} ms/exec; latency p50/p99 {azr['latency_ms_p50']:.1f}/"
+              f"{azr['latency_ms_p99']:.1f} ms")
+        print(f"(b) LCB 10-test problems: {lcb['problems']} ({lcb['passed']} PASS): {lcb['ours_problems_per_s']:.1f} "
+              f"problems/s; CPU {lcb['ours_cpu_ms_per_problem']:.1f} ms/problem (trivial "
+              f"{lcb['trivial_cpu_ms_per_problem']:.1f}); overhead p50/p99 {lcb['real_overhead_ms_p50']:.1f}/"
+              f"{lcb['real_overhead_ms_p99']:.1f} ms")
+        return
     print(f"    ours {azr['ours_exec_per_s']:.0f} exec/s (1 exec/job: {azr['ours_single_exec_per_s']:.0f}/s) | "
           f"baseline python3 -I -S {azr['baseline_exec_per_s']:.0f} exec/s | ratio {azr['ratio']:.1f}x "
           f"(1 exec/job: {azr['ratio_single']:.1f}x)")
@@ -326,6 +358,78 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"    CPU per problem: ours {lcb['ours_cpu_ms_per_problem']:.1f} ms (trivial a+b: "
           f"{lcb['trivial_cpu_ms_per_problem']:.1f} ms = sandbox cost of 10 tests) | baseline "
           f"{lcb['baseline_cpu_ms_per_problem']:.1f} ms | CPU ratio {lcb['cpu_ratio']:.1f}x")
+
+
+def _measure_unprivileged(args: argparse.Namespace) -> dict[str, Any]:
+    """This benchmark's ``measure`` as an unprivileged uid (rootless mode), from root."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="gasp_bench_") as tmp:
+        os.chown(tmp, args.uid, args.uid)
+        out = os.path.join(tmp, "report.json")
+        cmd = ["setpriv", f"--reuid={args.uid}", f"--regid={args.uid}", "--clear-groups", default_python(), "-m",
+               "gasp_jax.benchmarks.sandbox", "--measure-only", out, "--workers", str(args.workers),
+               "--azr-programs", str(args.azr_programs), "--lcb-problems", str(args.lcb_problems), "--no-baseline"]
+        repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([repo, *site_package_dirs()]), HOME="/nonexistent")
+        subprocess.run(cmd, check=True, cwd="/tmp", env=env)
+        with open(out) as fh:
+            return json.load(fh)
+
+
+def compare_modes(args: argparse.Namespace) -> dict[str, Any]:
+    """Root and rootless runs alternated ``args.repeats`` times; medians per mode and ratios."""
+    runs: dict[str, list[dict[str, Any]]] = {"root": [], "rootless": []}
+    for _ in range(args.repeats):
+        if _privileged():
+            runs["root"].append(measure(args.workers, args.azr_programs, args.lcb_problems, baseline=False))
+            runs["rootless"].append(_measure_unprivileged(args))
+        else:
+            runs["rootless"].append(measure(args.workers, args.azr_programs, args.lcb_problems, baseline=False))
+    keys = {"azr": ("ours_exec_per_s", "ours_cpu_ms_per_exec", "latency_ms_p50"),
+            "lcb": ("ours_problems_per_s", "ours_cpu_ms_per_problem", "real_overhead_ms_p50")}
+    rows: dict[str, dict[str, float]] = {}
+    for mode, reports in runs.items():
+        if reports:
+            assert all(r["info"]["mode"] == mode for r in reports), [r["info"] for r in reports]
+            rows[mode] = {f"{part}.{k}": sorted(r[part][k] for r in reports)[len(reports) // 2]
+                          for part, ks in keys.items() for k in ks}
+            rows[mode]["load_avg"] = sum(r["info"]["load_avg_before"][0] for r in reports) / len(reports)
+    print(f"{'mode':9} | (a) exec/s | (a) CPU ms/exec | (a) latency p50 ms | (b) problems/s | "
+          f"(b) CPU ms/problem | (b) overhead p50 ms | load avg")
+    for mode, r in rows.items():
+        print(f"{mode:9} | {r['azr.ours_exec_per_s']:10.0f} | {r['azr.ours_cpu_ms_per_exec']:15.2f} | "
+              f"{r['azr.latency_ms_p50']:18.1f} | {r['lcb.ours_problems_per_s']:14.1f} | "
+              f"{r['lcb.ours_cpu_ms_per_problem']:18.1f} | {r['lcb.real_overhead_ms_p50']:19.1f} | {r['load_avg']:.1f}")
+    if len(rows) == 2:
+        ratio = {k: rows["rootless"][k] / rows["root"][k] for k in rows["root"] if k != "load_avg"}
+        print("rootless / root: " + ", ".join(f"{k} {v:.3f}" for k, v in ratio.items()))
+        rows["ratio"] = ratio
+    return {"runs": runs, "medians": rows}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--azr-programs", type=int, default=400)
+    ap.add_argument("--lcb-problems", type=int, default=300)
+    ap.add_argument("--json", help="also write the figures to this file")
+    ap.add_argument("--rootless", action="store_true", help="rootless mode, next to root mode when run as root")
+    ap.add_argument("--repeats", type=int, default=2, help="--rootless: runs per mode (alternated)")
+    ap.add_argument("--uid", type=int, default=65534, help="--rootless as root: the unprivileged uid")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the python3 -I -S baseline")
+    ap.add_argument("--measure-only", metavar="JSON", help=argparse.SUPPRESS)  # one run, figures to JSON
+    args = ap.parse_args(argv)
+    if args.measure_only:
+        report = measure(args.workers, args.azr_programs, args.lcb_problems, baseline=not args.no_baseline)
+        with open(args.measure_only, "w") as fh:
+            json.dump(report, fh)
+        return report
+    if args.rootless:
+        report = compare_modes(args)
+    else:
+        report = measure(args.workers, args.azr_programs, args.lcb_problems, baseline=not args.no_baseline)
+        _print_report(report)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(report, fh, indent=1)
