@@ -179,3 +179,26 @@ def test_protocol_works_with_fd_numbers_above_1024():
         os.close(hi_r)
         os.close(hi_w)
         _r.setrlimit(_r.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_memory_cgroup_v2_in_a_delegated_subtree(tmp_path, monkeypatch):
+    """cgroup v2 without root: the worker cgroup goes under our own (delegated) cgroup when the
+    memory controller is enabled there or can be; otherwise None (the rlimit fallback)."""
+    from gasp_jax.sandbox import cgroups
+
+    own = tmp_path / "user.slice" / "app.scope"
+    own.mkdir(parents=True)
+    (tmp_path / "cgroup.controllers").write_text("cpu memory pids\n")
+    (own / "cgroup.controllers").write_text("cpu memory pids\n")
+    (own / "cgroup.subtree_control").write_text("memory\n")
+    monkeypatch.setattr(cgroups, "V2_ROOTS", (str(tmp_path),))
+    monkeypatch.setattr(cgroups, "_own_cgroup", lambda c: None if c else "/user.slice/app.scope")
+    path = cgroups.create("gasp_sandbox_1_0", 123 << 20)
+    assert path == str(own / "gasp_sandbox_1_0")
+    assert (own / "gasp_sandbox_1_0" / "memory.max").read_text() == str(123 << 20)
+    # From the trainer leaf (moved there to enable the controller), workers still go beside it.
+    monkeypatch.setattr(cgroups, "_own_cgroup", lambda c: None if c else "/user.slice/app.scope/gasp_trainer")
+    assert cgroups.create("gasp_sandbox_1_1", 1 << 20) == str(own / "gasp_sandbox_1_1")
+    (own / "cgroup.controllers").write_text("cpu pids\n")  # no memory controller delegated
+    (own / "cgroup.subtree_control").write_text("")
+    assert cgroups.create("gasp_sandbox_1_2", 1 << 20) is None and not (own / "gasp_sandbox_1_2").exists()

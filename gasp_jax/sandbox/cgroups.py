@@ -1,8 +1,10 @@
 """Optional per-worker memory cgroup (v1 ``memory`` controller or v2 ``memory.max``).
 
 RLIMIT_AS bounds one process; a program that forks up to RLIMIT_NPROC children could still use
-``nproc * RLIMIT_AS`` in total. A cgroup caps the whole worker. It needs root and a writable
-cgroup hierarchy, so it is best effort: ``create`` returns None when unavailable.
+``nproc * RLIMIT_AS`` in total. A cgroup caps the whole worker. It needs a writable cgroup
+hierarchy: root, or without root a delegated cgroup v2 subtree (a systemd user scope or
+service with ``Delegate=yes``, a container's cgroup namespace). It is best effort: ``create``
+returns None when unavailable, and the sandbox then relies on the rlimits alone.
 """
 
 from __future__ import annotations
@@ -54,18 +56,81 @@ def create(name: str, limit_bytes: int) -> str | None:
             log.debug("cgroup v1 memory unavailable: %s", exc)
             remove(path, wait_s=0)
     own2 = _own_cgroup(None)
-    for root in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
+    for root in V2_ROOTS:
         if own2 is None or not os.path.isfile(os.path.join(root, "cgroup.controllers")):
             continue
-        path = os.path.join(root + own2, name)
+        parent = root + _without_leaf(own2).rstrip("/")
+        if not enable_memory_v2(parent):
+            continue
+        path = os.path.join(parent, name)
         try:
             os.mkdir(path)
             _write(os.path.join(path, "memory.max"), str(limit_bytes))
+            try:
+                _write(os.path.join(path, "memory.swap.max"), "0")
+            except OSError:
+                pass
             return path
         except OSError as exc:
-            log.debug("cgroup v2 memory unavailable under %s: %s", root, exc)
+            log.debug("cgroup v2 memory unavailable under %s: %s", parent, exc)
             remove(path, wait_s=0)
     return None
+
+
+V2_ROOTS = ("/sys/fs/cgroup", "/sys/fs/cgroup/unified")
+TRAINER_LEAF = "gasp_trainer"
+
+
+def _without_leaf(own: str) -> str:
+    """Our cgroup, or the one above if we moved into the trainer leaf (``enable_memory_v2``)."""
+    return own[: -len("/" + TRAINER_LEAF)] if own.endswith("/" + TRAINER_LEAF) else own
+
+
+def _words(path: str) -> list[str]:
+    try:
+        with open(path) as fh:
+            return fh.read().split()
+    except OSError:
+        return []
+
+
+def enable_memory_v2(parent: str) -> bool:
+    """Make the memory controller available to new children of cgroup v2 ``parent`` (our own).
+
+    Already enabled (root's hierarchy, or a delegation that enabled it): nothing to do.
+    Otherwise we may enable it only where we may write ``cgroup.subtree_control`` (root, or a
+    delegated subtree), and the kernel allows it only while ``parent`` holds no process itself
+    ("no internal processes"); in a delegated subtree the trainer usually sits in ``parent``, so
+    it moves into a leaf ``gasp_trainer`` first (moved back if that is not enough)."""
+    control = os.path.join(parent, "cgroup.subtree_control")
+    if "memory" in _words(control):
+        return True
+    if "memory" not in _words(os.path.join(parent, "cgroup.controllers")) or not os.access(control, os.W_OK):
+        return False
+    try:
+        _write(control, "+memory")
+        return True
+    except OSError:
+        pass
+    leaf = os.path.join(parent, TRAINER_LEAF)
+    try:
+        os.makedirs(leaf, exist_ok=True)
+        _write(os.path.join(leaf, "cgroup.procs"), str(os.getpid()))
+    except OSError as exc:
+        log.debug("cannot move the trainer into %s: %s", leaf, exc)
+        return False
+    try:
+        _write(control, "+memory")
+        log.info("sandbox: moved this process into cgroup leaf %s to enable the memory controller", leaf)
+        return True
+    except OSError as exc:  # other processes share the cgroup: leave everything as it was
+        log.debug("cannot enable memory under %s: %s", parent, exc)
+        try:
+            _write(os.path.join(parent, "cgroup.procs"), str(os.getpid()))
+        except OSError:
+            pass
+        remove(leaf, wait_s=0)
+        return False
 
 
 def remove(path: str, wait_s: float = 2.0) -> None:
@@ -93,8 +158,8 @@ def remove_stale(prefix: str = "gasp_sandbox_") -> int:
     if own is not None:
         parents.append("/sys/fs/cgroup/memory" + own)
     own2 = _own_cgroup(None)
-    if own2 is not None:
-        parents += ["/sys/fs/cgroup" + own2, "/sys/fs/cgroup/unified" + own2]
+    if own2 is not None:  # (our own cgroup, or the parent of the leaf we moved into)
+        parents += [root + _without_leaf(own2) for root in V2_ROOTS]
     pattern = re.compile(re.escape(prefix) + r"(\d+)_")
     for parent in parents:
         try:
