@@ -409,3 +409,25 @@ def test_reward_config_and_outcomes():
         tasks.proposer_reward(True, 1.5)
     assert [tasks.solver_outcome(a, v) for a, v in ((None, True), ("1", None), ("1", True), ("1", False))] == [
         "format_error", "infra_error", "correct", "wrong"]
+
+
+@pytest.mark.parametrize("text,want", [
+    ("[1, (2,), {'a': {3}}]", (True, [1, (2,), {"a": {3}}])), ("-1.5", (True, -1.5)), ("1+2j", (True, 1 + 2j)),
+    ("'a' 'b'", (True, "ab")), ("1, 2", (True, (1, 2))), ("b'x'", (True, b"x")), ("None", (True, None)),
+    ("1 + 2", (False, None)), ("[x]", (False, None)), ("f(1)", (False, None)), ("set()", (False, None)),
+    ("{[1]}", (False, None)), ("'x' * 3", (False, None)), ("(", (False, None)), ("9" * 5000, (False, None)),
+    ("[" * 150 + "]" * 150, (False, None)), ("'" + "y" * 2000 + "'", (False, None)),  # too deep / over the cap
+])
+def test_literal_answers_are_parsed_not_run(text, want):
+    from gasp_jax.tasks.plain import literal_value
+    assert literal_value(text, 1000) == want
+
+
+@pytest.mark.parametrize("text,want", [
+    ("'abc', 3", (True, (("abc", 3), {}))), ("x=[1], y=None", (True, ((), {"x": [1], "y": None}))), ("", (True, ((), {}))),
+    ("*[1]", (False, None)), ("**{'x': 1}", (False, None)), ("x=1, x=2", (False, None)), ("1), (2", (False, None)),
+    ("1)(2", (False, None)), ("len('a')", (False, None)),
+])
+def test_literal_call_arguments(text, want):
+    from gasp_jax.tasks.plain import literal_args
+    assert literal_args(text, 1000) == want

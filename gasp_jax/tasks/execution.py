@@ -4,10 +4,12 @@ Every check is one sandbox *test* (a fresh process) running ``child.py``'s ``__g
 JSON request; many tests share one sandbox job (the program text is the same wrapper for all, the
 model-written text travels in the request). What runs where:
 
-- judge, deduction: the answer expression is evaluated in a process without the task's program;
-- judge, abduction: the answer (call arguments) is evaluated in one process without the program,
-  its plain-data value is decoded here and ``f(*args, **kwargs)`` runs in a second process, so
-  side effects of the answer (patched builtins, ...) cannot reach ``f``;
+- judge, deduction: an answer that is a Python literal is parsed here into builtin values (``ast``;
+  nothing is executed); any other expression is evaluated in a process without the program;
+- judge, abduction: literal call arguments are parsed here and ``f(*args, **kwargs)`` runs in one
+  process; other argument expressions are evaluated in one process without the program, their
+  plain-data value is decoded here and ``f`` runs in a second process, so side effects of the
+  answer (patched builtins, ...) cannot reach ``f``;
 - judge, induction: the answer program runs on the hidden inputs in one process (a fresh program
   namespace per call);
 - validation: the program runs on every input in one process (fresh namespace per call, inputs
@@ -34,7 +36,8 @@ from gasp_jax.sandbox import Limits, Status
 from gasp_jax.sandbox.policy import DEFAULT_BANNED_MODULES, find_banned_imports, validate_program
 from gasp_jax.tasks import child
 from gasp_jax.tasks.parsing import ParsedProposal, ProposalError, proposal_from_record
-from gasp_jax.tasks.plain import NotPlain, decode, encoded_json, parse_reply, plain_repr, values_equal
+from gasp_jax.tasks.plain import (NotPlain, decode, encode, encoded_json, literal_args, literal_value, parse_reply,
+                                  plain_repr, values_equal)
 from gasp_jax.tasks.records import (IO_KINDS, TaskFormatError, check_kind, n_visible_pairs, program_text,
                                     record_key, validate_record)
 
@@ -171,22 +174,42 @@ def _reply_of(result: Any, max_chars: int) -> dict | None:
     return parse_reply(result.output, max_chars)
 
 
+_deferred = threading.local()
+
+
 def _submit(sandbox: Any, requests: Sequence[dict], limits: Limits, max_per_job: int) -> list[Future]:
     """One future per request (resolving to its reply dict, or None on an infrastructure error);
-    requests are packed into jobs so every worker gets work."""
+    requests are packed into jobs so every worker gets work. Requests made while a finished job's
+    results are being handed out (abduction's second stage, gold values) are collected and sent
+    together when that is done, so they share jobs too."""
     if not requests:
         return []
+    out: list[Future] = [Future() for _ in requests]
+    batch = getattr(_deferred, "batch", None)
+    if batch is not None:
+        batch.append((sandbox, list(requests), limits, max_per_job, out))
+        return out
+    _send(sandbox, list(requests), limits, max_per_job, out)
+    return out
+
+
+def _send(sandbox: Any, requests: list[dict], limits: Limits, max_per_job: int, out: list[Future]) -> None:
     workers = max(1, int(getattr(sandbox, "workers", 1)))
     per_job = max(1, min(max_per_job, math.ceil(len(requests) / (2 * workers))))
     max_chars = limits.stdout_bytes
-    out: list[Future] = [Future() for _ in requests]
     for start in range(0, len(requests), per_job):
         chunk = requests[start:start + per_job]
         targets = out[start:start + per_job]
         inputs = [repr(json.dumps(r, separators=(",", ":"))) for r in chunk]
-        job = sandbox.run_function_async(WRAPPER, inputs, fn_name=ENTRY, limits=limits)
+        try:
+            job = sandbox.run_function_async(WRAPPER, inputs, fn_name=ENTRY, limits=limits)
+        except BaseException as e:  # noqa: BLE001 - e.g. the sandbox was closed
+            for t in targets:
+                t.set_exception(e)
+            continue
 
         def done(f: Future, targets: list[Future] = targets) -> None:
+            _deferred.batch = []
             try:
                 results = f.result()
                 for i, t in enumerate(targets):
@@ -195,9 +218,21 @@ def _submit(sandbox: Any, requests: Sequence[dict], limits: Limits, max_per_job:
                 for t in targets:
                     if not t.done():
                         t.set_exception(e)
+            finally:
+                batch, _deferred.batch = _deferred.batch, None
+                _flush(batch)
 
         job.add_done_callback(done)
-    return out
+
+
+def _flush(batch: list) -> None:
+    groups: dict[tuple, list] = {}
+    for sandbox, requests, limits, max_per_job, out in batch:
+        g = groups.setdefault((id(sandbox), limits, max_per_job), [sandbox, [], []])
+        g[1] += requests
+        g[2] += out
+    for (_, limits, max_per_job), (sandbox, requests, out) in groups.items():
+        _send(sandbox, requests, limits, max_per_job, out)
 
 
 def _decoded(reply: dict, k: int) -> tuple[Any, str]:
@@ -222,7 +257,7 @@ def _record_inputs(kind: str, rec: dict) -> list[str]:
     return list(rec["inputs"]) if kind == "induction" else [rec["input"]]
 
 
-def _gold_values(sandbox: Any, kind: str, rec: dict, limits: Limits) -> Future:
+def _gold_values(sandbox: Any, kind: str, rec: dict, limits: Limits, max_per_job: int) -> Future:
     """Future of the record's gold output values (list, one per input), or None if they cannot
     be had (the record's program fails, or an infrastructure error)."""
     if "gold" in rec:
@@ -240,7 +275,7 @@ def _gold_values(sandbox: Any, kind: str, rec: dict, limits: Limits) -> Future:
             return _GOLD_PENDING[key]
         req = {"op": "call", "src": program_text(rec), "inputs": _record_inputs(kind, rec),
                "cap": limits.stdout_bytes // 4}
-        fut = _submit(sandbox, [req], limits, 1)[0]
+        fut = _submit(sandbox, [req], limits, max_per_job)[0]
         _GOLD_PENDING[key] = pending = _then(fut, lambda reply: _store_gold(key, rec, reply))
         return pending
 
@@ -295,12 +330,16 @@ def _args_request(reply: dict | None, src: str, cap: int) -> dict | str | None:
 
 def judge_many_async(sandbox: Any, items: Sequence[tuple[str, dict, Any]], *,
                      config: JudgeConfig | None = None) -> list[Future]:
-    """Futures of the verdicts of ``judge_many`` (submitted now; resolve as the sandbox works)."""
+    """Futures of the verdicts of ``judge_many`` (submitted now; resolve as the sandbox works).
+
+    Answers that are Python literals (what models nearly always write for deduction and
+    abduction) are turned into values here by parsing alone (``plain.literal_value``); any other
+    expression is evaluated in a sandbox process without the program."""
     cfg = config or JudgeConfig()
     cap = cfg.max_value_bytes
     lim = cfg.limits
-    first: list[dict] = []   # stage-1 requests
-    plan: list[Any] = []     # per item: a final verdict or (kind, rec, index into first)
+    first: list[dict] = []   # requests that can go now
+    plan: list[Any] = []     # per item: a verdict, or (route, kind, record, payload)
     for item in items:
         if not isinstance(item, (tuple, list)) or len(item) != 3:
             raise TaskFormatError(f"a judge item is (kind, record, answer), got {type(item).__name__}")
@@ -311,9 +350,20 @@ def judge_many_async(sandbox: Any, items: Sequence[tuple[str, dict, Any]], *,
             plan.append(False)
             continue
         if kind == "deduction":
+            is_literal, value = literal_value(answer, cap)
+            if is_literal:
+                plan.append(("value", kind, rec, value))
+                continue
             first.append({"op": "eval", "text": answer, "cap": cap})
+            plan.append(("reply", kind, rec, len(first) - 1))
         elif kind == "abduction":
-            first.append({"op": "eval", "text": answer, "as_args": True, "cap": cap})
+            is_literal, args = literal_args(answer, cap)
+            if is_literal:  # straight to f(*args, **kwargs)
+                first.append({"op": "call", "src": program_text(rec), "args": [encode(args)], "cap": cap})
+                plan.append(("reply", kind, rec, len(first) - 1))
+            else:  # evaluate the arguments in one process, call f in another
+                first.append({"op": "eval", "text": answer, "as_args": True, "cap": cap})
+                plan.append(("args", kind, rec, len(first) - 1))
         else:
             text, _ = validate_program(answer)
             if text is None or find_banned_imports(text, cfg.banned_modules):
@@ -321,40 +371,32 @@ def judge_many_async(sandbox: Any, items: Sequence[tuple[str, dict, Any]], *,
                 continue
             k = n_visible_pairs(len(rec["inputs"]), cfg.n_visible)
             first.append({"op": "call", "src": text, "inputs": rec["inputs"][k:], "cap": cap})
-        plan.append((kind, rec, len(first) - 1))
+            plan.append(("reply", kind, rec, len(first) - 1))
     replies = _submit(sandbox, first, lim, cfg.max_tests_per_job)
     out: list[Future] = []
     for p in plan:
         if not isinstance(p, tuple):
             out.append(_resolved(p))
             continue
-        kind, rec, i = p
-        golds = _gold_values(sandbox, kind, rec, lim)
+        route, kind, rec, payload = p
+        golds = _gold_values(sandbox, kind, rec, lim, cfg.max_tests_per_job)
         if kind == "induction":
             k = n_visible_pairs(len(rec["inputs"]), cfg.n_visible)
             golds = _then(golds, lambda g, k=k: None if g is None else g[k:])
-            out.append(_then(_gather([replies[i], golds]), lambda rg: _compare(*rg)))
-        elif kind == "deduction":
-            out.append(_then(_gather([replies[i], golds]), lambda rg: _compare(*rg)))
-        else:
-            src = program_text(rec)
-
-            def stage2(reply: dict | None, src: str = src) -> Any:
-                req = _args_request(reply, src, cap)
+        if route == "value":
+            out.append(_then(golds, lambda g, v=payload: None if g is None else values_equal(v, g[0])))
+            continue
+        reply = replies[payload]
+        if route == "args":
+            def stage2(r: dict | None, src: str = program_text(rec)) -> Any:
+                req = _args_request(r, src, cap)
                 if req is None or req == "wrong":
-                    return None if req is None else False
-                return _submit(sandbox, [req], lim, 1)[0]
+                    return None if req is None else {"ok": False, "error": "answer is not call arguments"}
+                return _submit(sandbox, [req], lim, cfg.max_tests_per_job)[0]
 
-            second = _then(replies[i], stage2)
-            out.append(_then(_gather([second, golds]), _abduction_verdict))
+            reply = _then(reply, stage2)
+        out.append(_then(_gather([reply, golds]), lambda rg: _compare(*rg)))
     return out
-
-
-def _abduction_verdict(pair: list) -> bool | None:
-    second, golds = pair
-    if isinstance(second, bool) or second is None:
-        return None if second is None or golds is None else second
-    return _compare(second, golds)
 
 
 def judge_many(sandbox: Any, items: Sequence[tuple[str, dict, Any]], *,

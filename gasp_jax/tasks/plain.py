@@ -1,12 +1,16 @@
-"""Parent-side plain data: decoding the sandbox's replies, comparing values, canonical repr.
+"""Parent-side plain data: decoding the sandbox's replies, literal answers, comparing values,
+canonical repr.
 
 Nothing here evaluates text: a reply is hex -> ASCII JSON (no NaN/Infinity constants) -> the
-tagged encoding of ``child.py`` -> builtin values built by this code. Values are then compared
-with ``==`` (Python semantics on builtins only, so no object written by a model ever runs).
+tagged encoding of ``child.py`` -> builtin values built by this code; an answer that is a
+Python literal is parsed (``ast``) into builtin values without executing anything. Values are
+then compared with ``==`` (Python semantics on builtins only, so no object written by a model
+ever runs here).
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 import re
@@ -87,3 +91,57 @@ def encoded_json(encoding: Any) -> str:
     """Compact JSON text of an encoding (its size is what the caps count)."""
     return json.dumps(encoding, separators=(",", ":"))
 
+
+
+_LITERAL_NODES = (ast.Expression, ast.Constant, ast.Tuple, ast.List, ast.Set, ast.Dict, ast.UnaryOp, ast.BinOp,
+                  ast.USub, ast.UAdd, ast.Add, ast.Sub, ast.Load)
+
+
+def _is_literal(node: ast.AST) -> bool:
+    return all(isinstance(n, _LITERAL_NODES) for n in ast.walk(node))
+
+
+def _parse(text: str, wrapper: str) -> ast.AST | None:
+    try:
+        return ast.parse(wrapper.format(text), mode="eval")
+    except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError):
+        return None
+
+
+def _literal(node: ast.AST) -> Any:
+    return ast.literal_eval(node)  # builds builtin values from literal syntax; runs no code
+
+
+def literal_value(text: str, max_bytes: int) -> tuple[bool, Any]:
+    """``(True, value)`` when ``text`` (as the sandbox would evaluate it, parenthesized) is a
+    Python literal of plain data within ``max_bytes``; else ``(False, None)`` and the caller
+    evaluates it in the sandbox. Parsing only: ``ast.literal_eval`` executes nothing."""
+    tree = _parse(text, "(\n{}\n)")
+    if tree is None or not _is_literal(tree):
+        return False, None
+    try:
+        value = _literal(tree)
+        encode(value, max_bytes)
+    except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError, OverflowError, NotPlain):
+        return False, None
+    return True, value
+
+
+def literal_args(text: str, max_bytes: int) -> tuple[bool, Any]:
+    """Like ``literal_value`` for call arguments (``"'abc', 3"``, ``"x=1"``): ``(True, (args,
+    kwargs))`` when every argument is a plain literal."""
+    tree = _parse(text, "f(\n{}\n)")
+    call = getattr(tree, "body", None)
+    if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "f"):
+        return False, None
+    if any(k.arg is None for k in call.keywords) or len({k.arg for k in call.keywords}) != len(call.keywords):
+        return False, None
+    nodes = list(call.args) + [k.value for k in call.keywords]
+    if not all(_is_literal(n) for n in nodes):
+        return False, None
+    try:
+        value = (tuple(_literal(n) for n in call.args), {k.arg: _literal(k.value) for k in call.keywords})
+        encode(value, max_bytes)
+    except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError, OverflowError, NotPlain):
+        return False, None
+    return True, value
