@@ -539,7 +539,8 @@ class GaspSource:
         if not every or (int(ctx.step) + 1) % every:
             return {}
         assert self.schedule is not None
-        report = self.evaluate(ctx, self.schedule.active_goalposts())
+        with ctx.timers.phase("goalposts_eval"):
+            report = self.evaluate(ctx, self.schedule.active_goalposts())
         scalars = gasp_eval.report_scalars(report)
         solved = {gid: f"{report['per_goalpost'][gid]['correct']}/{report['per_goalpost'][gid]['n']} samples correct "
                        f"at step {ctx.step}" for gid in report["solved"]}
