@@ -55,7 +55,10 @@ def _count(text: str, tokenizer: Any) -> int:
     return len(tokenizer.encode(text, add_special_tokens=False))
 
 
-def _wrap(body: str, *, template: str, chat: bool, tokenizer: Any) -> str:
+def wrap_prompt(body: str, *, template: str = "full", chat: bool = False, tokenizer: Any = None) -> str:
+    """The prompt around a task body: the R1-style wrapper (full, base), `body + "\\n<think>"`
+    (compact, base) or the tokenizer's chat template with one user turn (chat)."""
+    _check_template(template)
     if chat:
         if tokenizer is None or getattr(tokenizer, "chat_template", None) is None:
             raise ValueError("chat=True needs a tokenizer with a chat template")
@@ -117,7 +120,7 @@ def solve_prompt(kind: str, record: dict, *, n_visible: int | None = None, token
     check_kind(kind)
     _check_template(template)
     rec = validate_record(kind, record)
-    text = _wrap(_solve_body(kind, rec, template, n_visible), template=template, chat=chat, tokenizer=tokenizer)
+    text = wrap_prompt(_solve_body(kind, rec, template, n_visible), template=template, chat=chat, tokenizer=tokenizer)
     n = _count(text, tokenizer)
     if token_budget is not None and n > token_budget:
         raise PromptTooLong(f"{kind} solve prompt for record {rec['id']!r} has {n} tokens > {token_budget}")
@@ -204,7 +207,7 @@ def propose_prompt(kind: str, references: Sequence[dict], *, banned_modules: Seq
     banned = sorted(banned_modules)
     for keep in range(len(refs), -1, -1):
         body = _propose_body(kind, refs[:keep], prog, banned, num_inputs, template)
-        text = _wrap(body, template=template, chat=chat, tokenizer=tokenizer)
+        text = wrap_prompt(body, template=template, chat=chat, tokenizer=tokenizer)
         n = _count(text, tokenizer)
         if token_budget is None or n <= token_budget:
             return Prompt(text, len(refs) - keep, n)
