@@ -320,10 +320,12 @@ class GaspSource:
             cand.proposal = prop
             if prop.status == "duplicate":  # an exact copy of an earlier proposal of this batch
                 cand.duplicate, cand.duplicate_reason = True, "exact copy within the batch"
-        self._dedup(cands)
+        with ctx.timers.phase("gasp_dedup"):
+            self._dedup(cands)
         todo = [c for c in cands if c.valid and not c.duplicate]
-        rates = steps.estimate_learnability(ctx, [("induction", c.proposal.record) for c in todo],
-                                            n=int(self.config.learnability_samples)).result()
+        with ctx.timers.phase(f"gasp_{stage}_pass_rate"):  # n student samples + judging per proposal
+            rates = steps.estimate_learnability(ctx, [("induction", c.proposal.record) for c in todo],
+                                                n=int(self.config.learnability_samples)).result()
         for cand, rate in zip(todo, rates):
             cand.n = int(self.config.learnability_samples)
             cand.p = float(rate) if np.isfinite(rate) else None
@@ -435,22 +437,26 @@ class GaspSource:
             g = active[int(ctx.rng.integers(len(active)))]
             axis = self.axes[int(ctx.rng.integers(len(self.axes)))]
             lemmas.append(_Candidate("lemma", g, axis, self.lemma_prompt(g, axis)))
-        self._propose(ctx, lemmas)
+        with ctx.timers.phase("gasp_lemma"):
+            self._propose(ctx, lemmas)
         new = self._accept(ctx, lemmas)
 
         # Lifts: from the lemma only (its validated record), same axis.
-        parents = [(l, e) for l, e in zip([l for l in lemmas if l.accepted], new)]
+        parents = list(zip([x for x in lemmas if x.accepted], new))
         if c.lift_from == "valid":
-            parents += [(l, self._pseudo_entry(ctx, l)) for l in lemmas
-                        if l.valid and not l.duplicate and not l.accepted and l.p is not None]
-        lifts = [_Candidate("lift", l.goalpost, l.axis, self.lift_prompt(entry["record"], l.axis), parent=entry)
-                 for l, entry in parents for _ in range(int(c.lifts_per_lemma))]
-        self._propose(ctx, lifts)
+            parents += [(x, self._pseudo_entry(ctx, x)) for x in lemmas
+                        if x.valid and not x.duplicate and not x.accepted and x.p is not None]
+        lifts = [_Candidate("lift", x.goalpost, x.axis, self.lift_prompt(entry["record"], x.axis), parent=entry)
+                 for x, entry in parents for _ in range(int(c.lifts_per_lemma))]
+        with ctx.timers.phase("gasp_lift"):
+            self._propose(ctx, lifts)
         new += self._accept(ctx, lifts)
 
         # Student phase.
-        batch = self.student_tasks(new, ctx.rng)
-        solved = steps.solve(ctx, batch, group=self._solve_group, source=self.name)
+        with ctx.timers.phase("gasp_student"):
+            batch = self.student_tasks(new, ctx.rng)
+            solved = steps.solve(ctx, batch, group=self._solve_group, source=self.name)
+            solve_episodes = solved.result()
 
         # Teacher episodes (proposals viewed as their stage for the metrics and groups).
         cands = lemmas + lifts
@@ -460,7 +466,7 @@ class GaspSource:
                 p.status, p.reason = "duplicate", x.duplicate_reason
         propose_eps = steps.proposer_episodes(staged, [x.reward for x in cands],
                                               group=lambda p: self._propose_group(p.kind), source=self.name)
-        episodes = propose_eps + solved.result()
+        episodes = propose_eps + solve_episodes
         pass_rates = {i: (x.p if x.p is not None else float("nan")) for i, x in enumerate(cands) if x.valid and not x.duplicate}
         scalars, hists = steps.kind_metrics(episodes, staged, pass_rates)
         scalars.update(self._metrics(lemmas, lifts))
