@@ -20,6 +20,7 @@ JOBS = {
     "toy_rl": "gasp_jax.jobs.toy_rl",
     "lcb_eval": "gasp_jax.evaluation.eval_job",
     "lcb_goalposts": "gasp_jax.evaluation.goalposts",
+    "code_eval": "gasp_jax.evaluation.code_eval",
     "selfplay": "gasp_jax.jobs.selfplay",
     "warmstart": "gasp_jax.jobs.warmstart",
 }
