@@ -1,7 +1,6 @@
 """GASP building blocks: rewards, goalposts, prompts, dedup, curriculum, dynamic goalposts, eval report."""
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -11,7 +10,7 @@ from gasp_jax.data.livecodebench import Problem, Test
 from gasp_jax.evaluation.common import shared_data_dir
 from gasp_jax.evaluation.grading import SampleGrade
 from gasp_jax.evaluation.runner import ProblemRecord
-from gasp_jax.gasp import curriculum, dedup, dynamic, evaluation, goalposts, prompts, rewards
+from gasp_jax.gasp import curriculum, dedup, evaluation, goalposts, prompts, rewards
 
 LCB_FILE = shared_data_dir() / "problems" / "lcb_release_v5_880_public.jsonl"
 needs_data = pytest.mark.skipif(not LCB_FILE.exists(), reason="shared LCB sample data not present")
@@ -21,7 +20,6 @@ needs_data = pytest.mark.skipif(not LCB_FILE.exists(), reason="shared LCB sample
 # The research note's table (paper.md section 5.1), values at the discrete pass rates of n = 8 and 16.
 N8 = {0: (-0.5, -0.5), 1: (-0.5, 0.9701), 2: (-0.5, 0.4845), 3: (0.7242, 0.1409), 4: (1.0, 0.0252),
       5: (0.7242, -0.5), 6: (-0.5, -0.5), 7: (-0.5, -0.5), 8: (-0.5, -0.5)}
-N16 = {5: (0.4687, None), 7: (0.9243, None), 3: (None, 0.7468), 5.1: (None, 0.2768)}
 
 
 @pytest.mark.parametrize("k", range(9))

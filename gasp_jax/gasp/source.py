@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Sequence
