@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gasp_jax import tasks
 from gasp_jax.sandbox import Limits, Sandbox
@@ -322,3 +324,27 @@ def test_every_seed_row_validates_or_is_rejected_for_a_documented_reason(sb):
     records = tasks.load_seed_files(sorted(SEED_DIR.glob("*.jsonl")))
     results = _check_seed_rows(sb, records)
     assert sum(v.ok for v in results) >= 0.96 * len(records)
+
+
+_ANSWER_TEXT = st.one_of(st.text(max_size=40), st.lists(st.sampled_from(
+    ["(", ")", "[", "]", "{", "}", "'", '"', ",", "1", "x", "f", "lambda", ":", "*", "=", "\n", "def f(x):", "return",
+     "__import__('os')", "\\", "#", "\x00", "\ud800"]), max_size=12).map("".join))
+
+
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(answers=st.lists(st.tuples(st.sampled_from(tasks.KINDS), _ANSWER_TEXT), min_size=12, max_size=12))
+def test_fuzzed_answers_get_verdicts(sb, answers):
+    io = validated(sb, "deduction", "def f(a, b=1):\n    return [a, b]", ["1, 2"])
+    ind = validated(sb, "induction", IDENTITY, ["1", "2"])
+    items = [(k, ind if k == "induction" else io, a) for k, a in answers]
+    assert all(v in (True, False) for v in judge(sb, items))
+
+
+def test_closed_sandbox_raises_and_leaves_no_stale_gold(sb):
+    raw = {"snippet": "def f(s):\n    return s * 2", "input": "'q'", "output": "'qq'", "imports": []}
+    tasks.gold_cache_clear()
+    box = Sandbox(workers=1, limits=FAST, allow_unsafe=not CAN_ISOLATE)
+    box.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        judge(box, [("deduction", raw, "'qq'")])
+    assert judge(sb, [("deduction", raw, "'qq'")]) == [True]

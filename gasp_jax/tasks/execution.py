@@ -249,7 +249,7 @@ def _decoded(reply: dict, k: int) -> tuple[Any, str]:
 
 _GOLD_CACHE: "OrderedDict[str, list]" = OrderedDict()
 _GOLD_PENDING: dict[str, Future] = {}
-_GOLD_LOCK = threading.Lock()
+_GOLD_LOCK = threading.RLock()  # a finished job can resolve (and store) while its submitter holds it
 _GOLD_CACHE_SIZE = 8192
 
 
@@ -277,7 +277,13 @@ def _gold_values(sandbox: Any, kind: str, rec: dict, limits: Limits, max_per_job
                "cap": limits.stdout_bytes // 4}
         fut = _submit(sandbox, [req], limits, max_per_job)[0]
         _GOLD_PENDING[key] = pending = _then(fut, lambda reply: _store_gold(key, rec, reply))
-        return pending
+    pending.add_done_callback(lambda _: _forget_pending(key))  # also when it failed (sandbox closed)
+    return pending
+
+
+def _forget_pending(key: str) -> None:
+    with _GOLD_LOCK:
+        _GOLD_PENDING.pop(key, None)
 
 
 def _store_gold(key: str, rec: dict, reply: dict | None) -> list | None:
@@ -291,7 +297,6 @@ def _store_gold(key: str, rec: dict, reply: dict | None) -> list | None:
         log.warning("task record %r: its program does not give plain-data outputs (%s); not judged",
                     rec.get("id"), reply.get("error", "not plain data"))
     with _GOLD_LOCK:
-        _GOLD_PENDING.pop(key, None)
         if values is not None:
             _GOLD_CACHE[key] = values
             while len(_GOLD_CACHE) > _GOLD_CACHE_SIZE:
