@@ -252,6 +252,7 @@ def test_copied_goalpost_statement_is_detected():
 
 def test_transformer_embedder_pools_real_tokens_only():
     import jax
+    import ml_collections
 
     from gasp_jax import models
     from gasp_jax.tokenizer import build_byte_tokenizer
@@ -260,13 +261,22 @@ def test_transformer_embedder_pools_real_tokens_only():
     model = models.build_model(cfg)
     params = models.init_params(model, jax.random.key(0))
     tok = build_byte_tokenizer()
-    emb = gasp.TransformerEmbedder(model, gasp.TransformerEmbedder.frozen_copy(params), tok, max_tokens=64, batch_size=4)
+    block = ml_collections.ConfigDict(dict(embedder="policy", max_tokens=64, batch_size=4))
+    emb = gasp.build_embedder(block, model=model, params=params, tokenizer=tok)
+    # The policy embedder holds its own frozen copy: a later (donating) update cannot touch it.
+    leaf, copy = jax.tree.leaves(params)[0], jax.tree.leaves(emb.params)[0]
+    assert copy is not leaf and np.array_equal(np.asarray(copy), np.asarray(leaf))
     texts = ["def f(x): return x", "def f(x): return x", "count the vowels of s", "a"]
     vecs = emb.embed(texts)
     assert vecs.shape == (4, cfg.hidden_size)
     np.testing.assert_allclose(vecs[0], vecs[1], rtol=1e-5)
+    assert not np.allclose(vecs[0], vecs[2])
     # Batch composition (padding length) does not change a text's embedding.
     np.testing.assert_allclose(emb.embed(["a"])[0], vecs[3], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="encoder_path"):
+        gasp.build_embedder(ml_collections.ConfigDict(dict(embedder="encoder", encoder_path="")))
+    with pytest.raises(ValueError, match="unknown dedup.embedder"):
+        gasp.build_embedder(ml_collections.ConfigDict(dict(embedder="bert")))
 
 
 # ---------------------------------------------------------------------------------------------- curriculum
