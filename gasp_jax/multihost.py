@@ -118,7 +118,10 @@ def _env_int(name: str) -> int | None:
 
 
 def _env_says_multiprocess() -> bool:
-    """True when the launcher environment describes more than one process."""
+    """True when the launcher environment describes more than one process (or asks: GASP_DISTRIBUTED=1,
+    set by launch/tpu_vm.sh and launch/xpk.sh, where JAX's own cluster detection fills in the rest)."""
+    if os.environ.get("GASP_DISTRIBUTED") == "1":
+        return True
     if (_env_int(ENV_NUM_PROCESSES) or 1) > 1:
         return True
     if (_env_int("SLURM_NTASKS") or 1) > 1 and "SLURM_JOB_ID" in os.environ:
@@ -191,8 +194,11 @@ def run_local_processes(
     timeout: float | None = None,
     env: dict[str, str] | None = None,
     cwd: str | None = None,
+    capture: bool = True,
 ) -> list[tuple[int, str]]:
     """Runs `argv` as `num_processes` cooperating JAX processes on this machine; `(returncode, output)` each.
+
+    With `capture=False` the processes write to this process's stdout/stderr (output is then "").
 
     If one process fails the others are stopped (they would otherwise wait on the coordinator until its
     timeout), so a failure surfaces quickly with every process's output.
@@ -205,8 +211,8 @@ def run_local_processes(
     procs, logs = [], []
     for i in range(num_processes):
         penv = dict(os.environ, **(env or {}), **local_process_env(i, num_processes, port, devices_per_process))
-        logf = tempfile.TemporaryFile(mode="w+")
-        procs.append(subprocess.Popen(list(argv), env=penv, cwd=cwd, stdout=logf, stderr=subprocess.STDOUT))
+        logf = tempfile.TemporaryFile(mode="w+") if capture else None
+        procs.append(subprocess.Popen(list(argv), env=penv, cwd=cwd, stdout=logf, stderr=subprocess.STDOUT if capture else None))
         logs.append(logf)
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
@@ -221,7 +227,34 @@ def run_local_processes(
             p.wait()
     out = []
     for p, logf in zip(procs, logs):
+        if logf is None:
+            out.append((p.returncode, ""))
+            continue
         logf.seek(0)
         out.append((p.returncode, logf.read()))
         logf.close()
     return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m gasp_jax.multihost --processes=2 --devices_per_process=4 -- python -m gasp_jax.main ...`"""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description="Run a command as N cooperating JAX processes on this machine.")
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--devices_per_process", type=int, default=0, help="fake this many CPU devices each")
+    parser.add_argument("command", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        parser.error("give the command after --")
+    results = run_local_processes(command, args.processes, devices_per_process=args.devices_per_process or None, capture=False)
+    codes = [rc for rc, _ in results]
+    if any(codes):
+        print(f"process exit codes: {codes}", file=sys.stderr)
+    return max(codes, key=abs)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,157 @@
+"""Before launching: the mesh a config gets on N devices and the expected memory per device.
+
+    python -m gasp_jax.plan --config=configs/azr.py:paper --accelerator=v5p-128
+    python -m gasp_jax.plan --config=configs/gasp.py --num_devices=8 --device_memory_gb=80   # 8 x H100
+
+Nothing runs on an accelerator: the params are abstract shapes and the mesh is its shape only. Prints
+the mesh, every parameter that a rule could not shard (silently replicated), and the per-device bytes
+of params, grads, optimizer state, the rollout copy of the weights, the sampler's KV cache and the
+training activations (`sharding.estimate_memory`). Exits 1 when the estimate exceeds the device memory,
+so a launcher stops before creating anything. The launch/ scripts run it first.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from typing import Any
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from gasp_jax import sharding as shd
+
+# GiB of accelerator memory per JAX device, and TensorCores per device (v4/v5p: one device per 2-core chip).
+CHIPS = {
+    "v4": (32, 2), "v5p": (95, 2), "v5litepod": (16, 1), "v5e": (16, 1), "v6e": (32, 1),
+    "h100": (80, 1), "h200": (141, 1), "a100": (80, 1),
+}
+KINDS = ("deduction", "abduction", "induction")
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, as for gasp_jax.main.", lock_config=False)
+_ACCEL = flags.DEFINE_string("accelerator", "", "TPU accelerator type (v5p-128, v4-8, v5litepod-16, v6e-64).")
+_NUM_DEVICES = flags.DEFINE_integer("num_devices", 0, "JAX devices (chips / GPUs) when not a TPU type.")
+_MEMORY = flags.DEFINE_float("device_memory_gb", 0.0, "Memory per device; default from --accelerator.")
+_SLICES = flags.DEFINE_integer("num_slices", 1, "Slices (multi-slice runs put mesh.dcn across them).")
+
+
+def tpu_devices(accelerator: str) -> tuple[int, float]:
+    """`("v5p-128")` -> (64 devices, 95 GiB): the number after the dash counts TensorCores."""
+    family, _, cores = accelerator.lower().partition("-")
+    if family not in CHIPS or not cores.isdigit():
+        raise ValueError(f"unknown accelerator {accelerator!r}; expected <family>-<cores>, family in {sorted(CHIPS)}")
+    gib, per_device = CHIPS[family]
+    return max(1, int(cores) // per_device), float(gib)
+
+
+def mesh_shape_for(config: Any, num_devices: int, num_slices: int = 1) -> dict[str, int]:
+    """`config.mesh` resolved for `num_devices` devices in `num_slices` slices (no devices needed)."""
+    ici = {a: int(config.mesh.get(a, 1)) for a in shd.MESH_AXES}
+    dcn = dict(config.mesh.get("dcn", None) or {})
+    if math.prod(int(v) for v in dcn.values()) != num_slices:
+        if num_slices != 1 or dcn:
+            raise shd.MeshError(f"config.mesh.dcn {dcn or {}} does not describe {num_slices} slices")
+    per_slice = num_devices // num_slices
+    known = math.prod(v for v in ici.values() if v != -1)
+    if -1 in ici.values():
+        if per_slice % known:
+            raise shd.MeshError(f"mesh {ici} does not divide {per_slice} devices per slice")
+        ici[next(a for a, v in ici.items() if v == -1)] = per_slice // known
+    if math.prod(ici.values()) * num_slices != num_devices:
+        raise shd.MeshError(f"mesh {ici} x {num_slices} slices needs {math.prod(ici.values()) * num_slices} devices, plan has {num_devices}")
+    return {a: ici[a] * int(dcn.get(a, 1)) for a in shd.MESH_AXES}
+
+
+def workload(config: Any) -> dict[str, int]:
+    """Rows and lengths of one iteration, read from the config (self-play fields when present)."""
+    sampling = config.get("sampling", {})
+    prompts = config.get("prompts", {})
+    length = int(prompts.get("token_budget", 0) or sampling.get("max_prompt_tokens", 0) or 1024)
+    length += int(sampling.get("max_new_tokens", 1024))
+    train_rows, sample_rows = 0, 0
+    for block in dict(config.get("sources", {}) or {}).values():
+        propose, solve = int(block.get("propose_per_kind", 0)), int(block.get("solve_per_kind", 0))
+        train_rows += len(KINDS) * (propose + solve)
+        sample_rows = max(sample_rows, len(KINDS) * propose * int(block.get("learnability_samples", 1)), len(KINDS) * solve)
+    if not train_rows:  # evaluation jobs: sampling only
+        sample_rows = int(sampling.get("max_rows", 0) or sampling.get("n", 1) * sampling.get("batch_problems", 1))
+    return {
+        "train_rows": train_rows,
+        "train_length": length,
+        "sample_rows": sample_rows,
+        "cache_length": int(sampling.get("max_cache_length", 0) or length),
+        "micro_batches": int(config.get("rl", {}).get("micro_batches", 1)),
+        "logprob_chunk": int(config.get("rl", {}).get("logprob_chunk_size", 256)),
+    }
+
+
+def _rollout_rules(config: Any, rules: shd.Rules) -> shd.Rules | None:
+    """The sampler's weight layout (selfplay's `rollout` block), or None for jobs without one."""
+    if "rollout" not in config:
+        return None
+    from gasp_jax.selfplay.policy import rollout_rules
+
+    return rollout_rules(config.rollout, rules)
+
+
+def plan(config: Any, num_devices: int, device_gib: float | None, num_slices: int = 1) -> tuple[str, bool]:
+    """(report text, fits) for `config` on `num_devices` devices of `device_gib` GiB."""
+    from gasp_jax import models, runtime
+
+    mc = config.model
+    if not mc.get("hf_path") and not mc.get("preset"):
+        raise ValueError("config.model needs hf_path (a local HF checkpoint directory) or a preset to plan for")
+    notes = []
+    if mc.get("hf_path") and not os.path.isfile(os.path.join(mc.hf_path, "config.json")) and mc.get("preset"):
+        notes.append(f"note: {mc.hf_path} is not readable here; planning with the shapes of preset {mc.preset!r}")
+    elif mc.get("hf_path"):
+        model_config = models.ModelConfig.from_hf_dict(
+            models.hf.read_hf_config(mc.hf_path), dtype=mc.dtype, param_dtype=mc.get("param_dtype") or mc.dtype
+        )
+    if not mc.get("hf_path") or notes:
+        model_config = models.get_preset(mc.preset, dtype=mc.dtype, param_dtype=mc.get("param_dtype") or mc.dtype)
+    mesh_shape = mesh_shape_for(config, num_devices, num_slices)
+    rules = runtime.rules_from_config(config)
+    boxed = models.abstract_params(models.build_model(model_config))
+    w = workload(config)
+    est = shd.estimate_memory(boxed, model_config, mesh_shape, rules, rollout_rules=_rollout_rules(config, rules), **w)
+    lines = notes + [f"model {mc.get('hf_path') or mc.preset}: {model_config.num_params / 1e9:.2f}B params "
+             f"({model_config.param_dtype} storage, {model_config.dtype} compute)",
+             f"mesh {mesh_shape} on {num_devices} devices" + (f" in {num_slices} slices" if num_slices > 1 else ""),
+             f"workload per iteration {w}"]
+    for p in shd.param_placements(boxed, mesh_shape, rules):
+        if p.dropped:
+            lines.append(f"  replicated: {p.path} {p.shape} spec {p.spec}: {'; '.join(p.dropped)}")
+    lines.append("estimated memory per device:")
+    lines += [f"  {k:15s} {v / 2**30:8.2f} GiB" for k, v in est.items()]
+    fits = device_gib is None or est["total"] <= device_gib * 2**30
+    if device_gib is not None:
+        lines.append(f"  device memory   {device_gib:8.2f} GiB -> {'fits' if fits else 'DOES NOT FIT'}")
+    return "\n".join(lines), fits
+
+
+def main(argv) -> None:
+    del argv
+    if _CONFIG.value is None:
+        raise app.UsageError("--config is required")
+    gib = _MEMORY.value or None
+    if _ACCEL.value:
+        num_devices, chip_gib = tpu_devices(_ACCEL.value)
+        num_devices *= _SLICES.value
+        gib = gib or chip_gib
+    elif _NUM_DEVICES.value:
+        num_devices = _NUM_DEVICES.value
+    else:
+        raise app.UsageError("give --accelerator (TPU type) or --num_devices")
+    try:
+        text, fits = plan(_CONFIG.value, num_devices, gib, _SLICES.value)
+    except (ValueError, FileNotFoundError) as e:  # a bad mesh, model or config: one line, no traceback
+        print(f"plan: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(text)
+    sys.exit(0 if fits else 1)
+
+
+if __name__ == "__main__":
+    app.run(main)
