@@ -93,6 +93,7 @@ def tiny() -> ml_collections.ConfigDict:
     g.prompt.max_statement_chars = 240
     g.prompt.lift_shown_pairs = 2
     g.seed_file = common.azr_seed_file("7b_coder_code_f_seed_io.jsonl")
+    g.seed_max_snippet_chars = 200
     g.eval.every = 3
     g.eval.num_samples = 2
     g.eval.ks = "1,2"

@@ -264,3 +264,28 @@ def test_goalposts_eval_and_dynamic_swap(tmp_path, sandbox):
     source.collect(_ctx(source, policy, sandbox, 1, _run_config()))
     rows = [json.loads(line) for line in (tmp_path / "curriculum.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 1 and rows[-1]["goalpost_id"] in (promoted.id, "abc320_a")
+
+
+def test_seed_tasks_are_validated_once_and_feed_the_student(tmp_path, sandbox):
+    from gasp_jax.gasp.source import GaspSource
+    from gasp_jax.selfplay.policy import ScriptedPolicy
+    from gasp_jax.tokenizer import build_byte_tokenizer
+
+    good = {"snippet": "def f(a):\n    return a * 2", "inputs": ["1", "2", "'x'", "[3]"], "outputs": ["2", "4", "'xx'", "[3, 3]"],
+            "message": "Double it.", "imports": []}
+    bad = {"snippet": "def f(a):\n    return a / 0", "inputs": ["1", "2", "3", "4"], "outputs": ["1", "2", "3", "4"],
+           "message": "Broken.", "imports": []}
+    seed = tmp_path / "seed.jsonl"
+    seed.write_text("".join(json.dumps(r) + "\n" for r in (good, bad)))
+    policy = ScriptedPolicy(build_byte_tokenizer(), lambda prompt, j: "no idea", max_new_tokens=4096)
+    source = GaspSource("gasp", _block(tmp_path, seed_file=str(seed), lemmas_per_step=1, solve_batch=3),
+                        _run_config(), workdir=str(tmp_path))
+    result = source.collect(_ctx(source, policy, sandbox, 0, _run_config()))
+    assert [e["record"]["message"] for e in source.buffer.entries()] == ["Double it."]
+    assert len(source._index) == 0  # seeds feed the student; they are not accepted questions
+    solve = [e for e in result.episodes if e.role == "solve"]
+    assert len(solve) == 3 and all(e.tags["outcome"] == "format_error" for e in solve)
+    state = json.loads(json.dumps(source.state_dict()))
+    resumed = GaspSource("gasp", _block(tmp_path, seed_file=str(seed)), _run_config(), workdir=str(tmp_path))
+    resumed.load_state_dict(state)
+    assert resumed._seeds_validated and len(resumed.buffer) == 1

@@ -63,10 +63,7 @@ def wrap_prompt(body: str, *, template: str = "full", chat: bool = False, tokeni
     answered (and parsed) exactly like every other proposal of the project."""
     from gasp_jax import tasks
 
-    wrap = getattr(tasks, "wrap_prompt", None)
-    if wrap is None:  # until the tasks layer exports its wrapper (asked in wave3/gasp_api.md)
-        from gasp_jax.tasks.prompts import _wrap as wrap
-    return wrap(body, template=template, chat=chat, tokenizer=tokenizer)
+    return tasks.wrap_prompt(body, template=template, chat=chat, tokenizer=tokenizer)
 
 
 def _format_rules(num_inputs: int, banned_modules: Sequence[str]) -> str:

@@ -85,6 +85,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.format_penalty = FORMAT_PENALTY  # invalid or duplicate proposals (AZR's -1)
     c.buffer_max_size = 0  # accepted-question buffer (and dedup index); 0 = unbounded
     c.seed_file = ""  # optional induction seed tasks that pre-fill the buffer (student back-fill only)
+    c.seed_max_snippet_chars = 0  # keep seed programs up to this length (0 = all); tiny contexts need short ones
 
     c.prompt = ml_collections.ConfigDict()  # template and chat come from the run's `prompts` block
     c.prompt.max_statement_chars = 0  # cut long goalpost statements in the lemma prompt (0 = never)
@@ -197,9 +198,7 @@ class GaspSource:
             self._init_embedder(None)
         self.counters: Counter[str] = Counter()
         self.progress: dict[str, dict[str, int]] = defaultdict(lambda: {"lemmas": 0, "lifts": 0})
-        self._seed_ids: list[str] = []
-        if c.seed_file:
-            self._seed(c.seed_file)
+        self._seeds_validated = not c.seed_file
 
     # ------------------------------------------------------------------------------------------- set-up
 
@@ -232,17 +231,32 @@ class GaspSource:
             if self._pending_truncate is not None and multihost.is_main():
                 self.curriculum.truncate(self._pending_truncate)
             self._pending_truncate = None
+        if not self._seeds_validated:
+            self._seed(ctx)
 
-    def _seed(self, path: str) -> None:
+    def _seed(self, ctx: Any) -> None:
+        """Pre-fills the buffer with the seed file's induction tasks that pass validation (raw AZR rows can
+        have non-plain or truncated outputs), once; through `steps.sharded_call`, so every process keeps
+        the same records."""
         from gasp_jax import tasks
+        from gasp_jax.selfplay import steps
 
-        for i, rec in enumerate(tasks.load_seed_file(path)):
-            if "inputs" not in rec:
-                continue
-            qid = rec.get("id") or f"seed-{i}"
-            self.buffer.add({"id": qid, "stage": "seed", "goalpost_id": None, "axis": None, "parent_id": None,
-                             "step": -1, "p": None, "record": dict(rec, id=qid)})
-            self._seed_ids.append(qid)
+        limit = int(self.config.seed_max_snippet_chars)
+        rows = [r for r in tasks.load_seed_file(self.config.seed_file)
+                if "inputs" in r and (not limit or len(r["snippet"]) <= limit)]
+        check = steps.validation_config(ctx.config)
+        results = steps.sharded_call(
+            ctx, lambda items: tasks.validate_records(ctx.sandbox, items, config=check), [("induction", r) for r in rows]
+        ).result()
+        kept = 0
+        for i, res in enumerate(results):
+            if res.ok:
+                qid = f"seed-{i}"
+                self.buffer.add({"id": qid, "stage": "seed", "goalpost_id": None, "axis": None, "parent_id": None,
+                                 "step": -1, "p": None, "record": dict(res.record, id=qid)})
+                kept += 1
+        self._seeds_validated = True
+        log.info("gasp: %d/%d seed induction tasks from %s pass validation", kept, len(rows), self.config.seed_file)
 
     def _reindex(self) -> None:
         """Rebuilds the dedup index from the buffer (after a resume or an embedder change)."""
@@ -259,6 +273,7 @@ class GaspSource:
             "buffer": self.buffer.state_dict(),
             "schedule": self.schedule.state_dict() if self.schedule is not None else self._pending_schedule,
             "counters": dict(self.counters),
+            "seeds_validated": self._seeds_validated,
             "progress": {k: dict(v) for k, v in self.progress.items()},
             "curriculum_bytes": self.curriculum.size if self.curriculum is not None else 0,
         }
@@ -266,6 +281,7 @@ class GaspSource:
     def load_state_dict(self, state: dict) -> None:
         self.buffer.load_state_dict(state["buffer"])
         self.counters = Counter(state.get("counters", {}))
+        self._seeds_validated = bool(state.get("seeds_validated", True))
         self.progress = defaultdict(lambda: {"lemmas": 0, "lifts": 0}, {k: dict(v) for k, v in state.get("progress", {}).items()})
         size = int(state.get("curriculum_bytes", 0))
         if self.curriculum is None:
