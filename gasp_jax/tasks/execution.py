@@ -193,36 +193,57 @@ def _submit(sandbox: Any, requests: Sequence[dict], limits: Limits, max_per_job:
     return out
 
 
-def _send(sandbox: Any, requests: list[dict], limits: Limits, max_per_job: int, out: list[Future]) -> None:
+def _per_job(sandbox: Any, n: int, max_per_job: int) -> int:
     workers = max(1, int(getattr(sandbox, "workers", 1)))
-    per_job = max(1, min(max_per_job, math.ceil(len(requests) / (2 * workers))))
-    max_chars = limits.stdout_bytes
+    return max(1, min(max_per_job, math.ceil(n / (2 * workers))))
+
+
+def _send(sandbox: Any, requests: list[dict], limits: Limits, max_per_job: int, out: list[Future]) -> None:
+    per_job = _per_job(sandbox, len(requests), max_per_job)
     for start in range(0, len(requests), per_job):
-        chunk = requests[start:start + per_job]
-        targets = out[start:start + per_job]
-        inputs = [repr(json.dumps(r, separators=(",", ":"))) for r in chunk]
+        _send_job(sandbox, requests[start:start + per_job], limits, out[start:start + per_job])
+
+
+def _send_job(sandbox: Any, chunk: list[dict], limits: Limits, targets: list[Future]) -> None:
+    """One sandbox job running ``chunk`` (one test, i.e. one fresh process, per request)."""
+    max_chars = limits.stdout_bytes
+    inputs = [repr(json.dumps(r, separators=(",", ":"))) for r in chunk]
+    try:
+        job = sandbox.run_function_async(WRAPPER, inputs, fn_name=ENTRY, limits=limits)
+    except BaseException as e:  # noqa: BLE001 - e.g. the sandbox was closed
+        for t in targets:
+            t.set_exception(e)
+        return
+
+    def done(f: Future) -> None:
+        _deferred.batch = []
         try:
-            job = sandbox.run_function_async(WRAPPER, inputs, fn_name=ENTRY, limits=limits)
-        except BaseException as e:  # noqa: BLE001 - e.g. the sandbox was closed
+            results = f.result()
+            for i, t in enumerate(targets):
+                t.set_result(_reply_of(results[i], max_chars) if i < len(results) else None)
+        except BaseException as e:  # noqa: BLE001
             for t in targets:
-                t.set_exception(e)
-            continue
+                if not t.done():
+                    t.set_exception(e)
+        finally:
+            batch, _deferred.batch = _deferred.batch, None
+            _flush(batch)
 
-        def done(f: Future, targets: list[Future] = targets) -> None:
-            _deferred.batch = []
-            try:
-                results = f.result()
-                for i, t in enumerate(targets):
-                    t.set_result(_reply_of(results[i], max_chars) if i < len(results) else None)
-            except BaseException as e:  # noqa: BLE001
-                for t in targets:
-                    if not t.done():
-                        t.set_exception(e)
-            finally:
-                batch, _deferred.batch = _deferred.batch, None
-                _flush(batch)
+    job.add_done_callback(done)
 
-        job.add_done_callback(done)
+
+def _submit_runs(sandbox: Any, runs: list[list[dict]], limits: Limits, max_per_job: int) -> list[list[Future]]:
+    """Like ``_submit`` for several equally long request lists (determinism runs): each list gets
+    its own jobs, submitted alternately, so the k-th jobs of two runs go to the pool back to back
+    and, with idle workers, to different workers."""
+    out = [[Future() for _ in reqs] for reqs in runs]
+    if not runs or not runs[0]:
+        return out
+    per_job = _per_job(sandbox, sum(len(r) for r in runs), max_per_job)
+    for start in range(0, len(runs[0]), per_job):
+        for reqs, futs in zip(runs, out):
+            _send_job(sandbox, reqs[start:start + per_job], limits, futs[start:start + per_job])
+    return out
 
 
 def _flush(batch: list) -> None:
@@ -517,8 +538,8 @@ def validate_proposals_async(sandbox: Any, items: Sequence[tuple], *,
             idx.append(len(by_run[r]) - 1)
         plan.append((kind, prop, meta, orders, idx))
     # Each run is its own set of jobs, so the runs of one proposal are separate jobs (and, with
-    # more than one worker, normally on different workers: different uid, pids and heap layout).
-    futures_by_run = [_submit(sandbox, reqs, cfg.limits, cfg.max_tests_per_job) for reqs in by_run]
+    # more than one worker, normally on different workers: different uid, hash secret, heap).
+    futures_by_run = _submit_runs(sandbox, by_run, cfg.limits, cfg.max_tests_per_job)
     out: list[Future] = []
     for p in plan:
         if isinstance(p, Validation):
