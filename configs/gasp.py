@@ -21,11 +21,12 @@ Presets (`--config=configs/gasp.py:PRESET,key=value,...`):
          a 64-task student batch, 500 iterations, goalposts-solved evaluation every 100 iterations
          (100 samples, pass@1/10/100). Goalposts default to every shipped LCB problem before
          2024-08-01; give the lcb_goalposts report and the LCB release for the paper's 146.
-  tiny   the CPU main command: the warm-started tiny model (configs/warmstart.py, cached), compact
-         prompts, 5 real LCB goalposts with short statements, 4 lemmas per iteration, n = 4, a
-         goalposts-solved evaluation every 3 iterations. A few minutes on 2 CPU cores; expect most
-         tiny-model lemmas to fail validation (format penalty), the student phase to run on the AZR
-         induction seed tasks, and 0 goalposts solved (these are hard problems for a 7B model).
+  tiny   the CPU main command: the warm-started tiny model (configs/warmstart.py, cached; trained on
+         first use), compact prompts, 5 real LCB goalposts with short statements, 4 lemmas per
+         iteration, n = 4, a goalposts-solved evaluation every 3 iterations. A few minutes on 2 CPU
+         cores; expect most tiny-model lemmas to fail validation (format penalty: the warm start never
+         saw a lemma prompt), the student phase to run on the warm start's induction seed tasks, and
+         0 goalposts solved (hard problems even for a 7B model).
 Any config key can be set as `key=value` (dotted paths, e.g. `sources.gasp.goalposts.dynamic=True`).
 """
 
@@ -104,6 +105,11 @@ def tiny() -> ml_collections.ConfigDict:
     c.sandbox.workers = 2
     c.checkpoint.every = 3
     c.log.text_every = 3
-    if "template" in c.init.warmstart:  # the warm start trained on these prompt shapes: use the same
-        c.prompts.template = c.init.warmstart.template
+    if "template" in c.init.warmstart:  # agree with what the warm start trained on (never duplicated)
+        w = c.init.warmstart
+        c.prompts.template = w.template
+        c.prompts.chat = w.chat
+        g.num_inputs = w.data.induction_inputs
+        g.seed_from_warmstart = True
+        c.sampling.max_cache_length = max(c.sampling.max_cache_length, w.max_length)
     return c

@@ -86,6 +86,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.buffer_max_size = 0  # accepted-question buffer (and dedup index); 0 = unbounded
     c.seed_file = ""  # optional induction seed tasks that pre-fill the buffer (student back-fill only)
     c.seed_max_snippet_chars = 0  # keep seed programs up to this length (0 = all); tiny contexts need short ones
+    c.seed_from_warmstart = False  # seed with the warm start's training induction tasks (what a tiny model knows)
 
     c.prompt = ml_collections.ConfigDict()  # template and chat come from the run's `prompts` block
     c.prompt.max_statement_chars = 0  # cut long goalpost statements in the lemma prompt (0 = never)
@@ -198,7 +199,7 @@ class GaspSource:
             self._init_embedder(None)
         self.counters: Counter[str] = Counter()
         self.progress: dict[str, dict[str, int]] = defaultdict(lambda: {"lemmas": 0, "lifts": 0})
-        self._seeds_validated = not c.seed_file
+        self._seeds_validated = not (c.seed_file or c.seed_from_warmstart)
 
     # ------------------------------------------------------------------------------------------- set-up
 
@@ -242,8 +243,13 @@ class GaspSource:
         from gasp_jax.selfplay import steps
 
         limit = int(self.config.seed_max_snippet_chars)
-        rows = [r for r in tasks.load_seed_file(self.config.seed_file)
-                if "inputs" in r and (not limit or len(r["snippet"]) <= limit)]
+        if self.config.seed_from_warmstart:
+            from gasp_jax.jobs import warmstart
+
+            rows, origin = warmstart.seed_tasks(self.run_config.init.warmstart.data).train["induction"], "the warm start"
+        else:
+            rows, origin = tasks.load_seed_file(self.config.seed_file), self.config.seed_file
+        rows = [r for r in rows if "inputs" in r and (not limit or len(r["snippet"]) <= limit)]
         check = steps.validation_config(ctx.config)
         results = steps.sharded_call(
             ctx, lambda items: tasks.validate_records(ctx.sandbox, items, config=check), [("induction", r) for r in rows]
@@ -256,7 +262,7 @@ class GaspSource:
                                  "step": -1, "p": None, "record": dict(res.record, id=qid)})
                 kept += 1
         self._seeds_validated = True
-        log.info("gasp: %d/%d seed induction tasks from %s pass validation", kept, len(rows), self.config.seed_file)
+        log.info("gasp: %d/%d seed induction tasks from %s pass validation", kept, len(rows), origin)
 
     def _reindex(self) -> None:
         """Rebuilds the dedup index from the buffer (after a resume or an embedder change)."""
