@@ -368,3 +368,20 @@ def test_goalpost_report_pass_at_k_and_solved():
     assert rep["per_goalpost"]["c"]["error"] == "bad tests: none"
     scalars = evaluation.report_scalars(rep)
     assert scalars["gasp/goalposts/solved_count"] == 1.0 and scalars["gasp/goalpost/a/pass_at_4"] == 1.0
+
+
+def test_iteration_breakdown_and_dedup_benchmark_rows():
+    from gasp_jax.gasp import bench
+
+    rows = [{"time/iteration_s": 100.0, "time/compile_s": 90.0},  # the compiling iteration is skipped
+            {"time/iteration_s": 10.0, "time/gasp_lemma_pass_rate_s": 2.0, "time/gasp_lift_pass_rate_s": 1.0,
+             "time/gasp_student_s": 4.0, "gasp/lemma/count": 4.0},
+            {"time/iteration_s": 12.0, "time/gasp_lemma_pass_rate_s": 4.0, "time/gasp_student_s": 2.0,
+             "gasp/lemma/count": 4.0}]
+    out = bench.iteration_breakdown(rows)
+    assert out["iterations"] == 2 and out["iteration_s"] == 11.0
+    assert out["pass_rate_over_student"] == pytest.approx((3.0 + 0.5) / 3.0)
+    with pytest.raises(ValueError):
+        bench.iteration_breakdown(rows[:1])
+    (row,) = bench.dedup_search([200], dim=16, queries=4, repeats=1)
+    assert row["accepted"] == 200 and row["check_ms"] > 0 and row["index_mb"] > 0

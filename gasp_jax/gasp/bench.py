@@ -1,7 +1,8 @@
-"""GASP benchmarks: near-duplicate search as the buffer grows, and (through the trainer's iteration
-benchmark) one GASP iteration with its phase breakdown.
+"""GASP benchmarks: near-duplicate search as the buffer grows, and GASP iterations with their phase
+breakdown (the cost of pass-rate estimation for lemmas and lifts relative to the student phase).
 
-    python -m gasp_jax.gasp.bench --sizes=1000,10000,100000 --dim=512 --queries=64
+    python -m gasp_jax.gasp.bench --mode=dedup --sizes=1000,10000,100000 --dim=512 --queries=64
+    python -m gasp_jax.gasp.bench --mode=iteration --config=tiny --steps=4      # runs the trainer
 
 Dedup search: the index is filled with N random unit vectors (the search cost does not depend on what
 the vectors encode) and a batch of Q candidates (a step's lemmas) is checked against it, in-batch
@@ -24,6 +25,10 @@ _SIZES = flags.DEFINE_list("sizes", ["1000", "10000", "100000"], "accepted-quest
 _DIM = flags.DEFINE_integer("dim", 512, "embedding dimension")
 _QUERIES = flags.DEFINE_integer("queries", 64, "candidates checked per search (one iteration's lemmas)")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "timed searches per size (the median is reported)")
+_MODE = flags.DEFINE_enum("mode", "dedup", ["dedup", "iteration"], "what to measure")
+_CONFIG = flags.DEFINE_string("config", "tiny", "configs/gasp.py argument for --mode=iteration")
+_STEPS = flags.DEFINE_integer("steps", 4, "iterations for --mode=iteration (the first, compiling, is not averaged)")
+_WORKDIR = flags.DEFINE_string("workdir", "", "workdir for --mode=iteration (default: a temporary directory)")
 
 
 def _median_time(fn, repeats: int) -> float:
@@ -69,10 +74,51 @@ def embed_cost(dim: int = 512, texts: int = 500) -> dict:
     return {"embedder": "hashed", "dim": dim, "chars": len(sample), "us_per_text": 1e6 * seconds / texts}
 
 
+PHASES = ("iteration", "gasp_lemma", "gasp_lemma_pass_rate", "gasp_lift", "gasp_lift_pass_rate", "gasp_dedup",
+          "gasp_student", "goalposts_eval", "teacher_generate", "student_generate", "sandbox_wait", "update",
+          "reshard", "checkpoint")
+
+
+def iteration_breakdown(metrics_rows: Sequence[dict], *, skip_first: int = 1) -> dict:
+    """Mean seconds per phase over the iterations of a trainer ``metrics.jsonl`` (the first ``skip_first``
+    compile), and the pass-rate estimation cost relative to the student phase."""
+    rows = list(metrics_rows)[skip_first:]
+    if not rows:
+        raise ValueError("no iterations left to average (run more steps)")
+    out = {"iterations": len(rows)}
+    for phase in PHASES:
+        values = [r.get(f"time/{phase}_s", 0.0) for r in rows]
+        out[f"{phase}_s"] = float(np.mean(values))
+    out["compile_s"] = float(np.mean([r.get("time/compile_s", 0.0) for r in rows]))
+    estimate = out["gasp_lemma_pass_rate_s"] + out["gasp_lift_pass_rate_s"]
+    out["pass_rate_over_student"] = estimate / out["gasp_student_s"] if out["gasp_student_s"] > 0 else float("nan")
+    for key in ("gasp/lemma/count", "gasp/lift/count", "gasp/lemma/valid_rate", "gasp/lemma/accept_rate"):
+        out[key] = float(np.mean([r.get(key, 0.0) for r in rows]))
+    return out
+
+
+def run_iterations(config_arg: str = "tiny", steps: int = 4, workdir: str = "") -> dict:
+    """Runs ``configs/gasp.py:<config_arg>`` for ``steps`` iterations and returns its breakdown."""
+    import tempfile
+
+    from configs import gasp as gasp_config
+    from gasp_jax.selfplay import trainer
+
+    config = gasp_config.get_config(f"{config_arg},steps={steps}")
+    workdir = workdir or tempfile.mkdtemp(prefix="gasp_bench_")
+    trainer.train(config, workdir)
+    with open(os.path.join(workdir, "tb", "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    return {"config": f"configs/gasp.py:{config_arg}", "workdir": workdir, **iteration_breakdown(rows)}
+
+
 def main(argv):
     del argv
-    rows = dedup_search([int(s) for s in _SIZES.value], dim=_DIM.value, queries=_QUERIES.value, repeats=_REPEATS.value)
     print(f"load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs")
+    if _MODE.value == "iteration":
+        print(json.dumps(run_iterations(_CONFIG.value, _STEPS.value, _WORKDIR.value), indent=1))
+        return
+    rows = dedup_search([int(s) for s in _SIZES.value], dim=_DIM.value, queries=_QUERIES.value, repeats=_REPEATS.value)
     for r in rows:
         print(json.dumps(r))
     print(json.dumps(embed_cost(_DIM.value)))
