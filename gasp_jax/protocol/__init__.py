@@ -1,0 +1,71 @@
+"""The paper's protocol from one command: train every (method, seed), evaluate every checkpoint the same
+way, write Table 1.
+
+    python -m gasp_jax.protocol --experiment=configs/experiments/tiny_cpu.py --workdir=runs/table1_tiny
+
+  experiment  experiment files -> a validated `Plan` (every run config and evaluation config)
+  training    run / resume / skip each training run (a normal `gasp_jax.main` job in its own directory)
+  evaluation  export checkpoints, LCB pass@k + goalposts solved (+ HumanEval / MBPP+) per checkpoint
+  table       table1.md + table1.json from the reports (missing cells marked, never invented)
+
+Re-running the same command resumes: finished runs and finished evaluations are not redone, a crashed
+run is resumed from its last checkpoint. See docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+
+from gasp_jax.protocol.experiment import METHODS, ExperimentError, Plan, build_plan
+
+log = logging.getLogger(__name__)
+
+STAGES = ("train", "eval", "table")
+
+
+def run(experiment: ml_collections.ConfigDict, workdir: str, *, stages: tuple[str, ...] = STAGES) -> dict[str, Any]:
+    """Validates the experiment, then trains, evaluates and tabulates (the stages asked for)."""
+    from gasp_jax.protocol import evaluation, table, training
+
+    bad = [s for s in stages if s not in STAGES]
+    if bad:
+        raise ExperimentError(f"unknown stage(s) {bad}; known: {', '.join(STAGES)}")
+    plan = build_plan(experiment, workdir)  # every check happens here, before anything runs
+    plan.workdir.mkdir(parents=True, exist_ok=True)
+    (plan.workdir / "experiment.json").write_text(experiment.to_json_best_effort(indent=1, sort_keys=True))
+    log.info("protocol %s: %d training runs (%s x seeds %s, %d steps), evaluations %s -> %s", experiment.name,
+             len(plan.runs), ", ".join(experiment.methods), list(experiment.seeds), int(experiment.budget.steps),
+             ", ".join(plan.evals), plan.workdir)
+    for spec in plan.runs:
+        training.prepare(spec)  # a workdir of another experiment is refused before anything runs
+    statuses: dict[str, Any] = {}
+    for spec in plan.runs:
+        if "train" in stages:
+            statuses[spec.name] = training.train(spec, executor=str(experiment.get("executor", "subprocess")),
+                                                 max_attempts=int(experiment.get("max_attempts", 2)))
+        else:
+            statuses[spec.name] = training.status(spec)
+    _write_status(plan, statuses)
+    evaluated = evaluation.evaluate_all(plan, statuses) if "eval" in stages else {}
+    out = {"workdir": str(plan.workdir), "runs": {k: {"finished": v["finished"], "final_step": v["final_step"]}
+                                                  for k, v in statuses.items()}, "evaluations": evaluated}
+    if "table" in stages:
+        t = table.write_table(plan)
+        out["table"] = str(plan.workdir / "table1.md")
+        log.info("protocol: table written to %s\n%s", plan.workdir / "table1.md", table.render_markdown(t))
+    return out
+
+
+def _write_status(plan: Plan, statuses: dict[str, Any]) -> None:
+    from gasp_jax.evaluation.common import write_json
+
+    write_json(plan.workdir / "status.json", {k: {kk: vv for kk, vv in v.items() if kk != "summary"}
+                                              for k, v in statuses.items()})
+
+
+__all__ = ["METHODS", "STAGES", "ExperimentError", "Plan", "build_plan", "run"]
