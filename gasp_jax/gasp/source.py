@@ -212,6 +212,7 @@ class GaspSource:
         else:
             self._embedder = dedup_lib.build_embedder(d, model=policy.model, params=policy.params, tokenizer=policy.tokenizer)
         self._index = dedup_lib.DedupIndex(self._embedder.dim, threshold=float(d.threshold), block_rows=int(d.block_rows))
+        self._statement_vecs = {}
         state = self._pending_schedule or (self.schedule.state_dict() if self.schedule is not None else None)
         self._pending_schedule = None
         self.schedule = GoalpostSchedule(self.pool, dynamic=bool(self.config.goalposts.dynamic),
@@ -359,40 +360,41 @@ class GaspSource:
             cand.accepted = cand.valid and not cand.duplicate and bool(accepted_rate(stage, cand.p))
 
     def _dedup(self, cands: list[_Candidate]) -> None:
-        """Near-duplicates of accepted questions (or of each other) and copies of the goalpost statement."""
+        """Near-duplicates of accepted questions (or of each other) and copies of the goalpost statement.
+        One embedding call covers every candidate's question text and message."""
         assert self._embedder is not None and self._index is not None
         usable = [c.valid and not c.duplicate for c in cands]
-        if not any(usable):
+        where = [i for i, ok in enumerate(usable) if ok]
+        if not where:
             return
-        texts = [dedup_lib.question_text(c.proposal.record) if ok else "" for c, ok in zip(cands, usable)]
-        result = self._index.check(self._embedder.embed(texts), usable=usable)
+        records = [cands[i].proposal.record for i in where]
+        messages = [str(r.get("message", "")) for r in records]
+        vecs = self._embedder.embed([dedup_lib.question_text(r) for r in records] + messages)
+        queries = np.zeros((len(cands), vecs.shape[1]), np.float32)
+        queries[where] = vecs[: len(where)]
+        message_vecs = dedup_lib.normalize_rows(vecs[len(where):])
+        result = self._index.check(queries, usable=usable)
         threshold = float(self.config.dedup.threshold)
-        for i, (cand, ok) in enumerate(zip(cands, usable)):
-            if not ok:
-                continue
+        for k, i in enumerate(where):
+            cand, record = cands[i], records[k]
             if result.duplicate[i]:
                 cand.duplicate = True
                 cand.duplicate_reason = f"cosine {result.similarity[i]:.3f} to {result.match[i]}"
                 self.counters[f"duplicate_{cand.stage}"] += 1
                 continue
             # Copies of the goalpost statement: verbatim shingles, or the message embedding close to it.
-            record = cand.proposal.record
-            copied = dedup_lib.copied_fraction(f"{record.get('message', '')}\n{record.get('snippet', '')}",
-                                               cand.goalpost.statement)
-            sim = self._statement_similarity(cand.goalpost, str(record.get("message", "")))
+            copied = dedup_lib.copied_fraction(f"{messages[k]}\n{record.get('snippet', '')}", cand.goalpost.statement)
+            sim = float(message_vecs[k] @ self._statement_vec(cand.goalpost)) if messages[k].strip() else 0.0
             if copied >= float(self.config.dedup.copy_threshold) or sim >= threshold:
                 cand.duplicate = True
                 cand.duplicate_reason = f"copies goalpost {cand.goalpost.id} ({copied:.0%} of its shingles, cosine {sim:.3f})"
                 self.counters["goalpost_copies"] += 1
 
-    def _statement_similarity(self, goalpost: Goalpost, message: str) -> float:
+    def _statement_vec(self, goalpost: Goalpost) -> np.ndarray:
         assert self._embedder is not None
-        if not message.strip():
-            return 0.0
         if goalpost.id not in self._statement_vecs:
             self._statement_vecs[goalpost.id] = dedup_lib.normalize_rows(self._embedder.embed([goalpost.statement]))[0]
-        msg = dedup_lib.normalize_rows(self._embedder.embed([message]))[0]
-        return float(msg @ self._statement_vecs[goalpost.id])
+        return self._statement_vecs[goalpost.id]
 
     def _accept(self, ctx: Any, cands: list[_Candidate]) -> list[dict]:
         """Accepted candidates -> buffer entries (+ dedup index)."""
