@@ -135,6 +135,11 @@ def bench(n_io: int, n_induction: int, workers: int, seed: int) -> dict[str, Any
     out["baseline_judge_s"] = base_judge_s
     out["baseline_judge_cpu_ms"] = 1e3 * cpu.seconds / len(items)
     out["verdict_agreement"] = sum(a == b for a, b in zip(verdicts, base_verdicts)) / max(1, len(items))
+    # Disagreements come from programs whose output depends on the str-hash seed (it differs
+    # between the baseline's processes, and between sandbox workers until they share one).
+    out["verdict_disagreements"] = [(it[0], it[1]["id"], a, b) for it, a, b in zip(items, verdicts, base_verdicts) if a != b]
+    out["validity_disagreements"] = [(k, r["id"], v.reason) for (k, r), v, b in zip(workload, results, base_valid)
+                                     if bool(v) != b]
     out["validity_agreement"] = sum(bool(a) == b for a, b in zip(results, base_valid)) / max(1, len(workload))
     out["ours_judge_per_s"] = len(items) / out["ours_judge_s"]
     out["baseline_judge_per_s"] = len(items) / base_judge_s
@@ -167,6 +172,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"baseline {r['baseline_judge_per_s']:.1f}/s | ratio {r['judge_ratio']:.1f}x | CPU per answer "
           f"{r['ours_judge_cpu_ms']:.1f} ms vs {r['baseline_judge_cpu_ms']:.1f} ms "
           f"({r['baseline_judge_cpu_ms'] / r['ours_judge_cpu_ms']:.1f}x) | same verdicts {r['verdict_agreement']:.3f}")
+    for d in r["verdict_disagreements"] + r["validity_disagreements"]:
+        print("    differs from the baseline:", d)
     report = {"info": info, "results": r}
     if args.json:
         with open(args.json, "w") as fh:

@@ -26,7 +26,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import marshal
 import math
+import sys
 import threading
 from collections import OrderedDict
 from concurrent.futures import Future
@@ -43,7 +45,20 @@ from gasp_jax.tasks.records import (IO_KINDS, TaskFormatError, check_kind, n_vis
 
 log = logging.getLogger("gasp_jax.tasks")
 
-WRAPPER = open(child.__file__, encoding="utf-8").read()
+def _wrapper_program() -> str:
+    """The sandboxed program of every task job: ``child.py`` as a marshalled code object (so a
+    test child does not spend ~1 ms compiling 250 lines per job or per test), with the source as
+    the fallback for an interpreter whose bytecode differs from ours."""
+    src = open(child.__file__, encoding="utf-8").read()
+    blob = marshal.dumps(compile(src, "<gasp-tasks-child>", "exec", dont_inherit=True))
+    return ("import marshal as _marshal, sys as _sys\n"
+            f"if _sys.implementation.cache_tag == {sys.implementation.cache_tag!r}:\n"
+            f"    exec(_marshal.loads(bytes.fromhex({blob.hex()!r})))\n"
+            "else:\n"
+            f"    exec(compile({src!r}, '<gasp-tasks-child>', 'exec', dont_inherit=True))\n")
+
+
+WRAPPER = _wrapper_program()
 ENTRY = "__gasp_run__"
 
 MiB = 1 << 20
