@@ -348,3 +348,15 @@ def test_closed_sandbox_raises_and_leaves_no_stale_gold(sb):
     with pytest.raises(RuntimeError, match="closed"):
         judge(box, [("deduction", raw, "'qq'")])
     assert judge(sb, [("deduction", raw, "'qq'")]) == [True]
+
+
+def test_dict_order_is_not_nondeterminism_but_list_order_is(sb):
+    # the two runs see different str-hash secrets only if they land on different workers, so the
+    # programs make the difference explicit: the second run (reversed order) builds in another order
+    dict_prog = ("def f(x):\n    import sys\n    m = sys.modules['builtins']\n    m.n = getattr(m, 'n', 0) + 1\n"
+                 "    keys = ['a', 'b'] if m.n == 1 else ['b', 'a']\n    return {k: 1 for k in keys}")
+    list_prog = dict_prog.replace("return {k: 1 for k in keys}", "return keys")
+    ok, bad = tasks.validate_proposals(sb, [("induction", prop("induction", dict_prog, ["1", "2"], "m")),
+                                            ("induction", prop("induction", list_prog, ["1", "2"], "m"))], config=VCFG)
+    assert ok.ok is True and ok.record["outputs"] == ["{'a': 1, 'b': 1}", "{'b': 1, 'a': 1}"]
+    assert bad.ok is False and "not deterministic" in bad.reason

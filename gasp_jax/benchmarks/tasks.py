@@ -30,7 +30,7 @@ from gasp_jax import tasks
 from gasp_jax.benchmarks.sandbox import CpuMeter, baseline_exec, run_parallel
 from gasp_jax.evaluation.common import shared_data_dir
 from gasp_jax.sandbox import Limits, Sandbox
-from gasp_jax.tasks.execution import WRAPPER
+from gasp_jax.tasks.execution import WRAPPER, dict_order_free
 from gasp_jax.tasks.plain import NotPlain, decode, encoded_json, parse_reply, values_equal
 
 IO_FILES = ("7b_seed_io.jsonl", "14b_coder_seed_io.jsonl", "qwen3_4b_seed_io.jsonl")
@@ -64,7 +64,8 @@ def _baseline_reply(request: dict, lim: Limits) -> dict | None:
     code, out = baseline_exec(BASELINE_SCRIPT, json.dumps(request).encode(), lim)
     if code != 0:
         return {"ok": False, "error": f"exit {code}"}
-    return parse_reply(repr(out.decode("ascii", "replace").strip()), lim.stdout_bytes)
+    lines = out.decode("ascii", "replace").strip().split("\n")  # the program may print before the reply
+    return parse_reply(repr(lines[-1]), lim.stdout_bytes)
 
 
 def _baseline_judge(item: tuple[str, dict, str], lim: Limits, cfg: tasks.JudgeConfig) -> bool:
@@ -96,7 +97,7 @@ def _baseline_validate(kind: str, rec: dict, lim: Limits, cfg: tasks.ValidationC
     if not all(r and r.get("ok") for r in replies):
         return False
     first, second = replies[0]["values"], replies[1]["values"][::-1]
-    return all(encoded_json(a) == encoded_json(b) for a, b in zip(first, second))
+    return all(encoded_json(dict_order_free(a)) == encoded_json(dict_order_free(b)) for a, b in zip(first, second))
 
 
 def bench(n_io: int, n_induction: int, workers: int, seed: int) -> dict[str, Any]:

@@ -481,6 +481,21 @@ def _precheck(kind: str, prop: Any, cfg: ValidationConfig) -> str | None:
     return None
 
 
+def dict_order_free(enc: Any) -> Any:
+    """An encoding with every dict's pairs sorted: two runs may build a dict in different orders
+    (e.g. iterating a set of strings) and still give equal values, which is all the judge uses."""
+    if type(enc) is list:
+        return [dict_order_free(e) for e in enc]
+    if type(enc) is dict and len(enc) == 1:
+        (tag, body), = enc.items()
+        if tag == "d" and type(body) is list:
+            pairs = [[dict_order_free(k), dict_order_free(v)] for k, v in (p for p in body if type(p) is list and len(p) == 2)]
+            return {"d": sorted(pairs, key=lambda p: encoded_json(p[0]))}
+        if tag in ("t", "s", "fs", "c") and type(body) is list:
+            return {tag: [dict_order_free(e) for e in body]}
+    return enc
+
+
 def _runs_verdict(kind: str, prop: ParsedProposal, meta: dict, orders: list[list[int]],
                   replies: list[dict | None], cfg: ValidationConfig) -> Validation:
     if any(r is None for r in replies):
@@ -501,7 +516,7 @@ def _runs_verdict(kind: str, prop: ParsedProposal, meta: dict, orders: list[list
             by_input[i] = vals[pos]
         per_run.append(by_input)
     for i in range(n):
-        texts = {encoded_json(run[i]) for run in per_run}
+        texts = {encoded_json(dict_order_free(run[i])) for run in per_run}
         if len(texts) > 1:
             return Validation(False, None, f"not deterministic: input {i} gives different outputs")
     golds, shown = [], []
