@@ -85,6 +85,7 @@ def make_batch(config, batch: int, seq: int, prompt_len: int, seed: int = 0) -> 
         # Near the uniform-policy log-prob, so ratios are O(1) and the update is applied, not skipped.
         old_logprobs=np.where(completion, -np.log(config.vocab_size), 0).astype(np.float32),
         advantages=rng.normal(size=(batch,)).astype(np.float32),
+        temperature=np.ones((batch,), np.float32),  # rollouts at T = 1 (the update divides logits by T)
     )
 
 
@@ -102,7 +103,8 @@ def compiled_memory(update, model, rl_config, batch: int, seq: int) -> dict[str,
                              update.state_shardings)
     spec = lambda dtype: jax.ShapeDtypeStruct((batch, seq), dtype, sharding=update.batch_sharding)
     abstract_batch = rl.Batch(tokens=spec(jnp.int32), positions=spec(jnp.int32), attention_mask=spec(bool),
-                              completion_mask=spec(bool), old_logprobs=spec(jnp.float32), advantages=spec(jnp.float32))
+                              completion_mask=spec(bool), old_logprobs=spec(jnp.float32), advantages=spec(jnp.float32),
+                              temperature=jax.ShapeDtypeStruct((batch,), jnp.float32, sharding=update.batch_sharding))
     stats = update.jitted.lower(state, abstract_batch).compile().memory_analysis()
     gib = lambda x: x / 2**30
     return {
