@@ -260,7 +260,7 @@ def run_ragged(args) -> dict:
             times.append(time.perf_counter() - t0)
         best = min(times)
         outs[name] = out
-        sample_out, stats = out if isinstance(out, tuple) else (out, None)
+        sample_out, stats = (out, None) if isinstance(out, sampling.SampleOutput) else out
         assert (sample_out.lengths == limits).all(), "stop ids are off: every row must generate its limit"
         if stats is None:
             utilisation, steps = static_utilisation(sample_out.lengths, args.slots, batch_shards(mesh, model.rules))

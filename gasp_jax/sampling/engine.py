@@ -473,6 +473,13 @@ def _plan(model: Transformer, requests, *, max_slots, kv_cache_tokens, prompt_bu
     )
 
 
+def _fetch(tree):
+    """Device arrays -> NumPy in one `device_get` (gathered across processes when multi-host)."""
+    if jax.process_count() > 1:
+        return jax.tree.map(_to_host, tree)
+    return jax.device_get(tree)
+
+
 def _rows_sharding(model: Transformer, x: np.ndarray):
     if model.mesh is None:
         return x
@@ -570,12 +577,14 @@ def run_requests(
         if not owner:
             break
         state, chunk_tokens, chunk_logprobs, steps = decode(decode_params, state)
-        for first_rows, first_tokens, first_logprobs in pending:
-            first_tokens, first_logprobs = _to_host(first_tokens), _to_host(first_logprobs)
-            for r, row in enumerate(first_rows):
-                tokens[row, 0], logprobs[row, 0], lengths[row] = first_tokens[r], first_logprobs[r], 1
-        chunk_tokens, chunk_logprobs = _to_host(chunk_tokens), _to_host(chunk_logprobs)
-        step, done, steps = _to_host(state.step), _to_host(state.done), int(_to_host(steps))
+        # One transfer (one sync) per chunk: the chunk's outputs and the first tokens of this refill.
+        (chunk_tokens, chunk_logprobs, step, done, steps), firsts = _fetch(
+            ((chunk_tokens, chunk_logprobs, state.step, state.done, steps), [p[1:] for p in pending])
+        )
+        for (first_rows, *_), (first_tokens, first_logprobs) in zip(pending, firsts):
+            tokens[first_rows, 0], logprobs[first_rows, 0], lengths[first_rows] = first_tokens[: len(first_rows)], \
+                first_logprobs[: len(first_rows)], 1
+        steps = int(steps)
         stats.chunks += 1
         stats.decode_steps += steps
         for slot, row in list(owner.items()):

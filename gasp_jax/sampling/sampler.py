@@ -1,4 +1,6 @@
-"""Jitted KV-cache sampler: one prefill program and one `lax.while_loop` decode program.
+"""Jitted KV-cache sampler: one prefill program and one `lax.while_loop` decode program (the static
+engine), and `generate`, the one entry point for both engines (`engine="continuous"` hands the call
+to `engine.py`, continuous batching over refilled decode slots, with the same results).
 
     out = sampling.generate(model, params, [[1, 5, 9], [7, 7]], max_new_tokens=64, temperature=1.0,
                             top_p=0.95, eos_ids=(2,), num_samples=8, rng=jax.random.key(0))

@@ -57,7 +57,7 @@ def generate_text(
     prompts: Sequence[str],
     *,
     num_samples: int = 1,
-    max_new_tokens: int,
+    max_new_tokens: int | Sequence[int],
     temperature: float = 1.0,
     top_k: int = 0,
     top_p: float = 1.0,
@@ -72,8 +72,10 @@ def generate_text(
     """Samples `num_samples` completions per prompt string; returns `texts[i][j]` (prompt i, sample j).
 
     `eos_ids` defaults to `default_eos_ids(tokenizer, model)`. The stop token is removed from the text;
-    other special tokens too when `skip_special_tokens`. Extra keyword arguments (`prompt_buckets`,
-    `max_cache_length`) go to `generate`. Errors in the arguments raise ValueError before compiling.
+    other special tokens too when `skip_special_tokens`. `max_new_tokens` is an int or one per prompt.
+    Extra keyword arguments (`engine="static"|"continuous"`, `max_slots`, `kv_cache_tokens`,
+    `chunk_steps`, `prompt_buckets`, `max_cache_length`, `unroll_layers`) go to `generate`. Errors in
+    the arguments raise ValueError before compiling.
     """
     token_ids = encode_prompts(tokenizer, prompts, chat_template=chat_template, system_prompt=system_prompt)
     if eos_ids is None:
