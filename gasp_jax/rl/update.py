@@ -29,6 +29,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from gasp_jax import models
+from gasp_jax import sharding as shd
 from gasp_jax.rl.batch import Batch, validate_batch
 from gasp_jax.rl.config import validate_config
 from gasp_jax.rl.logprobs import token_logprobs
@@ -144,7 +145,11 @@ class UpdateStep:
             xp = np if isinstance(adv, np.ndarray) else jnp
             batch = batch.replace(advantages=xp.broadcast_to(adv, batch.tokens.shape).astype(np.float32))
         if self.batch_sharding is not None:
-            batch = jax.device_put(batch, self.batch_sharding)
+            # Host arrays (identical on every process) -> each device receives only its rows; works
+            # across processes, where device_put of a host array onto other hosts' devices does not.
+            batch = jax.tree.map(
+                lambda x: shd.put_host_array(x, self.batch_sharding) if isinstance(x, np.ndarray)
+                else jax.device_put(x, self.batch_sharding), batch)
         return self.jitted(state, batch)
 
     def lower(self, state: TrainState, batch: Batch):
