@@ -71,9 +71,14 @@ def workload(config: Any) -> dict[str, int]:
     length += int(sampling.get("max_new_tokens", 1024))
     train_rows, sample_rows = 0, 0
     for block in dict(config.get("sources", {}) or {}).values():
-        propose, solve = int(block.get("propose_per_kind", 0)), int(block.get("solve_per_kind", 0))
-        train_rows += len(KINDS) * (propose + solve)
-        sample_rows = max(sample_rows, len(KINDS) * propose * int(block.get("learnability_samples", 1)), len(KINDS) * solve)
+        n = int(block.get("learnability_samples", 1))
+        if "propose_per_kind" in block:  # AZR: every task type proposes and solves
+            propose, solve = len(KINDS) * int(block.propose_per_kind), len(KINDS) * int(block.get("solve_per_kind", 0))
+        else:  # GASP: lemmas (+ lifts per lemma) proposed, a student batch solved
+            propose = int(block.get("lemmas_per_step", 0)) * (1 + int(block.get("lifts_per_lemma", 0)))
+            solve = int(block.get("solve_batch", 0))
+        train_rows += propose + solve
+        sample_rows = max(sample_rows, propose * n, solve)
     if not train_rows:  # evaluation jobs: sampling only
         sample_rows = int(sampling.get("max_rows", 0) or sampling.get("n", 1) * sampling.get("batch_problems", 1))
     return {
@@ -123,6 +128,11 @@ def plan(config: Any, num_devices: int, device_gib: float | None, num_slices: in
     for p in shd.param_placements(boxed, mesh_shape, rules):
         if p.dropped:
             lines.append(f"  replicated: {p.path} {p.shape} spec {p.spec}: {'; '.join(p.dropped)}")
+    rows = w["train_rows"] // max(1, w["micro_batches"])
+    batch_shards = mesh_shape["data"] * mesh_shape["fsdp"]
+    if rows and rows % batch_shards:
+        lines.append(f"  warning: {rows} training rows per micro-batch do not split over data x fsdp = {batch_shards} "
+                     "devices: activations are replicated (choose rl.micro_batches or the mesh so they divide)")
     lines.append("estimated memory per device:")
     lines += [f"  {k:15s} {v / 2**30:8.2f} GiB" for k, v in est.items()]
     fits = device_gib is None or est["total"] <= device_gib * 2**30
