@@ -116,7 +116,7 @@ def make_mesh(
             tuple(sizes), MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES), devices=devices
         )
     dcn_sizes = _resolve_sizes(dcn, num_slices, "mesh.dcn", f"{num_slices} slices")
-    on_tpu_slices = all(getattr(d, "slice_index", None) is not None for d in devices)
+    on_tpu_slices = devices[0].platform == "tpu" and all(getattr(d, "slice_index", None) is not None for d in devices)
     granules = {d.slice_index if on_tpu_slices else d.process_index for d in devices}
     if len(granules) != num_slices:
         unit = "slices" if on_tpu_slices else "processes"

@@ -28,8 +28,12 @@ try:
 except RuntimeError as e:
     mismatch = str(e)
 multihost.assert_same_across_processes("same", "constant")
+from gasp_jax import sharding
+hybrid = sharding.make_mesh({"fsdp": -1}, dcn_shape={"data": 2})
 multihost.sync("end")
 print("RESULT " + json.dumps({
+    "hybrid_shape": dict(hybrid.shape),
+    "hybrid_processes": [[d.process_index for d in row.ravel()] for row in hybrid.devices],
     "index": i, "count": n, "is_main": multihost.is_main(), "mine": mine,
     "local_devices": jax.local_device_count(), "devices": jax.device_count(),
     "gathered": [[g["p"], g["x"], g["a"].tolist()] for g in gathered],
@@ -91,3 +95,6 @@ def test_two_processes_gather_and_broadcast():
     assert r0["gathered"] == r1["gathered"] == want
     assert r0["bcast"] == r1["bcast"] == [0, [0, 0]]
     assert r0["mismatch"] and "process id differs" in r0["mismatch"] and r1["mismatch"] == r0["mismatch"]
+    # Multi-slice mesh (processes stand in for slices on CPU): data spans the slices, fsdp stays inside one.
+    assert r0["hybrid_shape"] == {"data": 2, "fsdp": 2, "tensor": 1}
+    assert r0["hybrid_processes"] == [[0, 0], [1, 1]]
