@@ -30,9 +30,13 @@ except RuntimeError as e:
 multihost.assert_same_across_processes("same", "constant")
 from gasp_jax import sharding
 hybrid = sharding.make_mesh({"fsdp": -1}, dcn_shape={"data": 2})
+from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.experimental import multihost_utils
+rows = sharding.global_batch({"x": np.arange(4 * i, 4 * i + 4).reshape(2, 2)}, NamedSharding(hybrid, P(("data", "fsdp"))))["x"]
+global_rows = np.asarray(multihost_utils.process_allgather(rows, tiled=True)).tolist()
 multihost.sync("end")
 print("RESULT " + json.dumps({
-    "hybrid_shape": dict(hybrid.shape),
+    "hybrid_shape": dict(hybrid.shape), "global_shape": list(rows.shape), "global_rows": global_rows,
     "hybrid_processes": [[d.process_index for d in row.ravel()] for row in hybrid.devices],
     "index": i, "count": n, "is_main": multihost.is_main(), "mine": mine,
     "local_devices": jax.local_device_count(), "devices": jax.device_count(),
@@ -98,3 +102,5 @@ def test_two_processes_gather_and_broadcast():
     # Multi-slice mesh (processes stand in for slices on CPU): data spans the slices, fsdp stays inside one.
     assert r0["hybrid_shape"] == {"data": 2, "fsdp": 2, "tensor": 1}
     assert r0["hybrid_processes"] == [[0, 0], [1, 1]]
+    # A global batch from each process's own rows, in process order.
+    assert r0["global_shape"] == [4, 2] and r0["global_rows"] == r1["global_rows"] == [[0, 1], [2, 3], [4, 5], [6, 7]]
