@@ -250,7 +250,7 @@ def test_copied_goalpost_statement_is_detected():
     assert dedup.copied_fraction("```message\nLight lanterns on a board.\n```", STATEMENT) == 0.0
 
 
-def test_transformer_embedder_pools_real_tokens_only():
+def test_transformer_embedder_pools_real_tokens_only(tmp_path):
     import jax
     import ml_collections
 
@@ -273,6 +273,12 @@ def test_transformer_embedder_pools_real_tokens_only():
     assert not np.allclose(vecs[0], vecs[2])
     # Batch composition (padding length) does not change a text's embedding.
     np.testing.assert_allclose(emb.embed(["a"])[0], vecs[3], rtol=1e-4, atol=1e-5)
+    # The local-encoder option loads a HF checkpoint directory: the same weights give the same vectors.
+    models.save_hf(model, params, str(tmp_path / "enc"))
+    tok.save_pretrained(str(tmp_path / "enc"))
+    enc = gasp.build_embedder(ml_collections.ConfigDict(dict(embedder="encoder", encoder_path=str(tmp_path / "enc"),
+                                                             max_tokens=64, batch_size=4)))
+    np.testing.assert_allclose(enc.embed(texts), vecs, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="encoder_path"):
         gasp.build_embedder(ml_collections.ConfigDict(dict(embedder="encoder", encoder_path="")))
     with pytest.raises(ValueError, match="unknown dedup.embedder"):
