@@ -3,6 +3,7 @@
     python -m gasp_jax.benchmarks.iteration                       # CPU: configs/azr.py:tiny, 4 iterations
     python -m gasp_jax.benchmarks.iteration --arg tiny,steps=6 --json out.json
     python -m gasp_jax.benchmarks.iteration --gpu                 # GPU: Qwen2.5-Coder-1.5B shape, bf16, random init
+    python -m gasp_jax.benchmarks.iteration --preset gasp         # CPU: configs/gasp.py:tiny (+ GASP phases)
 
 Runs the real trainer (`selfplay.trainer.train`) in a fresh workdir and summarises its metrics.jsonl:
 per phase (teacher_generate, student_generate, sandbox_wait, update, reshard, checkpoint) the mean
@@ -47,7 +48,8 @@ def summarise(rows: list[dict]) -> dict:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--arg", default=None, help="configs/azr.py argument (default: tiny,steps=4)")
+    p.add_argument("--preset", choices=("azr", "gasp"), default="azr", help="configs/<preset>.py")
+    p.add_argument("--arg", default=None, help="configs/<preset>.py argument (default: tiny,steps=4)")
     p.add_argument("--gpu", action="store_true", help="1.5B shape, bf16, random init, 2 iterations")
     p.add_argument("--workdir", default=None, help="default: a fresh temporary directory")
     p.add_argument("--allow-unsafe", action="store_true", help="sandbox without isolation (no namespaces)")
@@ -55,25 +57,32 @@ def main(argv=None) -> dict:
     a = p.parse_args(argv)
 
     sys.path.insert(0, os.getcwd())  # configs/ lives next to the package, as for gasp_jax.main
-    from configs import azr
+    from configs import azr, gasp
     from gasp_jax import runtime
     from gasp_jax.selfplay import trainer
     import jax
 
     runtime.setup_logging("WARNING")
-    if a.gpu:
+    if a.gpu and a.preset == "gasp":
+        arg = a.arg or ("paper,steps=2,model.preset=qwen2.5-coder-1.5b,sampling.max_new_tokens=1024,"
+                        "sources.gasp.lemmas_per_step=16,sources.gasp.solve_batch=16,checkpoint.every=100")
+    elif a.gpu:
         arg = a.arg or ("paper,steps=2,model.preset=qwen2.5-coder-1.5b,sampling.max_new_tokens=1024,"
                         "sources.azr.propose_per_kind=16,sources.azr.solve_per_kind=16,checkpoint.every=100")
     else:
         arg = a.arg or "tiny,steps=4"
-    config = azr.get_config(arg)
+    config = (gasp if a.preset == "gasp" else azr).get_config(arg)
     config.sandbox.allow_unsafe = bool(a.allow_unsafe)
     workdir = a.workdir or tempfile.mkdtemp(prefix="gasp_iteration_")
     runtime.initialize(config)
     trainer.train(config, workdir)
     rows = [json.loads(line) for line in open(os.path.join(workdir, "tb", "metrics.jsonl"))]
-    result = {"config": f"configs/azr.py:{arg}", "machine": platform.node(), "cpus": os.cpu_count(),
+    result = {"config": f"configs/{a.preset}.py:{arg}", "machine": platform.node(), "cpus": os.cpu_count(),
               "backend": jax.default_backend(), "load_avg_1m": os.getloadavg()[0], **summarise(rows)}
+    if a.preset == "gasp":  # lemma/lift/pass-rate/student phases and pass-rate cost vs the student phase
+        from gasp_jax.gasp import bench as gasp_bench
+
+        result["gasp"] = gasp_bench.iteration_breakdown(rows)
     print(json.dumps(result, indent=2))
     if a.json:
         with open(a.json, "w") as f:

@@ -1,8 +1,8 @@
 """GASP benchmarks: near-duplicate search as the buffer grows, and GASP iterations with their phase
 breakdown (the cost of pass-rate estimation for lemmas and lifts relative to the student phase).
 
-    python -m gasp_jax.gasp.bench --mode=dedup --sizes=1000,10000,100000 --dim=512 --queries=64
-    python -m gasp_jax.gasp.bench --mode=iteration --config=tiny --steps=4      # runs the trainer
+    python -m gasp_jax.gasp.bench --sizes=1000,10000,100000 --dim=512 --queries=64
+    python -m gasp_jax.benchmarks.iteration --preset gasp          # iterations; GASP lines from here
 
 Dedup search: the index is filled with N random unit vectors (the search cost does not depend on what
 the vectors encode) and a batch of Q candidates (a step's lemmas) is checked against it, in-batch
@@ -25,10 +25,6 @@ _SIZES = flags.DEFINE_list("sizes", ["1000", "10000", "100000"], "accepted-quest
 _DIM = flags.DEFINE_integer("dim", 512, "embedding dimension")
 _QUERIES = flags.DEFINE_integer("queries", 64, "candidates checked per search (one iteration's lemmas)")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "timed searches per size (the median is reported)")
-_MODE = flags.DEFINE_enum("mode", "dedup", ["dedup", "iteration"], "what to measure")
-_CONFIG = flags.DEFINE_string("config", "tiny", "configs/gasp.py argument for --mode=iteration")
-_STEPS = flags.DEFINE_integer("steps", 4, "iterations for --mode=iteration (the first, compiling, is not averaged)")
-_WORKDIR = flags.DEFINE_string("workdir", "", "workdir for --mode=iteration (default: a temporary directory)")
 
 
 def _median_time(fn, repeats: int) -> float:
@@ -97,27 +93,9 @@ def iteration_breakdown(metrics_rows: Sequence[dict], *, skip_first: int = 1) ->
     return out
 
 
-def run_iterations(config_arg: str = "tiny", steps: int = 4, workdir: str = "") -> dict:
-    """Runs ``configs/gasp.py:<config_arg>`` for ``steps`` iterations and returns its breakdown."""
-    import tempfile
-
-    from configs import gasp as gasp_config
-    from gasp_jax.selfplay import trainer
-
-    config = gasp_config.get_config(f"{config_arg},steps={steps}")
-    workdir = workdir or tempfile.mkdtemp(prefix="gasp_bench_")
-    trainer.train(config, workdir)
-    with open(os.path.join(workdir, "tb", "metrics.jsonl")) as f:
-        rows = [json.loads(line) for line in f]
-    return {"config": f"configs/gasp.py:{config_arg}", "workdir": workdir, **iteration_breakdown(rows)}
-
-
 def main(argv):
     del argv
     print(f"load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs")
-    if _MODE.value == "iteration":
-        print(json.dumps(run_iterations(_CONFIG.value, _STEPS.value, _WORKDIR.value), indent=1))
-        return
     rows = dedup_search([int(s) for s in _SIZES.value], dim=_DIM.value, queries=_QUERIES.value, repeats=_REPEATS.value)
     for r in rows:
         print(json.dumps(r))
