@@ -4,6 +4,9 @@
     python -m gasp_jax.benchmarks.loading make --preset=qwen2.5-coder-1.5b --out=/tmp/ckpt_1p5b
     XLA_FLAGS=--xla_force_host_platform_device_count=8 JAX_PLATFORMS=cpu \
         python -m gasp_jax.benchmarks.loading load --path=/tmp/ckpt_1p5b --mesh='{"fsdp": 8}'
+    # two hosts' worth: 2 processes x 4 faked devices, each reading only its devices' slices
+    python -m gasp_jax.multihost --processes=2 --devices_per_process=4 -- \
+        python -m gasp_jax.benchmarks.loading load --path=/tmp/ckpt_1p5b --mesh='{"fsdp": 8}'
 
 `load` prints one JSON line: seconds, peak anonymous host memory above the start (the arrays the loader
 materialises; on CPU the "devices" live in host memory too, so the placed params are reported
@@ -100,19 +103,32 @@ def measure_load(path: str, mesh_shape: dict, dtype: str = "bfloat16") -> dict:
     import jax
 
     from gasp_jax import models, sharding
+    from gasp_jax.models import safetensors_io as st
 
     mesh = sharding.make_mesh(mesh_shape)
+    read = [0]
+    original = st.SafetensorsFile.read
+
+    def counting(self, name, index=()):
+        out = original(self, name, index)
+        read[0] += out.nbytes
+        return out
+
+    st.SafetensorsFile.read = counting
     base_anon = _status_kib("RssAnon") * 1024
     t0 = time.perf_counter()
     with PeakMemory() as peak:
         _, params = models.load_hf(path, dtype=dtype, mesh=mesh)
         jax.block_until_ready(params)
     seconds = time.perf_counter() - t0
+    st.SafetensorsFile.read = original
     placed = sum(s.data.nbytes for x in jax.tree.leaves(params) for s in x.addressable_shards)
     return {
         "path": path,
         "mesh": dict(mesh.shape),
         "processes": jax.process_count(),
+        "process": jax.process_index(),
+        "bytes_read_gib": round(read[0] / 2**30, 3),
         "load_s": round(seconds, 2),
         "params_placed_gib": round(placed / 2**30, 3),
         "peak_anon_above_start_gib": round((peak.peak_anon - base_anon) / 2**30, 3),
@@ -136,6 +152,9 @@ def main() -> None:
     if args.cmd == "make":
         print(json.dumps({"out": args.out, "bytes": make_checkpoint(args.preset, args.out, dtype=args.dtype)}))
     else:
+        from gasp_jax import multihost
+
+        multihost.maybe_initialize()  # under `python -m gasp_jax.multihost`: one line per process
         print(json.dumps(measure_load(args.path, json.loads(args.mesh), args.dtype)))
 
 
