@@ -39,6 +39,10 @@ def get_config(arg=None):
     c.overrides = ml_collections.ConfigDict()
     c.overrides.all = ml_collections.ConfigDict(dict(checkpoint=dict(every=1, keep=3)))
     c.overrides.azr = ml_collections.ConfigDict(dict(sources=dict(azr=dict(propose_per_kind=2, solve_per_kind=2))))
+    # The table's evaluations replace the presets' evaluation during training (hook kept, turned off).
+    c.overrides.rlvr = ml_collections.ConfigDict(dict(eval=dict(every=0)))
+    c.overrides.gasp_rlvr = ml_collections.ConfigDict(dict(eval=dict(every=0)))
+    c.overrides.gasp = ml_collections.ConfigDict(dict(sources=dict(gasp=dict(eval=dict(every=0)))))
 
     c.eval = ml_collections.ConfigDict()
     c.eval.checkpoints = "final"
