@@ -22,6 +22,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from gasp_jax import multihost
 from gasp_jax.data.humaneval import load_humaneval
 from gasp_jax.data.livecodebench import LoadReport
 from gasp_jax.data.mbpp import load_mbpp_plus
@@ -170,8 +171,9 @@ def run(config: Any, workdir: str, *, generate_fn: GenerateFn | None = None, tok
         )
     report = build_report(benchmark, problems, records, ks, load_report=load_report,
                           extra={"n": n, "config": config_to_dict(config), "elapsed_s": time.monotonic() - t0})
-    write_json(workdir_path / "report.json", report)
-    write_tensorboard(workdir_path / "tensorboard", report, int(config.get("step", 0)))
+    if multihost.is_main():  # every process holds the same gathered records; one writes
+        write_json(workdir_path / "report.json", report)
+        write_tensorboard(workdir_path / "tensorboard", report, int(config.get("step", 0)))
     overall = report["pass_at_k"]["overall"]
     log.info("%s: %s over %d problems -> %s", benchmark,
              ", ".join(f"{k}={v:.4f}" for k, v in overall.items() if k.startswith("pass@")) or "no pass@k defined",

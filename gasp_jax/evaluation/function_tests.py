@@ -415,10 +415,13 @@ def expected_outputs_cached(
         if cached.get("key") == key:
             return cached["expected"]
     expected = mbpp_expected_outputs(sandbox, problems, limits=limits)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"key": key, "expected": expected}))
-    os.replace(tmp, path)
+    from gasp_jax import multihost
+
+    if multihost.is_main():  # every process computes the same outputs; one writes the cache
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"key": key, "expected": expected}))
+        os.replace(tmp, path)
     return expected
 
 

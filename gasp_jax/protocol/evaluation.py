@@ -98,6 +98,8 @@ def evaluate_checkpoint(plan: Plan, hf_path: str, out_dir: Path, sandbox: Any, *
     from gasp_jax.evaluation import code_eval, eval_job
     from gasp_jax.evaluation.generation import load_model_and_tokenizer, mesh_for
     from gasp_jax.evaluation.grading import SandboxGrader
+    from gasp_jax.rlvr.source import LimitedSandbox
+    from gasp_jax.sandbox import Limits
 
     first = next(iter(todo.values()))
     model, params, tokenizer = load_model_and_tokenizer(first.model, mesh=mesh_for(first))
@@ -108,8 +110,10 @@ def evaluate_checkpoint(plan: Plan, hf_path: str, out_dir: Path, sandbox: Any, *
             if c.job == "code_eval":
                 code_eval.run(c, str(out_dir / name), generate_fn=generate_fn, tokenizer=tokenizer, sandbox=sandbox)
             else:
+                limits = Limits(**dict(c.sandbox.get("limits", {}) or {}))  # this evaluation's, on the shared pool
                 eval_job.run(c, str(out_dir / name), generate_fn=generate_fn, tokenizer=tokenizer,
-                             grader=SandboxGrader(sandbox, infra_retries=int(c.sandbox.get("infra_retries", 1))))
+                             grader=SandboxGrader(LimitedSandbox(sandbox, limits),
+                                                  infra_retries=int(c.sandbox.get("infra_retries", 1))))
             results[name] = {"report": str(out_dir / name / "report.json")}
         except Exception as e:  # noqa: BLE001 - one failed evaluation leaves its cell empty, the rest goes on
             log.exception("protocol: evaluation %s of %s failed", name, hf_path)

@@ -228,7 +228,7 @@ class LcbSource:
         from gasp_jax.sandbox import Limits
 
         limits = Limits(cpu_s=float(self.config.limits.cpu_s), memory_bytes=int(self.config.limits.memory_mb) << 20)
-        grader = SandboxGrader(_LimitedSandbox(ctx.sandbox, limits), infra_retries=int(self.config.infra_retries))
+        grader = SandboxGrader(LimitedSandbox(ctx.sandbox, limits), infra_retries=int(self.config.infra_retries))
         items = [(self.problems[p], self._tests_of(p), list(codes[i * n:(i + 1) * n])) for i, p in enumerate(chosen)]
         self.last_grading = {"programs": 0, "seconds": 0.0}
 
@@ -297,8 +297,9 @@ class LcbSource:
         return episodes, scalars
 
 
-class _LimitedSandbox:
-    """A view of the run's sandbox that grades with this source's limits (LCB's 6 s per test by default)."""
+class LimitedSandbox:
+    """A view of a shared sandbox whose `grade_many` applies given limits (e.g. LCB's 6 s per test), for
+    `SandboxGrader`."""
 
     def __init__(self, sandbox: Any, limits: Any):
         self._sandbox = sandbox
