@@ -152,6 +152,7 @@ def _learned(workdir):
     return {r["step"]: keep(r) for r in rows}
 
 
+@pytest.mark.slow  # three trainer runs, 8 iterations (~50 s of CPU)
 def test_resume_after_sigterm_equals_a_straight_run(tmp_path):
     straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
     trainer.train(parity_config(4), straight)
@@ -168,14 +169,37 @@ def test_resume_after_sigterm_equals_a_straight_run(tmp_path):
     ckpt_a = Checkpointer(os.path.join(straight, "checkpoints"), async_save=False)
     ckpt_b = Checkpointer(os.path.join(resumed, "checkpoints"), async_save=False)
     run = trainer.setup(parity_config(4), straight)
-    target = {"states": {"policy": trainer.abstract_train_state(run.slots["policy"].model, run.rl_config)},
-              "rng": jax.ShapeDtypeStruct((2,), np.uint32)}
+    target = run.checkpoint_target()
     sa, ha, _ = ckpt_a.restore(target, 4)
     sb, hb, _ = ckpt_b.restore(target, 4)
     assert ha["sources"] == hb["sources"] and int(sa["states"]["policy"].step) == 4
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(sa["states"]), jax.device_get(sb["states"]))
     for c in (ckpt_a, ckpt_b, run.checkpointer):
         c.close()
+
+
+@pytest.mark.slow  # two models, two update compilations
+def test_separate_teacher_and_student_on_disjoint_devices(tmp_path):
+    c = parity_config(1)
+    c.rl.separate_teacher_student = True
+    c.roles.placement = "split"
+    summary = trainer.train(c, str(tmp_path))
+    assert summary["final_step"] == 1
+    run = trainer.setup(c, str(tmp_path))
+    meshes = {name: set(slot.model.mesh.devices.flat) for name, slot in run.slots.items()}
+    assert sorted(meshes) == ["student", "teacher"] and not meshes["teacher"] & meshes["student"]
+    assert len(meshes["teacher"]) == len(meshes["student"]) == jax.device_count() // 2
+    restored, host, _ = run.checkpointer.restore(run.checkpoint_target(), 1)
+    assert host["run"]["states"] == ["student", "teacher"]
+    for name, state in restored["states"].items():
+        assert int(state.step) == 1  # each model took its own update (propose -> teacher, solve -> student)
+        leaf = jax.tree.leaves(state.params)[0]
+        assert set(leaf.sharding.device_set) <= meshes[name]
+    teacher, student = (jax.device_get(restored["states"][n].params) for n in ("teacher", "student"))
+    assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(teacher), jax.tree.leaves(student)))
+    rows = [json.loads(line) for line in open(tmp_path / "tb" / "metrics.jsonl")]
+    assert "teacher/rl/loss" in rows[0] and "student/rl/loss" in rows[0]
+    run.checkpointer.close()
 
 
 # ----------------------------------------------------------------------------------------- bad configs

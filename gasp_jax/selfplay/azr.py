@@ -74,6 +74,8 @@ class SelfPlaySource:
                 raise ValueError(f"sources.{name}.{field} must be positive, got {config[field]}")
         self.buffers = TaskBuffers(max_size=int(config.buffer_max_size), drop=str(config.buffer_drop),
                                    kinds=KINDS)
+        self.seeds_validated = False
+        self.seed_rejected = 0
         self._seed()
 
     # --------------------------------------------------------------------------------------------- seeding
@@ -98,13 +100,37 @@ class SelfPlaySource:
             self.buffers[kind].add(_tag_seed(io, kind) if io else identity_records(kind))
         self.buffers["induction"].add(_tag_seed(ind, "induction") if ind else identity_records("induction"))
 
+    def validate_seeds(self, ctx: RolloutContext) -> None:
+        """Once per run, at the first collect: the seed records go through the sandbox like proposals.
+        AZR's raw rows include outputs that are not plain data, truncated ("abc...xyz") or hash-order
+        dependent; only records that validate stay, with outputs recomputed in full and `gold` filled."""
+        from gasp_jax import tasks
+
+        config = steps.validation_config(ctx.config)
+        io = self.buffers["deduction"].records
+        induction = self.buffers["induction"].records
+        items = [("deduction", r) for r in io] + [("induction", r) for r in induction]
+        results = steps.sharded_call(ctx, lambda batch: tasks.validate_records(ctx.sandbox, batch, config=config),
+                                     items).result()
+        valid_io = [v.record for v in results[: len(io)] if v.ok]
+        valid_ind = [v.record for v in results[len(io):] if v.ok]
+        self.seed_rejected = len(items) - len(valid_io) - len(valid_ind)
+        fresh = TaskBuffers(max_size=self.buffers["deduction"].max_size, drop=self.buffers["deduction"].drop, kinds=KINDS)
+        for kind, records in (("deduction", valid_io), ("abduction", valid_io), ("induction", valid_ind)):
+            fresh[kind].add(records or identity_records(kind))
+        self.buffers = fresh
+        self.seeds_validated = True
+        log.info("%s: %d seed records kept, %d rejected by validation", self.name, len(valid_io) + len(valid_ind),
+                 self.seed_rejected)
+
     # ----------------------------------------------------------------------------------------------- state
 
     def state_dict(self) -> dict:
-        return {"buffers": self.buffers.state_dict()}
+        return {"buffers": self.buffers.state_dict(), "seeds_validated": self.seeds_validated}
 
     def load_state_dict(self, state: dict) -> None:
         self.buffers.load_state_dict(state["buffers"])
+        self.seeds_validated = bool(state.get("seeds_validated", False))
 
     # --------------------------------------------------------------------------------------------- collect
 
@@ -153,6 +179,8 @@ class SelfPlaySource:
 
     def collect(self, ctx: RolloutContext) -> SourceResult:
         c = self.config
+        if not self.seeds_validated:
+            self.validate_seeds(ctx)
         # 1. Propose.
         kinds, prompts, metas = self.propose_prompts(ctx)
         completions = steps.generate(ctx, "propose", prompts)
@@ -178,6 +206,7 @@ class SelfPlaySource:
         for kind, size in self.buffers.sizes().items():
             scalars[f"buffer/{kind}/size"] = float(size)
         scalars[f"{self.name}/propose_prompts_too_long"] = float(self.too_long)
+        scalars[f"{self.name}/seed_rejected"] = float(self.seed_rejected)
         return SourceResult(episodes=episodes, scalars=scalars, histograms=hists,
                             texts=steps.sample_texts(proposals, episodes))
 

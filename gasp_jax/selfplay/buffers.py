@@ -22,7 +22,7 @@ DROP_POLICIES = ("newest", "oldest")
 
 # The zero triplet AZR starts from when no seed file is given: the identity program.
 IDENTITY_SNIPPET = "def f(a):\n    return a"
-_IDENTITY_INPUTS = ['"Hello world"', "1", "dict(a=1, b=2)", "(1.1, 1.2, 1.3)", '"[[1, 0, 0], [0, 0, 0]]"', "[3, 1, 2]"]
+_IDENTITY_INPUTS = ['"Hello world"', "1", "{'a': 1, 'b': 2}", "(1.1, 1.2, 1.3)", '"[[1, 0, 0], [0, 0, 0]]"', "[3, 1, 2]"]
 
 
 def identity_records(kind: str) -> list[dict]:

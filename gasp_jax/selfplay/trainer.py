@@ -61,12 +61,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         raise ConfigError(f"config: {e}") from None
     run = setup(config, workdir)
     hooks = build_hooks(config, workdir)
-    states, start = restore_or_init(run, sources, hooks)
+    states, start, base_key = restore_or_init(run, sources, hooks)
     writer = MetricWriter(os.path.join(workdir, "tb"))
     if start == 0 or not os.path.exists(os.path.join(workdir, "config.json")):
         write_config(config, workdir, writer)
     steps = int(config.steps)
-    base_key = jax.random.key(int(config.seed))
     compile_timer, timers = CompileTimer(), Timers()
     preemption = Preemption()
     history: list[float] = []  # seconds per iteration without compilation (ETA)
@@ -221,6 +220,17 @@ class Run:
     separate: bool
     checkpointer: Checkpointer
 
+    def rng_sharding(self):
+        """Replicated over the first model's mesh: the checkpointed key is a global array (orbax saves
+        only global arrays in a multi-process run)."""
+        mesh = next(iter(self.slots.values())).model.mesh
+        return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+    def checkpoint_target(self) -> dict:
+        """The abstract checkpoint tree: every train state and the RNG key data, with their shardings."""
+        return {"states": {n: abstract_train_state(s.model, self.rl_config) for n, s in self.slots.items()},
+                "rng": jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=self.rng_sharding())}
+
     @property
     def policies(self) -> dict[str, SamplerPolicy]:
         if not self.separate:
@@ -301,6 +311,7 @@ def setup(config, workdir: str) -> Run:
     slots = {}
     for name, slot_mesh in slot_meshes(config, mesh).items():
         model = models.build_model(model_config, mesh=slot_mesh, rules=rules)
+        runtime.check_sharding(model, config.get("sharding"))  # before any weight is read or created
         sampler_model = rollout_model(model, sampler_rules)
         policy = SamplerPolicy(sampler_model, tokenizer, config.sampling)
         slots[name] = Slot(name, model, sampler_model, rl.make_update_step(model, rl_config, slot_mesh), policy)
@@ -336,24 +347,25 @@ def check_compatible(saved: Mapping, run: Run) -> None:
                           "use a new --workdir")
 
 
-def restore_or_init(run: Run, sources: Mapping[str, Any], hooks: Sequence[Any]) -> tuple[dict[str, rl.TrainState], int]:
-    """Resumes from the latest complete checkpoint (arrays restored straight into their shardings), or
-    builds fresh states from the HF / warm-start weights or a random init."""
+def restore_or_init(run: Run, sources: Mapping[str, Any], hooks: Sequence[Any]
+                    ) -> tuple[dict[str, rl.TrainState], int, jax.Array]:
+    """`(states, start step, base key)`: resumed from the latest complete checkpoint (arrays restored
+    straight into their shardings), or fresh states from the HF / warm-start weights or a random init
+    and the key of `config.seed`. Every per-step key derives from the base key and the step."""
     ckpt = run.checkpointer
     latest = ckpt.latest_step()
     if latest is not None:
         host = ckpt.restore_host(latest)
         check_compatible(host, run)
-        target = {"states": {n: abstract_train_state(s.model, run.rl_config) for n, s in run.slots.items()},
-                  "rng": jax.ShapeDtypeStruct((2,), jnp.uint32)}
-        restored, host, step = ckpt.restore(target, latest)
+        restored, host, step = ckpt.restore(run.checkpoint_target(), latest)
         for name, source in sources.items():
             source.load_state_dict(host["sources"][name])
         for i, hook in enumerate(hooks):
             if hasattr(hook, "load_state_dict") and str(i) in host.get("hooks", {}):
                 hook.load_state_dict(host["hooks"][str(i)])
         log.info("resumed from step %d in %s", step, ckpt.directory)
-        return dict(restored["states"]), int(step)
+        key = jax.random.wrap_key_data(np.asarray(restored["rng"].addressable_data(0), np.uint32))  # replicated
+        return dict(restored["states"]), int(step), key
 
     states = {}
     params = None
@@ -370,14 +382,15 @@ def restore_or_init(run: Run, sources: Mapping[str, Any], hooks: Sequence[Any]) 
             # A second model starts from the same weights in its own buffers (and placement).
             params = jax.device_put(jax.tree.map(jnp.copy, first), models.param_shardings(slot.model))
         states[name] = rl.create_train_state(slot.model, run.rl_config, params=params)
-    return states, 0
+    return states, 0, jax.random.key(int(run.config.seed))
 
 
 def save_checkpoint(run: Run, states, sources, hooks, base_key, step: int) -> None:
     host = {"step": step, "run": run.metadata(),
             "sources": {name: s.state_dict() for name, s in sources.items()},
             "hooks": {str(i): h.state_dict() for i, h in enumerate(hooks) if hasattr(h, "state_dict")}}
-    run.checkpointer.save(step, {"states": states, "rng": jax.random.key_data(base_key)}, host, force=True)
+    rng = shd.put_host_array(np.asarray(jax.random.key_data(base_key)), run.rng_sharding())
+    run.checkpointer.save(step, {"states": states, "rng": rng}, host, force=True)
 
 
 def make_sandbox(config):
@@ -492,9 +505,7 @@ def export_policy(config, workdir: str, out_dir: str, *, step: int | None = None
         raise FileNotFoundError(f"{ckpt.directory}: no checkpoint to export")
     check_compatible(ckpt.restore_host(step), run)
     name = state_name({"student": "solve", "teacher": "propose"}[role], run.separate)
-    target = {"states": {n: abstract_train_state(s.model, run.rl_config) for n, s in run.slots.items()},
-              "rng": jax.ShapeDtypeStruct((2,), jnp.uint32)}
-    restored, _, _ = ckpt.restore(target, step)
+    restored, _, _ = ckpt.restore(run.checkpoint_target(), step)
     models.save_hf(run.slots[name].model, restored["states"][name].params, out_dir, tokenizer=run.tokenizer)
     ckpt.close()
     return out_dir
