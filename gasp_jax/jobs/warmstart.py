@@ -70,9 +70,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.enabled = False  # self-play: train/load the warm start and use it as the model
     c.cache_dir = ""  # "": $GASP_JAX_CACHE/warmstart, else ~/.cache/gasp_jax/warmstart
     c.seed = 0  # init, reference draws, shuffling
-    c.steps = 300
-    c.batch_size = 32  # rows per step (a multiple of micro_batches x data-parallel devices)
-    c.max_length = 320  # prompt + response tokens; a record with any longer row is left out
+    c.steps = 250
+    c.batch_size = 16  # rows per step (a multiple of micro_batches x data-parallel devices)
+    c.max_length = 256  # prompt + response tokens; a record with any longer row is left out
     c.template = "compact"  # tasks prompt template; self-play must use the same (configs read it from here)
     c.chat = False  # render prompts with the tokenizer's chat template (instruct models)
     c.log_every = 50
@@ -91,12 +91,12 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.max_snippet_chars = 100  # short programs only (a tiny model's context is short)
     c.data.max_value_chars = 40  # input / output strings
     c.data.max_message_chars = 120  # induction messages
-    c.data.max_io_records = 48  # deduction/abduction training records (after filtering; 0: all)
+    c.data.max_io_records = 32  # deduction/abduction training records (after filtering; 0: all)
     c.data.max_induction_records = 12
     c.data.holdout_programs = 4  # programs kept out of training, for the held-out rates
-    c.data.references = 2  # K references in a proposer prompt (self-play's tiny preset uses the same)
+    c.data.references = 1  # K references in a proposer prompt (self-play's tiny preset uses the same)
     c.data.induction_inputs = 4  # inputs an induction proposal writes (self-play's `induction_inputs`)
-    c.data.proposal_draws = 2  # proposer rows per record, each with other references
+    c.data.proposal_draws = 1  # proposer rows per record, each with other references
     c.data.roles = ("solve", "propose")
 
     c.optimizer = rl.default_config().optimizer
@@ -163,7 +163,8 @@ def _short(rec: dict, data) -> bool:
         return False
     if any(len(v) > int(data.max_value_chars) for v in values):
         return False
-    return "message" not in rec or len(rec["message"]) <= int(data.max_message_chars)
+    # An induction task needs a message: the proposer's gold must carry one that parses.
+    return "message" not in rec or 0 < len(rec["message"].strip()) <= int(data.max_message_chars)
 
 
 def _cut_induction(rec: dict, n: int) -> dict:
