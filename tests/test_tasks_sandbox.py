@@ -191,7 +191,6 @@ VALIDATION_CASES = [  # (snippet, inputs, imports, reason substring or None for 
     ("def f(x):\n    return x", ["object()"], (), "input is not plain data"),
     ("def f(x):\n    return x", ["f(1)"], (), "NameError"),  # inputs are data: evaluated without the program
     ("def f(x):\n    return id(object()) % 100003", ["1"], (), "not deterministic"),  # heap layout
-    ("import os\ndef f(x):\n    return os.getpid()", ["1"], (), "not deterministic"),  # another process
     (ORDER_DEPENDENT, ["1", "2"], (), "not deterministic"),  # reversed order in the second run
     ("def f(x):\n    return 'y' * x", ["5000"], (), "output too large"),
     ("def f(x):\n    return float('nan')", ["1"], (), "not plain data"),
@@ -360,3 +359,17 @@ def test_dict_order_is_not_nondeterminism_but_list_order_is(sb):
                                             ("induction", prop("induction", list_prog, ["1", "2"], "m"))], config=VCFG)
     assert ok.ok is True and ok.record["outputs"] == ["{'a': 1, 'b': 1}", "{'b': 1, 'a': 1}"]
     assert bad.ok is False and "not deterministic" in bad.reason
+
+
+def test_hash_secret_dependence_is_caught_or_harmless(sb):
+    """A program whose output depends on the str-hash secret is valid iff every sandbox process
+    shares one secret; while workers have their own, determinism runs that landed on the first
+    run's worker are run again until they compare two workers."""
+    probe = tasks.validate_proposals(sb, [("deduction", prop("deduction", "def f(x):\n    import sys\n"
+                                                             "    return sys.flags.hash_randomization", ["0"]))],
+                                     config=VCFG)[0]
+    randomized = probe.record["output"] == "1"
+    progs = [f"def f(x):\n    return hash('{c}') % 1000003" for c in "abcd"]
+    cfg = ValidationConfig(limits=FAST, worker_retries=8)
+    results = tasks.validate_proposals(sb, [("deduction", prop("deduction", p, ["0"])) for p in progs], config=cfg)
+    assert [v.ok for v in results] == [not randomized] * len(progs), [v.reason for v in results]

@@ -176,17 +176,19 @@ def _value_of(text):
     return eval(compile("(\n" + text + "\n)", "<answer>", "eval", dont_inherit=True), {"__builtins__": builtins})
 
 
+def _where():
+    """The process's str-hash secret, taken before the program runs, if hashes are randomized
+    (then every sandbox worker has its own and a determinism run that saw the same one as the
+    first ran on the same worker); None when the hash seed is fixed (nothing to tell apart)."""
+    import sys
+    return hash("gasp-tasks-worker") if sys.flags.hash_randomization else None
+
+
 def _perturb(n):
-    """Make a determinism run differ from the first in what a program could wrongly depend on:
-    shift where later objects land (ids, default hashes, address-bearing reprs) and advance the
-    process id (one throwaway child)."""
+    """Make a determinism run differ from the first in where later objects land (ids, default
+    hashes, address-bearing reprs)."""
     if n <= 0:
         return None
-    import os
-    pid = os.fork()
-    if pid == 0:
-        os._exit(0)
-    os.waitpid(pid, 0)
     return [(object(), [0] * (i % 7), "x" * (i % 13), bytearray(i % 97)) for i in range(n)]
 
 
@@ -204,6 +206,7 @@ def _run(req):
     if op != "call":
         return {"ok": False, "error": f"unknown op {op!r}"}
     keep = _perturb(int(req.get("pad", 0)))
+    where = _where()
     import builtins
     try:
         code = compile(req["src"], "<program>", "exec", dont_inherit=True)
@@ -238,7 +241,7 @@ def _run(req):
         except NotPlain as exc:
             return {"ok": False, "at": i, "error": "output " + _why(exc)}
     del keep
-    return {"ok": True, "values": values}
+    return {"ok": True, "values": values, "where": where}
 
 
 def __gasp_run__(payload):

@@ -70,7 +70,10 @@ class ValidationConfig:
     """``limits`` apply to one run of the program on all of a proposal's inputs.
     Outputs whose canonical repr is longer than ``max_output_chars`` make the proposal invalid
     ("output too large"): a gold output is never truncated (AZR truncates at 400 characters,
-    which makes such tasks unsolvable). Input texts over ``max_input_chars`` are invalid too."""
+    which makes such tasks unsolvable). Input texts over ``max_input_chars`` are invalid too.
+    While sandbox processes have randomized str hashes (each worker its own secret), a
+    determinism run that saw the same secret as the first (same worker) is run again, up to
+    ``worker_retries`` times, so that set-order-dependent programs are caught."""
 
     limits: Limits = DEFAULT_LIMITS
     banned_modules: frozenset = DEFAULT_BANNED_MODULES
@@ -79,6 +82,7 @@ class ValidationConfig:
     runs: int = 2
     heap_pad: int = 257
     max_tests_per_job: int = 16
+    worker_retries: int = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -577,9 +581,30 @@ def validate_proposals_async(sandbox: Any, items: Sequence[tuple], *,
             continue
         kind, prop, meta, orders, idx = p
         fs = [futures_by_run[r][idx[r]] for r in range(runs)]
-        out.append(_then(_gather(fs), lambda replies, kind=kind, prop=prop, meta=meta, orders=orders:
-                         _runs_verdict(kind, prop, meta, orders, replies, cfg)))
+        requests = [by_run[r][idx[r]] for r in range(runs)]
+        out.append(_then(_gather(fs), lambda replies, kind=kind, prop=prop, meta=meta, orders=orders, requests=requests:
+                         _other_worker(sandbox, kind, prop, meta, orders, requests, replies, cfg, cfg.worker_retries)))
     return out
+
+
+def _other_worker(sandbox: Any, kind: str, prop: ParsedProposal, meta: dict, orders: list, requests: list,
+                  replies: list, cfg: ValidationConfig, retries: int) -> Any:
+    """The verdict, after running again the determinism runs that landed on run 0's worker."""
+    first = replies[0]
+    same = [r for r in range(1, len(replies))
+            if replies[r] is not None and first is not None and replies[r].get("ok") and first.get("ok")
+            and first.get("where") is not None and replies[r].get("where") == first.get("where")]
+    if not same or retries <= 0 or int(getattr(sandbox, "workers", 1)) < 2:
+        return _runs_verdict(kind, prop, meta, orders, replies, cfg)
+    again = _submit(sandbox, [requests[r] for r in same], cfg.limits, cfg.max_tests_per_job)
+
+    def merge(new: list) -> Any:
+        merged = list(replies)
+        for r, reply in zip(same, new):
+            merged[r] = reply
+        return _other_worker(sandbox, kind, prop, meta, orders, requests, merged, cfg, retries - 1)
+
+    return _then(_gather(again), merge)
 
 
 def validate_proposals(sandbox: Any, items: Sequence[tuple], *,
