@@ -12,6 +12,10 @@ Writes into ``workdir``:
                        for LCB's own scoring scripts;
   * ``tensorboard/``   the pass@k scalars (tensorboardX; tags lcb/pass_at_k, ...), at step ``config.step``.
 Re-running with the same workdir reuses every finished problem and samples only the rest.
+
+Multi-host (one process per host, ``jax.distributed``): every process samples the same global batches
+on the shared mesh, grades its share of each batch in its own sandbox, and receives everyone's grades
+(``runner.sample_and_grade``); only process 0 writes the files above.
 """
 
 from __future__ import annotations
