@@ -11,6 +11,8 @@ results of two different experiments never mix.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -94,12 +96,32 @@ def launch(spec: RunSpec, executor: str) -> int:
         except Exception:  # noqa: BLE001 - a failed run is recorded and retried, the protocol goes on
             log.exception("protocol: run %s failed", spec.name)
             return 1
-    cmd = [sys.executable, "-m", "gasp_jax.main", f"--config={spec.workdir / 'run_config.py'}",
+    cmd = [sys.executable, "-m", "gasp_jax.protocol.child", f"--config={spec.workdir / 'run_config.py'}",
            f"--workdir={spec.workdir}"]
-    with open(spec.workdir / "train.log", "ab") as out:
+    with open(spec.workdir / "train.log", "ab") as out, run_lock(spec) as lock_fd:
+        if status(spec)["finished"]:  # an earlier invocation's job finished while we waited for the lock
+            return 0
         out.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n".encode())
         out.flush()
-        return subprocess.call(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+        # The job inherits the run lock: a job orphaned by a killed protocol keeps it until it has
+        # saved and exited (it gets SIGTERM when its parent dies), so a new invocation never runs a
+        # second copy of the same run in the same directory.
+        return subprocess.call(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, pass_fds=(lock_fd,))
+
+
+@contextlib.contextmanager
+def run_lock(spec: RunSpec):
+    """An exclusive lock on the run directory (waits while a previous job of this run still runs)."""
+    fd = os.open(spec.workdir / ".run.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("protocol: %s is still running from an earlier invocation; waiting for it to stop", spec.name)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield fd
+    finally:
+        os.close(fd)
 
 
 def train(spec: RunSpec, *, executor: str, max_attempts: int) -> dict[str, Any]:
