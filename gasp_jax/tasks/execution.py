@@ -14,7 +14,8 @@ model-written text travels in the request). What runs where:
   namespace per call);
 - validation: the program runs on every input in one process (fresh namespace per call, inputs
   evaluated without the program); a second run, in a separate job (so normally on another
-  worker), takes the inputs in reverse order on a perturbed heap; the outputs must be identical.
+  worker; rerun while it saw the first run's hash secret), takes the inputs in reverse order on a
+  perturbed heap; the outputs must be identical up to dict order.
 
 Gold values never enter a process that runs model-written code: they stay in this process and
 are compared with ``==`` against values decoded from the children's plain-data replies. No text
