@@ -169,12 +169,11 @@ def test_memory_bomb_is_mle(sb, code):
 ], ids=["os-fork", "posix-fork", "multiprocessing", "shell-fork-bomb", "ctypes-fork", "thread-bomb"])
 def test_fork_and_thread_bombs_are_contained(sb, code):
     needs_full(sb)
-    host_procs = len(os.listdir("/proc"))
     v = run(sb, code)
-    # Contained: whatever the verdict, nothing survives (checked in run) and the host is fine.
+    # Contained: whatever the verdict, nothing survives (checked in run: no process left under
+    # the workers or outside them) and the host is fine.
     assert v.status in (Status.PASS, Status.TLE, Status.RE, Status.WA, Status.MLE)
     assert v.reward is not None
-    assert len(os.listdir("/proc")) < host_procs + 20
 
 
 @pytest.mark.parametrize("code,status", [

@@ -97,7 +97,8 @@ def open_fds() -> int:
 
 
 def host_tmp_entries() -> set[str]:
-    return {e for e in os.listdir(tempfile.gettempdir()) if e.startswith("gasp_sb_")}
+    """Temporary directories of this process's unisolated sandboxes (other test runs may have theirs)."""
+    return {e for e in os.listdir(tempfile.gettempdir()) if e.startswith(f"gasp_sb_{os.getpid()}_")}
 
 
 @dataclass

@@ -76,7 +76,7 @@ class WorkerProcess:
                                               cfg.cgroup_bytes)
         wcfg = {"stack": cfg.stack_bytes, "tmpfs": cfg.tmpfs_bytes, "hide": list(cfg.hide),
                 "keep": list(cfg.keep), "site_paths": list(cfg.site_paths), "isolate": cfg.isolate,
-                "cgroup": self.cgroup_path, "warm": list(cfg.warm_modules)}
+                "cgroup": self.cgroup_path, "warm": list(cfg.warm_modules), "owner": os.getpid()}
         # subprocess uses vfork/exec here (no preexec_fn): the trainer process is never forked.
         self.proc = subprocess.Popen(
             [cfg.python, "-I", "-S", WORKER_SCRIPT, json.dumps(wcfg)],

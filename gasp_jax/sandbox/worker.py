@@ -835,6 +835,7 @@ class Runner:
                  userns_fd: int | None = None) -> None:
         self.cmd, self.res, self.facts, self.uid, self.userns_fd = cmd_fd, res_fd, facts, uid, userns_fd
         self.pidns_fd = os.open("/proc/self/ns/pid", os.O_RDONLY) if facts["pidns"] else None
+        self.owner = int(facts.get("owner", 0))
         self.devnull = os.open(os.devnull, os.O_RDONLY)
         self.work_root = "/tmp" if facts["mountns"] else None
         self.streams = _fresh_streams()
@@ -1430,7 +1431,7 @@ class Runner:
         changed it); without a mount namespace, a fresh host temp dir per job."""
         if not self.work_root:
             import tempfile
-            cwd = tempfile.mkdtemp(prefix="gasp_sb_")
+            cwd = tempfile.mkdtemp(prefix=f"gasp_sb_{self.owner}_")  # named after the trainer's pid
             if self.uid is not None:
                 os.chown(cwd, self.uid, self.uid)
             return cwd
@@ -1509,7 +1510,7 @@ def main() -> None:
     for p in cfg.get("site_paths", []):
         if p not in sys.path:
             sys.path.append(p)
-    facts: dict = {}
+    facts: dict = {"owner": cfg.get("owner", 0)}
     _setup_isolation(cfg, facts)
     isolated = cfg.get("isolate", True) and (facts["privileged"] or facts["userns"])
     uid = userns_fd = None
