@@ -37,6 +37,7 @@ def _run_config(**lcb):
 
     c = rlvr.tiny()
     c.init.warmstart.enabled = False
+    c.sampling.max_cache_length = 0  # the scripted policy has no KV cache: no prompt-length bound
     s = c.sources.lcb
     s.data.problem_ids = PROBLEMS
     s.problems_per_step = 2
@@ -126,6 +127,13 @@ def test_lcb_source_rewards_and_groups_exact(sb, official):
     source = LcbSource("lcb", config.sources.lcb, config)
     result = source.collect(_ctx(source, ScriptedPolicy(build_byte_tokenizer(), script, max_new_tokens=4096), sb, 0, config))
     assert {e.group for e in result.episodes} == {("lcb", "solve")}
+
+    # A prompt that cannot fit the sampler's KV cache with its completion is left out, with the reason.
+    config = _run_config()
+    config.sampling.max_cache_length = 1280  # both prompts are longer than 1280 - 64 new tokens
+    source = LcbSource("lcb", config.sources.lcb, config)
+    with pytest.raises(ValueError, match=r"no usable problem \(prompt longer than 1216 tokens"):
+        source.collect(_ctx(source, policy, sb, 0, config))
 
 
 def _constant_grades(source, chosen, passed):

@@ -41,6 +41,7 @@ def grading(problems: int, samples: int, steps: int, workers: int, exclude: tupl
     official = {r["question_id"]: r["code_list"][0] for r in json.loads(official_path.read_text())}
     config = rlvr_configs.tiny()
     config.init.warmstart.enabled = False
+    config.sampling.max_cache_length = 0  # scripted answers: no KV cache bound on the prompts
     s = config.sources.lcb
     s.data.problem_ids = ()
     s.data.max_problems = problems + len(exclude)

@@ -61,7 +61,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.max_problems = 0
     c.data.max_private_mb = 512
     c.prompt_style = "auto"  # "auto" | "chat" | "chat_no_system" | "base" (LCB's formats)
-    c.max_prompt_tokens = 0  # problems whose prompt is longer are left out (logged); 0 = no limit
+    c.max_prompt_tokens = 0  # problems whose prompt is longer are left out (logged); 0 = only the KV-cache bound
     c.problems_per_step = 16
     c.samples_per_problem = 8  # the group size
     c.temperature = 0.0  # 0: the run's sampling.temperature
@@ -176,11 +176,16 @@ class LcbSource:
         policy = ctx.policies["student"]
         prompt_fn = lcb_prompt_fn(self.config.prompt_style, policy.tokenizer, run_config=self.run_config)
         limit = int(self.config.max_prompt_tokens)
+        sampling = self.run_config.get("sampling", {})
+        cache = int(sampling.get("max_cache_length", 0) or 0)
+        if cache:  # the prompt and its completion must fit the sampler's KV cache
+            room = cache - (int(self.config.max_new_tokens) or int(sampling.get("max_new_tokens", 0)))
+            limit = min(limit, room) if limit else room
         self._prompts = {}
         for pid, problem in sorted(self.problems.items()):
             text = prompt_fn(problem)
             if limit and len(policy.tokenizer.encode(text, add_special_tokens=False)) > limit:
-                self.unusable.setdefault(pid, f"prompt longer than max_prompt_tokens={limit}")
+                self.unusable.setdefault(pid, f"prompt longer than {limit} tokens (max_prompt_tokens / KV cache)")
                 continue
             self._prompts[pid] = text
         if self.unusable:
