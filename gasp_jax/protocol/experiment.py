@@ -272,6 +272,15 @@ def build_plan(exp: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Pl
         raise ExperimentError("base: give base.hf_path (a local HF checkpoint directory) or base.warmstart=True")
     goalposts = _goalpost_ids(exp)
 
+    evals = {}  # checked first: cheaper than building the runs' sources
+    for name in EVALS:
+        if name in exp.eval and exp.eval[name].get("enabled", False):
+            if name == "goalposts" and not goalposts:
+                raise ExperimentError("eval.goalposts is enabled but no goalposts are given (goalposts.ids / .report)")
+            evals[name] = eval_config(exp, name, goalposts)
+            _check_eval_data(name, evals[name])
+    if not evals:
+        raise ExperimentError("eval: no evaluation enabled")
     runs: list[RunSpec] = []
     warmstart = None
     for method in exp.methods:
@@ -293,13 +302,4 @@ def build_plan(exp: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Pl
 
         warmstart = common.warmstart(True)
 
-    evals = {}
-    for name in EVALS:
-        if name in exp.eval and exp.eval[name].get("enabled", False):
-            if name == "goalposts" and not goalposts:
-                raise ExperimentError("eval.goalposts is enabled but no goalposts are given (goalposts.ids / .report)")
-            evals[name] = eval_config(exp, name, goalposts)
-            _check_eval_data(name, evals[name])
-    if not evals:
-        raise ExperimentError("eval: no evaluation enabled")
     return Plan(exp, workdir, runs, evals, goalposts, str(exp.base.get("hf_path", "") or ""), warmstart)
