@@ -14,9 +14,7 @@ run is resumed from its last checkpoint. See docs/protocol.md.
 
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
 from typing import Any
 
 import ml_collections
