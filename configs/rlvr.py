@@ -19,7 +19,8 @@ solved are counted: TensorBoard `eval/...`, JSON `WORKDIR/eval/`.
 Presets (`--config=configs/rlvr.py:PRESET,key=value,...`):
   paper  (default) Qwen2.5-Coder-7B shape with AZR's optimisation settings (AdamW 1e-6 constant, clip
          1.0, T = 1.0, PPO clip 0.2 / 0.28, no KL), 8 problems x 8 samples per iteration, 4096 new
-         tokens, 500 iterations, evaluation every 50 (n = 20 at T = 0.2; goalposts n = 100 at T = 1.0).
+         tokens, 500 iterations, LCB evaluation every 50 (n = 20 at T = 0.2; goalposts solved, n = 100 at
+         T = 1.0, once `eval.goalposts.enabled=True,eval.goalposts.select.report=goalposts.json`).
          The shipped LCB file has public tests only: give the release (private tests) for real runs.
   tiny   the CPU command: the warm-started tiny model (configs/warmstart.py, cached), 8 short real LCB
          problems, 2 problems x 4 samples per iteration, 64 new tokens, 4 iterations, evaluation every 2
@@ -92,6 +93,9 @@ def paper() -> ml_collections.ConfigDict:
     s.samples_per_problem = 8
     add_evaluation(c)
     c.eval.every = 50
+    # Goalposts solved needs the goalposts (an lcb_goalposts report): eval.goalposts.enabled=True,
+    # eval.goalposts.select.report=...; off by default (all 601 problems x n = 100 would be the default).
+    c.eval.goalposts.enabled = False
     c.checkpoint.every = 10
     return c
 

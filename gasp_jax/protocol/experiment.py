@@ -198,6 +198,9 @@ def run_config(exp: ml_collections.ConfigDict, method: str, seed: int, goalposts
     if "eval" in c and lcb:
         c.eval.lcb.data.sources, c.eval.lcb.data.release = (lcb,), release
         c.eval.goalposts.select.sources, c.eval.goalposts.select.release = (lcb,), release
+    if "eval" in c and goalposts:  # evaluation during training scores the experiment's goalposts
+        c.eval.goalposts.enabled = True
+        c.eval.goalposts.select.report, c.eval.goalposts.select.ids = "", goalposts
     overrides = exp.get("overrides", ml_collections.ConfigDict())
     for key in ("all", method):
         if key in overrides:
