@@ -209,9 +209,13 @@ def test_bad_input_raises_before_compiling(tiny, change, match):
 
 
 def test_slots_from_a_token_budget(tiny):
-    model, params = tiny
+    model, _ = tiny
     assert engine.cache_length_bucket(20, 512) == 24 and engine.cache_length_bucket(600, 512) == 512
     assert engine.slots_for_budget(1000, 24) == 41 and engine.slots_for_budget(1000, 24, shards=4) == 40
     requests = [engine.Request(prompt=p, max_new_tokens=5) for p in RAGGED]  # bucket 16 + 5 - 1 -> cache 24
-    _, stats = engine.run_requests(model, params, requests, rng=jax.random.key(0), kv_cache_tokens=24 * 3)
-    assert stats.cache_len == 24 and stats.slots == 3
+    plan = lambda m, **kw: engine._plan(m, requests, prompt_buckets=None, max_cache_length=None, **kw)
+    got = plan(model, max_slots=None, kv_cache_tokens=24 * 3)
+    assert (got.cache_len, got.slots) == (24, 3)
+    assert plan(model, max_slots=None, kv_cache_tokens=None).slots == 6  # the call's 5 rows, bucketed
+    sharded = model.clone(mesh=sharding.make_mesh({"fsdp": 4, "tensor": 2}))
+    assert plan(sharded, max_slots=None, kv_cache_tokens=24 * 7).slots == 4  # rounded down to the 4 batch shards
