@@ -100,8 +100,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
                     metrics = jax.device_get(metrics)
                 update_scalars.update({f"{name}/rl/{k}": float(v) for k, v in metrics.items()})
                 update_scalars.update({f"{name}/advantage/{k}": float(v) for k, v in adv_stats.items()})
-            with timers.phase("reshard"):
-                run.set_rollout_params(states)
+            if hooks or step + 1 < steps:  # the next iteration's (and the hooks') rollout weights
+                with timers.phase("reshard"):
+                    run.set_rollout_params(states)
             for hook in hooks:  # e.g. periodic evaluation, on the updated policies
                 ctx = make_context(run, config, sandbox, timers, "hooks", step, base_key, workdir)
                 update_scalars.update(hook.after_step(step + 1, ctx))
