@@ -175,3 +175,26 @@ def test_tiny_protocol_end_to_end_killed_and_resumed(tmp_path):
     proc = _cli(workdir, *base)
     out, _ = proc.communicate(timeout=900)
     assert proc.returncode == 0 and "already evaluated" in out and "starting" not in out
+
+
+def test_a_rerun_waits_for_a_run_still_held_by_an_earlier_job(tmp_path):
+    """A job left over from a killed protocol holds the run lock; launching the same run waits for it
+    and, when that job finished the run meanwhile, does not start a second one."""
+    exp = small()
+    plan = build_plan(exp, tmp_path)
+    spec = plan.runs[0]
+    training.prepare(spec)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, json, os, sys, time\n"
+        f"fd = os.open({str(spec.workdir / '.run.lock')!r}, os.O_RDWR | os.O_CREAT)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+        "print('locked', flush=True)\n"
+        "time.sleep(2)\n"
+        f"open({str(spec.workdir / 'summary.json')!r}, 'w').write(json.dumps({{'final_step': {int(spec.config.steps)}}}))\n")],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    t0 = time.monotonic()
+    assert training.launch(spec, "subprocess") == 0
+    assert time.monotonic() - t0 >= 1.0 and holder.wait(timeout=30) == 0  # it waited for the holder
+    assert not (spec.workdir / "train.log").exists()  # and started nothing: the run was finished
+    assert training.status(spec)["finished"]

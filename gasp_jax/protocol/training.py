@@ -97,9 +97,14 @@ def launch(spec: RunSpec, executor: str) -> int:
             return 1
     cmd = [sys.executable, "-m", "gasp_jax.protocol.child", f"--config={spec.workdir / 'run_config.py'}",
            f"--workdir={spec.workdir}"]
-    with open(spec.workdir / "train.log", "ab") as out, run_lock(spec) as lock_fd:
+    with run_lock(spec) as lock_fd:
         if status(spec)["finished"]:  # an earlier invocation's job finished while we waited for the lock
             return 0
+        return _run_logged(cmd, spec, lock_fd)
+
+
+def _run_logged(cmd: list[str], spec: RunSpec, lock_fd: int) -> int:
+    with open(spec.workdir / "train.log", "ab") as out:
         out.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n".encode())
         out.flush()
         # The job inherits the run lock: a job orphaned by a killed protocol keeps it until it has
