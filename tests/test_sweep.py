@@ -103,3 +103,28 @@ def test_local_two_run_sweep_runs_and_reports(tmp_path):
     assert [line.split()[:3] for line in table[1:]] == [["0_seed=1", "done", "0"], ["1_seed=2", "done", "0"]]
     # Relaunching resumes: finished runs are not run again.
     assert sweep.launch_local(sweep.expand(sweep.load_sweep(path), sweep_dir), parallel=2) == {}
+
+
+@pytest.mark.slow  # two tiny self-play runs (random-init tiny model, 2 iterations each): minutes of CPU
+def test_local_two_run_sweep_of_the_tiny_selfplay_preset(tmp_path):
+    from tests.test_sandbox_support import CAN_ISOLATE
+
+    path = write_sweep(tmp_path, (
+        'base = "configs/azr.py:tiny"\n'
+        'grid = {"seed": [0, 1]}\n'
+        'fixed = {"steps": 2, "init.warmstart.enabled": False, "model.preset": "tiny", "sampling.max_new_tokens": 16,\n'
+        '         "prompts.token_budget": 256, "sources.azr.propose_per_kind": 2, "sources.azr.solve_per_kind": 2,\n'
+        f'         "sources.azr.learnability_samples": 2, "rl.logprob_chunk_size": 64, "sandbox.allow_unsafe": {not CAN_ISOLATE}}}\n'
+    ), "azr_tiny")
+    sweep_dir = tmp_path / "sw"
+    out = subprocess.run(
+        [sys.executable, "-m", "gasp_jax.sweep", "launch", str(path), f"--sweep_dir={sweep_dir}", "--parallel=2"],
+        capture_output=True, text=True, cwd=REPO, timeout=1800,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr + "".join(
+        (sweep_dir / n / "run.log").read_text()[-3000:] for n in ("0_seed=0", "1_seed=1") if (sweep_dir / n / "run.log").exists())
+    for name in ("0_seed=0", "1_seed=1"):
+        rows = [json.loads(line) for line in open(sweep_dir / name / "tb" / "metrics.jsonl")]
+        assert [r["step"] for r in rows] == [1, 2]
+        assert json.load(open(sweep_dir / name / "summary.json"))["final_step"] == 2
+    assert [line.split()[1] for line in sweep.status_table(sweep_dir).splitlines()[1:]] == ["done", "done"]
