@@ -63,3 +63,14 @@ def test_memory_estimate_scales_with_the_mesh():
     # 2 * layers * rows * length * kv_heads * head_dim * 2 bytes, rows split 8 ways.
     assert small["kv_cache"] == 2 * 28 * 256 * 1024 * 4 * 128 * 2 // 8
     assert small["total"] == sum(v for k, v in small.items() if k != "total")
+
+
+def test_model_from_config_checks_then_loads_a_checkpoint(tmp_path, caplog):
+    from tests.hf_utils import make_hf_checkpoint
+
+    make_hf_checkpoint(str(tmp_path), "qwen2", num_attention_heads=4, num_key_value_heads=2)
+    mesh = sharding.make_mesh({"fsdp": 2, "tensor": 4})
+    cfg = ml_collections.ConfigDict(dict(hf_path=str(tmp_path), dtype="float32", param_dtype=""))
+    model, params = runtime.model_from_config(cfg, mesh, sharding.DEFAULT_RULES, jax.random.key(0))
+    assert model.mesh is mesh and models.count_params(params) == model.config.num_params
+    assert "kv_heads=2: tensor=4 does not divide it" in caplog.text  # reported before the weights were read
