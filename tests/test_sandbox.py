@@ -331,7 +331,8 @@ def test_writes_outside_fail_and_host_unchanged(sb):
     v = run(sb, f"""
         import os
         hits = 0
-        for path in [{target!r}, '/bin/bash', os.__file__, '/etc/passwd', '/pwned']:
+        # (the private /tmp too: only the cwd and /dev/shm are writable, emptied after each test)
+        for path in [{target!r}, '/bin/bash', os.__file__, '/etc/passwd', '/pwned', '/tmp/pwned', '/var/tmp/pwned']:
             try:
                 with open(path, 'a') as fh: fh.write('x')
                 hits += 1

@@ -343,6 +343,15 @@ def _setup_isolation(cfg: dict, facts: dict) -> None:
                 facts["hidden"].append(path)
             except OSError as exc:
                 facts["errors"].append(f"tmpfs {path}: {exc}")
+    if facts["userns"] and "/tmp" in facts["hidden"]:
+        # Rootless: the program's uid owns these tmpfs roots, so permissions cannot keep it out of
+        # /tmp and /var/tmp as in root mode; they become read-only below, and the working
+        # directory /tmp/run is a writable tmpfs of its own.
+        try:
+            os.mkdir("/tmp/run", 0o700)
+            _mount("tmpfs", "/tmp/run", "tmpfs", MS_NOSUID | MS_NODEV, f"size={size},mode=700")
+        except OSError as exc:
+            facts["errors"].append(f"tmpfs /tmp/run: {exc}")
     for path in cfg.get("hide", []):
         try:
             _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
@@ -364,14 +373,16 @@ def _setup_isolation(cfg: dict, facts: dict) -> None:
             except OSError as exc:
                 facts["errors"].append(f"ro {path}: {exc}")
     # Everything else read-only (defence in depth; the program also runs as a non-root uid).
-    skip = ("/tmp", "/dev/shm", "/var/tmp", "/proc", "/sys", "/dev", "/dev/pts", "/dev/mqueue")
+    writable = ("/tmp/run", "/dev/shm") if facts["userns"] else ("/tmp", "/dev/shm", "/var/tmp")
+    skip = writable + ("/proc", "/sys", "/dev", "/dev/pts", "/dev/mqueue")
     try:
         with open("/proc/self/mountinfo") as fh:
             points = [line.split()[4] for line in fh]
     except OSError:
         points = []
     for mp in points:
-        if mp in skip or mp.startswith(("/proc/", "/sys/", "/dev/")) or mp in facts["hidden"]:
+        if mp in skip or mp.startswith(("/proc/", "/sys/", "/dev/")) or (mp in facts["hidden"] and mp not in
+                                                                          ("/tmp", "/var/tmp")):
             continue
         try:
             _mount(None, mp, None, MS_REMOUNT | MS_BIND | MS_RDONLY | _mount_flags(mp), None)
@@ -605,14 +616,12 @@ def _reap_group(pgid: int) -> None:
             continue
 
 
-def _wipe_dir(path: str, keep: str | None = None) -> None:
+def _wipe_dir(path: str) -> None:
     try:
         names = os.listdir(path)
     except OSError:
         return
     for name in names:
-        if name == keep:
-            continue
         full = os.path.join(path, name)
         try:
             if os.path.isdir(full) and not os.path.islink(full):
@@ -1443,6 +1452,10 @@ class Runner:
                 return cwd
         except FileNotFoundError:
             pass
+        if self.facts["userns"] and os.path.ismount(cwd):  # rootless: its own tmpfs; the program owns it
+            os.chown(cwd, uid, uid)
+            os.chmod(cwd, 0o700)
+            return cwd
         if os.path.lexists(cwd):
             shutil.rmtree(cwd, ignore_errors=True)
             if os.path.lexists(cwd):
@@ -1479,14 +1492,10 @@ class Runner:
                 del self.zygotes[warm]
 
     def _wipe_after_test(self, cwd: str) -> None:
-        """Empty the test's cwd and /dev/shm. In rootless mode the program has the uid that owns
-        the private /tmp and /var/tmp (in root mode it cannot write there): empty those too."""
+        """Empty the test's cwd and /dev/shm (the only places a program may write)."""
         _wipe_dir(cwd)
         if self.facts["mountns"]:
             _wipe_dir("/dev/shm")
-            if self.facts["userns"]:
-                _wipe_dir("/tmp", keep="run")
-                _wipe_dir("/var/tmp")
 
     def _clean(self, cwd: str) -> None:
         if self.work_root:
