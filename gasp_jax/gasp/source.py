@@ -110,7 +110,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.eval.max_new_tokens = 1024
     c.eval.batch_problems = 4
     c.eval.solved_min_correct = 1
-    c.eval.prompt_style = "auto"  # LCB prompt: "auto" | "chat" | "chat_no_system" | "base"
+    c.eval.prompt_style = "auto"  # LCB prompt: "auto" | "chat" | "chat_no_system" | "base" | "question" (user text only)
 
     c.log = ml_collections.ConfigDict()
     c.log.lineages = 3  # whole lineages (goalpost -> lemma -> lift) per text summary
@@ -605,6 +605,8 @@ class GaspSource:
         from gasp_jax.evaluation import prompts as lcb_prompts
 
         style = str(self.config.eval.prompt_style)
+        if style == "question":  # LCB's user message alone: no system text, no chat turn (short contexts)
+            return lambda p: lcb_prompts.question_prompt(p.statement, p.starter_code)
         chat_in_policy = bool(self.run_config.get("sampling", {}).get("chat_template", False))
         if style == "auto":
             if chat_in_policy:
