@@ -206,7 +206,6 @@ def _insert(
     """Copies prompt `source_rows[r]` of a prefill into slot `slot_ids[r]` (rows past the live ones
     carry slot id = slots and are dropped), samples each row's first token from the prefill logits
     and starts the slot. Returns (state, first tokens [R], their log-probs [R])."""
-    slots = state.step.shape[0]
     prompt_slots = prompt_cache.k.shape[CACHE_AXES.index("cache_length")]
     row_keys = jax.vmap(lambda i, j: jax.random.fold_in(jax.random.fold_in(rng, i), j))(request_ids, sample_ids)
     first_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(row_keys, 0)
@@ -245,7 +244,6 @@ def _insert(
         variant=set_(state.variant, variant_ids),
         eos=set_(state.eos, eos),
     )
-    del slots
     return _constrain_state(state, model), tokens, logprobs
 
 
