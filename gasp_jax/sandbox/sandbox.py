@@ -307,7 +307,7 @@ class Sandbox:
             "    r = {'uid': os.getuid(), 'pid': os.getpid()}\n"
             "    with open('/proc/self/status') as fh:\n"
             "        r['caps'] = [int(l.split()[1], 16) for l in fh if l.startswith(('CapEff', 'CapPrm'))]\n"
-            "    r['ro'] = all(os.statvfs(p).f_flag & os.ST_RDONLY for p in ('/', '/usr', '/etc'))\n"
+            "    r['ro'] = all(os.statvfs(p).f_flag & os.ST_RDONLY for p in ('/', '/usr', '/etc', '/sys'))\n"
             "    try:\n"
             "        socket.create_connection(('1.1.1.1', 80), timeout=1).close(); r['net'] = True\n"
             "    except OSError:\n"

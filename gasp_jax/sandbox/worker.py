@@ -373,15 +373,17 @@ def _setup_isolation(cfg: dict, facts: dict) -> None:
             except OSError as exc:
                 facts["errors"].append(f"ro {path}: {exc}")
     # Everything else read-only (defence in depth; the program also runs as a non-root uid).
+    # /sys and its submounts too: rootless, a program has the uid of the user's delegated cgroup
+    # files (systemd user slices), which it could otherwise write (the trainer's memory.max).
     writable = ("/tmp/run", "/dev/shm") if facts["userns"] else ("/tmp", "/dev/shm", "/var/tmp")
-    skip = writable + ("/proc", "/sys", "/dev", "/dev/pts", "/dev/mqueue")
+    skip = writable + ("/proc", "/dev", "/dev/pts", "/dev/mqueue")
     try:
         with open("/proc/self/mountinfo") as fh:
             points = [line.split()[4] for line in fh]
     except OSError:
         points = []
     for mp in points:
-        if mp in skip or mp.startswith(("/proc/", "/sys/", "/dev/")) or (mp in facts["hidden"] and mp not in
+        if mp in skip or mp.startswith(("/proc/", "/dev/")) or (mp in facts["hidden"] and mp not in
                                                                           ("/tmp", "/var/tmp")):
             continue
         try:
