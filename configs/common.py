@@ -125,7 +125,8 @@ def rl() -> ml_collections.ConfigDict:
 
 
 def mesh() -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1))
+    """Device mesh of one slice; `dcn` (all ones: one slice) spreads axes over slices, e.g. dcn.data=2."""
+    return ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1, dcn=dict(data=1, fsdp=1, tensor=1)))
 
 
 def sandbox() -> ml_collections.ConfigDict:
