@@ -275,6 +275,20 @@ def test_network_is_unreachable(sb):
         unix.close()
 
 
+def test_only_basic_devices_are_visible(sb):
+    """No GPU, accelerator, disk or terminal device of the host: /dev holds null, zero, full,
+    random, urandom (usable), the fd/stdio links and the private /dev/shm."""
+    needs_full(sb)
+    v = run(sb, """
+        import os
+        extra = sorted(set(os.listdir('/dev')) - {'null', 'zero', 'full', 'random', 'urandom', 'fd', 'stdin',
+                                                    'stdout', 'stderr', 'shm'})
+        open('/dev/null', 'w').write('x')
+        print(3 if not extra and len(open('/dev/urandom', 'rb').read(4)) == 4 else extra)
+    """)
+    assert v.passed, v.tests[0].output
+
+
 def test_isolation_cannot_be_undone(sb):
     """The program cannot unmount a hidden path, remount the system writable, or get around the
     mounts from a user and mount namespace of its own (the kernel locks inherited mounts)."""

@@ -37,7 +37,7 @@ needs_root_to_switch = pytest.mark.skipif(
 # The representative rootless part of tests/test_sandbox.py for the default suite: escapes,
 # daemons, fork bombs, memory, disk, the per-job runner path, isolation checks and refusal.
 DEFAULT_SUBSET = ("isolation_detected or refuses or fork_and_thread or memory_bomb or disk_fill or daemons "
-                  "or network or secrets or writes_outside or killing_parents or undone or runner-4 or runner-6 "
+                  "or network or secrets or writes_outside or basic_devices or killing_parents or undone or runner-4 or runner-6 "
                   "or runner-8 or trainer_death or lost_isolation")
 
 

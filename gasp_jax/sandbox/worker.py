@@ -327,6 +327,7 @@ def _setup_isolation(cfg: dict, facts: dict) -> None:
         return
     facts["mountns"] = True
     size = int(cfg["tmpfs"])
+    facts["dev"] = _minimal_dev(facts)
     # Directories that must stay visible inside hidden trees (site-packages for numpy etc.).
     keep = []
     for path in cfg.get("keep", []):
@@ -392,6 +393,45 @@ def _setup_isolation(cfg: dict, facts: dict) -> None:
         except OSError as exc:
             if os.path.ismount(mp) and not os.statvfs(mp).f_flag & os.ST_RDONLY:
                 facts["errors"].append(f"ro {mp}: {exc}")
+    if facts["dev"]:
+        try:  # the device nodes are bind mounts of their own and stay writable
+            _mount(None, "/dev", None, MS_REMOUNT | MS_NOSUID | MS_NOEXEC | MS_RDONLY, "size=64k,mode=755")
+        except OSError as exc:
+            facts["errors"].append(f"ro /dev: {exc}")
+
+
+#: The devices a program gets (bound from the host's /dev); GPUs, TPUs, disks, ... are not there.
+DEV_NODES = ("null", "zero", "full", "random", "urandom")
+
+
+def _minimal_dev(facts: dict) -> bool:
+    """Replace /dev by a tmpfs holding only ``DEV_NODES`` (bind mounts of the host's nodes: in a
+    user namespace new device nodes would not work), the /dev/fd and stdio links and an empty
+    /dev/shm (its private tmpfs comes next). Without it a program could open the host's GPU or
+    accelerator devices (often mode 0666) and disturb the trainer."""
+    fds = {}
+    for name in DEV_NODES:
+        try:
+            fds[name] = os.open(f"/dev/{name}", os.O_PATH)
+        except OSError:
+            pass
+    try:
+        _mount("tmpfs", "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=755")
+        for name, fd in fds.items():
+            with open(f"/dev/{name}", "w"):
+                pass
+            _mount(f"/proc/self/fd/{fd}", f"/dev/{name}", None, MS_BIND, None)
+        for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                             ("stderr", "/proc/self/fd/2")):
+            os.symlink(target, f"/dev/{name}")
+        os.mkdir("/dev/shm", 0o1777)
+        return True
+    except OSError as exc:
+        facts["errors"].append(f"/dev: {exc}")
+        return False
+    finally:
+        for fd in fds.values():
+            os.close(fd)
 
 
 def _private_proc(facts: dict) -> None:
