@@ -2,7 +2,8 @@
 breakdown (the cost of pass-rate estimation for lemmas and lifts relative to the student phase).
 
     python -m gasp_jax.gasp.bench --sizes=1000,10000,100000 --dim=512 --queries=64
-    python -m gasp_jax.benchmarks.iteration --preset gasp          # iterations; GASP lines from here
+    python -m gasp_jax.gasp.bench --pass_rate      # lemma/lift pass-rate estimation vs the student phase
+    python -m gasp_jax.benchmarks.iteration --preset gasp          # whole iterations; GASP lines from here
 
 Dedup search: the index is filled with N random unit vectors (the search cost does not depend on what
 the vectors encode) and a batch of Q candidates (a step's lemmas) is checked against it, in-batch
@@ -25,6 +26,8 @@ _SIZES = flags.DEFINE_list("sizes", ["1000", "10000", "100000"], "accepted-quest
 _DIM = flags.DEFINE_integer("dim", 512, "embedding dimension")
 _QUERIES = flags.DEFINE_integer("queries", 64, "candidates checked per search (one iteration's lemmas)")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "timed searches per size (the median is reported)")
+_PASS_RATE = flags.DEFINE_bool("pass_rate", False, "measure GASP's phases with valid proposals (scripted teacher)")
+_ALLOW_UNSAFE = flags.DEFINE_bool("allow_unsafe", False, "sandbox without namespaces (--pass_rate)")
 
 
 def _median_time(fn, repeats: int) -> float:
@@ -93,9 +96,73 @@ def iteration_breakdown(metrics_rows: Sequence[dict], *, skip_first: int = 1) ->
     return out
 
 
+def pass_rate_cost(*, steps: int = 3, lemmas: int = 8, n: int = 4, solve_batch: int = 8,
+                   max_new_tokens: int = 96, allow_unsafe: bool = False) -> dict:
+    """GASP's phases with proposals that validate: a scripted teacher writes distinct valid induction
+    tasks (AZR seed programs) as lemmas and lifts (``lift_from="valid"``), the student is the real sampler
+    on a random-init tiny model (it writes ``max_new_tokens`` almost always: the worst case). Returns mean
+    seconds per phase over ``steps - 1`` iterations (the first compiles) and the ratio of pass-rate
+    estimation (lemmas + lifts) to the student phase."""
+    import tempfile
+
+    import jax
+
+    from configs import common
+    from configs import gasp as gasp_config
+    from gasp_jax import models, tasks
+    from gasp_jax.gasp.source import GaspSource
+    from gasp_jax.sandbox import Sandbox
+    from gasp_jax.selfplay.policy import SamplerPolicy, ScriptedPolicy
+    from gasp_jax.selfplay.types import RolloutContext, Timers
+    from gasp_jax.tokenizer import build_byte_tokenizer
+
+    config = gasp_config.get_config(f"tiny,steps={steps}")
+    config.init.warmstart.enabled = False
+    config.sampling.max_new_tokens = max_new_tokens
+    g = config.sources.gasp
+    g.lemmas_per_step, g.learnability_samples, g.solve_batch, g.lift_from = lemmas, n, solve_batch, "valid"
+    # The student batch is back-filled from the seed tasks (a random student accepts nothing).
+    g.seed_from_warmstart, g.seed_file, g.seed_max_snippet_chars, g.eval.every = False, "", 200, 0
+    g.seed_file = common.azr_seed_file("7b_coder_code_f_seed_io.jsonl")
+    seeds = [r for r in tasks.load_seed_file(common.azr_seed_file("7b_coder_code_f_seed_io.jsonl"))
+             if len(r["snippet"]) <= 200 and len(r["inputs"]) >= int(g.num_inputs)]
+    answers = iter([tasks.format_proposal("induction", dict(r, inputs=r["inputs"][: int(g.num_inputs)],
+                                                            outputs=r["outputs"][: int(g.num_inputs)]),
+                                          template="compact", with_program=True) for r in seeds * 4])
+    teacher = ScriptedPolicy(build_byte_tokenizer(), lambda prompt, j: next(answers), max_new_tokens=4096)
+    tokenizer = build_byte_tokenizer()
+    model = models.build_model(models.get_preset("tiny", vocab_size=len(tokenizer)))
+    student = SamplerPolicy(model, tokenizer, config.sampling)
+    student.set_params(models.init_params(model, jax.random.key(0)))
+    source = GaspSource("gasp", g, config, workdir=tempfile.mkdtemp(prefix="gasp_passrate_"))
+    phases: list[dict] = []
+    with Sandbox(workers=int(config.sandbox.workers), allow_unsafe=allow_unsafe) as sandbox:
+        for step in range(steps):
+            timers = Timers()
+            ctx = RolloutContext(step=step, rng=np.random.default_rng(step), key=jax.random.key(step),
+                                 policies={"teacher": teacher, "student": student}, sandbox=sandbox, timers=timers,
+                                 config=config, source_config=g, workdir=source.workdir)
+            start = time.perf_counter()
+            result = source.collect(ctx)
+            phases.append({**timers.reset(), "collect": time.perf_counter() - start,
+                           "lemmas_valid": result.scalars.get("gasp/lemma/valid_rate", 0.0),
+                           "lifts": result.scalars.get("gasp/lift/count", 0.0)})
+    steady = phases[1:] or phases
+    keys = sorted({k for p in steady for k in p})
+    out = {k: float(np.mean([p.get(k, 0.0) for p in steady])) for k in keys}
+    out["pass_rate_over_student"] = (out.get("gasp_lemma_pass_rate", 0.0) + out.get("gasp_lift_pass_rate", 0.0)) / max(
+        out.get("gasp_student", 0.0), 1e-9)
+    out.update(lemmas=lemmas, n=n, solve_batch=solve_batch, max_new_tokens=max_new_tokens, iterations=len(steady))
+    return out
+
+
 def main(argv):
     del argv
     print(f"load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs")
+    if _PASS_RATE.value:
+        print(json.dumps(pass_rate_cost(allow_unsafe=_ALLOW_UNSAFE.value), indent=1))
+        print(f"load average {os.getloadavg()[0]:.2f} after")
+        return
     rows = dedup_search([int(s) for s in _SIZES.value], dim=_DIM.value, queries=_QUERIES.value, repeats=_REPEATS.value)
     for r in rows:
         print(json.dumps(r))
