@@ -289,3 +289,24 @@ def test_seed_tasks_are_validated_once_and_feed_the_student(tmp_path, sandbox):
     resumed = GaspSource("gasp", _block(tmp_path, seed_file=str(seed)), _run_config(), workdir=str(tmp_path))
     resumed.load_state_dict(state)
     assert resumed._seeds_validated and len(resumed.buffer) == 1
+
+
+def test_config_errors_at_startup_and_group_modes(tmp_path):
+    from gasp_jax.gasp.source import GaspSource
+
+    with pytest.raises(ValueError, match="unknown GASP axis 'f'"):
+        GaspSource("gasp", _block(tmp_path, axes="io,f"), _run_config())
+    for field, value in (("propose_groups", "per_goalpost"), ("solve_groups", "one"), ("lift_from", "all"),
+                         ("student_kinds", "induction,proof")):
+        with pytest.raises(ValueError, match=f"sources.gasp.{field}"):
+            GaspSource("gasp", _block(tmp_path, **{field: value}), _run_config())
+    block = _block(tmp_path)
+    block.goalposts.ids = ("abc350_c",)  # a real problem without tests
+    with pytest.raises(gasp.GoalpostError, match="abc350_c"):
+        GaspSource("gasp", block, _run_config())
+    per = GaspSource("gasp", _block(tmp_path), _run_config())
+    assert (per._propose_group("lemma"), per._propose_group("lift")) == (("lemma", "propose"), ("lift", "propose"))
+    assert per._solve_group("abduction") == ("abduction", "solve")
+    shared = GaspSource("gasp", _block(tmp_path, propose_groups="shared", solve_groups="shared"), _run_config())
+    assert shared._propose_group("lemma") == shared._propose_group("lift") == ("induction", "propose")
+    assert shared._solve_group("abduction") == shared._solve_group("induction") == ("gasp", "solve")
