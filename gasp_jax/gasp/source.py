@@ -186,7 +186,7 @@ class GaspSource:
         self.ks = tuple(int(k) for k in _csv(c.eval.ks))
         self.pool = load_goalposts(c.goalposts)  # raises GoalpostError at start-up
         self.workdir = workdir or run_config.get("workdir", None)
-        self.curriculum = CurriculumLog(Path(self.workdir or ".") / "curriculum.jsonl") if self.workdir else None
+        self.curriculum = CurriculumLog(Path(self.workdir) / "curriculum.jsonl") if self.workdir else None
         self.buffer = QuestionBuffer(int(c.buffer_max_size))
         self._tokenizer: Any = None  # the teacher's (chat prompts only), set on the first collect
         self._embedder: dedup_lib.Embedder | None = None
@@ -195,7 +195,7 @@ class GaspSource:
         self.schedule: GoalpostSchedule | None = None
         self._pending_schedule: dict | None = None  # restored before the embedder exists
         self._pending_truncate: int | None = None  # restored before the workdir is known
-        if c.dedup.embedder == "hashed":
+        if c.dedup.embedder != "policy":  # the policy embedder waits for the teacher's params (first collect)
             self._init_embedder(None)
         self.counters: Counter[str] = Counter()
         self.progress: dict[str, dict[str, int]] = defaultdict(lambda: {"lemmas": 0, "lifts": 0})
@@ -501,7 +501,8 @@ class GaspSource:
     def _pseudo_entry(self, ctx: Any, lemma: _Candidate) -> dict:
         """A buffer-shaped view of a valid lemma outside the window (``lift_from="valid"``); not stored."""
         return {"id": lemma.qid, "stage": "lemma", "goalpost_id": lemma.goalpost.id, "axis": lemma.axis,
-                "parent_id": None, "step": int(ctx.step), "p": lemma.p, "record": lemma.proposal.record}
+                "parent_id": None, "step": int(ctx.step), "p": lemma.p, "record": lemma.proposal.record,
+                "accepted": False}
 
     # ---------------------------------------------------------------------------------------- records
 
