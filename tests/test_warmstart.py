@@ -8,6 +8,7 @@ import os
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import pytest
@@ -60,9 +61,10 @@ def test_sft_batch_masks_exactly_the_targets():
     np.testing.assert_array_equal(batch.tokens[1, :4], [8, 11, 12, 13])
 
 
-@pytest.mark.parametrize("micro_batches,sharded", [(1, False), (2, True)])
-def test_sft_step_loss_and_gradient_match_reference_cross_entropy(params, micro_batches, sharded):
-    model = _model(sharded)
+def test_sft_step_loss_and_gradient_match_reference_cross_entropy(params):
+    """On a (data, fsdp, tensor) = (2, 2, 2) mesh with 2 micro-batches: accumulation and sharding included."""
+    micro_batches = 2
+    model = _model(True)
     c = _rl_config(micro_batches)
     batch = _toy_batch(multiple=micro_batches * 4)
     ref_loss, ref_grads = jax.value_and_grad(_reference_ce)(params, batch)
@@ -161,12 +163,21 @@ def test_cache_key_changes_with_every_input(tmp_path):
     assert len(set(keys.values())) == len(keys), keys
 
 
-def test_ensure_warmstart_trains_once_then_reuses_the_cache(tmp_path, monkeypatch):
-    ws = _quick_block(tmp_path)
-    path = warmstart.ensure_warmstart(ws)
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One short warm start shared by the tests below: 80 steps on 4 deduction/abduction tasks."""
+    ws = _quick_block(tmp_path_factory.mktemp("ws"), steps=80, batch_size=16, **{
+        "data.roles": ("solve",), "data.max_io_records": 4, "data.max_induction_records": 0,
+        "optimizer.learning_rate": 1e-2, "optimizer.warmup_steps": 5, "log_every": 20})
+    ws.data.induction_seed_file = ""
+    return ws, warmstart.ensure_warmstart(ws)
+
+
+def test_ensure_warmstart_trains_once_then_reuses_the_cache(trained, monkeypatch):
+    ws, path = trained
     manifest = warmstart.read_manifest(path)
     assert os.path.basename(path) == manifest["key"] and manifest["rows"] > 0
-    assert [h["step"] for h in manifest["history"]] == [1, 2, 3]
+    assert [h["step"] for h in manifest["history"]] == [1, 20, 40, 60, 80]
     # A plain HF directory: the model and the byte tokenizer load like any checkpoint.
     model, params = models.load_hf(path)
     tok = models.load_tokenizer(path)
@@ -177,9 +188,11 @@ def test_ensure_warmstart_trains_once_then_reuses_the_cache(tmp_path, monkeypatc
         raise AssertionError("trained again although the cache holds this key")
 
     monkeypatch.setattr(warmstart, "_train_and_save", no_training)
-    assert warmstart.ensure_warmstart(_quick_block(tmp_path)) == path
+    assert warmstart.ensure_warmstart(ml_collections.ConfigDict(ws.to_dict())) == path
+    changed = ml_collections.ConfigDict(ws.to_dict())
+    changed.steps = 79
     with pytest.raises(AssertionError, match="trained again"):
-        warmstart.ensure_warmstart(_quick_block(tmp_path, steps=2))
+        warmstart.ensure_warmstart(changed)
 
 
 def test_bad_block_is_one_line_naming_the_field(tmp_path):
@@ -191,14 +204,10 @@ def test_bad_block_is_one_line_naming_the_field(tmp_path):
         warmstart.prepare(_quick_block(tmp_path, template="fancy"))
 
 
-def test_warm_started_tiny_model_answers_in_the_format(tmp_path):
+def test_warm_started_tiny_model_answers_in_the_format(trained):
     """A short warm start on a few deduction/abduction tasks: most answers sampled at T = 1 parse (a
     random-init model's never do). Responses are <= 40 value bytes + 26 format bytes + stop: 80 new tokens."""
-    ws = _quick_block(tmp_path, steps=80, batch_size=16, **{
-        "data.roles": ("solve",), "data.max_io_records": 4, "data.max_induction_records": 0,
-        "optimizer.learning_rate": 1e-2, "optimizer.warmup_steps": 5})
-    ws.data.induction_seed_file = ""
-    path = warmstart.ensure_warmstart(ws)
+    ws, path = trained
     prep = warmstart.prepare(ws)
     model, params = models.load_hf(path)
     tok = models.load_tokenizer(path)
@@ -209,3 +218,21 @@ def test_warm_started_tiny_model_answers_in_the_format(tmp_path):
     answers = [tasks.extract_answer(r.kind, t) for r, ts in zip(rows, texts) for t in ts]
     assert np.mean([a is not None for a in answers]) >= 0.5, [t for ts in texts for t in ts][:4]
     assert warmstart.read_manifest(path)["history"][-1]["loss"] < 0.5 * warmstart.read_manifest(path)["history"][0]["loss"]
+
+
+@pytest.mark.slow  # the default recipe: 250 steps (~1-2 CPU minutes idle, far more on a loaded box) + sandbox
+def test_default_warm_start_gives_valid_proposals_and_correct_answers():
+    """What the tiny self-play presets rely on: at T = 1 some io proposals validate and some answers on
+    known tasks are judged correct (so rewards differ within the (kind, role) groups)."""
+    from gasp_jax.sandbox import Limits, Sandbox
+
+    ws = warmstart.default_config()  # the shared cache ($GASP_JAX_CACHE/warmstart): trained once per machine
+    path = warmstart.ensure_warmstart(ws)
+    with Sandbox(workers=2) as sb:
+        rates = warmstart.measure(path, ws, sb, samples=2, max_tasks=12, max_new_tokens=160,
+                                  validation_config=tasks.ValidationConfig(limits=Limits(cpu_s=2.0)),
+                                  judge_config=tasks.JudgeConfig(limits=Limits(cpu_s=2.0)))
+    for kind in ("deduction", "abduction"):
+        assert rates[f"solve/train/{kind}"]["format_rate"] > 0.5, rates
+        assert 0 < rates[f"solve/train/{kind}"]["correct_rate"] < 1, rates
+        assert 0 < rates[f"propose/{kind}"]["valid_rate"] < 1, rates
