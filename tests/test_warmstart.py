@@ -195,6 +195,23 @@ def test_ensure_warmstart_trains_once_then_reuses_the_cache(trained, monkeypatch
         warmstart.ensure_warmstart(changed)
 
 
+def test_warm_start_of_an_hf_checkpoint_keeps_its_shape_and_tokenizer(tmp_path):
+    """`model.hf_path`: fine-tunes a local HF directory (here a tiny one written by save_hf) and keys the
+    cache on it; the result has the checkpoint's shape and tokenizer."""
+    from gasp_jax.tokenizer import build_byte_tokenizer
+
+    tok = build_byte_tokenizer()
+    base = models.build_model(models.get_preset("tiny", vocab_size=len(tok)))
+    hf_dir = str(tmp_path / "base")
+    models.save_hf(base, models.init_params(base, jax.random.key(3)), hf_dir, tokenizer=tok)
+    ws = _quick_block(tmp_path, steps=2, **{"model.hf_path": hf_dir, "optimizer.learning_rate": 1e-5})
+    path = warmstart.ensure_warmstart(ws)
+    assert path != warmstart.prepare(_quick_block(tmp_path, steps=2)).path  # the checkpoint is in the key
+    model, _ = models.load_hf(path)
+    assert model.config == models.load_hf(hf_dir)[0].config
+    assert models.load_tokenizer(path).get_vocab() == tok.get_vocab()
+
+
 def test_bad_block_is_one_line_naming_the_field(tmp_path):
     with pytest.raises(ValueError, match=r"warmstart\.model\.preset"):
         warmstart.prepare(_quick_block(tmp_path, **{"model.preset": "nope"}))
