@@ -1,9 +1,7 @@
 """Supervised warm start: the SFT step (exact cross-entropy and gradient, learns), the cache key, cache
 reuse, the rows built by the tasks layer, and a warm-started tiny model that answers in the format."""
 
-import dataclasses
 import functools
-import json
 import os
 
 import jax
