@@ -69,7 +69,7 @@ def sharded_call(ctx: RolloutContext, fn: Callable[[list], list], items: Sequenc
             raise RuntimeError(f"{getattr(fn, '__name__', fn)} returned {len(local)} results for {len(mine)} items")
         return multihost.all_gather_objects(local)
 
-    return Pending(finish, ctx.timers)
+    return Pending(finish, ctx.timers)  # the one timed wait (the wrappers below do not time again)
 
 
 # ------------------------------------------------------------------------------------------------ phases
@@ -138,7 +138,7 @@ def validate(ctx: RolloutContext, proposals: Sequence[Proposal], *, buffers: Tas
                 p.status, p.record = ("duplicate" if duplicate else "valid"), dict(res.record)
         return list(proposals)
 
-    return Pending(finish, ctx.timers)
+    return Pending(finish)
 
 
 def judge(ctx: RolloutContext, items: Sequence[tuple[str, Mapping, str | None]]) -> Pending[list[bool | None]]:
@@ -198,7 +198,7 @@ def estimate_learnability(ctx: RolloutContext, tasks_: Sequence[tuple[str, Mappi
                 rates[i] = float(np.mean(scored))
         return rates
 
-    return Pending(finish, ctx.timers)
+    return Pending(finish)
 
 
 def student_tasks(buffers: TaskBuffers, new: Mapping[str, Sequence[Mapping]], *, per_kind: int,
@@ -246,7 +246,7 @@ def solve(ctx: RolloutContext, tasks_: Sequence[tuple[str, Mapping]], *,
                 task_id=str(record.get("id", "")), text=c.text))
         return episodes
 
-    return Pending(finish, ctx.timers)
+    return Pending(finish)
 
 
 def proposer_episodes(proposals: Sequence[Proposal], rewards: Sequence[float], *,

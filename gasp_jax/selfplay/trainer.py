@@ -73,8 +73,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     last: dict[str, float] = {}
 
     with make_sandbox(config) as sandbox:
+        # An iteration's clock runs from the end of the previous one's logging, so the previous
+        # checkpoint save (timed into this iteration's phases) is inside it.
+        t0 = time.perf_counter()
         for step in range(start, steps):
-            t0, compiled, tokens0 = time.perf_counter(), compile_timer.take(), run.tokens_generated()
+            compiled, tokens0 = compile_timer.take(), run.tokens_generated()
 
             # 1. Rollout weights: the trained params, resharded into the sampler's layout.
             if not run.policies_ready():
@@ -127,6 +130,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 log.info(progress_line(step + 1, steps, float(np.mean(history[-10:])), headline(scalars),
                                        compile_s=compiled))
             last = scalars
+            t0 = time.perf_counter()
 
             # 6. Checkpoint (every `checkpoint.every` iterations, at the end, and when preempted).
             if (step + 1) % int(config.checkpoint.every) == 0 or done:
