@@ -459,6 +459,16 @@ def test_nondeterministic_program_is_flagged(sb):
     assert rep.deterministic is True and rep
 
 
+def test_string_hashes_agree_across_workers(sb):
+    # PYTHONHASHSEED=0 must reach every worker: set order (hence a program's output) may not depend on
+    # which worker ran it. Several jobs at once spread over both workers.
+    code = "def f(x):\n    import sys\n    return (hash('abc'), sys.flags.hash_randomization)"
+    futures = [sb.run_function_async(code, ["1"]) for _ in range(8)]
+    outputs = {f.result()[0].output for f in futures}
+    assert len(outputs) == 1, outputs
+    assert outputs.pop().endswith(", 0)")
+
+
 # ------------------------------------------------------------------------------ D. quirky but correct
 @pytest.mark.parametrize("code", [
     "import sys\nt = 0\nfor line in sys.stdin:\n    t += sum(map(int, line.split()))\nprint(t)",

@@ -78,8 +78,11 @@ class WorkerProcess:
                 "keep": list(cfg.keep), "site_paths": list(cfg.site_paths), "isolate": cfg.isolate,
                 "cgroup": self.cgroup_path, "warm": list(cfg.warm_modules), "owner": os.getpid()}
         # subprocess uses vfork/exec here (no preexec_fn): the trainer process is never forked.
+        # Not `-I`: it implies -E, which ignores PYTHONHASHSEED, and every worker would hash strings with
+        # its own secret (set order, hence a program's output, would differ between workers). The
+        # environment is already scrubbed (SANDBOX_ENV); -s -P keep user site dirs and the script dir out.
         self.proc = subprocess.Popen(
-            [cfg.python, "-I", "-S", WORKER_SCRIPT, json.dumps(wcfg)],
+            [cfg.python, "-s", "-S", "-P", WORKER_SCRIPT, json.dumps(wcfg)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=None if cfg.debug else subprocess.DEVNULL,
             env=dict(SANDBOX_ENV, LD_BIND_NOW="1"), cwd="/", close_fds=True, start_new_session=True, bufsize=0)
