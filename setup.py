@@ -19,6 +19,8 @@ setup(
         "datasets>=3.0.0",
         "ml-collections>=1.0.0",
         "tensorboardX>=2.6",
+        # HF checkpoints are read slice by slice through its reader (bf16 with the numpy framework: >= 0.8).
+        "safetensors>=0.8",
         "numpy>=1.26",
         "absl-py>=2.0",
     ],
@@ -31,7 +33,6 @@ setup(
             "hypothesis>=6.100",
             # CPU wheel; an unpinned torch pulls several GB of CUDA packages.
             "torch==2.13.0",
-            "safetensors>=0.4.3",
         ],
     },
 )

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Creates (or reuses) the project virtualenv at .venv and installs gasp_jax into it.
-# Usage: source launch/env.sh [extra]   (extra: "test" installs the test dependencies too)
+# Usage: source launch/env.sh [extras]   (comma-separated setup.py extras, e.g. "tensorboard" for the
+# main command's viewer, "test" for the test suite)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-EXTRA="${1:-}"
+EXTRAS="${1:-}"
 PY="${PYTHON:-python3}"
 VENV="${GASP_VENV:-$ROOT/.venv}"
 if [ ! -x "$VENV/bin/python" ]; then
@@ -12,15 +13,16 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$VENV/bin/python" -m pip install -q --upgrade pip
 fi
 SPEC="$ROOT"
-[ -n "$EXTRA" ] && SPEC="$ROOT[$EXTRA]"
-STAMP="$VENV/.gasp_jax_installed_${EXTRA:-base}"
+[ -n "$EXTRAS" ] && SPEC="${ROOT}[${EXTRAS}]"
+STAMP="$VENV/.gasp_jax_installed_${EXTRAS:-base}"
 # Reinstall only when setup.py changed since the last install.
 if [ ! -f "$STAMP" ] || [ "$ROOT/setup.py" -nt "$STAMP" ]; then
-  echo "[env] installing gasp_jax${EXTRA:+[$EXTRA]} (first time takes a few minutes)"
-  if [ "$EXTRA" = "test" ]; then
-    # The CPU torch wheel first, pinned, so nothing pulls the CUDA build.
-    "$VENV/bin/python" -m pip install -q "torch==2.13.0"
-  fi
+  echo "[env] installing gasp_jax${EXTRAS:+[$EXTRAS]} (first time takes a few minutes)"
+  case ",$EXTRAS," in
+    *,test,*)
+      # The CPU torch wheel first, pinned, so nothing pulls the CUDA build.
+      "$VENV/bin/python" -m pip install -q "torch==2.13.0" ;;
+  esac
   "$VENV/bin/python" -m pip install -q -e "$SPEC"
   touch "$STAMP"
 fi

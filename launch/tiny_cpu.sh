@@ -7,7 +7,7 @@
 # The previous toy RL job: python -m gasp_jax.main --config=configs/tiny_cpu.py --workdir=runs/toy_rl
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-source "$ROOT/launch/env.sh" ""  # no extras (a bare `source` would hand it this script's arguments)
+source "$ROOT/launch/env.sh" tensorboard  # + the viewer, so `tensorboard --logdir runs/` works (an explicit argument: a bare `source` would hand env.sh this script's arguments)
 cd "$ROOT"
 WORKDIR="${WORKDIR:-$ROOT/runs/tiny_cpu}"
 exec python -m gasp_jax.main --config="$ROOT/configs/gasp.py:tiny" --workdir="$WORKDIR" "$@"
