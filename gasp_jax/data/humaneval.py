@@ -14,6 +14,7 @@ import gzip
 import json
 import os
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from gasp_jax.data.livecodebench import DataError, LoadReport
@@ -64,15 +65,21 @@ def open_text(path: str | os.PathLike):
 
 def load_humaneval(path: str | os.PathLike, *, report: LoadReport | None = None) -> list[HumanEvalProblem]:
     """All valid problems of ``path`` in file order (duplicated task ids: the first is kept)."""
+    return load_problems(path, problem_from_row, report)
+
+
+def load_problems(path: str | os.PathLike, from_row: Callable[[Any], Any], report: LoadReport | None = None) -> list:
+    """Problems (objects with an ``id``) parsed by ``from_row`` from each line of a JSONL file, in file
+    order; a bad row (``DataError`` or bad JSON) is reported and skipped, a repeated id keeps the first."""
     report = report if report is not None else LoadReport()
-    problems: dict[str, HumanEvalProblem] = {}
+    problems: dict[str, Any] = {}
     with open_text(path) as f:
         for line_no, line in enumerate(f, 1):
             if not line.strip():
                 continue
             report.rows_read += 1
             try:
-                problem = problem_from_row(json.loads(line))
+                problem = from_row(json.loads(line))
             except (json.JSONDecodeError, DataError) as e:
                 report.skip(f"<{Path(path).name}:{line_no}>", str(path), str(e))
                 continue

@@ -14,14 +14,12 @@ detail. Bad rows are reported in a :class:`~gasp_jax.data.livecodebench.LoadRepo
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
-from gasp_jax.data.humaneval import open_text
+from gasp_jax.data.humaneval import load_problems
 from gasp_jax.data.livecodebench import DataError, LoadReport
 
 FIELDS = ("task_id", "prompt", "entry_point", "canonical_solution", "base_input", "plus_input", "atol")
@@ -158,21 +156,4 @@ def problem_from_row(row: Any) -> MbppPlusProblem:
 
 def load_mbpp_plus(path: str | os.PathLike, *, report: LoadReport | None = None) -> list[MbppPlusProblem]:
     """All valid problems of ``path`` in file order (duplicated task ids: the first is kept)."""
-    report = report if report is not None else LoadReport()
-    problems: dict[str, MbppPlusProblem] = {}
-    with open_text(path) as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            report.rows_read += 1
-            try:
-                problem = problem_from_row(json.loads(line))
-            except (json.JSONDecodeError, DataError) as e:
-                report.skip(f"<{Path(path).name}:{line_no}>", str(path), str(e))
-                continue
-            if problem.id in problems:
-                report.duplicates += 1
-                continue
-            problems[problem.id] = problem
-            report.loaded += 1
-    return list(problems.values())
+    return load_problems(path, problem_from_row, report)
