@@ -10,7 +10,8 @@ Trains (or finds in the cache, `$GASP_JAX_CACHE/warmstart/<key>/`) the model of 
 and `configs/gasp.py:tiny` -- the same block they hold as `init.warmstart` -- then measures it with the
 real sandbox at T = 1: solver format/correct rates on the training tasks and on held-out programs, and
 proposal parse/valid/novel rates. `WORKDIR/warmstart` links the checkpoint, `WORKDIR/rates.json` holds the
-rates. A second run with the same settings reuses the cache (seconds).
+rates, and the GASP teacher's lemma/lift parse/valid rates. A second run with the same settings reuses the
+cache (seconds).
 
 Presets (`--config=configs/warmstart.py:PRESET`):
   (none)  the tiny CPU recipe (docs/warmstart.md: cost and measured rates)
@@ -35,6 +36,7 @@ def get_config(arg=None):
         samples=4,  # answers / proposals per prompt (0: no measurement)
         temperature=1.0,  # self-play's rollout temperature
         max_new_tokens=160,  # the longest gold proposal of the default data is ~150 tokens
+        gasp_max_new_tokens=416,  # GASP rows: the longest gold lemma/lift answer is ~400 tokens
         max_tasks=24,  # per (split, kind): a bound on the measurement's cost
         cpu_s=2.0,  # sandbox limits per validation / judge job
         workers=2,
@@ -49,7 +51,10 @@ def get_config(arg=None):
         c.log_every = 2
         c.data.max_io_records = 8
         c.data.max_induction_records = 2
+        c.data.gasp.lemma_rows = 2
+        c.data.gasp.lift_rows = 2
         c.measure.samples = 1
         c.measure.max_tasks = 2
         c.measure.max_new_tokens = 32
+        c.measure.gasp_max_new_tokens = 32
     return c

@@ -113,6 +113,7 @@ def _quick_block(tmp_path, **changes):
     ws.optimizer.warmup_steps = 1
     ws.data.max_io_records = 6
     ws.data.max_induction_records = 2
+    ws.data.roles = ("solve", "propose")  # GASP rows (sandbox-validated gold) have their own test
     for k, v in changes.items():
         node = ws
         *parents, last = k.split(".")
@@ -159,6 +160,78 @@ def test_cache_key_changes_with_every_input(tmp_path):
     keys = {name: warmstart.prepare(_quick_block(tmp_path, **{name: v})).key for name, v in changed.items()}
     assert base not in keys.values(), keys
     assert len(set(keys.values())) == len(keys), keys
+
+
+def test_gasp_rows_are_gasp_prompts_with_valid_induction_gold(tmp_path, monkeypatch):
+    """GASP teacher rows: GaspSource's lemma/lift prompt builders (the tiny preset's settings) and gold
+    answers that GaspSource's parse reads back as induction tasks the sandbox validates; the statements are
+    LCB problems before the cut-off; the validated gold pool is cached (no sandbox on the next prepare)."""
+    from configs import azr as azr_config
+    from configs import gasp as gasp_config
+    from gasp_jax.data.livecodebench import load_problems, parse_date
+    from gasp_jax.gasp import prompts as gasp_prompts
+    from gasp_jax.sandbox import Limits, Sandbox
+
+    # Both tiny presets hold the default block (one cached warm start) and GASP prompts as it trained them.
+    gasp_tiny, azr_tiny = gasp_config.get_config("tiny"), azr_config.get_config("tiny")
+    ws_default = warmstart.default_config()
+    assert "gasp" in ws_default.data.roles
+    for c in (gasp_tiny, azr_tiny):
+        block = ml_collections.ConfigDict(c.init.warmstart.to_dict())
+        block.enabled = ws_default.enabled
+        assert block.to_dict() == ws_default.to_dict()
+    g = gasp_tiny.sources.gasp
+    assert g.prompt.max_statement_chars == ws_default.data.gasp.max_statement_chars
+    assert g.prompt.lift_shown_pairs == ws_default.data.gasp.lift_shown_pairs
+    assert g.num_inputs == ws_default.data.induction_inputs and gasp_tiny.prompts.template == ws_default.template
+
+    ws = _quick_block(tmp_path, **{"data.roles": ("solve", "gasp"), "data.gasp.lemma_rows": 6,
+                                   "data.gasp.lift_rows": 6})
+    n = int(ws.data.induction_inputs)
+    prep = warmstart.prepare(ws)
+    lemmas = [r for r in prep.rows if r.role == "lemma"]
+    lifts = [r for r in prep.rows if r.role == "lift"]
+    assert len(lemmas) == 6 and len(lifts) == 6 and len(prep.gasp_gold) >= 2
+    assert all(len(r["inputs"]) == n and 0 < len(r["message"]) <= ws.data.gasp.cut_message_chars for r in prep.gasp_gold)
+    problems = {p.id: p for p in load_problems(ws.data.gasp.problems_file)}
+    cutoff = warmstart.lcb_statements(ws)  # the pre-cutoff window only
+    assert {pid for pid, _ in cutoff} < set(problems)
+
+    def wrap(body):
+        return gasp_prompts.wrap_prompt(body, template="compact")
+
+    for row in lemmas:
+        pid = row.record_id.split("@lcb:")[1]
+        assert problems[pid].date < parse_date(warmstart.LCB_CUTOFF)  # never a held-out (later) problem
+        assert row.prompt in {wrap(gasp_prompts.lemma_prompt(problems[pid].statement, axis, num_inputs=n,
+                                                             template="compact", max_statement_chars=240))
+                              for axis in gasp_prompts.AXES}
+    for row in lifts:
+        sources = [r for r in prep.gasp_gold for axis in gasp_prompts.AXES
+                   if row.prompt == wrap(gasp_prompts.lift_prompt(r, axis, num_inputs=n, template="compact", shown_pairs=2))]
+        assert sources and sources[0]["id"] != row.record_id  # the lift's gold is another task
+    by_id = {r["id"]: r for r in prep.gasp_gold}
+    parsed = []
+    for row in lemmas + lifts:
+        p = tasks.parse_proposal("induction", row.response, program=None, num_inputs=n)  # GaspSource's parse
+        assert p, (row.response, p)
+        gold = by_id[row.record_id.split("@lcb:")[0]]
+        assert p.snippet.strip() == gold["snippet"].strip() and list(p.inputs) == gold["inputs"]
+        parsed.append(("induction", p))
+    with Sandbox(workers=2) as sb:
+        results = tasks.validate_proposals(sb, parsed, config=tasks.ValidationConfig(limits=Limits(cpu_s=2.0)))
+    assert all(v.ok for v in results), [v.reason for v in results if not v.ok]
+    for v, row in zip(results, lemmas + lifts):
+        assert v.record["outputs"] == by_id[row.record_id.split("@lcb:")[0]]["outputs"]
+
+    # The gold pool is validated once: the next prepare starts no sandbox; GASP rows are in the key.
+    def no_sandbox(*a, **k):
+        raise AssertionError("validated the gold pool again")
+
+    monkeypatch.setattr("gasp_jax.sandbox.Sandbox", no_sandbox)
+    assert warmstart.prepare(ws).key == prep.key
+    assert warmstart.prepare(_quick_block(tmp_path, **{"data.roles": ("solve",)})).key != prep.key
+    assert prep.encoded and all(len(p) + len(t) <= ws.data.gasp.max_length for p, t in prep.encoded)
 
 
 @pytest.fixture(scope="module")
@@ -217,6 +290,8 @@ def test_bad_block_is_one_line_naming_the_field(tmp_path):
         warmstart.prepare(_quick_block(tmp_path, **{"data.roles": ("teach",)}))
     with pytest.raises(ValueError, match=r"warmstart\.template"):
         warmstart.prepare(_quick_block(tmp_path, template="fancy"))
+    with pytest.raises(ValueError, match=r"warmstart\.data\.gasp\.max_length"):
+        warmstart.prepare(_quick_block(tmp_path, **{"data.roles": ("solve", "gasp"), "data.gasp.max_length": 100}))
 
 
 def test_warm_started_tiny_model_answers_in_the_format(trained):
