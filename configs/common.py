@@ -92,10 +92,16 @@ def model(preset: str = "tiny") -> ml_collections.ConfigDict:
 
 
 def sampling() -> ml_collections.ConfigDict:
-    """Rollout sampling (AZR: T = 1.0, top-p 1.0). `engine`: "static" or "continuous" (issue 15)."""
+    """Rollout sampling (AZR: T = 1.0, top-p 1.0).
+
+    `engine`: "continuous" (continuous batching: finished decode slots are refilled between chunks of
+    `chunk_steps` steps; 2-3x the static engine's tokens/s on ragged self-play work, docs/benchmarks.md)
+    or "static" (one batch until its longest row stops). `max_slots` / `kv_cache_tokens`: the slot count,
+    or the cached-token budget it is derived from (0: the engine's default, at most the call's rows).
+    """
     return ml_collections.ConfigDict(dict(
-        temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=8096, engine="static", chat_template=False,
-        prompt_buckets=(), max_cache_length=0,
+        temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=8096, engine="continuous", chat_template=False,
+        prompt_buckets=(), max_cache_length=0, max_slots=0, kv_cache_tokens=0, chunk_steps=16,
     ))
 
 

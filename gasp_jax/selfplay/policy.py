@@ -118,8 +118,13 @@ class SamplerPolicy:
         prompt_ids = self.encode(prompts)
         kwargs = {}
         engine = c.get("engine", "static")
-        if engine != "static":  # the continuous-batching engine (issue 15); static is the sampler's default
+        if engine != "static":  # the continuous-batching engine; static is the sampler's default
             kwargs["engine"] = engine
+            for name in ("kv_cache_tokens", "chunk_steps"):
+                if c.get(name):
+                    kwargs[name] = int(c.get(name))
+        if c.get("max_slots"):
+            kwargs["max_slots"] = int(c.max_slots)
         if c.get("prompt_buckets"):
             kwargs["prompt_buckets"] = tuple(int(b) for b in c.prompt_buckets)
         if c.get("max_cache_length"):
