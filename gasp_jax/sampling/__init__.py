@@ -18,14 +18,24 @@ from gasp_jax.sampling.sampler import (
     PAD_ID,
     SampleOutput,
     SamplingMode,
-    clear_program_cache,
-    compiled_program_count,
     generate,
     sample_tokens,
     token_logprobs,
 )
+from gasp_jax.sampling import engine as _engine, sampler as _sampler
 from gasp_jax.sampling.engine import EngineStats, Request, run_requests
 from gasp_jax.sampling.text import default_eos_ids, encode_prompts, generate_text
+
+
+def compiled_program_count() -> int:
+    """XLA executables compiled so far by both engines (static and continuous) in this process."""
+    return _sampler.compiled_program_count() + _engine.compiled_program_count()
+
+
+def clear_program_cache() -> None:
+    """Drops both engines' jitted programs (and with them their compiled executables)."""
+    _sampler.clear_program_cache()
+    _engine.clear_program_cache()
 
 __all__ = [
     "ENGINES", "EngineStats", "PAD_ID", "Request", "SampleOutput", "run_requests", "SamplingMode", "batch_bucket", "clear_program_cache", "compiled_program_count",
