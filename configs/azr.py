@@ -47,10 +47,7 @@ def azr_source() -> ml_collections.ConfigDict:
 
 
 def paper() -> ml_collections.ConfigDict:
-    c = common.base(steps=500, model_preset="qwen2.5-coder-7b")
-    c.model.dtype = "bfloat16"
-    c.model.param_dtype = "float32"
-    c.model.remat_policy = "full"
+    c = common.paper_base(steps=500)
     c.sources.azr = azr_source()
     c.checkpoint.every = 10
     return c

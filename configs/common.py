@@ -199,3 +199,12 @@ def base(*, steps: int, model_preset: str = "tiny", warmstart_enabled: bool = Fa
     c.hooks = ()  # "package.module:Class" after-step hooks (e.g. periodic evaluation)
     c.sources = ml_collections.ConfigDict()
     return c
+
+
+def paper_base(*, steps: int = 500) -> ml_collections.ConfigDict:
+    """`base` at the paper's scale: Qwen2.5-Coder-7B in bf16 compute, fp32 master weights, full remat."""
+    c = base(steps=steps, model_preset="qwen2.5-coder-7b")
+    c.model.dtype = "bfloat16"
+    c.model.param_dtype = "float32"
+    c.model.remat_policy = "full"
+    return c

@@ -82,10 +82,7 @@ def add_evaluation(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def paper() -> ml_collections.ConfigDict:
-    c = common.base(steps=500, model_preset="qwen2.5-coder-7b")
-    c.model.dtype = "bfloat16"
-    c.model.param_dtype = "float32"
-    c.model.remat_policy = "full"
+    c = common.paper_base(steps=500)
     c.sampling.max_new_tokens = 4096
     c.rl.advantage.estimator = "grpo"
     s = c.sources.lcb = lcb_source()
