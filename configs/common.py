@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 import ml_collections
 
+from gasp_jax import overrides as overrides_lib
 from gasp_jax import rl as rl_lib
 from gasp_jax.sharding import DEFAULT_RULES
 
@@ -61,19 +62,7 @@ def parse_arg(arg: str | None, *, presets: Sequence[str], default: str, where: s
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: dict, *, where: str) -> None:
     """Sets dotted keys that exist in `config` (casting to the field's type); unknown -> ValueError."""
-    for key, value in overrides.items():
-        node, parts = config, key.split(".")
-        for i, name in enumerate(parts):
-            if not isinstance(node, ml_collections.ConfigDict) or name not in node:
-                known = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
-                raise ValueError(f"{where}: unknown argument {key!r} (no field {'.'.join(parts[:i + 1])!r}; "
-                                 f"known here: {', '.join(known)})")
-            if i < len(parts) - 1:
-                node = node[name]
-        try:
-            node[parts[-1]] = value
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{where}: bad value for {key!r}: {e}") from None
+    overrides_lib.apply_overrides(config, overrides, where=where, noun="argument")
 
 
 # ------------------------------------------------------------------------------------------- blocks

@@ -39,6 +39,8 @@ from typing import Any, Mapping, Sequence
 
 import ml_collections
 
+from gasp_jax.overrides import apply_overrides
+
 REPO = Path(__file__).resolve().parents[1]
 LAUNCHERS = {"tpu_vm": "launch/tpu_vm.sh", "xpk": "launch/xpk.sh", "slurm": "launch/slurm.sh", "gpu": "launch/gpu.sh"}
 
@@ -110,18 +112,10 @@ def load_base_config(base: str) -> ml_collections.ConfigDict:
 def check_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, Any], where: str) -> None:
     """Every key must name an existing field and every value fit its type (as `--config.<key>=` would)."""
     config = ml_collections.ConfigDict(config.to_dict())  # a scratch copy (locked fields stay typed)
-    for key, value in overrides.items():
-        node, parts = config, key.split(".")
-        for i, part in enumerate(parts):
-            if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-                known = ", ".join(sorted(node.keys())) if isinstance(node, ml_collections.ConfigDict) else "(not a block)"
-                raise SweepError(f"{where}: unknown config key {key!r} (no field {'.'.join(parts[: i + 1])!r}; known here: {known})")
-            if i < len(parts) - 1:
-                node = node[part]
-        try:
-            node[parts[-1]] = value
-        except (TypeError, ValueError) as e:
-            raise SweepError(f"{where}: bad value {value!r} for {key!r}: {e}") from None
+    try:
+        apply_overrides(config, overrides, where=where)
+    except ValueError as e:
+        raise SweepError(str(e)) from None
 
 
 def _format_value(value: Any) -> str:

@@ -37,6 +37,8 @@ from typing import Any
 
 import ml_collections
 
+from gasp_jax import overrides as overrides_lib
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -127,20 +129,11 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Any, *, where: str) -> None:
-    """Sets each dotted key, which must exist in `config` (unknown key -> ExperimentError)."""
-    for key, value in flatten(overrides).items():
-        node, parts = config, key.split(".")
-        for i, part in enumerate(parts[:-1]):
-            if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-                raise ExperimentError(f"{where}: unknown config key {key!r} (no {'.'.join(parts[:i + 1])!r})")
-            node = node[part]
-        if not isinstance(node, ml_collections.ConfigDict) or parts[-1] not in node:
-            known = ", ".join(sorted(node.keys())) if isinstance(node, ml_collections.ConfigDict) else ""
-            raise ExperimentError(f"{where}: unknown config key {key!r} (known there: {known})")
-        try:
-            node[parts[-1]] = value
-        except (TypeError, ValueError) as e:
-            raise ExperimentError(f"{where}: bad value for {key!r}: {e}") from None
+    """Sets each dotted key of a nested override tree, which must exist in `config` (-> ExperimentError)."""
+    try:
+        overrides_lib.apply_overrides(config, flatten(overrides), where=where)
+    except ValueError as e:
+        raise ExperimentError(str(e)) from None
 
 
 def _goalpost_ids(exp: ml_collections.ConfigDict) -> tuple[str, ...]:
