@@ -114,6 +114,7 @@ class CompileTimer:
     @staticmethod
     def _listen(event: str, duration: float, **_) -> None:
         if event in _COMPILE_EVENTS:
+            _THREAD.seconds = getattr(_THREAD, "seconds", 0.0) + float(duration)
             with CompileTimer._lock:
                 CompileTimer._total += float(duration)
 
@@ -122,3 +123,12 @@ class CompileTimer:
         with CompileTimer._lock:
             out, self._mark = CompileTimer._total - self._mark, CompileTimer._total
         return out
+
+
+_THREAD = threading.local()
+
+
+def thread_compile_seconds() -> float:
+    """Seconds this thread has spent compiling so far (a running total; phase timers take differences)."""
+    CompileTimer()  # the listener, registered once
+    return getattr(_THREAD, "seconds", 0.0)

@@ -99,6 +99,10 @@ class SamplerPolicy:
             raise ValueError("SamplerPolicy: the tokenizer has no EOS token and no eos_ids were given")
         self.params = None
         self.tokens_generated = 0  # running count (tokens/s metric)
+        # Running counts for the HBM roofline (perf.decode_bytes_per_device): decode steps (a lower bound:
+        # each call decodes at least as many steps as its longest row) and KV-cache positions attended.
+        self.decode_steps = 0
+        self.kv_positions_read = 0
 
     def set_params(self, params) -> None:
         self.params = params
@@ -115,7 +119,8 @@ class SamplerPolicy:
         c = self.config
         temperature = float(c.temperature if temperature is None else temperature)
         max_new_tokens = int(c.max_new_tokens if max_new_tokens is None else max_new_tokens)
-        prompt_ids = self.encode(prompts)
+        with jax.profiler.TraceAnnotation("tokenize"):
+            prompt_ids = self.encode(prompts)
         kwargs = {}
         engine = c.get("engine", "static")
         if engine != "static":  # the continuous-batching engine; static is the sampler's default
@@ -135,8 +140,13 @@ class SamplerPolicy:
             num_samples=int(num_samples), rng=rng, **kwargs,
         )
         self.tokens_generated += int(np.sum(out.lengths))
-        return _completions(out, prompt_ids, int(num_samples), self.tokenizer, self.eos_ids, max_new_tokens,
-                            temperature if temperature > 0 else 1.0)
+        self.decode_steps += int(np.max(out.lengths))
+        prompt_lens = np.repeat([len(p) for p in prompt_ids], int(num_samples)).astype(np.int64)
+        lengths = out.lengths.astype(np.int64)
+        self.kv_positions_read += int(np.sum(prompt_lens * lengths + lengths * (lengths + 1) // 2))
+        with jax.profiler.TraceAnnotation("detokenize"):
+            return _completions(out, prompt_ids, int(num_samples), self.tokenizer, self.eos_ids, max_new_tokens,
+                                temperature if temperature > 0 else 1.0)
 
 
 class ScriptedPolicy:

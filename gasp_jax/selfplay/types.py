@@ -84,11 +84,17 @@ class SourceResult:
 
 
 class Timers:
-    """Per-phase wall-clock seconds of one iteration (host side). Thread-safe; phases may nest."""
+    """Per-phase wall-clock seconds of one iteration (host side). Thread-safe; phases may nest.
+
+    `seconds[name]` is a phase's whole time; `exclusive[path]` ("outer>inner") is the time of the
+    innermost phase alone, less the compilation it waited for, which is what the goodput split sums.
+    Each phase is also a named `jax.profiler.TraceAnnotation`, so it shows as a row in a trace."""
 
     def __init__(self):
         self.seconds: dict[str, float] = {}
+        self.exclusive: dict[str, float] = {}
         self._lock = threading.Lock()
+        self._local = threading.local()
 
     def add(self, name: str, seconds: float) -> None:
         with self._lock:
@@ -96,15 +102,31 @@ class Timers:
 
     @contextlib.contextmanager
     def phase(self, name: str):
-        start = time.perf_counter()
+        from gasp_jax.metrics import thread_compile_seconds
+
+        stack = self._local.__dict__.setdefault("stack", [])
+        frame = {"name": name, "child_s": 0.0, "child_compile_s": 0.0}
+        stack.append(frame)
+        start, compile0 = time.perf_counter(), thread_compile_seconds()
         try:
-            yield
+            with jax.profiler.TraceAnnotation(name):
+                yield
         finally:
-            self.add(name, time.perf_counter() - start)
+            elapsed, compiled = time.perf_counter() - start, thread_compile_seconds() - compile0
+            path = ">".join(f["name"] for f in stack)
+            stack.pop()
+            if stack:
+                stack[-1]["child_s"] += elapsed
+                stack[-1]["child_compile_s"] += compiled
+            own = (elapsed - frame["child_s"]) - (compiled - frame["child_compile_s"])
+            with self._lock:
+                self.seconds[name] = self.seconds.get(name, 0.0) + elapsed
+                self.exclusive[path] = self.exclusive.get(path, 0.0) + own
 
     def reset(self) -> dict[str, float]:
+        """The whole-phase seconds since the last reset (`exclusive` is cleared too)."""
         with self._lock:
-            out, self.seconds = self.seconds, {}
+            out, self.seconds, self.exclusive = self.seconds, {}, {}
         return out
 
 
