@@ -23,6 +23,7 @@ Any config key can be set as `key=value` (dotted paths, e.g. `sources.azr.refere
 import ml_collections
 
 from configs import common
+from gasp_jax.data import paths
 
 PRESETS = ("paper", "tiny")
 
@@ -41,8 +42,8 @@ def azr_source() -> ml_collections.ConfigDict:
     from gasp_jax.selfplay import azr
 
     block = azr.default_config()
-    block.seed_file = common.azr_seed_file("7b_coder_seed_io.jsonl")
-    block.induction_seed_file = common.azr_seed_file("7b_coder_code_f_seed_io.jsonl")
+    block.seed_file = str(paths.azr_seed_file("7b_coder_seed_io.jsonl"))
+    block.induction_seed_file = str(paths.azr_seed_file("7b_coder_code_f_seed_io.jsonl"))
     return block
 
 

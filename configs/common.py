@@ -13,7 +13,6 @@ for every config file.
 from __future__ import annotations
 
 import ast
-import os
 from typing import Any, Sequence
 
 import ml_collections
@@ -21,19 +20,6 @@ import ml_collections
 from gasp_jax import overrides as overrides_lib
 from gasp_jax import rl as rl_lib
 from gasp_jax.sharding import DEFAULT_RULES
-
-
-def shared_data_dir() -> str:
-    """The shipped data (`$GASP_SHARED_DATA` or `<repo>/../shared/data`)."""
-    root = os.environ.get("GASP_SHARED_DATA")
-    if root:
-        return root
-    return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data"))
-
-
-def azr_seed_file(name: str) -> str:
-    """Path of one of AZR's shipped seed files, e.g. `7b_coder_seed_io.jsonl`."""
-    return os.path.join(shared_data_dir(), "azr_seed", name)
 
 
 # ---------------------------------------------------------------------------------------- arguments

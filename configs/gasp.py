@@ -32,11 +32,10 @@ Presets (`--config=configs/gasp.py:PRESET,key=value,...`):
 Any config key can be set as `key=value` (dotted paths, e.g. `sources.gasp.goalposts.dynamic=True`).
 """
 
-import os
-
 import ml_collections
 
 from configs import common
+from gasp_jax.data import paths
 
 PRESETS = ("paper", "tiny")
 
@@ -52,16 +51,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     return c
 
 
-def lcb_sample_file() -> str:
-    """The shipped LCB problems (public tests only); pass a real release for private tests."""
-    return os.path.join(common.shared_data_dir(), "livecodebench", "problems", "lcb_release_v5_880_public.jsonl")
-
-
 def gasp_source() -> ml_collections.ConfigDict:
     from gasp_jax.gasp import source
 
     block = source.default_config()
-    block.goalposts.sources = (lcb_sample_file(),)
+    block.goalposts.sources = (str(paths.data_file(paths.LCB_PUBLIC_V5)),)  # public tests only: give a release
     return block
 
 
@@ -92,7 +86,7 @@ def tiny() -> ml_collections.ConfigDict:
     g.solve_batch = 4
     g.prompt.max_statement_chars = 240
     g.prompt.lift_shown_pairs = 2
-    g.seed_file = common.azr_seed_file("7b_coder_code_f_seed_io.jsonl")
+    g.seed_file = str(paths.azr_seed_file("7b_coder_code_f_seed_io.jsonl"))
     g.seed_max_snippet_chars = 200
     g.eval.every = 3
     g.eval.num_samples = 2

@@ -29,11 +29,10 @@ Presets (`--config=configs/rlvr.py:PRESET,key=value,...`):
 Any config key can be set as `key=value` (dotted paths, e.g. `sources.lcb.samples_per_problem=16`).
 """
 
-import os
-
 import ml_collections
 
 from configs import common
+from gasp_jax.data import paths
 
 PRESETS = ("paper", "tiny")
 # Real LCB problems with the shortest statements (the tiny model's context is 2048 bytes), before and
@@ -53,7 +52,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 def lcb_sample_file() -> str:
     """The shipped LCB problems (public tests only); pass a real release for private tests."""
-    return os.path.join(common.shared_data_dir(), "livecodebench", "problems", "lcb_release_v5_880_public.jsonl")
+    return str(paths.data_file(paths.LCB_PUBLIC_V5))
 
 
 def lcb_source() -> ml_collections.ConfigDict:

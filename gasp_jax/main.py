@@ -1,7 +1,8 @@
 """The entry point: `python -m gasp_jax.main --config=configs/<file>.py[:arg] --workdir=DIR`.
 
 The config's `job` field picks what runs; each job module exposes `run(config, workdir) -> dict`.
-Any config field can be overridden on the command line: `--config.model.dtype=bfloat16`.
+Any config field can be overridden on the command line: `--config.model.dtype=bfloat16`; an unknown key
+or a bad value (flag or `key=value` arg) is one `error:` line naming it, exit status 2.
 """
 
 from __future__ import annotations
@@ -9,11 +10,13 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from gasp_jax import runtime
+from gasp_jax import overrides, runtime
+from gasp_jax.data.paths import DataUnavailableError
 
 JOBS = {
     "demo": "gasp_jax.jobs.demo",
@@ -46,9 +49,13 @@ def main(argv):
     runtime.setup_logging(_LOG_LEVEL.value)
     if _CONFIG.value is None or _WORKDIR.value is None:
         raise app.UsageError("--config and --workdir are required")
-    summary = run_job(_CONFIG.value, _WORKDIR.value)
+    try:
+        summary = run_job(_CONFIG.value, _WORKDIR.value)
+    except DataUnavailableError as e:  # missing data file, or the LCB hub offline: what to do, in one line
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     log.info("done: %s", json.dumps(summary, default=str))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=lambda argv: overrides.parse_flags(argv, ("config",)))

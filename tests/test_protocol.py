@@ -15,11 +15,9 @@ from pathlib import Path
 import pytest
 
 from gasp_jax import protocol
-from gasp_jax.evaluation.common import shared_data_dir
 from gasp_jax.protocol import table, training
 from gasp_jax.protocol.experiment import REPO, ExperimentError, build_plan, load_config_file
 
-pytestmark = pytest.mark.skipif(not (shared_data_dir() / "problems").exists(), reason="shared LCB data not present")
 TINY = "configs/experiments/tiny_cpu.py"
 
 

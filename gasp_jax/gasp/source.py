@@ -616,7 +616,7 @@ class GaspSource:
             style = "chat" if getattr(policy.tokenizer, "chat_template", None) else "base"
         few_shot = None
         if style == "base":
-            from gasp_jax.evaluation.common import shared_data_dir
+            from gasp_jax.data import paths
 
-            few_shot = lcb_prompts.load_few_shot(shared_data_dir() / "few_shot")
+            few_shot = lcb_prompts.load_few_shot(paths.few_shot_dir())
         return lambda p: lcb_prompts.render_prompt(p, style, tokenizer=policy.tokenizer, few_shot=few_shot)

@@ -11,7 +11,7 @@ import logging
 from absl import app, flags
 from ml_collections import config_flags
 
-from gasp_jax import protocol, runtime
+from gasp_jax import overrides, protocol, runtime
 
 _EXPERIMENT = config_flags.DEFINE_config_file("experiment", None, "An experiment file (configs/experiments/*.py).",
                                               lock_config=True)
@@ -34,4 +34,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=lambda argv: overrides.parse_flags(argv, ("experiment",)))

@@ -96,6 +96,7 @@ def evaluate_checkpoint(plan: Plan, hf_path: str, out_dir: Path, sandbox: Any, *
         log.info("protocol: %s already evaluated", out_dir)
         return results
     from gasp_jax.evaluation import code_eval, eval_job
+    from gasp_jax.evaluation.common import sandbox_limits
     from gasp_jax.evaluation.generation import load_model_and_tokenizer, mesh_for
     from gasp_jax.evaluation.grading import SandboxGrader
     from gasp_jax.rlvr.source import LimitedSandbox
@@ -110,7 +111,7 @@ def evaluate_checkpoint(plan: Plan, hf_path: str, out_dir: Path, sandbox: Any, *
             if c.job == "code_eval":
                 code_eval.run(c, str(out_dir / name), generate_fn=generate_fn, tokenizer=tokenizer, sandbox=sandbox)
             else:
-                limits = Limits(**dict(c.sandbox.get("limits", {}) or {}))  # this evaluation's, on the shared pool
+                limits = sandbox_limits(c.sandbox.get("limits", {}) or {}) or Limits()  # this evaluation's, on the shared pool
                 eval_job.run(c, str(out_dir / name), generate_fn=generate_fn, tokenizer=tokenizer,
                              grader=SandboxGrader(LimitedSandbox(sandbox, limits),
                                                   infra_retries=int(c.sandbox.get("infra_retries", 1))))
