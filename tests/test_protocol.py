@@ -106,8 +106,19 @@ def test_table_from_reports_mean_std_goalposts_and_gaps(tmp_path):
     # The base row has LCB only; seed 1 of RLVR has no MBPP+ report, seed 0 has one.
     _write_report(table.eval_dir(plan, "base", None), "lcb", {"pass_at_k": {"overall": {"pass@1": 0.1, "pass@2": 0.2}}})
     _write_report(table.eval_dir(plan, "rlvr", 0), "mbpp_plus", {"pass_at_k": {"overall": {"pass@1": 0.3}}})
+    # Goalposts solved during training: the periodic evaluation's history (seed 0) and GASP's own reports
+    # (seed 1); ids outside the experiment's goalposts do not count.
+    run0, run1 = (next(r for r in plan.runs if r.method == "rlvr" and r.seed == s).workdir for s in (0, 1))
+    (run0 / "eval").mkdir(parents=True)
+    (run0 / "eval" / "history.jsonl").write_text(
+        json.dumps({"step": 2, "goalposts": {"solved": ["3395", "not_a_goalpost"]}}) + "\n")
+    (run1 / "goalposts_eval").mkdir(parents=True)
+    (run1 / "goalposts_eval" / "step_000002.json").write_text(json.dumps({"solved": ["3374"]}))
     t = table.write_table(plan)
     rows = {r["method"]: r for r in t["rows"]}
+    union = rows["rlvr"]["cells"]["goalposts_union"]
+    assert union["unique"] == 2 and union["per_seed"] == {"0": 2, "1": 2}
+    assert union["solved_ids"]["0"] == ["3374", "3395"]
     cell = rows["rlvr"]["cells"]["lcb_pass@1"]
     assert cell["mean"] == pytest.approx(50.0) and cell["std"] == pytest.approx(35.3553, rel=1e-4) and cell["n"] == 2
     gp = rows["rlvr"]["cells"]["goalposts"]
@@ -117,6 +128,7 @@ def test_table_from_reports_mean_std_goalposts_and_gaps(tmp_path):
     md = (tmp_path / "table1.md").read_text()
     line = next(l for l in md.splitlines() if l.startswith("| Real-data RL"))
     assert "50.00 ± 35.36" in line and "75.00 ± 35.36" in line and "2 (1 / 2 per seed)" in line
+    assert "2 (2 / 2 per seed)" in line and "goalposts solved at any evaluation (of 2)" in md
     assert "30.00 (n=1/2)" in line
     base = next(l for l in md.splitlines() if l.startswith("| Base model"))
     assert "10.00" in base and "—" in base
