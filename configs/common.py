@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import ml_collections
 
 from gasp_jax import overrides as overrides_lib
+from gasp_jax import profiling
 from gasp_jax import rl as rl_lib
 from gasp_jax.sharding import DEFAULT_RULES
 
@@ -171,6 +172,7 @@ def base(*, steps: int, model_preset: str = "tiny", warmstart_enabled: bool = Fa
     c.checkpoint = checkpoint()
     c.log = log()
     c.runtime = runtime()
+    c.profile = profiling.default_config()  # jax.profiler window + recompilation warm-up (docs/profiling.md)
     c.hooks = ()  # "package.module:Class" after-step hooks (e.g. periodic evaluation)
     c.sources = ml_collections.ConfigDict()
     return c

@@ -258,6 +258,99 @@ class MemoryMonitor:
         return out
 
 
+# ------------------------------------------------------------------------------------- per-chip perf
+
+
+def update_perf(mc, seq_lens: Sequence[int], seconds: float, *, passes: int = 1,
+                devices: Sequence[jax.Device] | None = None) -> dict[str, float]:
+    """`perf/update_*` scalars of `passes` forward+backward passes over sequences of these lengths in
+    `seconds` (compile time excluded): tokens/s per device, model FLOPs and, on a chip in `perf.PEAKS`,
+    MFU (model FLOPs) and HFU (model + remat recompute)."""
+    devices = list(devices if devices is not None else jax.devices())
+    tokens = float(sum(seq_lens)) * passes
+    flops = perf.update_flops(mc, seq_lens)
+    out = {"perf/update_tokens": tokens, "perf/update_model_flops": flops.model * passes}
+    if seconds <= 0 or not tokens:
+        return out
+    out["perf/update_tokens_per_s_per_device"] = tokens / seconds / len(devices)
+    peak = perf.device_peak(devices[0].device_kind)
+    if peak is not None:
+        out["perf/mfu"] = perf.utilisation(flops.model * passes, seconds, len(devices), peak.bf16_flops)
+        out["perf/hfu"] = perf.utilisation(flops.hardware * passes, seconds, len(devices), peak.bf16_flops)
+    return out
+
+
+def generation_perf(mc, *, tokens: int, seconds: float, weight_bytes: float, decode_steps: int,
+                    kv_positions_read: int, weight_shards: int,
+                    devices: Sequence[jax.Device] | None = None) -> dict[str, float]:
+    """`perf/generate_*` scalars: tokens/s per device and the achieved HBM bandwidth per device (a lower
+    bound, `perf.decode_bytes_per_device`) and, on a known chip, its fraction of the HBM peak: the
+    decode roofline (1.0 = every byte moved at peak bandwidth)."""
+    devices = list(devices if devices is not None else jax.devices())
+    if seconds <= 0 or not tokens:
+        return {}
+    out = {"perf/generate_tokens_per_s_per_device": tokens / seconds / len(devices)}
+    moved = perf.decode_bytes_per_device(mc, weight_bytes=weight_bytes, decode_steps=decode_steps,
+                                         kv_positions_read=kv_positions_read, num_devices=len(devices),
+                                         weight_shards=weight_shards)
+    out["perf/generate_hbm_bytes_per_s_per_device"] = moved / seconds
+    peak = perf.device_peak(devices[0].device_kind)
+    if peak is not None:
+        out["perf/generate_hbm_roofline_frac"] = moved / seconds / peak.hbm_bytes_per_s
+    return out
+
+
+# ------------------------------------------------------------------------------------------- a job
+
+
+class StepObserver:
+    """What every training or sampling job does around its iterations: the profile window with a
+    `StepTraceAnnotation` per iteration, the compile watch (`perf/compilations`, warnings after
+    `profile.recompile_warmup` iterations) and the memory scalars.
+
+        observer = StepObserver(config.get("profile"), logdir=..., first_step=start, last_step=steps, name="toy_rl")
+        observer.begin(step)          # step: 1-based, as logged
+        ...
+        scalars.update(observer.scalars(step))
+        observer.end(step)
+        observer.close()
+    """
+
+    def __init__(self, block: ml_collections.ConfigDict | None, *, logdir: str, first_step: int, last_step: int,
+                 name: str):
+        block = block if block is not None else default_config()
+        self.name = name
+        self.first_step = int(first_step)
+        self.warmup = int(block.get("recompile_warmup", 3))
+        self.window = ProfileWindow(block, logdir=logdir, first_step=first_step, last_step=last_step)
+        self.compiles = CompileWatch()
+        self.memory = MemoryMonitor()
+        self._step_trace = None
+
+    def begin(self, step: int) -> None:
+        self.window.begin(step)
+        self._step_trace = step_annotation(self.name, step_num=step)
+        self._step_trace.__enter__()
+
+    def scalars(self, step: int) -> dict[str, float]:
+        programs = self.compiles.take()
+        alarm_recompilation(programs, step, warmup=self.warmup, first_step=self.first_step)
+        return {"perf/compilations": float(len(programs)), **self.memory.scalars()}
+
+    def end(self, step: int) -> None:
+        if self._step_trace is not None:
+            self._step_trace.__exit__(None, None, None)
+            self._step_trace = None
+        self.window.end(step)
+
+    def close(self) -> None:
+        if self._step_trace is not None:
+            self._step_trace.__exit__(None, None, None)
+            self._step_trace = None
+        self.window.close()
+        self.compiles.close()
+
+
 # ----------------------------------------------------------------------------------------- goodput
 
 # Goodput buckets of an iteration's wall clock, from the exclusive seconds of the timed phases (a phase

@@ -33,6 +33,7 @@ import ml_collections
 import numpy as np
 
 from gasp_jax import models, multihost, rl, runtime
+from gasp_jax import profiling
 from gasp_jax import sharding as shd
 from gasp_jax.checkpoint import Checkpointer
 from gasp_jax.metrics import CompileTimer, MetricWriter, progress_line
@@ -67,6 +68,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         write_config(config, workdir, writer)
     steps = int(config.steps)
     compile_timer, timers = CompileTimer(), Timers()
+    observer = profiling.StepObserver(config.get("profile"), logdir=os.path.join(workdir, "tb"), first_step=start,
+                                      last_step=steps, name="selfplay")
     preemption = Preemption()
     history: list[float] = []  # seconds per iteration without compilation (ETA)
     summary: dict[str, Any] = {"start_step": start, "workdir": workdir}
@@ -78,6 +81,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         t0 = time.perf_counter()
         for step in range(start, steps):
             compiled, tokens0 = compile_timer.take(), run.tokens_generated()
+            observer.begin(step + 1)
+            generation0 = generation_counts(run)
 
             # 1. Rollout weights: the trained params, resharded into the sampler's layout.
             if not run.policies_ready():
@@ -96,8 +101,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
             # is dropped first (memory), and rebuilt from the new params right after.
             run.set_rollout_params(None)
             update_scalars: dict[str, float] = {}
+            update_lens: list[int] = []  # every trained sequence's length (update FLOPs)
             for name, group in split_by_state(episodes, run.separate).items():
                 batch, adv_stats = episodes_to_batch(group, config.rl, run.slots[name].update)
+                update_lens += [len(e.prompt_tokens) + len(e.tokens) for e in group]
                 with timers.phase("update"):
                     states[name], metrics = run.slots[name].update(states[name], batch)
                     metrics = jax.device_get(metrics)
@@ -114,10 +121,12 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
             stop = preemption.agreed()
             done = step + 1 == steps or stop
             seconds = time.perf_counter() - t0
-            phases = timers.reset()
+            exclusive, phases = dict(timers.exclusive), timers.reset()
             compiled += compile_timer.take()
             scalars = iteration_scalars(results, update_scalars, phases, seconds, compiled,
                                         run.tokens_generated() - tokens0)
+            scalars.update(observe_iteration(run, observer, step + 1, exclusive, seconds, compiled, update_lens,
+                                             generation0))
             writer.write(step + 1, scalars, echo=False)
             for r in results.values():
                 for tag, values in r.histograms.items():
@@ -127,8 +136,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
                         writer.text(step + 1, tag, text)
             history.append(max(seconds - compiled, 1e-9))
             if (step + 1) % int(config.log.every) == 0 or done:
-                log.info(progress_line(step + 1, steps, float(np.mean(history[-10:])), headline(scalars),
-                                       compile_s=compiled))
+                log.info("%s | %s", progress_line(step + 1, steps, float(np.mean(history[-10:])), headline(scalars),
+                                                  compile_s=compiled), profiling.goodput_line(scalars))
             last = scalars
             t0 = time.perf_counter()
 
@@ -136,11 +145,13 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
             if (step + 1) % int(config.checkpoint.every) == 0 or done:
                 with timers.phase("checkpoint"):
                     save_checkpoint(run, states, sources, hooks, base_key, step + 1)
+            observer.end(step + 1)
             if stop:
                 log.warning("SIGTERM: saved step %d, stopping", step + 1)
                 summary["preempted"] = True
                 break
 
+    observer.close()
     run.checkpointer.close()
     writer.close()
     preemption.restore()
@@ -460,6 +471,35 @@ def iteration_scalars(results: Mapping[str, SourceResult], update_scalars, phase
     scalars["perf/tokens_per_s"] = tokens / generate_s if generate_s > 0 else 0.0
     scalars["perf/tokens"] = float(tokens)
     scalars["episodes"] = float(sum(len(r.episodes) for r in results.values()))
+    return scalars
+
+
+def generation_counts(run: Run) -> np.ndarray:
+    """Running (tokens, decode steps, KV positions read) of every rollout policy (perf.decode_bytes_per_device)."""
+    return np.array([sum(getattr(s.policy, k, 0) for s in run.slots.values())
+                     for k in ("tokens_generated", "decode_steps", "kv_positions_read")], np.int64)
+
+
+def observe_iteration(run: Run, observer: profiling.StepObserver, step: int, exclusive: Mapping[str, float],
+                      seconds: float, compiled: float, update_lens: Sequence[int], generation0: np.ndarray
+                      ) -> dict[str, float]:
+    """The `time/goodput/...`, `perf/...` and `memory/...` scalars of one iteration (docs/profiling.md).
+    Generate and update seconds are the goodput buckets: compile time excluded."""
+    scalars = profiling.goodput(exclusive, seconds, compiled)
+    scalars.update(observer.scalars(step))
+    mc = run.model_config
+    scalars.update(profiling.update_perf(mc, update_lens, scalars["time/goodput/update_s"],
+                                         passes=int(run.rl_config.get("ppo_epochs", 1) or 1)))
+    tokens, decode_steps, kv_positions = generation_counts(run) - generation0
+    rollout_dtype = run.config.rollout.get("dtype") or mc.param_dtype
+    mesh = next(iter(run.slots.values())).sampler_model.mesh
+    axes = dict(mesh.shape) if mesh is not None else {}
+    # "tensor_only": weights split over `tensor`, replicated over data/fsdp; otherwise also over fsdp.
+    weight_shards = axes.get("tensor", 1) * (1 if run.config.rollout.rules == "tensor_only" else axes.get("fsdp", 1))
+    scalars.update(profiling.generation_perf(
+        mc, tokens=int(tokens), seconds=scalars["time/goodput/generate_s"],
+        weight_bytes=mc.num_params * jnp.dtype(rollout_dtype).itemsize,
+        decode_steps=int(decode_steps), kv_positions_read=int(kv_positions), weight_shards=weight_shards))
     return scalars
 
 
