@@ -25,8 +25,9 @@ setup(
         "absl-py>=2.0",
     ],
     extras_require={
-        # `tensorboard --logdir runs/` (the event files themselves are written by tensorboardX).
-        "tensorboard": ["tensorboard>=2.16"],
+        # `tensorboard --logdir runs/` (the event files themselves are written by tensorboardX); the profile
+        # plugin (xprof) shows `--config.profile.*` traces under the Profile tab (docs/profiling.md).
+        "tensorboard": ["tensorboard>=2.16", "tensorboard-plugin-profile>=2.24"],
         "test": [
             "pytest>=8.0",
             "pytest-xdist>=3.5",

@@ -18,7 +18,7 @@ Presets (`--config=configs/tiny_cpu.py:ARG`):
 
 import ml_collections
 
-from gasp_jax import rl
+from gasp_jax import profiling, rl
 from gasp_jax.sharding import DEFAULT_RULES
 
 
@@ -58,4 +58,5 @@ def get_config(arg=None):
     c.sharding = ml_collections.ConfigDict()
     c.sharding.rules = [list(rule) for rule in DEFAULT_RULES]
     c.runtime = ml_collections.ConfigDict(dict(distributed=False, compilation_cache_dir=""))
+    c.profile = profiling.default_config()  # toy_rl: jax.profiler window, recompilation warm-up
     return c

@@ -21,9 +21,10 @@ import time
 import jax
 import numpy as np
 
-from gasp_jax import models, rl, runtime, sampling
+from gasp_jax import models, profiling, rl, runtime, sampling
 from gasp_jax.checkpoint import Checkpointer
-from gasp_jax.metrics import MetricWriter
+from gasp_jax.metrics import CompileTimer, MetricWriter
+from gasp_jax.selfplay.types import Timers
 
 log = logging.getLogger(__name__)
 
@@ -97,13 +98,17 @@ def run(config, workdir: str) -> dict:
     base_key = jax.random.key(config.seed + 1)
     eval_prompts = task.all_prompts()
     summary: dict = {"start_step": start}
+    timers, compile_timer = Timers(), CompileTimer()
+    observer = profiling.StepObserver(config.get("profile"), logdir=os.path.join(workdir, "tb"), first_step=start,
+                                      last_step=steps, name="toy_rl")
+    t_iteration = time.perf_counter()  # an iteration runs to the end of its checkpoint
     for step in range(start, steps):
+        observer.begin(step + 1)
         host_rng = np.random.default_rng([config.seed, step])
-        t0 = time.perf_counter()
         prompts = task.sample_prompts(host_rng, n_prompts)
-        out = sampling.generate(model, state.params, prompts, temperature=float(config.temperature),
-                                num_samples=n_samples, rng=jax.random.fold_in(base_key, step), **sample_args)
-        t_sample = time.perf_counter() - t0
+        with timers.phase("policy_generate"):
+            out = sampling.generate(model, state.params, prompts, temperature=float(config.temperature),
+                                    num_samples=n_samples, rng=jax.random.fold_in(base_key, step), **sample_args)
 
         rows = [p for p in prompts for _ in range(n_samples)]  # prompt-major, as the sampler returns
         completions, sampler_logprobs = rl.unpad_samples(out.tokens, out.logprobs, out.lengths)
@@ -116,30 +121,42 @@ def run(config, workdir: str) -> dict:
             length_buckets=(prompt_len + task.num_digits,), batch_multiple=batch_multiple,
         )
 
-        t0 = time.perf_counter()
-        state, metrics = update(state, batch)
-        metrics = jax.device_get(metrics)
-        t_update = time.perf_counter() - t0
+        with timers.phase("update"):
+            state, metrics = update(state, batch)
+            metrics = jax.device_get(metrics)
 
         scalars = {f"rl/{k}": v for k, v in metrics.items()}
         scalars.update({
             "reward/mean": rewards.mean(),
             "reward/solved_frac": np.mean([task.solved(p, c) for p, c in zip(rows, completions)]),
             **{f"advantage/{k}": v for k, v in adv_stats.items()},
-            "time/sample_s": t_sample,
-            "time/update_s": t_update,
         })
         last = step + 1 == steps
         if (step + 1) % int(config.eval_every) == 0 or last:
-            greedy = sampling.generate(model, state.params, eval_prompts, temperature=0.0,
-                                       rng=jax.random.key(0), **sample_args)
+            with timers.phase("eval"):
+                greedy = sampling.generate(model, state.params, eval_prompts, temperature=0.0,
+                                           rng=jax.random.key(0), **sample_args)
             done, _ = rl.unpad_samples(greedy.tokens, greedy.logprobs, greedy.lengths)
             scalars["eval/greedy_solved_frac"] = np.mean([task.solved(p, c) for p, c in zip(eval_prompts, done)])
             summary["eval_greedy_solved_frac"] = float(scalars["eval/greedy_solved_frac"])
+        with timers.phase("checkpoint"):
+            ckpt.save(step + 1, {"state": state}, {"step": step + 1}, force=last)
+        seconds, compiled = time.perf_counter() - t_iteration, compile_timer.take()
+        exclusive, phases = dict(timers.exclusive), timers.reset()
+        scalars.update({f"time/{k}_s": v for k, v in phases.items()})
+        scalars.update({"time/iteration_s": seconds, "time/compile_s": compiled,
+                        **profiling.goodput(exclusive, seconds, compiled), **observer.scalars(step + 1)})
+        scalars.update(profiling.update_perf(model.config, [len(r) + len(c) for r, c in zip(rows, completions)],
+                                             scalars["time/goodput/update_s"]))
+        generate_s = scalars["time/goodput/generate_s"]
+        if generate_s > 0:
+            scalars["perf/generate_tokens_per_s_per_device"] = float(np.sum(out.lengths)) / generate_s / jax.device_count()
         writer.write(step + 1, scalars, echo=(step + 1) % int(config.log_every) == 0 or last)
-        ckpt.save(step + 1, {"state": state}, {"step": step + 1}, force=last)
+        observer.end(step + 1)
+        t_iteration = time.perf_counter()
         summary["final_reward_mean"] = float(rewards.mean())
 
+    observer.close()
     ckpt.close()
     writer.close()
     summary.update(steps=steps, workdir=workdir)
