@@ -184,4 +184,8 @@ def paper_base(*, steps: int = 500) -> ml_collections.ConfigDict:
     c.model.dtype = "bfloat16"
     c.model.param_dtype = "float32"
     c.model.remat_policy = "full"
+    # AZR's optimisation schedule: one PPO epoch over the iteration's sequences in 128-row mini-batches
+    # (384 sequences -> 3 optimiser steps).
+    c.rl.ppo_mini_batch_size = 128
+    c.rl.ppo_epochs = 1
     return c

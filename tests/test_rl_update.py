@@ -277,3 +277,60 @@ def test_bf16_compute_with_remat_and_fp32_master_weights(host_params):
     assert float(metrics["skipped"]) == 0.0 and int(state.step) == 1
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state.params))
     assert 1e-4 < float(metrics["sampler_logp_abs_diff_mean"]) < 0.1  # bf16 noise, visible but small
+
+
+def _rows(batch, index):
+    return jax.tree.map(lambda x: np.asarray(x)[index], batch)
+
+
+def test_ppo_two_mini_batches_equal_two_sequential_updates(host_params):
+    model, c, _ = _step(1)
+    batch = _batch(host_params, n=16, seed=4)
+    ppo_config = _config()
+    ppo_config.ppo_mini_batch_size = 8
+    ppo = rl.make_ppo_update(model, ppo_config)
+    update = ppo.update  # the plain one-step update (one compile serves both sides)
+    fresh = lambda: rl.create_train_state(model, c, params=jax.tree.map(jnp.array, host_params))
+    state, metrics, per_step = ppo(fresh(), batch, np.random.default_rng(7))
+
+    steps = rl.minibatch_indices(16, 8, 1, np.random.default_rng(7))
+    assert len(steps) == 2 and sorted(np.concatenate(steps).tolist()) == list(range(16))
+    assert steps[0].tolist() != list(range(8))  # shuffled, not the sampler's order
+    ref = fresh()
+    ref_metrics = []
+    for index in steps:  # the same rows, one plain single-batch update each
+        ref, m = update(ref, _rows(batch, index))
+        ref_metrics.append({k: float(v) for k, v in m.items()})
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6, rtol=0),
+                 jax.device_get(state.params), jax.device_get(ref.params))
+    assert int(state.step) == 2 and metrics["optimizer_steps"] == 2 and len(per_step) == 2
+    for name in ("loss", "clip_frac", "grad_norm"):
+        np.testing.assert_allclose([m[name] for m in per_step], [m[name] for m in ref_metrics], rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(metrics[name], np.mean([m[name] for m in ref_metrics]), rtol=1e-5, atol=1e-7)
+    assert metrics["num_tokens"] == sum(m["num_tokens"] for m in ref_metrics) == batch.completion_mask.sum()
+    assert metrics["sampler_logp_abs_diff_max"] == ref_metrics[0]["sampler_logp_abs_diff_max"]
+
+
+def test_ppo_clip_acts_from_the_second_step(host_params):
+    """pi_old recomputed once (loss.old_logprobs="trainer"): the first step is on-policy (ratio 1, nothing
+    clipped); the second starts from moved params, so its ratios leave the clip range."""
+    model = models.build_model(CFG)
+    c = _config(old_logprobs="trainer")
+    c.optimizer.learning_rate = 1e-2
+    c.ppo_mini_batch_size = 8
+    c.ppo_epochs = 2
+    ppo = rl.make_ppo_update(model, c)
+    state = rl.create_train_state(model, c, params=jax.tree.map(jnp.array, host_params))
+    state, metrics, per_step = ppo(state, _batch(host_params, n=16, seed=5), np.random.default_rng(0))
+    clip = [m["clip_frac"] for m in per_step]
+    assert len(clip) == 4 and metrics["optimizer_steps"] == 4
+    assert clip[0] == 0.0 and per_step[0]["approx_kl"] < 1e-6
+    assert all(x > 0 for x in clip[1:]), clip
+    # Epochs draw fresh permutations from the run's generator.
+    a, b, c2, d = rl.minibatch_indices(16, 8, 2, np.random.default_rng(0))
+    assert sorted(np.r_[a, b].tolist()) == sorted(np.r_[c2, d].tolist()) == list(range(16))
+    assert a.tolist() != c2.tolist()
+    with pytest.raises(ValueError, match="ppo_mini_batch_size"):
+        bad = rl.default_config()
+        bad.ppo_mini_batch_size = -1
+        rl.make_ppo_update(model, bad)

@@ -57,6 +57,11 @@ def default_config() -> ml_collections.ConfigDict:
     c.advantage.whiten_eps = 1e-8  # TRR++: verl masked_whiten epsilon
     c.advantage.grpo_eps = 1e-6  # GRPO: std epsilon
 
+    # PPO's schedule over one rollout batch (verl): `ppo_epochs` passes, each a fresh shuffle of the rows
+    # cut into `ppo_mini_batch_size`-row optimiser steps (0 = the whole batch, one step per epoch).
+    # AZR: 384 rows, 128 per step -> 3 steps, 1 epoch (configs/common.py:paper_base).
+    c.ppo_mini_batch_size = 0
+    c.ppo_epochs = 1
     c.micro_batches = 1  # k: the batch is split into k micro-batches, accumulated exactly, one update
     c.logprob_chunk_size = 256  # sequence chunk for the LM head / log-softmax (bounds [B, C, vocab] fp32)
     c.separate_teacher_student = False  # GASP shares one model; True keeps two train states
@@ -91,5 +96,8 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
     need(l.old_logprobs in OLD_LOGPROB_SOURCES, f"loss.old_logprobs {l.old_logprobs!r} not in {OLD_LOGPROB_SOURCES}")
     need(c.advantage.estimator in ADVANTAGE_ESTIMATORS,
          f"advantage.estimator {c.advantage.estimator!r} not in {ADVANTAGE_ESTIMATORS}")
+    need(int(c.get("ppo_mini_batch_size", 0)) >= 0,
+         f"ppo_mini_batch_size must be >= 0 (0 = the whole batch), got {c.get('ppo_mini_batch_size')}")
+    need(int(c.get("ppo_epochs", 1)) >= 1, f"ppo_epochs must be >= 1, got {c.get('ppo_epochs')}")
     need(int(c.micro_batches) >= 1, f"micro_batches must be >= 1, got {c.micro_batches}")
     need(int(c.logprob_chunk_size) >= 1, f"logprob_chunk_size must be >= 1, got {c.logprob_chunk_size}")

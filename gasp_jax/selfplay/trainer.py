@@ -105,9 +105,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
             for name, group in split_by_state(episodes, run.separate).items():
                 batch, adv_stats = episodes_to_batch(group, config.rl, run.slots[name].update)
                 update_lens += [len(e.prompt_tokens) + len(e.tokens) for e in group]
-                with timers.phase("update"):
-                    states[name], metrics = run.slots[name].update(states[name], batch)
-                    metrics = jax.device_get(metrics)
+                with timers.phase("update"):  # rl.ppo_epochs x shuffled rl.ppo_mini_batch_size steps
+                    states[name], metrics, _ = run.slots[name].update(states[name], batch,
+                                                                      update_rng(config, step, name))
                 update_scalars.update({f"{name}/rl/{k}": float(v) for k, v in metrics.items()})
                 update_scalars.update({f"{name}/advantage/{k}": float(v) for k, v in adv_stats.items()})
             if hooks or step + 1 < steps:  # the next iteration's (and the hooks') rollout weights
@@ -220,7 +220,7 @@ class Slot:
     name: str
     model: Any
     sampler_model: Any
-    update: rl.UpdateStep
+    update: rl.PPOUpdate  # the jitted step under the PPO mini-batch / epoch schedule
     policy: SamplerPolicy
 
 
@@ -330,7 +330,7 @@ def setup(config, workdir: str) -> Run:
         runtime.check_sharding(model, config.get("sharding"))  # before any weight is read or created
         sampler_model = rollout_model(model, sampler_rules)
         policy = SamplerPolicy(sampler_model, tokenizer, config.sampling)
-        slots[name] = Slot(name, model, sampler_model, rl.make_update_step(model, rl_config, slot_mesh), policy)
+        slots[name] = Slot(name, model, sampler_model, rl.make_ppo_update(model, rl_config, slot_mesh), policy)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=int(config.checkpoint.keep),
                         async_save=bool(config.checkpoint.get("async_save", True)))
     return Run(config, workdir, model_config, hf_path, tokenizer, rl_config, slots,
@@ -435,6 +435,12 @@ def make_context(run: Run, config, sandbox, timers: Timers, name: str, step: int
         source_config=config.sources.get(name, ml_collections.ConfigDict()), workdir=workdir)
 
 
+def update_rng(config, step: int, state: str) -> np.random.Generator:
+    """The host generator that shuffles one train state's mini-batches at `step`: from (seed, step, state)
+    only, like `make_context`, so a resumed run shuffles as a straight one."""
+    return np.random.default_rng([int(config.seed), step, zlib.crc32(f"update/{state}".encode()) & 0x7FFFFFFF])
+
+
 def split_by_state(episodes: Sequence[Episode], separate: bool) -> dict[str, list[Episode]]:
     """Episodes per train state they update (propose -> teacher, solve -> student; one "policy" if shared)."""
     out: dict[str, list[Episode]] = {}
@@ -443,7 +449,7 @@ def split_by_state(episodes: Sequence[Episode], separate: bool) -> dict[str, lis
     return out
 
 
-def episodes_to_batch(episodes: Sequence[Episode], rl_config, update: rl.UpdateStep):
+def episodes_to_batch(episodes: Sequence[Episode], rl_config, update: rl.UpdateStep | rl.PPOUpdate):
     """Advantages per group (rl.advantage config) and the padded host batch. Rows are padded to a power of
     two times the data-parallel multiple, so the update compiles for a handful of batch sizes."""
     multiple = int(rl_config.micro_batches) * update.batch_divisor
