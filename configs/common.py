@@ -87,12 +87,14 @@ def prompts() -> ml_collections.ConfigDict:
 
 
 def validation() -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict(dict(cpu_s=4.0, memory_mb=2048, max_output_chars=1000, max_input_chars=1000,
-                                          runs=2))
+    """Sandbox limits per proposal run: `cpu_s` decides the verdict (CPU time is fair on a loaded host),
+    `wall_s` is the wall-clock backstop (0: 2 * cpu_s + 1). The paper presets use AZR's 10 s."""
+    return ml_collections.ConfigDict(dict(cpu_s=4.0, wall_s=0.0, memory_mb=2048, max_output_chars=1000,
+                                          max_input_chars=1000, runs=2))
 
 
 def judge() -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict(dict(cpu_s=4.0, memory_mb=2048, n_visible=0))  # 0: half the pairs (AZR)
+    return ml_collections.ConfigDict(dict(cpu_s=4.0, wall_s=0.0, memory_mb=2048, n_visible=0))  # 0: half the pairs (AZR)
 
 
 def rewards() -> ml_collections.ConfigDict:
@@ -188,4 +190,8 @@ def paper_base(*, steps: int = 500) -> ml_collections.ConfigDict:
     # (384 sequences -> 3 optimiser steps).
     c.rl.ppo_mini_batch_size = 128
     c.rl.ppo_epochs = 1
+    # AZR's executor timeout (10 s per execution) for proposal validation and judging.
+    for block in (c.validation, c.judge):
+        block.cpu_s = 10.0
+        block.wall_s = 10.0
     return c

@@ -19,8 +19,10 @@ Presets (`--config=configs/gasp.py:PRESET,key=value,...`):
   paper  (default) Qwen2.5-Coder-7B shape with AZR's optimisation settings (AdamW 1e-6 constant, clip
          1.0, T = 1.0, PPO clip 0.2 / 0.28, no KL), 64 lemmas per iteration, n = 8, 10 inputs per task,
          a 64-task student batch, 500 iterations, goalposts-solved evaluation every 100 iterations
-         (100 samples, pass@1/10/100). Goalposts default to every shipped LCB problem before
-         2024-08-01; give the lcb_goalposts report and the LCB release for the paper's 146.
+         (100 samples, pass@1/10/100), AZR's PPO schedule (128-row mini-batches, 1 epoch) and 10 s
+         sandbox timeout. Needs the goalposts: the lcb_goalposts report (the paper's 146 problems no
+         selection run solves) and the LCB release; without one it stops at start-up and says how to
+         make it (or set sources.gasp.goalposts.ids, or goalposts.allow_all=True for every problem).
   tiny   the CPU main command: the warm-started tiny model (configs/warmstart.py, cached; trained on
          first use, GASP lemma/lift rows included), compact prompts, 5 real LCB goalposts with short
          statements (LCB question prompt, no chat wrapper), 8 lemmas per iteration, n = 4, 6 iterations,
@@ -62,6 +64,7 @@ def gasp_source() -> ml_collections.ConfigDict:
 def paper() -> ml_collections.ConfigDict:
     c = common.paper_base(steps=500)
     g = c.sources.gasp = gasp_source()
+    g.goalposts.allow_all = False  # the paper's goalposts come from an lcb_goalposts report, not all 601
     g.eval.every = 100
     g.eval.num_samples = 100
     g.eval.ks = "1,10,100"

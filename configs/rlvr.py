@@ -40,7 +40,7 @@ PRESETS = ("paper", "tiny")
 TINY_TRAIN = ("3453", "3476", "2819", "3337", "3371", "3349", "3394", "abc333_a")
 TINY_HELD_OUT = ("3676", "abc383_d")
 TINY_GOALPOSTS = ("3374", "3395")
-HOOK = "gasp_jax.rlvr.evaluation:PeriodicEval"
+HOOK = "gasp_jax.evaluation.periodic:PeriodicEval"
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -65,9 +65,9 @@ def lcb_source() -> ml_collections.ConfigDict:
 
 def evaluation() -> ml_collections.ConfigDict:
     """The `eval` block of the periodic-evaluation hook (also added to other methods by the protocol)."""
-    from gasp_jax.rlvr import evaluation as rlvr_eval
+    from gasp_jax.evaluation import periodic
 
-    block = rlvr_eval.default_config()
+    block = periodic.default_config()
     block.lcb.data.sources = (lcb_sample_file(),)
     block.goalposts.select.sources = (lcb_sample_file(),)
     return block

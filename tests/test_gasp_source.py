@@ -246,24 +246,152 @@ def test_goalposts_eval_and_dynamic_swap(tmp_path, sandbox):
     block.eval.every = 1
     block.eval.num_samples = 2
     block.eval.ks = "1,2"
-    source = GaspSource("gasp", block, _run_config(), workdir=str(tmp_path))
-    result = source.collect(_ctx(source, policy, sandbox, 0, _run_config()))
+    run_config = _run_config()
+    run_config.steps = 3
+    source = GaspSource("gasp", block, run_config, workdir=str(tmp_path))
+    ctx = _ctx(source, policy, sandbox, 0, run_config)
+    source.collect(ctx)
+    # The one periodic evaluation runs after the update, counted in completed iterations (trainer hooks too).
+    scalars = source.after_step(1, ctx)
 
-    report = json.loads((tmp_path / "goalposts_eval" / "step_000000.json").read_text())
+    report = json.loads((tmp_path / "goalposts_eval" / "step_000001.json").read_text())
     assert report["solved"] == ["abc333_a"] and report["per_goalpost"]["abc320_a"]["correct"] == 0
-    assert result.scalars["gasp/goalposts/solved_count"] == 1.0
-    assert result.scalars["gasp/goalpost/abc333_a/pass_at_2"] == 1.0
-    assert result.scalars["gasp/goalposts/pass_at_1"] == 0.5
+    assert report["solved_union"] == ["abc333_a"] and report["solved_union_count"] == 1
+    assert scalars["gasp/goalposts/solved_count"] == 1.0 and scalars["gasp/goalposts/solved_union"] == 1.0
+    assert scalars["gasp/goalpost/abc333_a/pass_at_2"] == 1.0
+    assert scalars["gasp/goalposts/pass_at_1"] == 0.5
     (change,) = [json.loads(line) for line in (tmp_path / "goalpost_changes.jsonl").read_text().splitlines()]
     assert change["retired"] == "abc333_a" and change["reason"].startswith("2/2 samples correct")
     promoted = source.pool.by_id()[change["promoted"]]
     assert promoted.problem.difficulty == "hard" and promoted.id not in block.goalposts.ids
     assert source.schedule.active == [promoted.id, "abc320_a"]
+    # The next lemmas are written for the new goalpost set only; that iteration logs the change.
+    result = source.collect(_ctx(source, policy, sandbox, 1, run_config))
     assert "retired `abc333_a`" in result.texts["gasp/goalpost_changes"]
-    # The next lemmas are written for the new goalpost set only.
-    source.collect(_ctx(source, policy, sandbox, 1, _run_config()))
     rows = [json.loads(line) for line in (tmp_path / "curriculum.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 1 and rows[-1]["goalpost_id"] in (promoted.id, "abc320_a")
+    # abc333_a is retired, so the next evaluation solves nothing; the union still counts it, across a resume.
+    state = json.loads(json.dumps(source.state_dict()))
+    resumed = GaspSource("gasp", block, run_config, workdir=str(tmp_path))
+    resumed.load_state_dict(state)
+    scalars = resumed.after_step(2, _ctx(resumed, policy, sandbox, 1, run_config))
+    assert scalars["gasp/goalposts/solved_count"] == 0.0 and scalars["gasp/goalposts/solved_union"] == 1.0
+    report = json.loads((tmp_path / "goalposts_eval" / "step_000002.json").read_text())
+    assert report["solved"] == [] and report["solved_union"] == ["abc333_a"]
+
+
+def test_sandbox_failures_never_score_the_teacher_and_n_is_the_judged_count(tmp_path, sandbox, monkeypatch):
+    """A proposal whose validation hit a sandbox infrastructure error is dropped (no episode, counted), not
+    scored -1; a pass rate averages the judged samples only, and `n` says how many those were."""
+    from gasp_jax.gasp.source import GaspSource
+    from gasp_jax.selfplay import steps
+    from gasp_jax.selfplay.policy import ScriptedPolicy
+    from gasp_jax.selfplay.types import Pending
+    from gasp_jax.tokenizer import build_byte_tokenizer
+
+    validate, judge = steps.validate, steps.judge
+
+    def validate_with_infra_error(ctx, proposals, **kw):
+        pending = validate(ctx, proposals, **kw)
+
+        def finish():
+            out = pending.result()
+            for p in out:
+                if "x // 0" in p.completion.text:
+                    p.status, p.reason = "infra_error", "worker lost"
+            return out
+        return Pending(finish)
+
+    def judge_losing_every_fourth(ctx, items):
+        pending = judge(ctx, items)
+        return Pending(lambda: [None if i % 4 == 0 else v for i, v in enumerate(pending.result())])
+
+    monkeypatch.setattr(steps, "validate", validate_with_infra_error)
+    monkeypatch.setattr(steps, "judge", judge_losing_every_fourth)
+    policy = ScriptedPolicy(build_byte_tokenizer(), Script(), max_new_tokens=4096)
+    source = GaspSource("gasp", _block(tmp_path), _run_config(), workdir=str(tmp_path))
+    result = source.collect(_ctx(source, policy, sandbox, 0, _run_config()))
+    rows = [json.loads(line) for line in (tmp_path / "curriculum.jsonl").read_text().splitlines()]
+    by = dict(zip(Script.LEMMAS, rows))
+    assert by["crash"]["reward"] is None and not by["crash"]["valid"]
+    # evens: samples j = 0 and 4 of 8 lost; correct ones j = 1, 2, 3 of the 6 judged.
+    assert by["evens"]["n"] == 6 and by["evens"]["p"] == 0.5 and by["evens"]["accepted"]
+    propose = [e for e in result.episodes if e.role == "propose"]
+    assert len(propose) == len(rows) - 1 and -1.0 in [e.reward for e in propose]  # copy: still penalised
+    assert result.scalars["gasp/lemma/infra_errors"] == 1.0 and result.scalars["gasp/infra_errors_total"] == 1.0
+
+
+def test_a_task_over_the_prompt_budget_is_invalid(tmp_path, sandbox):
+    from gasp_jax.gasp.source import GaspSource
+    from gasp_jax.selfplay.policy import ScriptedPolicy
+    from gasp_jax.tokenizer import build_byte_tokenizer
+
+    run_config = _run_config()
+    run_config.prompts.token_budget = 300  # no induction prompt fits in 300 byte tokens
+    policy = ScriptedPolicy(build_byte_tokenizer(), Script(), max_new_tokens=4096)
+    source = GaspSource("gasp", _block(tmp_path, lemmas_per_step=2), run_config, workdir=str(tmp_path))
+    result = source.collect(_ctx(source, policy, sandbox, 0, run_config))
+    rows = [json.loads(line) for line in (tmp_path / "curriculum.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in rows] == ["lemma", "lemma"]  # nothing accepted, so no lift
+    for r in rows:  # evens and easy validate in the sandbox, but their student prompt does not fit
+        assert not r["valid"] and r["reward"] == -1.0 and r["p"] is None and r["n"] == 0 and not r["accepted"]
+    assert result.scalars["gasp/lemma/too_long"] == 2.0 and len(source.buffer) == 0
+
+
+def test_evicted_questions_leave_the_dedup_index_so_resume_equals_straight(tmp_path, sandbox):
+    """With a one-question buffer the lift evicts its lemma at step 0. At step 1 the teacher writes the same
+    lemma again: it is new again (straight and resumed alike), not a duplicate of an evicted question."""
+    import shutil
+
+    from gasp_jax.gasp.source import GaspSource
+    from gasp_jax.selfplay.policy import ScriptedPolicy
+    from gasp_jax.tokenizer import build_byte_tokenizer
+
+    straight_dir, resumed_dir = tmp_path / "straight", tmp_path / "resumed"
+    straight_dir.mkdir()
+    resumed_dir.mkdir()
+    block = _block(tmp_path, lemmas_per_step=1, buffer_max_size=1, solve_batch=1)
+    policy = ScriptedPolicy(build_byte_tokenizer(), Script(), max_new_tokens=4096)
+    straight = GaspSource("gasp", block, _run_config(), workdir=str(straight_dir))
+    straight.collect(_ctx(straight, policy, sandbox, 0, _run_config()))
+    assert [e["stage"] for e in straight.buffer.entries()] == ["lift"] and straight._index.ids == [straight.buffer.entries()[0]["id"]]
+    state = json.loads(json.dumps(straight.state_dict()))
+    shutil.copy(straight_dir / "curriculum.jsonl", resumed_dir / "curriculum.jsonl")
+    fresh = lambda: ScriptedPolicy(build_byte_tokenizer(), Script(), max_new_tokens=4096)  # writes "evens" again
+    straight.collect(_ctx(straight, fresh(), sandbox, 1, _run_config()))
+
+    resumed = GaspSource("gasp", block, _run_config(), workdir=str(resumed_dir))
+    resumed.load_state_dict(state)
+    resumed.collect(_ctx(resumed, fresh(), sandbox, 1, _run_config()))
+    read = lambda d: [json.loads(line) for line in (d / "curriculum.jsonl").read_text().splitlines()]
+    assert read(straight_dir) == read(resumed_dir)
+    step1 = [r for r in read(straight_dir) if r["step"] == 1]
+    assert step1[0]["stage"] == "lemma" and not step1[0]["duplicate"] and step1[0]["accepted"]
+    assert straight._index.ids == resumed._index.ids == [e["id"] for e in straight.buffer.entries()]
+
+
+def test_policy_embedder_is_frozen_from_the_step_0_weights(tmp_path):
+    """The trainer hands sources the step-0 weights (`ctx.initial_model`); the policy embedder is built from
+    them, not from the (resumed, trained) weights the teacher samples with."""
+    from gasp_jax import models
+    from gasp_jax.gasp.source import GaspSource
+    from gasp_jax.selfplay.policy import ScriptedPolicy
+    from gasp_jax.selfplay.types import RolloutContext, Timers
+    from gasp_jax.tokenizer import build_byte_tokenizer
+
+    model = models.build_model(models.get_preset("tiny"))
+    step0 = models.init_params(model, jax.random.key(0))
+    trained = jax.tree.map(lambda x: x + 1.0, step0)
+    teacher = ScriptedPolicy(build_byte_tokenizer(), lambda prompt, j: "", max_new_tokens=8)
+    teacher.model, teacher.params = model, trained
+    block = _block(tmp_path)
+    block.dedup.embedder = "policy"
+    source = GaspSource("gasp", block, _run_config(), workdir=str(tmp_path))
+    ctx = RolloutContext(step=5, rng=np.random.default_rng(0), key=jax.random.key(0),
+                         policies={"teacher": teacher, "student": teacher}, sandbox=None, timers=Timers(),
+                         config=_run_config(), source_config=block, initial_model=lambda name: (model, step0))
+    source._ensure_ready(ctx)
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), source._embedder.params, step0)
 
 
 def test_seed_tasks_are_validated_once_and_feed_the_student(tmp_path, sandbox):
@@ -310,3 +438,19 @@ def test_config_errors_at_startup_and_group_modes(tmp_path):
     shared = GaspSource("gasp", _block(tmp_path, propose_groups="shared", solve_groups="shared"), _run_config())
     assert shared._propose_group("lemma") == shared._propose_group("lift") == ("induction", "propose")
     assert shared._solve_group("abduction") == shared._solve_group("induction") == ("gasp", "solve")
+
+
+def test_the_paper_preset_needs_a_goalposts_report():
+    """The paper's goalposts are the problems no baseline solves, not every shipped problem: without a
+    report (or explicit ids, or allow_all) the paper preset stops at start-up with one line saying how."""
+    from configs import gasp as gasp_configs
+    from gasp_jax.gasp.goalposts import GoalpostError
+    from gasp_jax.selfplay import sources
+
+    c = gasp_configs.get_config("paper")
+    with pytest.raises(GoalpostError) as e:
+        sources.build_sources(c)
+    msg = str(e.value)
+    assert "\n" not in msg and "sources.gasp.goalposts.report" in msg and "configs/lcb_goalposts.py" in msg
+    c.sources.gasp.goalposts.ids = ("3466",)
+    assert [g.id for g in sources.build_sources(c)["gasp"].pool.goalposts] == ["3466"]

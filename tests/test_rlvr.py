@@ -210,6 +210,6 @@ def test_gasp_rlvr_mix_rule():
     due = [(is_due(c.sources.gasp, t), is_due(c.sources.lcb, t)) for t in range(6)]
     assert due == [(True, False), (False, True)] * 3
     # Each source keeps its own advantage groups (the same estimator whitens them separately).
-    assert c.sources.lcb.group_by == "problem" and c.hooks == ("gasp_jax.rlvr.evaluation:PeriodicEval",)
+    assert c.sources.lcb.group_by == "problem" and c.hooks == ("gasp_jax.evaluation.periodic:PeriodicEval",)
     with pytest.raises(ValueError, match="mix.mode"):
         gasp_rlvr.get_config("tiny,mix.mode=sometimes")

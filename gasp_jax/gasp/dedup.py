@@ -240,6 +240,16 @@ class DedupIndex:
         self._matrix[n : n + len(ids)] = vectors
         self._ids.extend(str(i) for i in ids)
 
+    def remove(self, ids: Sequence[str]) -> None:
+        """Drops the rows of `ids` (ids not in the index are ignored); the others keep their order."""
+        gone = set(map(str, ids))
+        if not gone.intersection(self._ids):
+            return
+        keep = [i for i, qid in enumerate(self._ids) if qid not in gone]
+        self._matrix[: len(keep)] = self._matrix[keep]
+        self._matrix[len(keep): len(self._ids)] = 0.0
+        self._ids = [self._ids[i] for i in keep]
+
     def similarities(self, queries: np.ndarray) -> np.ndarray:
         """Cosine ``[Q, N]`` between (normalised) queries and every indexed vector: one matmul."""
         q = normalize_rows(np.atleast_2d(queries))

@@ -8,12 +8,14 @@ so one correct sample is the natural opposite).
 
 Each evaluation writes ``<out_dir>/step_<step>/samples.jsonl`` (every completion and verdict) and
 ``<out_dir>/step_<step>.json`` (the report); the caller logs the report's scalars to TensorBoard.
+The report's ``solved_union`` is the paper's "goalposts solved": distinct goalposts solved at this or any
+earlier evaluation (``solved_before``, kept by ``evaluation.periodic.GoalpostEvaluation``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +40,8 @@ def policy_generate_fn(policy: Any, *, temperature: float, max_new_tokens: int, 
 
 
 def goalpost_report(goalposts: Sequence[Goalpost], records: dict[str, Any], ks: Sequence[int], *,
-                    step: int, solved_min_correct: int = 1) -> dict[str, Any]:
-    """Per-goalpost and total pass@k, and which goalposts are solved."""
+                    step: int, solved_min_correct: int = 1, solved_before: Iterable[str] = ()) -> dict[str, Any]:
+    """Per-goalpost and total pass@k, which goalposts are solved, and the union with ``solved_before``."""
     per: dict[str, dict[str, Any]] = {}
     counts = {}
     for g in goalposts:
@@ -53,12 +55,15 @@ def goalpost_report(goalposts: Sequence[Goalpost], records: dict[str, Any], ks: 
         entry.update({f"pass@{k}": pass_at_k(rec.n, rec.correct, k) for k in ks if 1 <= k <= rec.n})
         per[g.id] = entry
     solved = sorted(gid for gid, e in per.items() if e["solved"])
+    union = sorted(set(solved).union(solved_before))
     return {
         "step": step,
         "ks": list(ks),
         "goalposts": len(goalposts),
         "solved": solved,
         "solved_count": len(solved),
+        "solved_union": union,
+        "solved_union_count": len(union),
         "pass_at_k": pass_at_k_table(counts, ks)["overall"],
         "per_goalpost": per,
     }
@@ -76,6 +81,7 @@ def evaluate_goalposts(
     ks: Sequence[int],
     batch_problems: int = 4,
     solved_min_correct: int = 1,
+    solved_before: Iterable[str] = (),
 ) -> dict[str, Any]:
     """Sample ``num_samples`` programs per goalpost, grade them with the LCB grader, write the report."""
     out_dir = Path(out_dir)
@@ -94,23 +100,29 @@ def evaluate_goalposts(
         label=f"goalposts@{step}",
         keep_samples=0,
     )
-    report = goalpost_report(goalposts, records, ks, step=step, solved_min_correct=solved_min_correct)
+    report = goalpost_report(goalposts, records, ks, step=step, solved_min_correct=solved_min_correct,
+                             solved_before=solved_before)
     write_json(out_dir / f"step_{step:06d}.json", report)
-    log.info("goalposts@%d: %d/%d solved, pass@k %s", step, report["solved_count"], len(goalposts),
+    log.info("goalposts@%d: %d/%d solved (%d at any evaluation), pass@k %s", step, report["solved_count"],
+             len(goalposts), report["solved_union_count"],
              {k: round(v, 4) for k, v in report["pass_at_k"].items() if k.startswith("pass@")})
     return report
 
 
-def report_scalars(report: dict[str, Any]) -> dict[str, float]:
-    """TensorBoard scalars of one evaluation: totals under ``gasp/goalposts/``, per goalpost under
-    ``gasp/goalpost/<id>/``."""
-    out = {"gasp/goalposts/solved_count": float(report["solved_count"]),
-           "gasp/goalposts/solved_frac": report["solved_count"] / max(1, report["goalposts"])}
+def report_scalars(report: dict[str, Any], *, prefix: str = "gasp/goalposts",
+                   per_goalpost_prefix: str | None = "gasp/goalpost") -> dict[str, float]:
+    """TensorBoard scalars of one evaluation: totals under ``<prefix>/`` (``solved_count`` at this
+    evaluation, ``solved_union`` at any so far, ``solved_frac``, ``pass_at_<k>``), per goalpost under
+    ``<per_goalpost_prefix>/<id>/`` (None: none)."""
+    out = {f"{prefix}/solved_count": float(report["solved_count"]),
+           f"{prefix}/solved_union": float(report["solved_union_count"]),
+           f"{prefix}/solved_frac": report["solved_count"] / max(1, report["goalposts"])}
     for key, value in report["pass_at_k"].items():
         if key.startswith("pass@"):
-            out[f"gasp/goalposts/{key.replace('@', '_at_')}"] = float(value)
-    for gid, entry in report["per_goalpost"].items():
-        for key, value in entry.items():
-            if key.startswith("pass@"):
-                out[f"gasp/goalpost/{gid}/{key.replace('@', '_at_')}"] = float(value)
+            out[f"{prefix}/{key.replace('@', '_at_')}"] = float(value)
+    if per_goalpost_prefix:
+        for gid, entry in report["per_goalpost"].items():
+            for key, value in entry.items():
+                if key.startswith("pass@"):
+                    out[f"{per_goalpost_prefix}/{gid}/{key.replace('@', '_at_')}"] = float(value)
     return out

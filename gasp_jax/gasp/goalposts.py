@@ -6,7 +6,9 @@ Two ways to name them (``config.goalposts``):
   per-checkpoint evidence giving each goalpost's base pass rate). The problems themselves (statements
   and tests) come from the LCB files in ``sources`` (the report stores ids, not statements).
 * no report: the problems of the LCB files in ``sources`` dated in ``[start, end)``, restricted to
-  ``ids`` when given (in the given order), at most ``max_goalposts``.
+  ``ids`` when given (in the given order), at most ``max_goalposts``. With neither a report nor ids, every
+  problem of the window is a goalpost only when ``allow_all`` is true (the default; the ``paper`` preset
+  sets it false, since its goalposts are the 146 problems no selection run solves, not all 601).
 
 Anything that would make a run meaningless stops it at start-up with a :class:`GoalpostError` naming
 the file or problem: an unreadable, empty or malformed report or LCB file, a report id missing from the
@@ -143,8 +145,16 @@ def check_tests(goalpost: Goalpost, *, decode: bool = True) -> int:
     return count
 
 
-def load_goalposts(cfg: Any) -> GoalpostPool:
-    """The goalpost pool described by ``config.goalposts`` (see the module docstring)."""
+def load_goalposts(cfg: Any, *, where: str = "goalposts") -> GoalpostPool:
+    """The goalpost pool described by ``config.goalposts`` (see the module docstring); ``where`` names the
+    block in errors. Without a report or ids, every problem of the window is a goalpost only when
+    ``allow_all`` (default True) says so: the paper preset sets it False."""
+    if not cfg.get("report") and not cfg.get("ids") and not cfg.get("allow_all", True):
+        raise GoalpostError(
+            f"{where}.report is empty: the paper's goalposts are the LCB problems no baseline solves; make the report "
+            "with `python -m gasp_jax.main --config=configs/lcb_goalposts.py:/ckpt/a,/ckpt/b --workdir=runs/goalposts` "
+            f"and pass --config.{where}.report=runs/goalposts/goalposts.json (or set {where}.ids, or "
+            f"{where}.allow_all=True for every problem of the window)")
     problems, load_report = _load_window(cfg)
     by_id = {p.id: p for p in problems}
     skipped = {s.problem_id: s.reason for s in load_report.skipped}

@@ -9,6 +9,8 @@ One iteration (``collect``), read top to bottom:
                (cosine >= threshold to any accepted question or to an earlier candidate) and the
                goalpost-copy check (a message that reproduces the goalpost statement)
     learn      n student samples of the induction form per valid, new lemma -> pass rate p (not trained on)
+               over the samples the sandbox judged; a student prompt over ``prompts.token_budget`` makes the
+               lemma invalid (AZR), a sandbox infrastructure failure drops it (never scored, counted)
     reward     lemma_reward(p); invalid / duplicate -> the format penalty
     accept     p inside [0.3, 0.7] -> the lemma enters the question buffer and the dedup index
     lift       per accepted lemma, the teacher sees ONLY the lemma + the same axis and writes a harder
@@ -17,8 +19,10 @@ One iteration (``collect``), read top to bottom:
                ``solve_batch`` tasks; each presented uniformly as induction, deduction or abduction
     solve      one student rollout per task, judged by execution (selfplay.steps.solve)
     record     one curriculum.jsonl line per lemma and lift; TensorBoard scalars, histograms, lineages
-    evaluate   every ``eval.every`` iterations: the student's pass@k on the active goalposts with the LCB
-               grader; with dynamic goalposts, solved ones are retired and replacements promoted
+    evaluate   after the update of every ``eval.every``-th iteration and the last (``after_step``, the one
+               periodic evaluation of ``evaluation/periodic.py``): the student's pass@k on the active goalposts
+               with the LCB grader and the running union of goalposts solved; with dynamic goalposts, solved
+               ones are retired and replacements promoted
 
 The phases that exist for every task source (generate, parse, validate, learnability, solve, judge,
 metrics) are `gasp_jax.selfplay.steps`; this module adds only what is GASP's.
@@ -37,8 +41,8 @@ import ml_collections
 import numpy as np
 
 from gasp_jax import multihost
+from gasp_jax.evaluation import periodic
 from gasp_jax.gasp import dedup as dedup_lib
-from gasp_jax.gasp import evaluation as gasp_eval
 from gasp_jax.gasp import prompts as gasp_prompts
 from gasp_jax.gasp.curriculum import CurriculumLog, QuestionBuffer, make_row
 from gasp_jax.gasp.dynamic import POLICIES, GoalpostSchedule
@@ -67,6 +71,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.goalposts.start = ""  # [start, end) on contest_date; the paper: LCB before 2024-08 (601 problems)
     c.goalposts.end = "2024-08-01"
     c.goalposts.ids = ()  # explicit goalpost ids (used when there is no report)
+    c.goalposts.allow_all = True  # no report and no ids: every problem of the window (the paper preset: False)
     c.goalposts.max_goalposts = 0  # 0 = all
     c.goalposts.decode_tests = True  # decode every goalpost's private tests at start-up (fail early)
     c.goalposts.dynamic = False  # the paper: fixed goalposts
@@ -142,9 +147,10 @@ class _Candidate:
     duplicate: bool = False
     duplicate_reason: str = ""
     p: float | None = None
-    n: int = 0
-    reward: float | None = None
+    n: int = 0  # student samples judged (what p averages)
+    reward: float | None = None  # None: dropped (sandbox infrastructure failure), never scored
     accepted: bool = False
+    too_long: bool = False  # its student prompt exceeds prompts.token_budget: invalid
 
     @property
     def valid(self) -> bool:
@@ -183,8 +189,14 @@ class GaspSource:
         from gasp_jax.sandbox.policy import DEFAULT_BANNED_MODULES
 
         self.banned = tuple(sorted(DEFAULT_BANNED_MODULES))  # what validation enforces, shown in full prompts
-        self.ks = tuple(int(k) for k in _csv(c.eval.ks))
-        self.pool = load_goalposts(c.goalposts)  # raises GoalpostError at start-up
+        _choice(f"sources.{name}.eval.prompt_style", c.eval.prompt_style, periodic.PROMPT_STYLES)
+        self.goalpost_eval = periodic.GoalpostEvaluation(periodic.GoalpostSettings(
+            num_samples=int(c.eval.num_samples), ks=tuple(int(k) for k in _csv(c.eval.ks)),
+            temperature=float(c.eval.temperature), max_new_tokens=int(c.eval.max_new_tokens),
+            batch_problems=int(c.eval.batch_problems), solved_min_correct=int(c.eval.solved_min_correct)),
+            prefix="gasp/goalposts", per_goalpost_prefix="gasp/goalpost")
+        self._eval_texts: dict[str, str] = {}  # goalpost changes of the last evaluation, logged by the next collect
+        self.pool = load_goalposts(c.goalposts, where=f"sources.{name}.goalposts")  # GoalpostError at start-up
         self.workdir = workdir or run_config.get("workdir", None)
         self.curriculum = CurriculumLog(Path(self.workdir) / "curriculum.jsonl") if self.workdir else None
         self.buffer = QuestionBuffer(int(c.buffer_max_size))
@@ -203,14 +215,16 @@ class GaspSource:
 
     # ------------------------------------------------------------------------------------------- set-up
 
-    def _init_embedder(self, policy: Any) -> None:
-        """Builds the embedder, the index and the goalpost schedule (the policy embedder needs the policy,
-        so it is built on the first collect from a frozen copy of the teacher's params)."""
+    def _init_embedder(self, policy: tuple[Any, Any, Any] | None) -> None:
+        """Builds the embedder, the index and the goalpost schedule. The policy embedder needs the teacher
+        (`(model, params, tokenizer)`), so it is built on the first collect from a frozen copy of the teacher's
+        step-0 weights: the same weights after a resume, so dedup decisions do not change across one."""
         d = self.config.dedup
         if policy is None:
             self._embedder = dedup_lib.build_embedder(d)
         else:
-            self._embedder = dedup_lib.build_embedder(d, model=policy.model, params=policy.params, tokenizer=policy.tokenizer)
+            model, params, tokenizer = policy
+            self._embedder = dedup_lib.build_embedder(d, model=model, params=params, tokenizer=tokenizer)
         self._index = dedup_lib.DedupIndex(self._embedder.dim, threshold=float(d.threshold), block_rows=int(d.block_rows))
         self._statement_vecs = {}
         state = self._pending_schedule or (self.schedule.state_dict() if self.schedule is not None else None)
@@ -224,7 +238,12 @@ class GaspSource:
     def _ensure_ready(self, ctx: Any) -> None:
         self._tokenizer = ctx.policies["teacher"].tokenizer
         if self._embedder is None:
-            self._init_embedder(ctx.policies["teacher"])
+            teacher = ctx.policies["teacher"]
+            if ctx.initial_model is not None:  # the trainer re-derives the step-0 weights (also after a resume)
+                model, params = ctx.initial_model("teacher")
+                self._init_embedder((model, params, teacher.tokenizer))
+            else:
+                self._init_embedder((teacher.model, teacher.params, teacher.tokenizer))
         if self.workdir is None:
             self.workdir = getattr(ctx, "workdir", None)
             if self.workdir is None:
@@ -283,10 +302,12 @@ class GaspSource:
             "seeds_validated": self._seeds_validated,
             "progress": {k: dict(v) for k, v in self.progress.items()},
             "curriculum_bytes": self.curriculum.size if self.curriculum is not None else 0,
+            "goalposts_eval": self.goalpost_eval.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.buffer.load_state_dict(state["buffer"])
+        self.goalpost_eval.load_state_dict(state.get("goalposts_eval", {}))
         self.counters = Counter(state.get("counters", {}))
         self._seeds_validated = bool(state.get("seeds_validated", True))
         self.progress = defaultdict(lambda: {"lemmas": 0, "lifts": 0}, {k: dict(v) for k, v in state.get("progress", {}).items()})
@@ -342,22 +363,42 @@ class GaspSource:
             cand.proposal = prop
             if prop.status == "duplicate":  # an exact copy of an earlier proposal of this batch
                 cand.duplicate, cand.duplicate_reason = True, "exact copy within the batch"
+        self._reject_too_long(ctx, cands)
         with ctx.timers.phase("gasp_dedup"):
             self._dedup(cands)
         todo = [c for c in cands if c.valid and not c.duplicate]
         with ctx.timers.phase(f"gasp_{stage}_pass_rate"):  # n student samples + judging per proposal
-            rates = steps.estimate_learnability(ctx, [("induction", c.proposal.record) for c in todo],
-                                                n=int(self.config.learnability_samples)).result()
-        for cand, rate in zip(todo, rates):
-            cand.n = int(self.config.learnability_samples)
+            rates, judged = steps.estimate_learnability(ctx, [("induction", c.proposal.record) for c in todo],
+                                                        n=int(self.config.learnability_samples),
+                                                        with_counts=True).result()
+        for cand, rate, count in zip(todo, rates, judged):
+            cand.n = int(count)
             cand.p = float(rate) if np.isfinite(rate) else None
         for cand in cands:
-            if cand.valid and not cand.duplicate and cand.p is None:
-                cand.reward = None  # every judgement failed (sandbox infrastructure): dropped, never scored
+            # The sandbox failed to validate it, or to judge every student sample: dropped, never scored
+            # (as everywhere in the system), and counted.
+            if cand.proposal.status == "infra_error" or (cand.valid and not cand.duplicate and cand.p is None):
+                cand.reward = None
+                self.counters[f"infra_error_{stage}"] += 1
                 continue
             cand.reward = teacher_reward(stage, valid=cand.valid, duplicate=cand.duplicate, p=cand.p,
                                          format_penalty=float(self.config.format_penalty))
             cand.accepted = cand.valid and not cand.duplicate and bool(accepted_rate(stage, cand.p))
+
+    def _reject_too_long(self, ctx: Any, cands: list[_Candidate]) -> None:
+        """A valid proposal whose student prompt (induction form) exceeds ``prompts.token_budget`` is
+        invalid, as in AZR (a task must fit the solver's prompt): the format penalty, never estimated, never
+        in the buffer. Checked before dedup, so it blocks no later candidate."""
+        from gasp_jax.selfplay import steps
+
+        live = [c for c in cands if c.valid]
+        prompts = steps.solve_prompts(ctx, [("induction", c.proposal.record) for c in live])
+        for cand, prompt in zip(live, prompts):
+            if prompt is None:
+                cand.too_long = True
+                cand.proposal.status = "invalid"
+                cand.proposal.reason = "its student prompt exceeds prompts.token_budget"
+                self.counters[f"too_long_{cand.stage}"] += 1
 
     def _dedup(self, cands: list[_Candidate]) -> None:
         """Near-duplicates of accepted questions (or of each other) and copies of the goalpost statement.
@@ -399,19 +440,23 @@ class GaspSource:
     def _accept(self, ctx: Any, cands: list[_Candidate]) -> list[dict]:
         """Accepted candidates -> buffer entries (+ dedup index)."""
         assert self._embedder is not None and self._index is not None
-        entries = []
+        entries, evicted = [], []
         for c in cands:
             if not c.accepted:
                 continue
             entry = {"id": c.qid, "stage": c.stage, "goalpost_id": c.goalpost.id, "axis": c.axis,
                      "parent_id": c.parent["id"] if c.parent else None, "step": int(ctx.step), "p": c.p,
                      "record": c.proposal.record}
-            self.buffer.add(entry)
+            evicted += self.buffer.add(entry)
             entries.append(entry)
             self.progress[c.goalpost.id]["lemmas" if c.stage == "lemma" else "lifts"] += 1
-        if entries:
-            vecs = self._embedder.embed([dedup_lib.question_text(e["record"]) for e in entries])
-            self._index.add(vecs, [e["id"] for e in entries])
+        # The index holds exactly the buffer's questions: an evicted one stops blocking new ones (as the
+        # index rebuilt from the buffer on resume has it, so a resumed run decides as a straight one).
+        kept = [e for e in entries if e["id"] in self.buffer]
+        if kept:
+            vecs = self._embedder.embed([dedup_lib.question_text(e["record"]) for e in kept])
+            self._index.add(vecs, [e["id"] for e in kept])
+        self._index.remove(evicted)
         return entries
 
     # ---------------------------------------------------------------------------------------- student
@@ -495,7 +540,8 @@ class GaspSource:
         scalars.update(self._metrics(lemmas, lifts))
         texts = {"gasp/lineages": self._lineage_text(lifts + lemmas)}
         self._record(ctx, cands)
-        scalars.update(self._maybe_evaluate(ctx, texts))
+        texts.update(self._eval_texts)
+        self._eval_texts = {}
         return SourceResult(episodes=episodes, scalars=scalars, histograms=hists, texts=texts)
 
     def _pseudo_entry(self, ctx: Any, lemma: _Candidate) -> dict:
@@ -524,6 +570,8 @@ class GaspSource:
             out[f"gasp/{stage}/accept_rate"] = float(np.mean([x.accepted for x in cands]))
             out[f"gasp/{stage}/valid_rate"] = float(np.mean([x.valid for x in cands]))
             out[f"gasp/{stage}/duplicate_rejections"] = float(sum(x.duplicate for x in cands))
+            out[f"gasp/{stage}/infra_errors"] = float(sum(x.reward is None for x in cands))
+            out[f"gasp/{stage}/too_long"] = float(sum(x.too_long for x in cands))
             scored = [x.reward for x in cands if x.reward is not None]
             if scored:
                 out[f"gasp/{stage}/reward_mean"] = float(np.mean(scored))
@@ -535,6 +583,8 @@ class GaspSource:
         out["gasp/dedup/index_size"] = float(len(self._index)) if self._index is not None else 0.0
         out["gasp/dedup/goalpost_copies_total"] = float(self.counters["goalpost_copies"])
         out["gasp/dedup/duplicates_total"] = float(self.counters["duplicate_lemma"] + self.counters["duplicate_lift"])
+        out["gasp/infra_errors_total"] = float(self.counters["infra_error_lemma"] + self.counters["infra_error_lift"])
+        out["gasp/goalposts/solved_union"] = float(len(self.goalpost_eval.solved_union))
         assert self.schedule is not None
         out["gasp/goalposts/active"] = float(len(self.schedule.active))
         out["gasp/goalposts/retired"] = float(len(self.schedule.retired))
@@ -564,59 +614,29 @@ class GaspSource:
 
     # ------------------------------------------------------------------------------------- evaluation
 
-    def _maybe_evaluate(self, ctx: Any, texts: dict[str, str]) -> dict[str, float]:
-        every = int(self.config.eval.every)
-        if not every or (int(ctx.step) + 1) % every:
+    def after_step(self, step: int, ctx: Any) -> dict[str, float]:
+        """After the update of iteration `step` (completed iterations): the periodic goalposts-solved
+        evaluation (`evaluation.periodic`, every `eval.every` and after the last iteration), then goalpost
+        retirement (dynamic goalposts). The trainer calls it with the updated student policy."""
+        if not periodic.is_due(int(self.config.eval.every), step, int(self.run_config.steps)):
             return {}
         assert self.schedule is not None
+        policy = ctx.policies["student"]
+        prompt_fn = periodic.policy_prompt_fn(str(self.config.eval.prompt_style), policy.tokenizer,
+                                              run_config=self.run_config)
         with ctx.timers.phase("goalposts_eval"):
-            report = self.evaluate(ctx, self.schedule.active_goalposts())
-        scalars = gasp_eval.report_scalars(report)
+            report = self.goalpost_eval(ctx, self.schedule.active_goalposts(), step=step, prompt_fn=prompt_fn,
+                                        out_dir=Path(self.workdir or ".") / "goalposts_eval")
+        scalars = self.goalpost_eval.scalars(report)
         solved = {gid: f"{report['per_goalpost'][gid]['correct']}/{report['per_goalpost'][gid]['n']} samples correct "
-                       f"at step {ctx.step}" for gid in report["solved"]}
-        changes = self.schedule.update(int(ctx.step), solved)
+                       f"at step {step}" for gid in report["solved"]}
+        changes = self.schedule.update(step, solved)
         if changes:
             if multihost.is_main() and self.workdir:
                 with open(Path(self.workdir) / "goalpost_changes.jsonl", "a", encoding="utf-8") as f:
                     f.writelines(json.dumps(ch) + "\n" for ch in changes)
-            texts["gasp/goalpost_changes"] = "\n".join(
+            self._eval_texts["gasp/goalpost_changes"] = "\n".join(
                 f"- step {ch['step']}: retired `{ch['retired']}` ({ch['reason']}); promoted `{ch['promoted']}` "
                 f"by {ch['policy']}" for ch in changes)
         scalars["gasp/goalposts/changes"] = float(len(changes))
         return scalars
-
-    def evaluate(self, ctx: Any, goalposts: Sequence[Goalpost]) -> dict[str, Any]:
-        """pass@k of the student on ``goalposts`` (LCB prompt, extraction and grader); process 0 grades and
-        broadcasts, so every process retires the same goalposts."""
-        from gasp_jax.evaluation.grading import SandboxGrader
-
-        e = self.config.eval
-        policy = ctx.policies["student"]
-        generate_fn = gasp_eval.policy_generate_fn(policy, temperature=float(e.temperature),
-                                                   max_new_tokens=int(e.max_new_tokens), next_key=ctx.next_key)
-        out_dir = Path(self.workdir or ".") / "goalposts_eval"
-        report = gasp_eval.evaluate_goalposts(
-            goalposts, step=int(ctx.step), generate_fn=generate_fn, prompt_fn=self._eval_prompt_fn(policy),
-            grader=SandboxGrader(ctx.sandbox), out_dir=out_dir if multihost.is_main() else out_dir / f"p{multihost.process_index()}",
-            num_samples=int(e.num_samples), ks=self.ks, batch_problems=int(e.batch_problems),
-            solved_min_correct=int(e.solved_min_correct))
-        return multihost.broadcast_object(report)
-
-    def _eval_prompt_fn(self, policy: Any):
-        from gasp_jax.evaluation import prompts as lcb_prompts
-
-        style = str(self.config.eval.prompt_style)
-        if style == "question":  # LCB's user message alone: no system text, no chat turn (short contexts)
-            return lambda p: lcb_prompts.question_prompt(p.statement, p.starter_code)
-        chat_in_policy = bool(self.run_config.get("sampling", {}).get("chat_template", False))
-        if style == "auto":
-            if chat_in_policy:
-                # The policy wraps each prompt as a user turn itself: give it LCB's user text.
-                return lambda p: lcb_prompts.chat_messages(p, system_role=False)[0]["content"]
-            style = "chat" if getattr(policy.tokenizer, "chat_template", None) else "base"
-        few_shot = None
-        if style == "base":
-            from gasp_jax.data import paths
-
-            few_shot = lcb_prompts.load_few_shot(paths.few_shot_dir())
-        return lambda p: lcb_prompts.render_prompt(p, style, tokenizer=policy.tokenizer, few_shot=few_shot)

@@ -12,7 +12,7 @@ An experiment file is a Python file with `get_config(arg)` (big_vision style) re
     goalposts.ids / goalposts.report   the goalposts (ids, or an lcb_goalposts goalposts.json); GASP
                     runs are guided by them and every checkpoint is scored on them
     overrides.<method | all>           nested dicts of run-config changes (`{"rl": {"optimizer": ...}}`)
-    train_eval      add the periodic evaluation hook (gasp_jax.rlvr.evaluation) to every run
+    train_eval      add the periodic evaluation hook (gasp_jax.evaluation.periodic) to every run
     eval.<lcb | goalposts | humaneval | mbpp_plus>.enabled / .overrides   the final evaluations, each the
                     config of its job (configs/lcb_eval.py, configs/code_eval.py) changed by overrides
     eval.checkpoints  "final" | "all" (every saved checkpoint is evaluated; the table uses the final)

@@ -34,7 +34,7 @@ from gasp_jax.data.livecodebench import DataError, Problem
 from gasp_jax.evaluation.common import load_config_problems
 from gasp_jax.evaluation.extraction import extract_code
 from gasp_jax.evaluation.grading import SampleGrade, SandboxGrader
-from gasp_jax.rlvr.prompts import lcb_prompt_fn
+from gasp_jax.evaluation.periodic import policy_prompt_fn
 from gasp_jax.selfplay import steps
 from gasp_jax.selfplay.types import Episode, Pending, RolloutContext, SourceResult
 
@@ -174,7 +174,7 @@ class LcbSource:
         if self._prompts is not None:
             return
         policy = ctx.policies["student"]
-        prompt_fn = lcb_prompt_fn(self.config.prompt_style, policy.tokenizer, run_config=self.run_config)
+        prompt_fn = policy_prompt_fn(self.config.prompt_style, policy.tokenizer, run_config=self.run_config)
         limit = int(self.config.max_prompt_tokens)
         sampling = self.run_config.get("sampling", {})
         cache = int(sampling.get("max_cache_length", 0) or 0)

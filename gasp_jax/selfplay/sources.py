@@ -18,9 +18,13 @@ SOURCE_TYPES = {
 }
 
 
+# Classes that moved; configs written before keep working.
+MOVED = {"gasp_jax.rlvr.evaluation:PeriodicEval": "gasp_jax.evaluation.periodic:PeriodicEval"}
+
+
 def resolve(path_or_name: str):
     """A class from a registry name or a `"package.module:Class"` path (ValueError naming it otherwise)."""
-    path = SOURCE_TYPES.get(path_or_name, path_or_name)
+    path = SOURCE_TYPES.get(path_or_name, MOVED.get(path_or_name, path_or_name))
     if ":" not in path:
         raise ValueError(f"unknown source type {path_or_name!r}; known: {', '.join(sorted(SOURCE_TYPES))} "
                          "(or give 'package.module:Class')")

@@ -176,19 +176,21 @@ def solve_prompts(ctx: RolloutContext, tasks_: Sequence[tuple[str, Mapping]]) ->
 
 
 def estimate_learnability(ctx: RolloutContext, tasks_: Sequence[tuple[str, Mapping]], *, n: int,
-                          temperature: float | None = None) -> Pending[np.ndarray]:
+                          temperature: float | None = None, with_counts: bool = False) -> Pending[np.ndarray]:
     """Student pass rate of each task from `n` samples of one prefill at the rollout temperature.
 
     Never greedy (AZR's code can end up greedy here, which collapses every rate to 0 or 1). The samples
     are not trained on. Resolves to float `[len(tasks)]` (nan where every judgement failed or the task
-    does not fit the prompt budget)."""
+    does not fit the prompt budget); `with_counts=True`: to `(rates, judged)`, `judged` the int `[len(tasks)]`
+    samples the sandbox judged (what each rate averages)."""
     tasks = _tasks()
     if temperature is not None and temperature <= 0:
         raise ValueError("learnability samples must be drawn at a temperature > 0 (greedy gives rates of 0 or 1)")
     prompts = solve_prompts(ctx, tasks_)
     live = [i for i, p in enumerate(prompts) if p is not None]
     if not live:
-        return Pending.ready(np.full(len(tasks_), np.nan))
+        rates = np.full(len(tasks_), np.nan)
+        return Pending.ready((rates, np.zeros(len(tasks_), np.int64)) if with_counts else rates)
     completions = generate(ctx, "solve", [prompts[i] for i in live], num_samples=n, temperature=temperature)
     items = []
     for row, i in enumerate(live):
@@ -199,11 +201,13 @@ def estimate_learnability(ctx: RolloutContext, tasks_: Sequence[tuple[str, Mappi
     def finish():
         verdicts = pending.result()
         rates = np.full(len(tasks_), np.nan)
+        judged = np.zeros(len(tasks_), np.int64)
         for row, i in enumerate(live):
             scored = [v for v in verdicts[row * n:(row + 1) * n] if v is not None]
+            judged[i] = len(scored)
             if scored:
                 rates[i] = float(np.mean(scored))
-        return rates
+        return (rates, judged) if with_counts else rates
 
     return Pending(finish)
 
@@ -357,13 +361,20 @@ def prompt_options(ctx: RolloutContext) -> dict:
             "tokenizer": ctx.policies["teacher"].tokenizer if budget else None, "token_budget": budget or None}
 
 
+def sandbox_limits(block) -> Any:
+    """`sandbox.Limits` of a `validation` / `judge` block: `cpu_s` (the verdict-deciding CPU time), `memory_mb`
+    and `wall_s` (the wall-clock backstop; 0 or absent: the sandbox's default, 2 * cpu_s + 1)."""
+    from gasp_jax.sandbox import Limits
+
+    return Limits(cpu_s=float(block.cpu_s), memory_bytes=int(block.memory_mb) << 20,
+                  wall_s=float(block.get("wall_s", 0) or 0) or None)
+
+
 def validation_config(config):
     """`tasks.ValidationConfig` from the run's `validation` block (sandbox limits per proposal)."""
     tasks = _tasks()
-    from gasp_jax.sandbox import Limits
-
     b = config.validation
-    return tasks.ValidationConfig(limits=Limits(cpu_s=float(b.cpu_s), memory_bytes=int(b.memory_mb) << 20),
+    return tasks.ValidationConfig(limits=sandbox_limits(b),
                                   max_output_chars=int(b.max_output_chars), max_input_chars=int(b.max_input_chars),
                                   runs=int(b.runs))
 
@@ -371,10 +382,8 @@ def validation_config(config):
 def judge_config(config):
     """`tasks.JudgeConfig` from the run's `judge` block (None n_visible: half the induction pairs)."""
     tasks = _tasks()
-    from gasp_jax.sandbox import Limits
-
     b = config.judge
-    return tasks.JudgeConfig(limits=Limits(cpu_s=float(b.cpu_s), memory_bytes=int(b.memory_mb) << 20),
+    return tasks.JudgeConfig(limits=sandbox_limits(b),
                              n_visible=int(b.n_visible) or None)
 
 

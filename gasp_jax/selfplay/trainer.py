@@ -110,10 +110,13 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                                                       update_rng(config, step, name))
                 update_scalars.update({f"{name}/rl/{k}": float(v) for k, v in metrics.items()})
                 update_scalars.update({f"{name}/advantage/{k}": float(v) for k, v in adv_stats.items()})
-            if hooks or step + 1 < steps:  # the next iteration's (and the hooks') rollout weights
+            # Hooks (periodic evaluation) and sources' after-step phases (GASP: goalposts solved + goalpost
+            # retirement) run on the updated policies.
+            after = [*hooks, *(s for s in sources.values() if hasattr(s, "after_step"))]
+            if after or step + 1 < steps:  # the next iteration's (and the hooks') rollout weights
                 with timers.phase("reshard"):
                     run.set_rollout_params(states)
-            for hook in hooks:  # e.g. periodic evaluation, on the updated policies
+            for hook in after:
                 ctx = make_context(run, config, sandbox, timers, "hooks", step, base_key, workdir)
                 update_scalars.update(hook.after_step(step + 1, ctx))
 
@@ -261,6 +264,21 @@ class Run:
     def policies_ready(self) -> bool:
         return all(slot.policy.params is not None for slot in self.slots.values())
 
+    def initial_params(self, slot: Slot):
+        """`slot`'s step-0 weights in its layout: the HF / warm-start checkpoint, or the seed's random init."""
+        if self.hf_path:
+            _, params = models.load_hf(self.hf_path, mesh=slot.model.mesh, rules=slot.model.rules,
+                                       dtype=self.model_config.dtype, param_dtype=self.model_config.param_dtype,
+                                       remat_policy=self.model_config.remat_policy)
+            return params
+        return models.init_params(slot.model, jax.random.key(int(self.config.seed)))
+
+    def initial_model(self, model: str) -> tuple[Any, Any]:
+        """`(model, step-0 params)` of "teacher" / "student", in the trainer's layout, re-derived (also after
+        a resume): what `RolloutContext.initial_model` gives sources (GASP's frozen dedup embedder)."""
+        slot = self.slots[model if self.separate else SHARED_STATE]
+        return slot.model, self.initial_params(slot)
+
     def tokens_generated(self) -> int:
         return sum(slot.policy.tokens_generated for slot in self.slots.values())
 
@@ -387,13 +405,7 @@ def restore_or_init(run: Run, sources: Mapping[str, Any], hooks: Sequence[Any]
     params = None
     for name, slot in run.slots.items():
         if params is None:
-            if run.hf_path:
-                _, params = models.load_hf(run.hf_path, mesh=slot.model.mesh, rules=slot.model.rules,
-                                           dtype=run.model_config.dtype, param_dtype=run.model_config.param_dtype,
-                                           remat_policy=run.model_config.remat_policy)
-            else:
-                params = models.init_params(slot.model, jax.random.key(int(run.config.seed)))
-            first = params
+            params = first = run.initial_params(slot)
         else:
             # A second model starts from the same weights in its own buffers (and placement).
             params = jax.device_put(jax.tree.map(jnp.copy, first), models.param_shardings(slot.model))
@@ -432,7 +444,8 @@ def make_context(run: Run, config, sandbox, timers: Timers, name: str, step: int
         step=step, rng=np.random.default_rng([int(config.seed), step, tag]),
         key=jax.random.fold_in(jax.random.fold_in(base_key, step), tag), policies=run.policies,
         sandbox=sandbox, timers=timers, config=config,
-        source_config=config.sources.get(name, ml_collections.ConfigDict()), workdir=workdir)
+        source_config=config.sources.get(name, ml_collections.ConfigDict()), workdir=workdir,
+        initial_model=run.initial_model)
 
 
 def update_rng(config, step: int, state: str) -> np.random.Generator:

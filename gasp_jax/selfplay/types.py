@@ -183,6 +183,9 @@ class RolloutContext:
     config: ml_collections.ConfigDict  # the whole resolved run config (read-only)
     source_config: ml_collections.ConfigDict  # this source's block
     workdir: str = ""  # the run's workdir (write files there only when multihost.is_main())
+    # "teacher" / "student" -> (model, params) of that model at step 0, re-derived by the trainer (the same
+    # after a resume); None when the caller has none (tests with scripted policies).
+    initial_model: Callable[[str], tuple[Any, Any]] | None = None
     _key_count: int = 0
 
     def next_key(self) -> jax.Array:

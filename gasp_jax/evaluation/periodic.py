@@ -1,0 +1,254 @@
+"""Evaluation during training, one path for every method: LCB pass@k on a held-out window and goalposts solved.
+
+Two users, one machinery:
+
+* `PeriodicEval`, a trainer hook (`config.hooks = ("gasp_jax.evaluation.periodic:PeriodicEval",)` with an
+  `eval` block, `default_config()`), for any method (AZR, RLVR, GASP, GASP + RLVR);
+* GASP's own goalpost evaluation (`sources.gasp.eval`), which adds only goalpost retirement on top
+  (`gasp/source.py`: `GaspSource.after_step`).
+
+Both run after the update of every `every`-th iteration and after the last one (`is_due`, counted in
+completed iterations), with the live student policy; both sample, extract and grade with the LCB runner
+(`gasp.evaluation.evaluate_goalposts`); process 0's report is broadcast, so every process sees (and
+retires) the same goalposts; both keep the running union of goalposts solved at any evaluation so far
+(`GoalpostEvaluation.solved_union`, checkpointed), which is the paper's "goalposts solved".
+
+Outputs of `PeriodicEval`: TensorBoard `eval/lcb/pass_at_<k>`, `eval/goalposts/solved_count`,
+`eval/goalposts/solved_union`, `eval/goalposts/pass_at_<k>`; reports `WORKDIR/eval/lcb/step_<N>.json`,
+`WORKDIR/eval/goalposts/step_<N>.json` and one line per evaluation in `WORKDIR/eval/history.jsonl`
+(what the protocol and plots read). GASP's: `gasp/goalposts/*` and `WORKDIR/goalposts_eval/step_<N>.json`.
+Samples of each evaluation are kept next to its report (`step_<N>/samples.jsonl`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+
+from gasp_jax import multihost
+from gasp_jax.data.livecodebench import Problem
+from gasp_jax.evaluation import prompts as lcb_prompts
+from gasp_jax.evaluation.common import load_config_problems, make_prompt_fn, write_json
+from gasp_jax.evaluation.eval_job import build_report, usable_ks
+from gasp_jax.evaluation.grading import SandboxGrader
+from gasp_jax.evaluation.runner import SampleStore, sample_and_grade
+
+log = logging.getLogger(__name__)
+
+HOOK = "gasp_jax.evaluation.periodic:PeriodicEval"
+# "question": LCB's user message alone (no system text, no chat turn), for short-context models.
+PROMPT_STYLES = ("auto", "question", *lcb_prompts.PROMPT_STYLES)
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """The run's `eval` block (read by `PeriodicEval`)."""
+    c = ml_collections.ConfigDict()
+    c.every = 50  # iterations between evaluations (and after the last iteration); 0 = off
+    c.prompt_style = "auto"
+    c.lcb = ml_collections.ConfigDict()
+    c.lcb.enabled = True
+    c.lcb.data = ml_collections.ConfigDict(dict(
+        sources=(), release="", loader="stream", start="2024-08-01", end="", problem_ids=(), max_problems=0,
+        max_private_mb=512))
+    c.lcb.n = 20
+    c.lcb.ks = (1, 5, 10, 20)
+    c.lcb.temperature = 0.2
+    c.lcb.max_new_tokens = 4096
+    c.lcb.batch_problems = 8
+    c.lcb.extraction = "lcb"
+    c.goalposts = ml_collections.ConfigDict()
+    c.goalposts.enabled = True
+    c.goalposts.select = ml_collections.ConfigDict(dict(  # GASP's goalposts block (gasp.load_goalposts)
+        report="", sources=(), release="", start="", end="2024-08-01", ids=(), max_goalposts=0, decode_tests=True,
+        dynamic=False, promote="hardest"))
+    c.goalposts.n = 100
+    c.goalposts.ks = (1, 10, 100)
+    c.goalposts.temperature = 1.0
+    c.goalposts.max_new_tokens = 4096
+    c.goalposts.batch_problems = 4
+    c.goalposts.solved_min_correct = 1
+    return c
+
+
+def is_due(every: int, completed: int, total: int) -> bool:
+    """Evaluate after `completed` iterations? Every `every` iterations and after the last (`total`); 0 = off."""
+    return every > 0 and completed > 0 and (completed % every == 0 or completed == total)
+
+
+def policy_prompt_fn(style: str, tokenizer: Any, *, run_config: Any = None) -> Callable[[Problem], str]:
+    """`problem -> prompt text` in LCB's format for a live policy with `tokenizer`.
+
+    `auto`: when the run's sampler applies the chat template itself (`sampling.chat_template`), the policy
+    gets LCB's user message (system text folded in); otherwise LCB's `chat` prompt rendered with the
+    tokenizer's template, or LCB's few-shot `base` prompt for a tokenizer without one. `question`: LCB's
+    user message alone (no system text, no chat turn).
+    """
+    if style not in PROMPT_STYLES:
+        raise ValueError(f"unknown LCB prompt style {style!r}; expected one of {PROMPT_STYLES}")
+    if style == "question":
+        return lambda p: lcb_prompts.question_prompt(p.statement, p.starter_code)
+    if style == "auto":
+        chat_in_policy = bool((run_config or {}).get("sampling", {}).get("chat_template", False))
+        if chat_in_policy:
+            return lambda p: lcb_prompts.chat_messages(p, system_role=False)[0]["content"]
+        style = "chat" if getattr(tokenizer, "chat_template", None) else "base"
+    return make_prompt_fn({"style": style}, tokenizer)
+
+
+def _tag(key: str) -> str:
+    return key.replace("@", "_at_")
+
+
+@dataclasses.dataclass(frozen=True)
+class GoalpostSettings:
+    """How one goalposts-solved evaluation samples and what counts as solved."""
+
+    num_samples: int
+    ks: tuple[int, ...]
+    temperature: float
+    max_new_tokens: int
+    batch_problems: int = 4
+    solved_min_correct: int = 1
+
+
+class GoalpostEvaluation:
+    """Goalposts solved by the live student at one evaluation, and the running union over evaluations.
+
+    `__call__` samples `num_samples` programs per goalpost, grades them with the LCB grader, adds
+    `solved_union` / `solved_union_count` (distinct goalposts solved at this or any earlier evaluation;
+    never decreases) to the report, writes `<out_dir>/step_<N>.json` (process 0) and returns process 0's
+    report on every process. `scalars` names them `<prefix>/solved_count`, `<prefix>/solved_union`, ...
+    """
+
+    def __init__(self, settings: GoalpostSettings, *, prefix: str, per_goalpost_prefix: str | None = None):
+        self.settings = settings
+        self.prefix = prefix
+        self.per_goalpost_prefix = per_goalpost_prefix
+        self.solved_union: set[str] = set()
+
+    def __call__(self, ctx: Any, goalposts: Sequence[Any], *, step: int, prompt_fn: Callable[[Problem], str],
+                 out_dir: str | os.PathLike) -> dict[str, Any]:
+        from gasp_jax.gasp import evaluation as gasp_eval
+
+        s = self.settings
+        generate_fn = gasp_eval.policy_generate_fn(ctx.policies["student"], temperature=s.temperature,
+                                                   max_new_tokens=s.max_new_tokens, next_key=ctx.next_key)
+        out_dir = Path(out_dir)
+        if not multihost.is_main():
+            out_dir = out_dir / f"p{multihost.process_index()}"
+        report = gasp_eval.evaluate_goalposts(
+            goalposts, step=step, generate_fn=generate_fn, prompt_fn=prompt_fn, grader=SandboxGrader(ctx.sandbox),
+            out_dir=out_dir, num_samples=s.num_samples, ks=usable_ks(s.ks, s.num_samples),
+            batch_problems=s.batch_problems, solved_min_correct=s.solved_min_correct,
+            solved_before=self.solved_union)
+        report = multihost.broadcast_object(report)
+        self.solved_union.update(report["solved"])
+        return report
+
+    def scalars(self, report: dict[str, Any]) -> dict[str, float]:
+        from gasp_jax.gasp import evaluation as gasp_eval
+
+        return gasp_eval.report_scalars(report, prefix=self.prefix, per_goalpost_prefix=self.per_goalpost_prefix)
+
+    def state_dict(self) -> dict:
+        return {"solved_union": sorted(self.solved_union)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.solved_union = set(state.get("solved_union", ()))
+
+
+def goalpost_settings(block: Any) -> GoalpostSettings:
+    """`GoalpostSettings` from an `eval.goalposts` block."""
+    return GoalpostSettings(num_samples=int(block.n), ks=tuple(int(k) for k in block.ks),
+                            temperature=float(block.temperature), max_new_tokens=int(block.max_new_tokens),
+                            batch_problems=int(block.batch_problems), solved_min_correct=int(block.solved_min_correct))
+
+
+class PeriodicEval:
+    """Trainer hook (`Cls(run_config, workdir)`, `after_step(step, ctx)`, `state_dict`); see the module
+    docstring."""
+
+    def __init__(self, run_config: ml_collections.ConfigDict, workdir: str):
+        if "eval" not in run_config:
+            raise ValueError("hooks: PeriodicEval needs an `eval` block (gasp_jax.evaluation.periodic.default_config())")
+        self.config = run_config.eval
+        self.run_config = run_config
+        self.workdir = Path(workdir)
+        self.steps = int(run_config.steps)
+        self._lcb = None
+        self._goalposts = None
+        self.goalpost_eval = GoalpostEvaluation(goalpost_settings(self.config.goalposts), prefix="eval/goalposts")
+        if self.config.prompt_style not in PROMPT_STYLES:
+            raise ValueError(f"eval.prompt_style: unknown LCB prompt style {self.config.prompt_style!r}; "
+                             f"expected one of {PROMPT_STYLES}")
+        if self.config.lcb.enabled:
+            self._lcb = load_config_problems(self.config.lcb.data)  # fail before training if the data is bad
+            if not self._lcb[0]:
+                raise ValueError(f"eval.lcb.data: no LCB problem in {self._lcb[2]}")
+        if self.config.goalposts.enabled:
+            from gasp_jax.gasp.goalposts import load_goalposts
+
+            self._goalposts = load_goalposts(self.config.goalposts.select).goalposts
+
+    def due(self, step: int) -> bool:
+        return is_due(int(self.config.every), step, self.steps)
+
+    def state_dict(self) -> dict:
+        return {"goalposts": self.goalpost_eval.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.goalpost_eval.load_state_dict(state.get("goalposts", {}))
+
+    def after_step(self, step: int, ctx: Any) -> dict[str, float]:
+        if not self.due(step):
+            return {}
+        policy = ctx.policies["student"]
+        prompt_fn = policy_prompt_fn(self.config.prompt_style, policy.tokenizer, run_config=self.run_config)
+        scalars: dict[str, float] = {}
+        entry: dict[str, Any] = {"step": step}
+        with ctx.timers.phase("eval"):
+            if self._lcb is not None:
+                report = self.lcb(step, ctx, policy, prompt_fn, SandboxGrader(ctx.sandbox))
+                overall = report["pass_at_k"]["overall"]
+                scalars.update({f"eval/lcb/{_tag(k)}": float(v) for k, v in overall.items() if k.startswith("pass@")})
+                entry["lcb"] = {k: v for k, v in overall.items() if k.startswith("pass@")} | {"problems": report["problems"]}
+            if self._goalposts is not None:
+                report = self.goalpost_eval(ctx, self._goalposts, step=step, prompt_fn=prompt_fn,
+                                            out_dir=self.workdir / "eval" / "goalposts")
+                scalars.update(self.goalpost_eval.scalars(report))
+                entry["goalposts"] = {k: report[k] for k in ("solved", "solved_count", "solved_union",
+                                                             "solved_union_count", "goalposts")}
+        if multihost.is_main():
+            os.makedirs(self.workdir / "eval", exist_ok=True)
+            with open(self.workdir / "eval" / "history.jsonl", "a") as f:
+                f.write(json.dumps(entry) + "\n")
+        log.info("eval@%d: %s", step, {k: round(v, 4) for k, v in scalars.items()})
+        return scalars
+
+    def lcb(self, step: int, ctx: Any, policy: Any, prompt_fn: Any, grader: Any) -> dict[str, Any]:
+        from gasp_jax.gasp import evaluation as gasp_eval
+
+        problems, load_report, window = self._lcb
+        c = self.config.lcb
+        n = int(c.n)
+        ks = usable_ks(c.ks, n)
+        generate_fn = gasp_eval.policy_generate_fn(policy, temperature=float(c.temperature),
+                                                   max_new_tokens=int(c.max_new_tokens), next_key=ctx.next_key)
+        out_dir = self.workdir / "eval" / "lcb"
+        store = SampleStore(out_dir / f"step_{step:06d}")
+        store.open({"step": step, "n": n}, overwrite=True)
+        records = sample_and_grade(problems, prompt_fn=prompt_fn, generate_fn=generate_fn, grader=grader, store=store,
+                                   done={}, num_samples=n, batch_problems=int(c.batch_problems), extraction=c.extraction,
+                                   label=f"eval_lcb@{step}", keep_samples=0)
+        report = build_report(problems, records, ks, load_report=load_report, window=window, extra={"step": step, "n": n})
+        if multihost.is_main():
+            write_json(out_dir / f"step_{step:06d}.json", report)
+        return report
+
