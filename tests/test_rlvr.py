@@ -213,3 +213,44 @@ def test_gasp_rlvr_mix_rule():
     assert c.sources.lcb.group_by == "problem" and c.hooks == ("gasp_jax.evaluation.periodic:PeriodicEval",)
     with pytest.raises(ValueError, match="mix.mode"):
         gasp_rlvr.get_config("tiny,mix.mode=sometimes")
+
+
+def test_periodic_eval_counts_completed_iterations_and_keeps_the_solved_union(tmp_path, sb):
+    """The one periodic evaluation (every method's hook; GASP's goalpost evaluation is the same code):
+    after every `every`-th completed iteration and the last; `solved_union` never decreases, across a resume."""
+    from configs import common, rlvr
+    from gasp_jax.evaluation import periodic
+    from gasp_jax.selfplay.policy import ScriptedPolicy
+    from gasp_jax.selfplay.types import RolloutContext, Timers
+    from gasp_jax.tokenizer import build_byte_tokenizer
+
+    assert [s for s in range(1, 8) if periodic.is_due(3, s, 7)] == [3, 6, 7] and not periodic.is_due(0, 3, 7)
+    c = rlvr.add_evaluation(common.base(steps=4))
+    c.eval.every, c.eval.prompt_style, c.eval.lcb.enabled = 2, "question", False
+    g = c.eval.goalposts
+    g.select.ids, g.n, g.ks = ("abc333_a", "abc320_a"), 2, (1, 2)
+    solves = {"abc333_a": True}
+
+    def respond(prompt, j):
+        if solves["abc333_a"] and "Concatenate N copies of the digit N" in prompt:
+            return "```python\nN = int(input())\nprint(str(N) * N)\n```"
+        return "no idea"
+
+    policy = ScriptedPolicy(build_byte_tokenizer(), respond, max_new_tokens=4096)
+    ctx = lambda: RolloutContext(step=0, rng=np.random.default_rng(0), key=jax.random.key(0),
+                                 policies={"teacher": policy, "student": policy}, sandbox=sb, timers=Timers(),
+                                 config=c, source_config=c.eval)
+    hook = periodic.PeriodicEval(c, str(tmp_path))
+    assert hook.after_step(1, ctx()) == {}
+    at2 = hook.after_step(2, ctx())
+    solves["abc333_a"] = False
+    resumed = periodic.PeriodicEval(c, str(tmp_path))
+    resumed.load_state_dict(json.loads(json.dumps(hook.state_dict())))
+    at4 = resumed.after_step(4, ctx())
+    assert at2["eval/goalposts/solved_count"] == 1.0 and at2["eval/goalposts/solved_union"] == 1.0
+    assert at4["eval/goalposts/solved_count"] == 0.0 and at4["eval/goalposts/solved_union"] == 1.0
+    history = [json.loads(line) for line in (tmp_path / "eval" / "history.jsonl").read_text().splitlines()]
+    assert [h["step"] for h in history] == [2, 4]
+    assert history[-1]["goalposts"]["solved"] == [] and history[-1]["goalposts"]["solved_union"] == ["abc333_a"]
+    report = json.loads((tmp_path / "eval" / "goalposts" / "step_000004.json").read_text())
+    assert report["solved_union"] == ["abc333_a"] and report["solved_union_count"] == 1
