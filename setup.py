@@ -9,6 +9,8 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["gasp_jax", "gasp_jax.*"]),
+    # The data jobs and tests read (gasp_jax/data/files/SOURCES.md): installed with the package.
+    package_data={"gasp_jax.data": ["files/SHA256SUMS", "files/*.md", "files/LICENSES/*", "files/*/*", "files/*/*/*"]},
     python_requires=">=3.11",
     install_requires=[
         "jax>=0.6.0",
@@ -28,6 +30,9 @@ setup(
         # `tensorboard --logdir runs/` (the event files themselves are written by tensorboardX); the profile
         # plugin (xprof) shows `--config.profile.*` traces under the Profile tab (docs/profiling.md).
         "tensorboard": ["tensorboard>=2.16", "tensorboard-plugin-profile>=2.24"],
+        # libtpu through jax's own extra: pip keeps an installed jax and adds the libtpu its version pins.
+        # Runs on TPU VMs, and lets `python -m gasp_jax.plan --compile` compile for TPU topologies anywhere.
+        "tpu": ["jax[tpu]"],
         "test": [
             "pytest>=8.0",
             "pytest-xdist>=3.5",

@@ -10,7 +10,7 @@ Run (a local HF checkpoint directory with its tokenizer):
 Defaults follow AZR's evaluation (EvalPlus): greedy decoding (n=1, temperature 0), EvalPlus's chat
 prompt (self-contained script in a markdown block, assistant turn pre-filled up to ```python),
 EvalPlus's sanitiser and oracle. HumanEval: the 164 problems of OpenAI's file with their check()
-tests (HumanEval+'s extra inputs are not in the shared data). MBPP+: the 378 EvalPlus problems,
+tests (HumanEval+'s extra inputs are not shipped). MBPP+: the 378 EvalPlus problems,
 base inputs and plus inputs; `pass@1` is MBPP+ (base AND plus), `base_pass_at_k` the base tests only.
 For pass@k with k > 1 set `--config.sampling.n=20 --config.sampling.temperature=0.8 --config.ks=1,5,10,20`.
 
@@ -22,15 +22,12 @@ Config args (`--config=configs/code_eval.py:<benchmark>[,smoke]`):
                            16 new tokens: plumbing check in well under a minute; expect pass@1 = 0.
 """
 
-import os
-
 import ml_collections
 
-_DATA = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data"))
-DATA_FILES = {
-    "humaneval": os.path.join(_DATA, "humaneval", "HumanEval.jsonl.gz"),
-    "mbpp_plus": os.path.join(_DATA, "mbpp", "MbppPlus.jsonl"),
-}
+from gasp_jax import profiling
+from gasp_jax.data import paths
+
+DATA_FILES = {"humaneval": paths.HUMANEVAL, "mbpp_plus": paths.MBPP_PLUS}  # shipped (gasp_jax/data/files)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -46,7 +43,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.benchmark = benchmark  # "humaneval" | "mbpp_plus"
 
     config.data = ml_collections.ConfigDict()
-    config.data.path = DATA_FILES[benchmark]
+    config.data.path = str(paths.data_file(DATA_FILES[benchmark]))
     config.data.problem_ids = ()  # restrict to these task ids (empty = all)
     config.data.max_problems = 0  # first N problems in file order; 0 = all
 
@@ -61,6 +58,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.init_seed = 0
 
     config.use_mesh = True
+    config.profile = profiling.default_config()  # trace sampler calls start_step.. (docs/profiling.md)
     config.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1))
 
     config.prompt = ml_collections.ConfigDict()

@@ -127,8 +127,9 @@ def log() -> ml_collections.ConfigDict:
 
 
 def rollout() -> ml_collections.ConfigDict:
-    """The sampler's weight layout: "tensor_only" (replicated over data/fsdp), "trainer", or a table."""
-    return ml_collections.ConfigDict(dict(rules="tensor_only"))
+    """The sampler's weight layout: "tensor_only" (replicated over data/fsdp), "trainer", or a table;
+    `dtype` of the rollout copy ("": the trainer's param dtype; "bfloat16": half the bytes of fp32)."""
+    return ml_collections.ConfigDict(dict(rules="tensor_only", dtype=""))
 
 
 def roles() -> ml_collections.ConfigDict:

@@ -21,15 +21,10 @@ Config args (`--config=configs/lcb_eval.py:<arg>`):
           shipped public-test sample, n=2: checks the plumbing in about a minute on CPU; expect pass@1 = 0.
 """
 
-import os
-
 import ml_collections
 
-# The shipped public-test sample (../shared/data next to the repo); pass real release files instead.
-_SAMPLE = os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "livecodebench", "problems",
-    "lcb_release_v5_880_public.jsonl",
-)
+from gasp_jax import profiling
+from gasp_jax.data import paths
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -37,9 +32,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.job = "lcb_eval"
 
     config.data = ml_collections.ConfigDict()
-    # LCB JSONL/JSON files, or a directory holding test.jsonl ... test6.jsonl.
-    config.data.sources = (os.path.normpath(_SAMPLE),)
-    config.data.release = ""  # with a directory source: "release_v5", "v4_v5", ... ("" = all present)
+    # LCB JSONL/JSON files, or a directory holding test.jsonl ... test6.jsonl. Default: the shipped
+    # release_v5 problems (public tests only); hub=True reads the full release (private tests too).
+    config.data.sources = (str(paths.data_file(paths.LCB_PUBLIC_V5)),)
+    config.data.hub = False  # read `hub_repo` through `datasets` (needs internet once; then the datasets cache)
+    config.data.hub_repo = "livecodebench/code_generation_lite"  # or a local directory with its files
+    config.data.release = ""  # a directory's release: "release_v5", "v4_v5", ... ("" = all present); with hub:
+    # the version_tag (default release_v5)
     config.data.loader = "stream"  # or "datasets" (load_dataset("json", data_files=...))
     config.data.start = "2024-08-01"  # half-open window [start, end) on contest_date
     config.data.end = "2025-02-01"
@@ -58,6 +57,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.init_seed = 0
 
     config.use_mesh = True  # shard the model and sampler over all devices (config.mesh)
+    config.profile = profiling.default_config()  # trace sampler calls start_step.. (docs/profiling.md)
     config.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1))
 
     config.prompt = ml_collections.ConfigDict()

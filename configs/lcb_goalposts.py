@@ -23,15 +23,9 @@ GASP found 146 goalposts among 601 problems with Qwen2.5-Coder-7B RLVR runs.
           check; expect all 3 as goalposts (random weights solve nothing).
 """
 
-import os
-
 import ml_collections
 
-# The shipped public-test sample (../shared/data next to the repo); pass real release files instead.
-_SAMPLE = os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "livecodebench", "problems",
-    "lcb_release_v5_880_public.jsonl",
-)
+from gasp_jax.data import paths
 
 
 def _checkpoint_slot(name: str = "") -> ml_collections.ConfigDict:
@@ -50,20 +44,24 @@ def _checkpoint_slot(name: str = "") -> ml_collections.ConfigDict:
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     smoke = arg == "smoke"
-    paths: list[str] = []
+    checkpoint_paths: list[str] = []
     if smoke:
         slots = 2
     elif arg and not arg.isdigit():
-        paths = [p for p in arg.split(",") if p]
-        slots = len(paths)
+        checkpoint_paths = [p for p in arg.split(",") if p]
+        slots = len(checkpoint_paths)
     else:
         slots = int(arg or 1)
     config = ml_collections.ConfigDict()
     config.job = "lcb_goalposts"
 
     config.data = ml_collections.ConfigDict()
-    config.data.sources = (os.path.normpath(_SAMPLE),)
-    config.data.release = ""
+    # LCB JSONL/JSON files, or a directory holding test.jsonl ... test6.jsonl. Default: the shipped
+    # release_v5 problems (public tests only); hub=True reads the full release (private tests too).
+    config.data.sources = (str(paths.data_file(paths.LCB_PUBLIC_V5)),)
+    config.data.hub = False  # read `hub_repo` through `datasets` (needs internet once; then the datasets cache)
+    config.data.hub_repo = "livecodebench/code_generation_lite"  # or a local directory with its files
+    config.data.release = ""  # a directory's release ("" = all present); with hub: the version_tag (default release_v5)
     config.data.loader = "stream"
     config.data.start = ""  # half-open window [start, end) on contest_date
     config.data.end = "2024-08-01"
@@ -72,7 +70,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.max_private_mb = 512
 
     config.checkpoints = [_checkpoint_slot() for _ in range(slots)]
-    for slot, path in zip(config.checkpoints, paths):
+    for slot, path in zip(config.checkpoints, checkpoint_paths):
         slot.hf_path = path
     config.use_mesh = True
     config.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1))

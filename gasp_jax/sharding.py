@@ -334,20 +334,32 @@ def estimate_memory(
     sample_rows: int,
     cache_length: int,
     rollout_rules: Rules | None = None,
+    rollout_dtype: Any = None,
+    rollout_copies: int = 1,
     optimizer_states: int = 2,
 ) -> dict[str, int]:
-    """Bytes per device of one RL iteration on this mesh (an estimate: XLA's temporaries are not modelled).
+    """Bytes per device of one RL iteration on this mesh (the hand model; `gasp_jax.aot` has XLA's).
 
-    params + grads + optimizer (AdamW: 2 states shaped like the params) + the rollout copy of the params
-    when the rollout rules differ + the sampler's KV cache + training activations under full remat
-    (each layer's input saved, one layer's working set and one log-prob chunk live at a time).
+    Resident: params + optimizer (AdamW: 2 states shaped like the params). The update adds fp32
+    gradients and the activations of one micro-batch: under full remat each layer's input saved plus one
+    layer's working set (MLP and projections, its attention scores `[rows, heads, T, T]` in fp32 + the
+    probabilities + their fp32 gradient) and one log-prob chunk; without remat every layer's working set. The rollout adds the copy of the params in the sampler's layout and
+    `rollout_dtype` (`rollout_copies` of them: the continuous engine also splits the layers) and the KV
+    cache of `sample_rows` rows of `cache_length` slots (the engine's slots). The rollout copy is dropped
+    before the update, so `total` = resident + the larger of the two phases.
     """
     c = model_config
     mesh_shape = dict(mesh_shape)
-    params = sum(p.bytes_per_device for p in param_placements(boxed_abstract, mesh_shape, rules))
-    out = {"params": params, "grads": params, "optimizer": optimizer_states * params}
-    if rollout_rules is not None and tuple(rollout_rules) != tuple(rules):
-        out["rollout_params"] = sum(p.bytes_per_device for p in param_placements(boxed_abstract, mesh_shape, rollout_rules))
+    placements = param_placements(boxed_abstract, mesh_shape, rules)
+    params = sum(p.bytes_per_device for p in placements)
+    grads = sum(p.bytes_per_device * 4 // p.dtype.itemsize for p in placements)  # accumulated in fp32
+    out = {"params": params, "grads": grads, "optimizer": optimizer_states * params}
+    rollout = placements if rollout_rules is None else param_placements(boxed_abstract, mesh_shape, rollout_rules)
+    itemsize = np.dtype(rollout_dtype).itemsize if rollout_dtype else None
+    copied = (rollout_rules is not None and tuple(rollout_rules) != tuple(rules)) or (
+        itemsize is not None and any(p.dtype.itemsize != itemsize for p in rollout))
+    out["rollout_params"] = rollout_copies * sum(
+        p.bytes_per_device * (itemsize or p.dtype.itemsize) // p.dtype.itemsize for p in rollout) if copied else 0
     act_bytes = np.dtype(jax.numpy.dtype(c.dtype)).itemsize
     cache_shape = (c.num_layers, sample_rows, cache_length, c.num_kv_heads, c.head_dim)
     cache_spec = logical_to_mesh_spec(
@@ -360,9 +372,16 @@ def estimate_memory(
     batch_shards = _spec_shards(P(act_spec[0]), mesh_shape)
     local_rows = -(-rows // batch_shards)
     tensor = mesh_shape.get("tensor", 1)
+    heads = -(-c.num_heads // tensor) if c.num_kv_heads % tensor == 0 else c.num_heads
     saved = c.num_layers * local_rows * train_length * c.hidden_size * act_bytes
     layer = local_rows * train_length * (4 * c.hidden_size + 3 * c.intermediate_size // tensor) * 4
+    attention = local_rows * heads * train_length * train_length * (4 + act_bytes + 4)
     head = local_rows * min(logprob_chunk, train_length) * (c.vocab_size // tensor) * 4 * 2
-    out["activations"] = saved + layer + head
-    out["total"] = sum(out.values())
+    if getattr(c, "remat_policy", "full") in ("full", "save_attn_out"):
+        out["activations"] = saved + layer + attention + head
+    else:  # without full remat the backward pass keeps every layer's working set
+        out["activations"] = c.num_layers * (layer + attention) + saved + head
+    update = out["grads"] + out["activations"]
+    sampling = out["rollout_params"] + out["kv_cache"]
+    out["total"] = params + out["optimizer"] + max(update, sampling)
     return out

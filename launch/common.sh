@@ -63,6 +63,14 @@ gasp_plan() {
   fi
   local py="${GASP_PLAN_PYTHON:-python3}"
   [ -x "$GASP_ROOT/.venv/bin/python" ] && py="$GASP_ROOT/.venv/bin/python"
+  # TPU targets: XLA compiles every program of one iteration for the topology when libtpu is installed
+  # (pip install -e .[tpu]; minutes for a 7B preset); GASP_PLAN_COMPILE=0 keeps the hand estimate only.
+  case " ${plan_args[*]} " in
+    *" --accelerator="*)
+      if [ "${GASP_PLAN_COMPILE:-1}" = "1" ] && "$py" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('libtpu') is None)" 2>/dev/null; then
+        plan_args+=(--compile)
+      fi ;;
+  esac
   gasp_show "$py" -m gasp_jax.plan "${plan_args[@]}" "${config_args[@]}"
   if [ "${GASP_SKIP_PLAN:-0}" = "1" ]; then
     echo "# plan: skipped (GASP_SKIP_PLAN=1)"

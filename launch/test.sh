@@ -4,7 +4,8 @@
 # (everything: bash launch/test.sh -m "")
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-source "$ROOT/launch/env.sh" test
+# tpu: libtpu, so the ahead-of-time TPU compile tests (tests/test_plan_aot.py) run on this CPU machine.
+source "$ROOT/launch/env.sh" test,tpu
 cd "$ROOT"
 # Slow tests are deselected unless the arguments choose markers themselves (-m ...).
 MARKERS=(-m "not slow")

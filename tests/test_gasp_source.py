@@ -12,15 +12,14 @@ import numpy as np
 import pytest
 
 from gasp_jax import gasp
-from gasp_jax.evaluation.common import shared_data_dir
+from gasp_jax.data import paths
 from gasp_jax.sandbox import Limits, Sandbox
 from tests.test_sandbox_support import CAN_ISOLATE
 
 tasks = pytest.importorskip("gasp_jax.tasks")
 selfplay = pytest.importorskip("gasp_jax.selfplay")
 
-LCB_FILE = shared_data_dir() / "problems" / "lcb_release_v5_880_public.jsonl"
-pytestmark = pytest.mark.skipif(not LCB_FILE.exists(), reason="shared LCB sample data not present")
+LCB_FILE = paths.data_file(paths.LCB_PUBLIC_V5)
 GOALPOSTS = ("abc361_f", "3466")
 N = 8
 

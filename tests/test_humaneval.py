@@ -4,11 +4,10 @@ ones fail, MBPP+ base vs plus, EvalPlus's oracle, and the `code_eval` job end to
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 
+from gasp_jax.data import paths
 from gasp_jax.data.humaneval import load_humaneval
 from gasp_jax.data.livecodebench import LoadReport
 from gasp_jax.data.mbpp import call_arguments, load_mbpp_plus, rebuild_inputs
@@ -16,10 +15,8 @@ from gasp_jax.evaluation import code_eval
 from gasp_jax.evaluation import function_tests as ft
 from gasp_jax.evaluation.runner import SampleStore
 
-DATA = Path(os.environ.get("GASP_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-HUMANEVAL = DATA / "humaneval" / "HumanEval.jsonl.gz"
-MBPP_PLUS = DATA / "mbpp" / "MbppPlus.jsonl"
-pytestmark = pytest.mark.skipif(not HUMANEVAL.exists() or not MBPP_PLUS.exists(), reason=f"shared data not found at {DATA}")
+HUMANEVAL = paths.data_file(paths.HUMANEVAL)
+MBPP_PLUS = paths.data_file(paths.MBPP_PLUS)
 
 # MBPP+ tasks covering the special cases: set-equality (2), a Counter output (88), complex inputs (124),
 # not-None outputs (737), EvalPlus's second reading (581), tuple-of-tuples inputs (63), atol (82).

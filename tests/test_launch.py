@@ -114,8 +114,19 @@ def test_gpu_slurm_local_dry_runs():
 
 
 def test_plan_runs_before_launch_and_stops_a_job_that_cannot_fit():
+    # The hand estimate (GASP_PLAN_COMPILE=0): XLA's compile of a 7B iteration takes minutes.
     r = run_script("tpu_vm.sh", "--dry_run", "--name", "x", "--accelerator", "v4-8", "--", "--config=configs/azr.py:paper",
-                   "--workdir=/tmp/x", skip_plan=False)
+                   "--workdir=/tmp/x", skip_plan=False, env={"GASP_PLAN_COMPILE": "0"})
     assert r.returncode == 2
     assert "DOES NOT FIT" in r.stdout and "nothing was launched" in r.stderr
     assert not [c for c in commands(r.stdout) if c[0] == "gcloud"]  # stopped before creating anything
+
+
+def test_tpu_launchers_compile_the_iteration_when_libtpu_is_installed():
+    import importlib.util
+
+    r = run_script("tpu_vm.sh", "--dry_run", "--name", "x", "--accelerator", "v5p-8", "--", *JOB)
+    (plan,) = [shlex.split(line[2:]) for line in r.stdout.splitlines() if line.startswith("+ ") and "gasp_jax.plan" in line]
+    assert "--accelerator=v5p-8" in plan and ("--compile" in plan) == (importlib.util.find_spec("libtpu") is not None)
+    r = run_script("tpu_vm.sh", "--dry_run", "--name", "x", "--accelerator", "v5p-8", "--", *JOB, env={"GASP_PLAN_COMPILE": "0"})
+    assert "--compile" not in r.stdout

@@ -12,19 +12,17 @@ import pytest
 
 from gasp_jax.data import DataError, DateWindow, LoadReport, Test, decode_private_tests, load_problems
 from gasp_jax.data.livecodebench import iter_problems, load_problems_with_datasets, resolve_sources
-from gasp_jax.evaluation.common import shared_data_dir
+from gasp_jax.data import paths
 
-LCB = shared_data_dir()
-SAMPLE = LCB / "problems" / "lcb_release_v5_880_public.jsonl"
-ENCODED = LCB / "private_tests" / "lcb_1873_A_with_encoded_private.json"
-DECODED = LCB / "private_tests" / "lcb_1873_A_private_decoded.json"
+SAMPLE = paths.data_file(paths.LCB_PUBLIC_V5)
+ENCODED = paths.data_file(paths.LCB_ENCODED_PRIVATE)
+DECODED = paths.data_file(paths.LCB_DECODED_PRIVATE)
 CUT = "2024-08-01"
 
-pytestmark = pytest.mark.skipif(not SAMPLE.exists(), reason=f"shared LCB data not found at {LCB}")
 
 
 def _rows(path=SAMPLE):
-    with open(path) as f:
+    with paths.open_text(path) as f:
         return [json.loads(line) for line in f]
 
 
@@ -50,7 +48,7 @@ def test_real_sample_split_601_279():
     assert {p.id for p in pre}.isdisjoint({p.id for p in post})
     assert all(p.date < dt.datetime(2024, 8, 1) for p in pre)
     assert all(p.date >= dt.datetime(2024, 8, 1) for p in post)
-    qwq = {json.loads(line)["question_id"] for line in open(LCB / "problems" / "qwq_livecodebench_v5_2408_2502.jsonl")}
+    qwq = {json.loads(line)["question_id"] for line in paths.open_text(paths.data_file(paths.LCB_QWQ_WINDOW))}
     assert {p.id for p in post} == qwq
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from gasp_jax.evaluation import eval_job, goalposts
-from gasp_jax.evaluation.common import shared_data_dir
+from gasp_jax.data import paths
 from gasp_jax.evaluation.runner import SampleStore
 
-SAMPLE = shared_data_dir() / "problems" / "lcb_release_v5_880_public.jsonl"
+SAMPLE = paths.data_file(paths.LCB_PUBLIC_V5)
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -24,7 +24,6 @@ def load_config(name, arg=None):
 # LeetCode (functional) and AtCoder (stdin), on both sides of 2024-08-01.
 PROBLEMS = ("3676", "abc383_d", "3453", "abc333_a")
 
-pytestmark = pytest.mark.skipif(not SAMPLE.exists(), reason="shared LCB data not found")
 
 
 def test_eval_job_tiny_random_model(tmp_path):
@@ -88,7 +87,7 @@ def test_eval_job_real_sandbox_scores_official_solutions(tmp_path):
     pytest.importorskip("gasp_jax.sandbox").Sandbox
     official = {
         r["question_id"]: r
-        for r in json.loads((shared_data_dir() / "official_submissions" / "O1-Mini-2024-09-12_N1_codegeneration_1_0.2_eval_all.json").read_text())
+        for r in paths.read_json(paths.data_file(paths.LCB_O1_SUBMISSION))
     }
     # 2777 (functional) and abc301_a (stdin) pass officially; 1899_C fails officially (WA) on a public test.
     ids = ("2777", "abc301_a", "1899_C")

@@ -6,14 +6,12 @@ import json
 import pytest
 
 from gasp_jax.data import DataError, Test, load_problems
-from gasp_jax.evaluation.common import shared_data_dir
+from gasp_jax.data import paths
 from gasp_jax.evaluation.grading import LCB_CODES, SampleGrade, SandboxGrader, grade_from_verdict, lcb_code
 from gasp_jax.evaluation.official import compare, failed_on_public, load_official
 
-LCB = shared_data_dir()
-SAMPLE = LCB / "problems" / "lcb_release_v5_880_public.jsonl"
-O1 = LCB / "official_submissions" / "O1-Mini-2024-09-12_N1_codegeneration_1_0.2_eval_all.json"
-needs_data = pytest.mark.skipif(not (SAMPLE.exists() and O1.exists()), reason="shared LCB data not found")
+SAMPLE = paths.data_file(paths.LCB_PUBLIC_V5)
+O1 = paths.data_file(paths.LCB_O1_SUBMISSION)
 
 
 @dataclasses.dataclass
@@ -62,7 +60,6 @@ class ScriptedSandbox:
         return out
 
 
-@needs_data
 def test_sandbox_grader_batches_retries_and_isolates_data_errors():
     pytest.importorskip("gasp_jax.sandbox")
     problems = {p.id: p for p in load_problems(SAMPLE) if p.id in ("2777", "abc301_a", "abc301_b")}
@@ -84,7 +81,6 @@ def test_sandbox_grader_batches_retries_and_isolates_data_errors():
         grader(problems["abc301_a"], problems["abc301_a"].tests, ["d"])
 
 
-@needs_data
 def test_official_failures_located_on_public_tests():
     problems = {p.id: p for p in load_problems(SAMPLE)}
     samples = [s for s in load_official(O1) if s.question_id in problems]
@@ -152,7 +148,6 @@ def _grade_official(samples, problems, workers=2):
     return {key: r[0] for key, r in zip(order, results)}
 
 
-@needs_data
 def test_official_o1_mini_subset_every_official_pass_passes_ours():
     pytest.importorskip("gasp_jax.sandbox").Sandbox
     problems = {p.id: p for p in load_problems(SAMPLE)}
@@ -170,7 +165,6 @@ def test_official_o1_mini_subset_every_official_pass_passes_ours():
 
 
 @pytest.mark.slow
-@needs_data
 def test_official_o1_mini_all_880():
     pytest.importorskip("gasp_jax.sandbox").Sandbox
     problems = {p.id: p for p in load_problems(SAMPLE)}

@@ -7,15 +7,13 @@ from pathlib import Path
 import pytest
 
 from gasp_jax.evaluation import eval_job, goalposts
-from gasp_jax.evaluation.common import shared_data_dir
+from gasp_jax.data import paths
 from gasp_jax.evaluation.grading import SampleGrade
 from gasp_jax.evaluation.runner import SampleStore
 
-LCB = shared_data_dir()
-SAMPLE = LCB / "problems" / "lcb_release_v5_880_public.jsonl"
-ENCODED = LCB / "private_tests" / "lcb_1873_A_with_encoded_private.json"
+SAMPLE = paths.data_file(paths.LCB_PUBLIC_V5)
+ENCODED = paths.data_file(paths.LCB_ENCODED_PRIVATE)
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.skipif(not SAMPLE.exists(), reason="shared LCB data not found")
 
 IDS = ["2777", "abc301_a", "abc301_b", "2779", "abc302_a", "abc302_b"]
 
@@ -78,7 +76,7 @@ class IdTemplater:
 
 @pytest.fixture(scope="module")
 def statements():
-    rows = [json.loads(line) for line in open(SAMPLE)]
+    rows = [json.loads(line) for line in paths.open_text(SAMPLE)]
     return {r["question_content"]: r["question_id"] for r in rows if r["question_id"] in IDS + ["1873_A"]}
 
 
@@ -146,7 +144,7 @@ def test_eval_resumes_and_redoes_a_torn_record(tmp_path, statements):
 def test_eval_skips_bad_problems_with_reasons(tmp_path, statements):
     row = json.loads(ENCODED.read_text())[0]
     row["private_test_cases"] = row["private_test_cases"][:-12]  # corrupt the real blob
-    rows = [json.loads(line) for line in open(SAMPLE) if json.loads(line)["question_id"] in ("2777", "abc301_a")]
+    rows = [json.loads(line) for line in paths.open_text(SAMPLE) if json.loads(line)["question_id"] in ("2777", "abc301_a")]
     data = tmp_path / "data.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in [*rows, row]) + "{broken\n")
     cfg = eval_config(tmp_path, ids=(), sources=(str(data),))
@@ -211,7 +209,7 @@ def test_goalposts_need_n_at_least_k(tmp_path):
 
 
 def test_resume_refuses_other_test_data_and_datasets_loader_matches(tmp_path, statements):
-    rows = [json.loads(line) for line in open(SAMPLE) if json.loads(line)["question_id"] in IDS]
+    rows = [json.loads(line) for line in paths.open_text(SAMPLE) if json.loads(line)["question_id"] in IDS]
     public_only = tmp_path / "public.jsonl"
     public_only.write_text("".join(json.dumps(r) + "\n" for r in rows))
     tok = IdTemplater(statements)

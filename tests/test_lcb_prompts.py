@@ -8,13 +8,11 @@ from hypothesis import strategies as st
 
 from gasp_jax.data import load_problems
 from gasp_jax.evaluation import base_prompt, chat_messages, extract_code, load_few_shot, render_prompt
-from gasp_jax.evaluation.common import shared_data_dir
+from gasp_jax.data import paths
 
-LCB = shared_data_dir()
-SAMPLE = LCB / "problems" / "lcb_release_v5_880_public.jsonl"
-O1 = LCB / "official_submissions" / "O1-Mini-2024-09-12_N1_codegeneration_1_0.2_eval_all.json"
-QWEN = LCB / "generations_thirdparty" / "gu-ni_test6_Qwen2.5-Coder-Ins-7B_codegeneration_10_0.2_eval_all.json"
-needs_data = pytest.mark.skipif(not SAMPLE.exists(), reason="shared LCB data not found")
+SAMPLE = paths.data_file(paths.LCB_PUBLIC_V5)
+O1 = paths.data_file(paths.LCB_O1_SUBMISSION)
+QWEN = paths.data_file(paths.LCB_QWEN_SUBMISSION)
 
 SYSTEM = (
     "You are an expert Python programmer. You will be given a question (problem specification) and will "
@@ -27,7 +25,6 @@ def problems():
     return {p.id: p for p in load_problems(SAMPLE)}
 
 
-@needs_data
 def test_functional_prompt_exact(problems):
     p = problems["2777"]
     user = chat_messages(p)[1]["content"]
@@ -41,7 +38,6 @@ def test_functional_prompt_exact(problems):
     assert chat_messages(p)[0] == {"role": "system", "content": SYSTEM}
 
 
-@needs_data
 def test_stdin_prompt_exact(problems):
     p = problems["abc301_a"]
     (turn,) = chat_messages(p, system_role=False)
@@ -56,10 +52,9 @@ def test_stdin_prompt_exact(problems):
     )
 
 
-@needs_data
 def test_base_model_prompts(problems):
-    shots = load_few_shot(LCB / "few_shot")
-    raw = {k: json.loads((LCB / "few_shot" / f"{k}.json").read_text()) for k in ("func", "stdin")}
+    shots = load_few_shot(paths.few_shot_dir())
+    raw = {k: json.loads((paths.few_shot_dir() / f"{k}.json").read_text()) for k in ("func", "stdin")}
     p = problems["2777"]
     ex = raw["func"][0]
     assert base_prompt(p, shots) == (
@@ -82,7 +77,6 @@ class _Templater:
         return "".join(f"<{m['role']}>{m['content']}</{m['role']}>" for m in messages) + "<assistant>"
 
 
-@needs_data
 def test_render_chat_and_errors(problems):
     p = problems["abc301_a"]
     text = render_prompt(p, "chat", tokenizer=_Templater())
@@ -97,9 +91,7 @@ def test_render_chat_and_errors(problems):
 
 @pytest.mark.parametrize("path", [O1, QWEN], ids=["o1-mini", "qwen2.5-coder-7b"])
 def test_extraction_parity_with_official_code_lists(path):
-    if not path.exists():
-        pytest.skip("data not found")
-    rows = json.loads(path.read_text())
+    rows = paths.read_json(path)
     pairs = [(o, c) for r in rows for o, c in zip(r["output_list"], r["code_list"])]
     assert len(pairs) >= 880
     mismatches = [i for i, (o, c) in enumerate(pairs) if extract_code(o) != c]

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from gasp_jax import multihost
+from gasp_jax.data import paths
 from gasp_jax.evaluation import eval_job, goalposts
 from tests.test_lcb_jobs import IDS, SAMPLE, FakeGenerator, IdTemplater, eval_config, fake_grader, goal_config
 
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.skipif(not SAMPLE.exists(), reason="shared LCB data not found")
 
 PLAN = {"2777": 4, "abc301_a": 2, "abc301_b": 0, "2779": 1, "abc302_a": (1, 2), "abc302_b": 0}
 
@@ -21,10 +21,11 @@ _FAKE_WORKER = r"""
 import json, os, sys
 from gasp_jax import multihost
 multihost.maybe_initialize()
+from gasp_jax.data import paths
 from tests.test_lcb_jobs import SAMPLE, FakeGenerator, IdTemplater, eval_config, fake_grader, goal_config
 from gasp_jax.evaluation import eval_job, goalposts
 workdir, plan = sys.argv[1], json.loads(sys.argv[2])
-rows = [json.loads(l) for l in open(SAMPLE)]
+rows = [json.loads(l) for l in paths.open_text(SAMPLE)]
 statements = {r["question_content"]: r["question_id"] for r in rows}
 graded = []
 def grader(problem, tests, codes):
@@ -68,7 +69,7 @@ def test_lcb_jobs_shard_grading_and_write_once(tmp_path):
     # Each process graded a disjoint share (its half of each batch of 4 problems), together all of them.
     assert not set(r0["graded"][:3]) & set(r1["graded"][:3]) and sorted(r0["graded"][:3] + r1["graded"][:3]) == sorted(IDS)
     # Same report on both processes, equal to one process's; resume and the settings check agree too.
-    rows = [json.loads(l) for l in open(SAMPLE)]
+    rows = [json.loads(l) for l in paths.open_text(SAMPLE)]
     tok = IdTemplater({r["question_content"]: r["question_id"] for r in rows})
     one = eval_job.run(eval_config(None), str(tmp_path / "one"), generate_fn=FakeGenerator(PLAN), tokenizer=tok, grader=fake_grader)
     assert _drop_timing(r0["report"]) == _drop_timing(r1["report"]) == json.loads(json.dumps(_drop_timing(one)))

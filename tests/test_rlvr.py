@@ -8,15 +8,14 @@ import jax
 import numpy as np
 import pytest
 
-from gasp_jax.evaluation.common import shared_data_dir
+from gasp_jax.data import paths
 from gasp_jax.sandbox import Limits, Sandbox
 from tests.test_sandbox_support import CAN_ISOLATE
 
 selfplay = pytest.importorskip("gasp_jax.selfplay")
 
-LCB_FILE = shared_data_dir() / "problems" / "lcb_release_v5_880_public.jsonl"
-OFFICIAL = shared_data_dir() / "official_submissions" / "O1-Mini-2024-09-12_N1_codegeneration_1_0.2_eval_all.json"
-pytestmark = pytest.mark.skipif(not OFFICIAL.exists(), reason="shared LCB data not present")
+LCB_FILE = paths.data_file(paths.LCB_PUBLIC_V5)
+OFFICIAL = paths.data_file(paths.LCB_O1_SUBMISSION)
 # Official O1-Mini passes: a LeetCode (functional) and an AtCoder (stdin) problem, both before 2024-08-01.
 PROBLEMS = ("2777", "abc301_a")
 
@@ -29,7 +28,7 @@ def sb():
 
 @pytest.fixture(scope="module")
 def official():
-    return {r["question_id"]: r for r in json.loads(OFFICIAL.read_text())}
+    return {r["question_id"]: r for r in paths.read_json(OFFICIAL)}
 
 
 def _run_config(**lcb):

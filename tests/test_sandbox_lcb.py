@@ -4,20 +4,17 @@ grader on the public tests (a deterministic subset by default, all 880 problems 
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 
 import pytest
 
+from gasp_jax.data import paths
 from gasp_jax.sandbox import Limits, Sandbox, Status, TestCase
 from tests.test_sandbox_support import CAN_ISOLATE
 
-DATA = "/work/shared/data/livecodebench"
-OFFICIAL = f"{DATA}/official_submissions/O1-Mini-2024-09-12_N1_codegeneration_1_0.2_eval_all.json"
-PROBLEMS = f"{DATA}/problems/lcb_release_v5_880_public.jsonl"
-PRIVATE_1873A = f"{DATA}/private_tests/lcb_1873_A_private_decoded.json"
-
-pytestmark = pytest.mark.skipif(not os.path.exists(OFFICIAL), reason=f"shared LCB data not found at {DATA}")
+OFFICIAL = paths.data_file(paths.LCB_O1_SUBMISSION)
+PROBLEMS = paths.data_file(paths.LCB_PUBLIC_V5)
+PRIVATE_1873A = paths.data_file(paths.LCB_DECODED_PRIVATE)
 
 # LCB's default timeout, judged on CPU time; a generous wall-clock backstop so that a heavily
 # loaded test machine cannot turn a slow official pass into a wall-clock TLE.
@@ -26,20 +23,19 @@ LCB_LIMITS = Limits(cpu_s=6.0, wall_s=60.0)
 
 def _samples() -> list[dict]:
     problems = {}
-    with open(PROBLEMS) as fh:
+    with paths.open_text(PROBLEMS) as fh:
         for line in fh:
             row = json.loads(line)
             problems[row["question_id"]] = row
     out = []
-    with open(OFFICIAL) as fh:
-        for row in json.load(fh):
-            p = problems[row["question_id"]]
-            if not p["public_test_cases"]:
-                continue  # abc350_c: no public tests in the shipped data
-            tests = [TestCase(t["input"], t["output"]) for t in json.loads(p["public_test_cases"])]
-            out.append({"id": row["question_id"], "code": row["code_list"][0], "tests": tests,
-                        "fn_name": json.loads(p["metadata"]).get("func_name"),
-                        "official_pass": bool(row["graded_list"][0])})
+    for row in paths.read_json(OFFICIAL):
+        p = problems[row["question_id"]]
+        if not p["public_test_cases"]:
+            continue  # abc350_c: no public tests in the shipped data
+        tests = [TestCase(t["input"], t["output"]) for t in json.loads(p["public_test_cases"])]
+        out.append({"id": row["question_id"], "code": row["code_list"][0], "tests": tests,
+                    "fn_name": json.loads(p["metadata"]).get("func_name"),
+                    "official_pass": bool(row["graded_list"][0])})
     return out
 
 

@@ -6,22 +6,18 @@ from __future__ import annotations
 import ast
 import json
 import math
-import os
 from collections import Counter, OrderedDict, defaultdict, namedtuple
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gasp_jax import tasks
+from gasp_jax.data import paths
 from gasp_jax.tasks import child
 from gasp_jax.tasks.plain import parse_reply, values_equal
 from gasp_jax.tokenizer import build_byte_tokenizer
 
-SEED_DIR = Path(os.environ.get("GASP_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "azr_seed"
-needs_seeds = pytest.mark.skipif(not SEED_DIR.is_dir() and os.environ.get("GASP_REQUIRE_DATA") != "1",
-                                 reason="shared AZR seed data not present")
 
 IO_REC = {"snippet": "def f(a, b):\n    return a * b", "input": "'ab', 2", "output": "'abab'", "imports": []}
 IND_REC = {"snippet": "def f(x):\n    return x + 1", "inputs": [str(i) for i in range(6)],
@@ -32,16 +28,16 @@ IND_REC = {"snippet": "def f(x):\n    return x + 1", "inputs": [str(i) for i in 
 # records
 # ----------------------------------------------------------------------------------------------
 
-@needs_seeds
 def test_every_shipped_seed_row_loads():
-    files = sorted(SEED_DIR.glob("*.jsonl"))
+    files = paths.azr_seed_files()
     assert len(files) == 14
     n = 0
     for path in files:
         recs = tasks.load_seed_file(path)
         kinds = {tasks.record_kinds(r) for r in recs}
-        assert kinds == ({("induction",)} if "code_f" in path.name else {("deduction", "abduction")})
-        assert all(r["id"].startswith(path.name + ":") and r["origin"] == f"seed:{path.name}" for r in recs)
+        name = paths.stem(path)  # ids and origins name the upstream file, not its compressed copy
+        assert kinds == ({("induction",)} if "code_f" in name else {("deduction", "abduction")})
+        assert all(r["id"].startswith(name + ":") and r["origin"] == f"seed:{name}" for r in recs)
         assert len({r["id"] for r in recs}) == len(recs)
         n += len(recs)
     assert n == 3200
@@ -202,12 +198,11 @@ def _statements(src: str) -> list[str]:
     return sorted(ast.dump(node) for node in ast.parse(src).body)
 
 
-@needs_seeds
 @pytest.mark.parametrize("template", tasks.TEMPLATES)
 def test_gold_responses_parse_back(template):
     tok = build_byte_tokenizer()
-    io = tasks.load_seed_file(SEED_DIR / "7b_coder_seed_io.jsonl")[:40]
-    ind = tasks.load_seed_file(SEED_DIR / "7b_coder_code_f_seed_io.jsonl")[:20]
+    io = tasks.load_seed_file(paths.azr_seed_file("7b_coder_seed_io.jsonl"))[:40]
+    ind = tasks.load_seed_file(paths.azr_seed_file("7b_coder_code_f_seed_io.jsonl"))[:20]
     for chat in (False, True):
         for rec in io:
             for kind in ("deduction", "abduction"):

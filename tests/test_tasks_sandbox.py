@@ -4,20 +4,17 @@ hostile answers and programs, determinism across processes and workers, the ship
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gasp_jax import tasks
+from gasp_jax.data import paths
 from gasp_jax.sandbox import Limits, Sandbox
 from gasp_jax.tasks import JudgeConfig, ParsedProposal, ValidationConfig
 from tests.test_sandbox_support import CAN_ISOLATE, HostSnapshot, assert_host_clean
 
-SEED_DIR = Path(os.environ.get("GASP_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "azr_seed"
-needs_seeds = pytest.mark.skipif(not SEED_DIR.is_dir() and os.environ.get("GASP_REQUIRE_DATA") != "1",
-                                 reason="shared AZR seed data not present")
 
 FAST = Limits(cpu_s=1.0, wall_s=3.0, memory_bytes=1 << 30, stdout_bytes=1 << 20)
 VCFG = ValidationConfig(limits=FAST)
@@ -306,9 +303,8 @@ def _check_seed_rows(sb, records):
     return results
 
 
-@needs_seeds
 def test_sampled_seed_rows_validate_and_reproduce(sb):
-    files = sorted(SEED_DIR.glob("*.jsonl"))
+    files = paths.azr_seed_files()
     sample = []
     for k, path in enumerate(files):
         recs = tasks.load_seed_file(path)
@@ -318,9 +314,8 @@ def test_sampled_seed_rows_validate_and_reproduce(sb):
 
 
 @pytest.mark.slow
-@needs_seeds
 def test_every_seed_row_validates_or_is_rejected_for_a_documented_reason(sb):
-    records = tasks.load_seed_files(sorted(SEED_DIR.glob("*.jsonl")))
+    records = tasks.load_seed_files(paths.azr_seed_files())
     results = _check_seed_rows(sb, records)
     assert sum(v.ok for v in results) >= 0.96 * len(records)
 

@@ -21,15 +21,13 @@ import time
 from typing import Any
 
 from gasp_jax.data.livecodebench import LoadReport, load_problems
-from gasp_jax.evaluation.common import open_sandbox, shared_data_dir, write_json
+from gasp_jax.data import paths
+from gasp_jax.evaluation.common import open_sandbox, write_json
 from gasp_jax.evaluation.grading import SampleGrade, SandboxGrader
 from gasp_jax.evaluation.official import compare, load_official
 
 log = logging.getLogger("gasp_jax.benchmarks.lcb_grading")
 
-LCB = shared_data_dir()
-DEFAULT_OFFICIAL = LCB / "official_submissions" / "O1-Mini-2024-09-12_N1_codegeneration_1_0.2_eval_all.json"
-DEFAULT_PROBLEMS = LCB / "problems" / "lcb_release_v5_880_public.jsonl"
 
 
 def machine() -> str:
@@ -116,15 +114,17 @@ def summary(r: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--official", default=str(DEFAULT_OFFICIAL))
-    ap.add_argument("--problems", default=str(DEFAULT_PROBLEMS))
+    ap.add_argument("--official", default="", help="an eval_all file (default: the shipped O1-Mini submission)")
+    ap.add_argument("--problems", default="", help="LCB problems (default: the shipped release_v5 public tests)")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--limit", type=int, default=0, help="grade only the first N official samples")
     ap.add_argument("--chunk", type=int, default=64, help="problems per grade_many call")
     ap.add_argument("--out", default="", help="write the full JSON report here")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname).1s %(name)s] %(message)s", stream=sys.stdout)
-    result = grade_official(args.official, args.problems, workers=args.workers, limit=args.limit, chunk=args.chunk)
+    official = args.official or str(paths.data_file(paths.LCB_O1_SUBMISSION))
+    problems = args.problems or str(paths.data_file(paths.LCB_PUBLIC_V5))
+    result = grade_official(official, problems, workers=args.workers, limit=args.limit, chunk=args.chunk)
     print(summary(result))
     if args.out:
         write_json(args.out, result)

@@ -34,10 +34,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence
 
+from gasp_jax.data import paths
 from gasp_jax.sandbox import Limits, Sandbox, TestCase
 from gasp_jax.sandbox.pool import default_python, site_package_dirs
 
-DATA = "/work/shared/data"
 HEADER_MODULES = ("string", "re", "datetime", "collections", "heapq", "bisect", "copy", "math", "random",
                   "statistics", "itertools", "functools", "operator", "io", "sys", "json", "builtins", "typing")
 LCB_HEADER = "".join(f"from {m} import *\n" for m in HEADER_MODULES) + "".join(
@@ -58,13 +58,13 @@ def azr_programs(n: int, seed: int = 0) -> tuple[list[tuple[str, list[str]]], li
     rng = random.Random(seed)
     ded, ind = [], []
     for name in ("7b_seed_io.jsonl", "14b_coder_seed_io.jsonl"):
-        with open(f"{DATA}/azr_seed/{name}") as fh:
+        with paths.open_text(paths.azr_seed_file(name)) as fh:
             for line in fh:
                 r = json.loads(line)
                 code = "\n".join(r.get("imports") or []) + "\n" + r["snippet"]
                 ded.append((code, [r["input"], r["input"]]))
     for name in ("7b_code_f_seed_io.jsonl", "14b_coder_code_f_seed_io.jsonl"):
-        with open(f"{DATA}/azr_seed/{name}") as fh:
+        with paths.open_text(paths.azr_seed_file(name)) as fh:
             for line in fh:
                 r = json.loads(line)
                 code = "\n".join(r.get("imports") or []) + "\n" + r["snippet"]
@@ -77,13 +77,11 @@ def azr_programs(n: int, seed: int = 0) -> tuple[list[tuple[str, list[str]]], li
 def lcb_problems(n: int, seed: int = 0) -> list[tuple[str, list[TestCase], str | None]]:
     """Officially passing O1-Mini samples with their public tests cycled to 10 tests."""
     problems = {}
-    with open(f"{DATA}/livecodebench/problems/lcb_release_v5_880_public.jsonl") as fh:
+    with paths.open_text(paths.data_file(paths.LCB_PUBLIC_V5)) as fh:
         for line in fh:
             row = json.loads(line)
             problems[row["question_id"]] = row
-    with open(f"{DATA}/livecodebench/official_submissions/"
-              "O1-Mini-2024-09-12_N1_codegeneration_1_0.2_eval_all.json") as fh:
-        official = json.load(fh)
+    official = paths.read_json(paths.data_file(paths.LCB_O1_SUBMISSION))
     out = []
     for row in official:
         p = problems[row["question_id"]]

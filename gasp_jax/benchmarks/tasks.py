@@ -28,7 +28,7 @@ from typing import Any
 
 from gasp_jax import tasks
 from gasp_jax.benchmarks.sandbox import CpuMeter, baseline_exec, run_parallel
-from gasp_jax.evaluation.common import shared_data_dir
+from gasp_jax.data import paths
 from gasp_jax.sandbox import Limits, Sandbox
 from gasp_jax.tasks.execution import WRAPPER, dict_order_free
 from gasp_jax.tasks.plain import NotPlain, decode, encoded_json, parse_reply, values_equal
@@ -39,10 +39,9 @@ BASELINE_SCRIPT = WRAPPER + "\nimport sys\nprint(__gasp_run__(sys.stdin.read()))
 
 
 def load_workload(n_io: int, n_induction: int, seed: int) -> list[tuple[str, dict]]:
-    root = shared_data_dir().parent / "azr_seed"
     rng = random.Random(seed)
-    io = [r for f in IO_FILES for r in tasks.load_seed_file(root / f)]
-    ind = [r for f in INDUCTION_FILES for r in tasks.load_seed_file(root / f)]
+    io = [r for f in IO_FILES for r in tasks.load_seed_file(paths.azr_seed_file(f))]
+    ind = [r for f in INDUCTION_FILES for r in tasks.load_seed_file(paths.azr_seed_file(f))]
     rng.shuffle(io)
     rng.shuffle(ind)
     kinds = [("deduction", "abduction")[k % 2] for k in range(n_io)]

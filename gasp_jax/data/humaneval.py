@@ -10,7 +10,6 @@ reported in a :class:`~gasp_jax.data.livecodebench.LoadReport` and skipped, neve
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import json
 import os
 from pathlib import Path
@@ -18,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gasp_jax.data.livecodebench import DataError, LoadReport
+from gasp_jax.data.paths import open_text
 
 FIELDS = ("task_id", "prompt", "entry_point", "canonical_solution", "test")
 
@@ -53,14 +53,6 @@ def problem_from_row(row: Any) -> HumanEvalProblem:
     if "def check(" not in row["test"]:
         raise DataError("test defines no check(candidate)")
     return HumanEvalProblem(row["task_id"], row["prompt"], row["entry_point"], row["canonical_solution"], row["test"])
-
-
-def open_text(path: str | os.PathLike):
-    """A text handle on a ``.jsonl`` or ``.jsonl.gz`` file."""
-    path = Path(path)
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
 
 
 def load_humaneval(path: str | os.PathLike, *, report: LoadReport | None = None) -> list[HumanEvalProblem]:

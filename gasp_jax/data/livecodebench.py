@@ -22,6 +22,7 @@ import base64
 import binascii
 import dataclasses
 import datetime as dt
+import gzip
 import io
 import json
 import logging
@@ -31,6 +32,8 @@ import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
+
+from gasp_jax.data import paths
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +71,11 @@ RELEASES: dict[str, tuple[str, ...]] = {
 }
 
 DEFAULT_MAX_PRIVATE_BYTES = 512 * 1024 * 1024  # decompressed size cap for one problem's private tests
+
+# GASP's split (the paper's): goalposts and RLVR training before it, evaluation on and after it.
+LCB_CUTOFF = "2024-08-01"
+HUB_DATASET = "livecodebench/code_generation_lite"
+DEFAULT_HUB_RELEASE = "release_v5"
 
 
 class DataError(ValueError):
@@ -438,32 +446,37 @@ def iter_rows(path: str | os.PathLike) -> Iterator[tuple[int, int, Any]]:
     """Yield ``(line_no, byte_offset, row_or_exception)`` for a JSONL file or a JSON-list file.
 
     JSONL is streamed line by line; a ``.json`` file holding one list is parsed whole (only small
-    files are shipped that way). Unparseable lines are yielded as the exception, not raised.
+    files are shipped that way). Unparseable lines are yielded as the exception, not raised. A
+    ``.gz`` file is read decompressed; its offsets are -1 (rows keep their private blobs inline:
+    seeking in a gzip stream means decompressing up to the offset).
     """
     path = Path(path)
-    if path.suffix == ".json":
-        with open(path, encoding="utf-8") as f:
-            rows = json.load(f)
+    if paths.stem(path).endswith(".json"):
+        rows = paths.read_json(path)
         if isinstance(rows, dict):
             rows = [rows]
         for i, row in enumerate(rows):
             yield i + 1, -1, row
         return
-    with open(path, "rb") as f:
-        line_no = 0
-        while True:
-            offset = f.tell()
-            line = f.readline()
-            if not line:
-                break
-            line_no += 1
-            if not line.strip():
-                continue
-            try:
-                yield line_no, offset, json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                yield line_no, offset, DataError(f"line is not valid JSON: {e}")
-
+    compressed = path.suffix == ".gz"
+    try:
+        with (gzip.open(path, "rb") if compressed else open(path, "rb")) as f:
+            line_no = 0
+            while True:
+                offset = -1 if compressed else f.tell()
+                line = f.readline()
+                if not line:
+                    break
+                line_no += 1
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                    row = DataError(f"line is not valid JSON: {e}")
+                yield line_no, offset, row
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise DataError(f"{path}: the compressed file is truncated or corrupt ({e}); copy it again") from None
 
 def _row_id(row: Any, where: str) -> str:
     if isinstance(row, Mapping) and isinstance(row.get("question_id"), str) and row["question_id"]:
@@ -555,6 +568,50 @@ def load_problems_with_datasets(
     import datasets  # local import: optional path
 
     ds = datasets.load_dataset("json", data_files=data_files, split="train", cache_dir=cache_dir)
+    return _problems_from_dataset(ds, window=window, report=report, max_private_bytes=max_private_bytes)
+
+
+class HubUnavailableError(paths.DataUnavailableError):
+    """The LCB release could not be read from the Hugging Face Hub (offline, unknown repo, no access)."""
+
+
+def hub_data_files(version_tag: str = DEFAULT_HUB_RELEASE, repo: str = HUB_DATASET) -> list[str]:
+    """The files of LCB release ``version_tag`` in ``repo``: ``hf://`` paths of a Hub dataset, or the
+    files of a local directory with the Hub repository's layout (a mirror; tests)."""
+    if version_tag not in RELEASES:
+        raise ValueError(f"unknown LCB version_tag {version_tag!r}; known: {sorted(RELEASES)}")
+    if os.path.isdir(repo):
+        return [os.path.join(repo, name) for name in RELEASES[version_tag]]
+    return [f"hf://datasets/{repo}/{name}" for name in RELEASES[version_tag]]
+
+
+def load_problems_from_hub(
+    version_tag: str = DEFAULT_HUB_RELEASE,
+    *,
+    repo: str = HUB_DATASET,
+    window: DateWindow | None = None,
+    report: LoadReport | None = None,
+    max_private_bytes: int = DEFAULT_MAX_PRIVATE_BYTES,
+    cache_dir: str | None = None,
+) -> list[Problem]:
+    """The full LCB release (private tests included) through ``datasets.load_dataset``, downloaded once
+    into the ``datasets`` cache. The Hub repository's loading script is refused by ``datasets>=4``, so
+    its release files are read with the JSON builder; rows are validated as in :func:`load_problems`.
+    ``HubUnavailableError`` when the files cannot be fetched (offline, no such repository)."""
+    import datasets  # local import: optional path
+
+    files = hub_data_files(version_tag, repo)
+    try:
+        ds = datasets.load_dataset("json", data_files=files, split="train", cache_dir=cache_dir)
+    except Exception as e:  # network / hub / filesystem errors come in many types (httpx, hf_hub, OSError)
+        reason = (str(e).strip().splitlines() or [""])[0][:200]
+        raise HubUnavailableError(f"cannot read {repo} ({version_tag}) through datasets: {type(e).__name__}: {reason}") from e
+    return _problems_from_dataset(ds, window=window, report=report, max_private_bytes=max_private_bytes)
+
+
+def _problems_from_dataset(
+    ds: Any, *, window: DateWindow | None, report: LoadReport | None, max_private_bytes: int
+) -> list[Problem]:
     report = report if report is not None else LoadReport()
     seen: set[str] = set()
     out: list[Problem] = []

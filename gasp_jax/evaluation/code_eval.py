@@ -27,7 +27,7 @@ from gasp_jax.data.humaneval import load_humaneval
 from gasp_jax.data.livecodebench import LoadReport
 from gasp_jax.data.mbpp import load_mbpp_plus
 from gasp_jax.evaluation import function_tests as ft
-from gasp_jax.evaluation.common import config_to_dict, open_sandbox, write_json
+from gasp_jax.evaluation.common import config_to_dict, open_sandbox, sandbox_limits, write_json
 from gasp_jax.evaluation.eval_job import usable_ks
 from gasp_jax.evaluation.pass_at_k import pass_at_k_table
 from gasp_jax.evaluation.runner import GenerateFn, ProblemRecord, SampleStore, sample_and_grade
@@ -144,13 +144,8 @@ def run(config: Any, workdir: str, *, generate_fn: GenerateFn | None = None, tok
         generate_fn, tokenizer = build_generate_fn(config.model, config.sampling, mesh=mesh_for(config))
     store = SampleStore(workdir_path)
     done = store.open(fingerprint(config), overwrite=bool(config.get("overwrite", False)), keep_samples=0)
-    limits_cfg = dict(config.sandbox.get("limits", {}) or {})
+    limits = sandbox_limits(config.sandbox.get("limits", {}) or {})
     with _sandbox(config, sandbox) as sb:
-        limits = None
-        if limits_cfg:
-            from gasp_jax.sandbox import Limits
-
-            limits = Limits(**limits_cfg)
         expected = None
         if benchmark == "mbpp_plus":
             expected = ft.expected_outputs_cached(workdir_path / "mbpp_plus_expected.json", sb, problems, limits=limits)

@@ -6,16 +6,22 @@ import contextlib
 import json
 import logging
 import os
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from gasp_jax.data import paths
 from gasp_jax.data.livecodebench import (
+    DEFAULT_HUB_RELEASE,
     DEFAULT_MAX_PRIVATE_BYTES,
+    HUB_DATASET,
     DateWindow,
+    HubUnavailableError,
     LoadReport,
     Problem,
     load_problems,
+    load_problems_from_hub,
     load_problems_with_datasets,
     resolve_sources,
 )
@@ -24,29 +30,29 @@ from gasp_jax.evaluation.prompts import load_few_shot, render_prompt
 log = logging.getLogger(__name__)
 
 
-def shared_data_dir() -> Path:
-    """The project's shared LCB sample data (``$GASP_SHARED_DATA`` or ``<repo>/../shared/data``)."""
-    root = os.environ.get("GASP_SHARED_DATA")
-    if root:
-        return Path(root) / "livecodebench"
-    return Path(__file__).resolve().parents[3] / "shared" / "data" / "livecodebench"
-
-
-def load_config_problems(data_cfg: Any) -> tuple[list[Problem], LoadReport, DateWindow]:
-    """Problems selected by ``config.data`` (sources, release, window, ids, max_problems)."""
+def load_config_problems(data_cfg: Any, *, where: str = "config.data") -> tuple[list[Problem], LoadReport, DateWindow]:
+    """Problems selected by an LCB data block (``where`` names it in errors): ``sources`` (files or a
+    release directory, default the shipped public-test problems) or, with ``hub=True``, the release
+    ``release`` (default release_v5) of ``hub_repo`` through ``datasets``; then window, ids, max_problems."""
     window = DateWindow.of(data_cfg.get("start") or None, data_cfg.get("end") or None)
     report = LoadReport()
-    sources = data_cfg.sources
-    if isinstance(sources, str):
-        sources = [sources]
-    if not sources:
-        raise ValueError("config.data.sources is empty: give LCB JSONL files or a release directory")
     max_bytes = int(data_cfg.get("max_private_mb", 0) * 1024 * 1024) or DEFAULT_MAX_PRIVATE_BYTES
-    if data_cfg.get("loader", "stream") == "datasets":
-        files = [str(f) for f in resolve_sources(sources, data_cfg.get("release") or None)]
-        problems = load_problems_with_datasets(files, window=window, report=report, max_private_bytes=max_bytes)
+    if data_cfg.get("hub", False):
+        tag = data_cfg.get("release") or DEFAULT_HUB_RELEASE
+        try:
+            problems = load_problems_from_hub(tag, repo=data_cfg.get("hub_repo") or HUB_DATASET, window=window,
+                                              report=report, max_private_bytes=max_bytes)
+        except HubUnavailableError as e:
+            raise HubUnavailableError(f"{where}.hub=True: {e}; connect to the internet (or fill the datasets cache), "
+                                      f"or pass --{where}.hub=False to read local files") from None
     else:
-        problems = load_problems(sources, window=window, release=data_cfg.get("release") or None, report=report, max_private_bytes=max_bytes)
+        sources = _sources(data_cfg, where)
+        if data_cfg.get("loader", "stream") == "datasets":
+            files = [str(f) for f in resolve_sources(sources, data_cfg.get("release") or None)]
+            problems = load_problems_with_datasets(files, window=window, report=report, max_private_bytes=max_bytes)
+        else:
+            problems = load_problems(sources, window=window, release=data_cfg.get("release") or None, report=report,
+                                     max_private_bytes=max_bytes)
     ids = tuple(data_cfg.get("problem_ids", ()) or ())
     if ids:
         wanted = set(ids)
@@ -66,20 +72,29 @@ def load_config_problems(data_cfg: Any) -> tuple[list[Problem], LoadReport, Date
     return problems, report, window
 
 
-def data_identity(data_cfg: Any) -> list[list[Any]]:
-    """(file name, size) of every data file: part of a run's fingerprint, so samples graded on one
-    copy of the tests (e.g. the public-only sample) are never silently reused with another."""
+def _sources(data_cfg: Any, where: str) -> list[str]:
     sources = data_cfg.sources
     if isinstance(sources, str):
         sources = [sources]
-    return [[f.name, f.stat().st_size] for f in resolve_sources(sources, data_cfg.get("release") or None)]
+    if not sources:
+        raise ValueError(f"{where}.sources is empty: give LCB JSONL files or a release directory (or {where}.hub=True)")
+    return list(sources)
+
+
+def data_identity(data_cfg: Any) -> list[list[Any]]:
+    """(file name, size) of every data file: part of a run's fingerprint, so samples graded on one
+    copy of the tests (e.g. the public-only sample) are never silently reused with another."""
+    if data_cfg.get("hub", False):
+        return [["hub", data_cfg.get("hub_repo") or HUB_DATASET, data_cfg.get("release") or DEFAULT_HUB_RELEASE]]
+    files = resolve_sources(_sources(data_cfg, "config.data"), data_cfg.get("release") or None)
+    return [[paths.stem(f), f.stat().st_size] for f in files]
 
 
 def make_prompt_fn(prompt_cfg: Any, tokenizer: Any) -> Callable[[Problem], str]:
     style = prompt_cfg.get("style", "chat")
     few_shot = None
     if style == "base":
-        few_shot = load_few_shot(prompt_cfg.get("few_shot_dir") or shared_data_dir() / "few_shot")
+        few_shot = load_few_shot(prompt_cfg.get("few_shot_dir") or paths.few_shot_dir())
     return lambda problem: render_prompt(problem, style, tokenizer=tokenizer, few_shot=few_shot)
 
 
@@ -89,19 +104,36 @@ def open_sandbox(sandbox_cfg: Any) -> Iterator[Any]:
     from gasp_jax.sandbox import Sandbox
 
     workers = int(sandbox_cfg.get("workers", 0) or 0) or (os.cpu_count() or 1)
-    limits = dict(sandbox_cfg.get("limits", {}) or {})
     kwargs: dict[str, Any] = {"workers": workers}
-    if limits:
-        kwargs["limits"] = _sandbox_limits(limits)
+    limits = sandbox_limits(sandbox_cfg.get("limits", {}) or {})
+    if limits is not None:
+        kwargs["limits"] = limits
     with Sandbox(**kwargs) as sb:
         yield sb
 
 
-def _sandbox_limits(limits: Mapping[str, Any]) -> Any:
-    from gasp_jax import sandbox
+def sandbox_limits(limits_cfg: Mapping[str, Any]) -> Any:
+    """``gasp_jax.sandbox.Limits`` from an evaluation config's ``sandbox.limits`` block (``None`` when
+    empty). Memory is ``memory_mb`` as everywhere in the configs; the old ``memory_bytes`` key (non-zero)
+    still works, with a deprecation warning, and may not be combined with ``memory_mb``."""
+    from gasp_jax.sandbox import Limits
 
-    limits_cls = getattr(sandbox, "Limits", None)
-    return limits_cls(**limits) if limits_cls is not None else dict(limits)
+    fields = dict(limits_cfg)
+    if not fields:
+        return None
+    memory_mb = fields.pop("memory_mb", 0)
+    memory_bytes = fields.pop("memory_bytes", 0)
+    if memory_bytes:
+        warnings.warn("sandbox.limits.memory_bytes is deprecated: use sandbox.limits.memory_mb", DeprecationWarning,
+                      stacklevel=2)
+        log.warning("sandbox.limits.memory_bytes is deprecated: use sandbox.limits.memory_mb")
+        if memory_mb and int(memory_mb) << 20 != int(memory_bytes):
+            raise ValueError(f"sandbox.limits: memory_mb={memory_mb} and the deprecated memory_bytes={memory_bytes} "
+                             "disagree: set only memory_mb")
+        fields["memory_bytes"] = int(memory_bytes)
+    elif memory_mb:
+        fields["memory_bytes"] = int(memory_mb) << 20
+    return Limits(**fields)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from gasp_jax.data import paths
 from gasp_jax.data.livecodebench import Problem
 from gasp_jax.evaluation.grading import SampleGrade
 
@@ -38,8 +39,7 @@ class OfficialSample:
 
 def load_official(path: str | os.PathLike) -> list[OfficialSample]:
     """All samples of an ``eval_all`` file, in file order."""
-    with open(path, encoding="utf-8") as f:
-        rows = json.load(f)
+    rows = paths.read_json(path)
     out = []
     for row in rows:
         metas = row.get("metadata") or [None] * len(row["code_list"])

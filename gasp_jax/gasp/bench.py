@@ -107,9 +107,9 @@ def pass_rate_cost(*, steps: int = 3, lemmas: int = 8, n: int = 4, solve_batch: 
 
     import jax
 
-    from configs import common
     from configs import gasp as gasp_config
     from gasp_jax import models, tasks
+    from gasp_jax.data import paths
     from gasp_jax.gasp.source import GaspSource
     from gasp_jax.sandbox import Sandbox
     from gasp_jax.selfplay.policy import SamplerPolicy, ScriptedPolicy
@@ -123,8 +123,8 @@ def pass_rate_cost(*, steps: int = 3, lemmas: int = 8, n: int = 4, solve_batch: 
     g.lemmas_per_step, g.learnability_samples, g.solve_batch, g.lift_from = lemmas, n, solve_batch, "valid"
     # The student batch is back-filled from the seed tasks (a random student accepts nothing).
     g.seed_from_warmstart, g.seed_file, g.seed_max_snippet_chars, g.eval.every = False, "", 200, 0
-    g.seed_file = common.azr_seed_file("7b_coder_code_f_seed_io.jsonl")
-    seeds = [r for r in tasks.load_seed_file(common.azr_seed_file("7b_coder_code_f_seed_io.jsonl"))
+    g.seed_file = str(paths.azr_seed_file("7b_coder_code_f_seed_io.jsonl"))
+    seeds = [r for r in tasks.load_seed_file(g.seed_file)
              if len(r["snippet"]) <= 200 and len(r["inputs"]) >= int(g.num_inputs)]
     answers = iter([tasks.format_proposal("induction", dict(r, inputs=r["inputs"][: int(g.num_inputs)],
                                                             outputs=r["outputs"][: int(g.num_inputs)]),

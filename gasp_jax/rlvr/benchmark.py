@@ -29,7 +29,7 @@ def grading(problems: int, samples: int, steps: int, workers: int, exclude: tupl
     import jax
 
     from configs import rlvr as rlvr_configs
-    from gasp_jax.evaluation.common import shared_data_dir
+    from gasp_jax.data import paths
     from gasp_jax.evaluation.grading import SandboxGrader
     from gasp_jax.rlvr.source import LcbSource
     from gasp_jax.sandbox import Limits, Sandbox
@@ -37,8 +37,7 @@ def grading(problems: int, samples: int, steps: int, workers: int, exclude: tupl
     from gasp_jax.selfplay.types import RolloutContext, Timers
     from gasp_jax.tokenizer import build_byte_tokenizer
 
-    official_path = shared_data_dir() / "official_submissions" / "O1-Mini-2024-09-12_N1_codegeneration_1_0.2_eval_all.json"
-    official = {r["question_id"]: r["code_list"][0] for r in json.loads(official_path.read_text())}
+    official = {r["question_id"]: r["code_list"][0] for r in paths.read_json(paths.data_file(paths.LCB_O1_SUBMISSION))}
     config = rlvr_configs.tiny()
     config.init.warmstart.enabled = False
     config.sampling.max_cache_length = 0  # scripted answers: no KV cache bound on the prompts

@@ -3,8 +3,10 @@
 Rollout layout: the sampler runs the model under its own sharding rules (`rollout_rules`; default: the
 trainer's rules with every weight axis mapped to `tensor` only, so weights are replicated over
 `data`/`fsdp` and a decode step never all-gathers a weight). The trainer reshards its params into that
-layout once per iteration, device to device (`reshard_for_rollout`); when the layouts coincide the
-reshard is a no-op and the sampler reads the trainer's arrays.
+layout once per iteration, device to device (`reshard_for_rollout`), optionally as a copy in
+`rollout.dtype` (bf16: half the bytes of fp32 master weights, the same decode numerics since every
+weight is cast to the compute dtype anyway); when layout and dtype coincide the reshard is a no-op and
+the sampler reads the trainer's arrays.
 """
 
 from __future__ import annotations
@@ -55,11 +57,36 @@ def rollout_model(model, rules: shd.Rules):
     return model.clone(rules=shd.rules_from_config(rules))
 
 
-def reshard_for_rollout(params, sampler_model):
-    """Device-to-device copy of the trainer's params into the sampler's layout (a no-op when equal)."""
+_RESHARD_PROGRAMS: dict[tuple, Any] = {}
+
+
+def reshard_program(sampler_model, dtype: str | None = None):
+    """The jitted trainer-params -> rollout-params copy: each weight cast to `dtype` (None: kept) and
+    laid out in the sampler's shardings, device to device. One program per (model, mesh, rules, dtype);
+    `gasp_jax.aot` compiles this same function ahead of time."""
+    key = (sampler_model.config, sampler_model.mesh, tuple(sampler_model.rules), dtype)
+    if key not in _RESHARD_PROGRAMS:
+        cast = (lambda p: jax.tree.map(lambda x: x.astype(dtype), p)) if dtype else (lambda p: p)
+        _RESHARD_PROGRAMS[key] = jax.jit(cast, out_shardings=models.param_shardings(sampler_model))
+    return _RESHARD_PROGRAMS[key]
+
+
+def rollout_in_place(params, sampler_model, dtype: str | None = None) -> bool:
+    """True when `params` (arrays, or `ShapeDtypeStruct`s with shardings) already are the rollout
+    params: every leaf in `dtype` (None: any) and in the sampler's sharding. The reshard is then skipped."""
+    target = jax.tree.leaves(models.param_shardings(sampler_model))
+    return all((not dtype or np.dtype(x.dtype) == np.dtype(dtype)) and x.sharding.is_equivalent_to(t, len(x.shape))
+               for x, t in zip(jax.tree.leaves(params), target))
+
+
+def reshard_for_rollout(params, sampler_model, dtype: str | None = None):
+    """The trainer's params in the sampler's layout (and `rollout.dtype`, e.g. a bf16 copy): a no-op
+    when both already match, else one device-to-device program (`reshard_program`)."""
     if sampler_model.mesh is None:
+        return jax.tree.map(lambda x: x.astype(dtype), params) if dtype else params
+    if rollout_in_place(params, sampler_model, dtype):
         return params
-    return jax.device_put(params, models.param_shardings(sampler_model))
+    return reshard_program(sampler_model, dtype)(params)
 
 
 def _completions(out: sampling.SampleOutput, prompt_ids: list[list[int]], num_samples: int, tokenizer,

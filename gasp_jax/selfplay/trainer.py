@@ -259,7 +259,8 @@ class Run:
     def set_rollout_params(self, states: Mapping[str, rl.TrainState] | None) -> None:
         for slot in self.slots.values():
             slot.policy.set_params(None if states is None else
-                                   reshard_for_rollout(states[slot.name].params, slot.sampler_model))
+                                   reshard_for_rollout(states[slot.name].params, slot.sampler_model,
+                                                       self.config.rollout.get("dtype") or None))
 
     def policies_ready(self) -> bool:
         return all(slot.policy.params is not None for slot in self.slots.values())

@@ -19,6 +19,8 @@ import json
 import os
 from typing import Any, Iterable, Sequence
 
+from gasp_jax.data import paths as data_paths
+
 KINDS = ("deduction", "abduction", "induction")
 IO_KINDS = ("deduction", "abduction")
 META_FIELDS = ("id", "origin", "step", "parent_ids")
@@ -145,10 +147,10 @@ def load_seed_file(path: str | os.PathLike, *, origin: str | None = None) -> lis
     induction rows) as normalized records with ids ``<file>:<line>``; ``TaskFormatError`` naming
     ``path:line`` and the reason for the first row that is not a valid record."""
     path = os.fspath(path)
-    base = os.path.basename(path)
+    base = data_paths.stem(path)  # ids name the file as upstream does, compressed or not
     origin = origin or f"seed:{base}"
     out = []
-    with open(path, encoding="utf-8") as fh:
+    with data_paths.open_text(path) as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
