@@ -142,11 +142,11 @@ def runtime() -> ml_collections.ConfigDict:
 
 
 def warmstart(enabled: bool) -> ml_collections.ConfigDict:
-    """The supervised warm start block (gasp_jax/jobs/warmstart.py): a cached SFT checkpoint that
+    """The supervised warm start block (gasp_jax/warmstart/): a cached SFT checkpoint that
     replaces `model.hf_path` when enabled."""
-    from gasp_jax.jobs import warmstart as warmstart_job
+    from gasp_jax import warmstart as warmstart_lib
 
-    block = warmstart_job.default_config()
+    block = warmstart_lib.default_config()
     block.enabled = enabled
     return block
 

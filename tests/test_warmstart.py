@@ -12,7 +12,7 @@ import optax
 import pytest
 
 from gasp_jax import models, rl, sampling, sharding, tasks
-from gasp_jax.jobs import warmstart
+from gasp_jax import warmstart
 from gasp_jax.rl import sft
 
 CFG = models.get_preset("tiny", vocab_size=48)
@@ -258,7 +258,7 @@ def test_ensure_warmstart_trains_once_then_reuses_the_cache(trained, monkeypatch
     def no_training(*a, **k):
         raise AssertionError("trained again although the cache holds this key")
 
-    monkeypatch.setattr(warmstart, "_train_and_save", no_training)
+    monkeypatch.setattr("gasp_jax.warmstart.training._train_and_save", no_training)
     assert warmstart.ensure_warmstart(ml_collections.ConfigDict(ws.to_dict())) == path
     changed = ml_collections.ConfigDict(ws.to_dict())
     changed.steps = 79

@@ -21,6 +21,7 @@ compact shapes (``#lemma <axis> <N>`` + the statement; ``#lift <axis> <N>`` + th
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -56,6 +57,44 @@ def check_template(template: str) -> str:
     if template not in TEMPLATES:
         raise ValueError(f"unknown prompt template {template!r}; expected one of {TEMPLATES}")
     return template
+
+
+def default_banned_modules() -> tuple[str, ...]:
+    """The modules sandbox validation rejects: what a full prompt lists as not allowed."""
+    from gasp_jax.sandbox.policy import DEFAULT_BANNED_MODULES
+
+    return tuple(sorted(DEFAULT_BANNED_MODULES))
+
+
+@dataclasses.dataclass(frozen=True)
+class TeacherPrompts:
+    """The one builder of the teacher's lemma and lift prompts as the model sees them (body + wrapper).
+
+    `GaspSource` and the warm start's GASP rows both build their prompts here, so the rows a model is
+    warm-started on and the prompts it answers in self-play are the same text.
+    """
+
+    num_inputs: int
+    template: str = "full"
+    chat: bool = False
+    max_statement_chars: int = 0
+    lift_shown_pairs: int = 5
+    banned_modules: tuple[str, ...] = dataclasses.field(default_factory=default_banned_modules)
+
+    def __post_init__(self):
+        check_template(self.template)
+        if int(self.num_inputs) < 1:
+            raise ValueError(f"TeacherPrompts.num_inputs must be >= 1, got {self.num_inputs}")
+
+    def lemma(self, statement: str, axis: str, tokenizer: Any = None) -> str:
+        body = lemma_prompt(statement, axis, num_inputs=int(self.num_inputs), banned_modules=self.banned_modules,
+                            template=self.template, max_statement_chars=int(self.max_statement_chars))
+        return wrap_prompt(body, template=self.template, chat=self.chat, tokenizer=tokenizer)
+
+    def lift(self, lemma: Mapping[str, Any], axis: str, tokenizer: Any = None) -> str:
+        body = lift_prompt(lemma, axis, num_inputs=int(self.num_inputs), banned_modules=self.banned_modules,
+                           template=self.template, shown_pairs=int(self.lift_shown_pairs))
+        return wrap_prompt(body, template=self.template, chat=self.chat, tokenizer=tokenizer)
 
 
 def wrap_prompt(body: str, *, template: str = "full", chat: bool = False, tokenizer: Any = None) -> str:

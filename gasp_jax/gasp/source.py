@@ -186,9 +186,9 @@ class GaspSource:
         prompts_block = run_config.get("prompts", {})
         self.template = gasp_prompts.check_template(str(prompts_block.get("template", "full")))
         self.chat = bool(prompts_block.get("chat", False))
-        from gasp_jax.sandbox.policy import DEFAULT_BANNED_MODULES
-
-        self.banned = tuple(sorted(DEFAULT_BANNED_MODULES))  # what validation enforces, shown in full prompts
+        self.prompts = gasp_prompts.TeacherPrompts(
+            num_inputs=int(c.num_inputs), template=self.template, chat=self.chat,
+            max_statement_chars=int(c.prompt.max_statement_chars), lift_shown_pairs=int(c.prompt.lift_shown_pairs))
         _choice(f"sources.{name}.eval.prompt_style", c.eval.prompt_style, periodic.PROMPT_STYLES)
         self.goalpost_eval = periodic.GoalpostEvaluation(periodic.GoalpostSettings(
             num_samples=int(c.eval.num_samples), ks=tuple(int(k) for k in _csv(c.eval.ks)),
@@ -264,7 +264,7 @@ class GaspSource:
 
         limit = int(self.config.seed_max_snippet_chars)
         if self.config.seed_from_warmstart:
-            from gasp_jax.jobs import warmstart
+            from gasp_jax import warmstart
 
             rows, origin = warmstart.seed_tasks(self.run_config.init.warmstart.data).train["induction"], "the warm start"
         else:
@@ -329,20 +329,10 @@ class GaspSource:
     # ------------------------------------------------------------------------------------------ prompts
 
     def lemma_prompt(self, goalpost: Goalpost, axis: str) -> str:
-        c = self.config
-        body = gasp_prompts.lemma_prompt(goalpost.statement, axis, num_inputs=int(c.num_inputs),
-                                         banned_modules=self.banned, template=self.template,
-                                         max_statement_chars=int(c.prompt.max_statement_chars))
-        return self._wrap(body)
+        return self.prompts.lemma(goalpost.statement, axis, self._tokenizer)
 
     def lift_prompt(self, lemma: dict, axis: str) -> str:
-        c = self.config
-        body = gasp_prompts.lift_prompt(lemma, axis, num_inputs=int(c.num_inputs), banned_modules=self.banned,
-                                        template=self.template, shown_pairs=int(c.prompt.lift_shown_pairs))
-        return self._wrap(body)
-
-    def _wrap(self, body: str) -> str:
-        return gasp_prompts.wrap_prompt(body, template=self.template, chat=self.chat, tokenizer=self._tokenizer)
+        return self.prompts.lift(lemma, axis, self._tokenizer)
 
     # --------------------------------------------------------------------------------------- one stage
 

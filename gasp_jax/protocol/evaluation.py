@@ -50,7 +50,7 @@ def base_checkpoint(plan: Plan) -> str:
     """The base model's HF directory (with base.warmstart: the cached warm start, trained if missing)."""
     if plan.base_hf_path:
         return plan.base_hf_path
-    from gasp_jax.jobs import warmstart
+    from gasp_jax import warmstart
 
     return warmstart.ensure_warmstart(plan.warmstart)
 

@@ -86,7 +86,7 @@ class SelfPlaySource:
         from gasp_jax import tasks
 
         if self.config.get("seed_from_warmstart", False):
-            from gasp_jax.jobs import warmstart
+            from gasp_jax import warmstart
 
             seeds = warmstart.seed_tasks(self.run_config.init.warmstart.data).train
             for kind in KINDS:

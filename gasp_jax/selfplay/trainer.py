@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from gasp_jax import models, multihost, rl, runtime
+from gasp_jax import models, multihost, rl, runtime, warmstart
 from gasp_jax import profiling
 from gasp_jax import sharding as shd
 from gasp_jax.checkpoint import Checkpointer
@@ -60,7 +60,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         sources = sources_lib.build_sources(config)  # sources validate their own blocks here
     except (ValueError, FileNotFoundError) as e:
         raise ConfigError(f"config: {e}") from None
-    run = setup(config, workdir)
+    run = setup(config, workdir, base_path=base_checkpoint(config))
     hooks = build_hooks(config, workdir)
     states, start, base_key = restore_or_init(run, sources, hooks)
     writer = MetricWriter(os.path.join(workdir, "tb"))
@@ -290,15 +290,18 @@ class Run:
                 "sources": {n: str(b.type) for n, b in self.config.sources.items()}}
 
 
-def model_config_and_tokenizer(config) -> tuple[models.ModelConfig, str, Any]:
-    """(ModelConfig, HF directory or "", tokenizer) without loading any weight. With the warm start on,
-    its cached HF directory (trained first if missing) is the model."""
-    mc = config.model
-    hf_path = mc.hf_path
+def base_checkpoint(config) -> str:
+    """The HF directory a run starts from: with `init.warmstart.enabled`, the cached warm start (trained
+    first when missing); else `model.hf_path` ("": a random init of `model.preset`)."""
     if config.init.get("warmstart", {}).get("enabled", False):
-        from gasp_jax.jobs import warmstart
+        return warmstart.ensure_warmstart(config.init.warmstart)
+    return str(config.model.hf_path)
 
-        hf_path = warmstart.ensure_warmstart(config.init.warmstart)
+
+def model_config_and_tokenizer(config, hf_path: str) -> tuple[models.ModelConfig, str, Any]:
+    """(ModelConfig, HF directory or "", tokenizer) of the checkpoint at `hf_path` ("": `model.preset`
+    with the byte tokenizer), without loading any weight."""
+    mc = config.model
     overrides = dict(dtype=mc.dtype, param_dtype=mc.get("param_dtype") or mc.dtype,
                      remat_policy=mc.get("remat_policy", "none"))
     if hf_path:
@@ -335,10 +338,17 @@ def slot_meshes(config, mesh) -> dict[str, Any]:
             "student": shd.make_mesh(shape, devices=list(devices[half:]))}
 
 
-def setup(config, workdir: str) -> Run:
+def setup(config, workdir: str, *, base_path: str | None = None) -> Run:
+    """Models, samplers, update steps and the checkpointer of a run starting from `base_path` (the
+    `base_checkpoint(config)` the caller resolved; None: `model.hf_path`, only when no warm start is on)."""
+    if base_path is None:
+        if config.init.get("warmstart", {}).get("enabled", False):
+            raise ConfigError("config: init.warmstart.enabled needs the warm-start checkpoint: "
+                              "call setup(config, workdir, base_path=base_checkpoint(config))")
+        base_path = str(config.model.hf_path)
     mesh = runtime.mesh_from_config(config)
     rules = runtime.rules_from_config(config)
-    model_config, hf_path, tokenizer = model_config_and_tokenizer(config)
+    model_config, hf_path, tokenizer = model_config_and_tokenizer(config, base_path)
     rl_config = config.rl.copy_and_resolve_references()
     if rl_config.optimizer.schedule == "warmup_cosine" and not rl_config.optimizer.total_steps:
         rl_config.optimizer.total_steps = int(config.steps)
@@ -563,7 +573,7 @@ def export_policy(config, workdir: str, out_dir: str, *, step: int | None = None
     """Writes the `role` model ("student" / "teacher"; the shared one when there is one) of checkpoint
     `step` (latest by default) in `workdir` as a HF directory with its tokenizer; returns `out_dir`."""
     check_config(config)
-    run = setup(config, workdir)
+    run = setup(config, workdir, base_path=base_checkpoint(config))
     ckpt = run.checkpointer
     step = ckpt.latest_step() if step is None else step
     if step is None:
