@@ -20,7 +20,7 @@ Presets (`--config=configs/warmstart.py:PRESET`):
 
 import ml_collections
 
-from gasp_jax.jobs import warmstart
+from gasp_jax import warmstart
 
 PRESETS = ("default", "quick")
 

@@ -207,7 +207,7 @@ PRESETS: dict[str, ModelConfig] = {
         num_heads=4, num_kv_heads=2, head_dim=16, qkv_bias=True, tie_word_embeddings=True,
         max_position_embeddings=2048,
     ),
-    # The supervised warm start's model for the tiny self-play presets (gasp_jax/jobs/warmstart.py): big
+    # The supervised warm start's model for the tiny self-play presets (gasp_jax/warmstart/): big
     # enough to learn the compact task formats and a few dozen short seed tasks in a CPU minute or two.
     "warmstart_tiny": ModelConfig(
         model_type="qwen2", vocab_size=260, hidden_size=96, intermediate_size=256, num_layers=3,
