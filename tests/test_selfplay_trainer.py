@@ -202,6 +202,31 @@ def test_separate_teacher_and_student_on_disjoint_devices(tmp_path):
     run.checkpointer.close()
 
 
+@pytest.mark.slow  # GASP through the trainer: sampler, sandbox, mini-batched updates, two goalpost evaluations
+def test_gasp_evaluates_after_each_update_and_trains_in_mini_batches(tmp_path):
+    from configs import gasp as gasp_config
+
+    c = gasp_config.get_config("tiny")
+    c.init.warmstart.enabled = False  # a random-init tiny model: garbage lemmas, the pipeline still runs
+    c.model.preset = "tiny"
+    c.steps = 2
+    c.sampling.max_new_tokens = 16
+    c.sources.gasp.update(lemmas_per_step=4, learnability_samples=2, solve_batch=4)
+    c.sources.gasp.eval.update(every=1, num_samples=1, ks="1", max_new_tokens=8)
+    c.sandbox.allow_unsafe = not CAN_ISOLATE
+    c.rl.logprob_chunk_size = 64
+    c.rl.ppo_mini_batch_size = 4
+    summary = trainer.train(c, str(tmp_path))
+    assert summary["final_step"] == 2
+    rows = [json.loads(line) for line in open(tmp_path / "tb" / "metrics.jsonl")]
+    for row in rows:  # the goalposts-solved evaluation ran after each update, with its running union
+        assert row["gasp/goalposts/solved_union"] >= row["gasp/goalposts/solved_count"] >= 0
+        assert row["policy/rl/optimizer_steps"] == -(-row["episodes"] // 4)  # 4-row mini-batches
+    for step in (1, 2):
+        report = json.loads((tmp_path / "goalposts_eval" / f"step_{step:06d}.json").read_text())
+        assert report["step"] == step and set(report["solved"]) <= set(report["solved_union"])
+
+
 # ----------------------------------------------------------------------------------------- bad configs
 
 
