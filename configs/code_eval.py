@@ -81,7 +81,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.sandbox.infra_retries = 1
     config.sandbox.limits = ml_collections.ConfigDict()  # per call (one process per input)
     config.sandbox.limits.cpu_s = 4.0
-    config.sandbox.limits.memory_bytes = 2 << 30
+    config.sandbox.limits.memory_mb = 2048  # RLIMIT_AS per process
+    config.sandbox.limits.memory_bytes = 0  # deprecated (memory_mb); non-zero still applies, with a warning
 
     config.ks = (1,)
     config.step = 0

@@ -83,7 +83,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.sandbox.infra_retries = 1
     config.sandbox.limits = ml_collections.ConfigDict()  # gasp_jax.sandbox.Limits fields
     config.sandbox.limits.cpu_s = 6.0  # LCB's per-test timeout (judged on CPU time)
-    config.sandbox.limits.memory_bytes = 2 << 30
+    config.sandbox.limits.memory_mb = 2048  # RLIMIT_AS per process
+    config.sandbox.limits.memory_bytes = 0  # deprecated (memory_mb); non-zero still applies, with a warning
 
     config.ks = (1, 5, 10, 20)
     config.step = 0  # TensorBoard step (e.g. the checkpoint's training step)

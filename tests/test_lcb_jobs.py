@@ -252,3 +252,19 @@ def dataclasses_replace(obj, **changes):
     import dataclasses
 
     return dataclasses.replace(obj, **changes)
+
+
+def test_sandbox_limits_take_memory_mb_and_the_deprecated_memory_bytes():
+    from gasp_jax.evaluation.common import limit_fields, sandbox_limits
+
+    assert sandbox_limits({"cpu_s": 6.0, "memory_mb": 2048, "memory_bytes": 0}).memory_bytes == 2 << 30
+    with pytest.warns(DeprecationWarning, match="memory_mb"):
+        assert sandbox_limits({"cpu_s": 6.0, "memory_mb": 0, "memory_bytes": 1 << 30}).memory_bytes == 1 << 30
+    with pytest.raises(ValueError, match="disagree: set only memory_mb"):
+        limit_fields({"memory_mb": 2048, "memory_bytes": 1 << 30})
+    # Samples of a run made with the old key resume under the new one: the fingerprint is the same.
+    assert limit_fields({"cpu_s": 6.0, "memory_mb": 2048, "memory_bytes": 0}) == {"cpu_s": 6.0, "memory_bytes": 2 << 30}
+    assert sandbox_limits({}) is None
+    for name in ("lcb_eval", "lcb_goalposts", "code_eval"):
+        limits = load_config(name, "smoke").sandbox.limits
+        assert limits.memory_mb == 2048 and sandbox_limits(limits).memory_bytes == 2 << 30

@@ -27,7 +27,7 @@ from gasp_jax.data.humaneval import load_humaneval
 from gasp_jax.data.livecodebench import LoadReport
 from gasp_jax.data.mbpp import load_mbpp_plus
 from gasp_jax.evaluation import function_tests as ft
-from gasp_jax.evaluation.common import config_to_dict, open_sandbox, sandbox_limits, write_json
+from gasp_jax.evaluation.common import config_to_dict, limit_fields, open_sandbox, sandbox_limits, write_json
 from gasp_jax.evaluation.eval_job import usable_ks
 from gasp_jax.evaluation.pass_at_k import pass_at_k_table
 from gasp_jax.evaluation.runner import GenerateFn, ProblemRecord, SampleStore, sample_and_grade
@@ -67,7 +67,7 @@ def fingerprint(config: Any) -> dict[str, Any]:
         "model": config_to_dict(config.model),
         "prompt": config_to_dict(config.prompt),
         "sampling": {k: v for k, v in config_to_dict(config.sampling).items() if k not in ("batch_problems", "max_rows")},
-        "sandbox_limits": config_to_dict(config.sandbox).get("limits", {}),
+        "sandbox_limits": limit_fields(config_to_dict(config.sandbox).get("limits", {})),
         "data_file": [path.name, path.stat().st_size],
     }
 

@@ -115,25 +115,29 @@ def open_sandbox(sandbox_cfg: Any) -> Iterator[Any]:
 def sandbox_limits(limits_cfg: Mapping[str, Any]) -> Any:
     """``gasp_jax.sandbox.Limits`` from an evaluation config's ``sandbox.limits`` block (``None`` when
     empty). Memory is ``memory_mb`` as everywhere in the configs; the old ``memory_bytes`` key (non-zero)
-    still works, with a deprecation warning, and may not be combined with ``memory_mb``."""
+    still works, with a deprecation warning, and may not disagree with ``memory_mb``."""
     from gasp_jax.sandbox import Limits
 
-    fields = dict(limits_cfg)
-    if not fields:
-        return None
-    memory_mb = fields.pop("memory_mb", 0)
-    memory_bytes = fields.pop("memory_bytes", 0)
-    if memory_bytes:
+    if limits_cfg and limits_cfg.get("memory_bytes"):
         warnings.warn("sandbox.limits.memory_bytes is deprecated: use sandbox.limits.memory_mb", DeprecationWarning,
                       stacklevel=2)
         log.warning("sandbox.limits.memory_bytes is deprecated: use sandbox.limits.memory_mb")
-        if memory_mb and int(memory_mb) << 20 != int(memory_bytes):
-            raise ValueError(f"sandbox.limits: memory_mb={memory_mb} and the deprecated memory_bytes={memory_bytes} "
-                             "disagree: set only memory_mb")
-        fields["memory_bytes"] = int(memory_bytes)
-    elif memory_mb:
-        fields["memory_bytes"] = int(memory_mb) << 20
-    return Limits(**fields)
+    fields = limit_fields(limits_cfg)
+    return Limits(**fields) if fields else None
+
+
+def limit_fields(limits_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """``Limits`` keyword arguments of a ``sandbox.limits`` block (``memory_mb`` -> ``memory_bytes``):
+    also what a run's fingerprint records, so renaming the key does not invalidate resumable samples."""
+    fields = dict(limits_cfg or {})
+    memory_mb = int(fields.pop("memory_mb", 0) or 0)
+    memory_bytes = int(fields.pop("memory_bytes", 0) or 0)
+    if memory_bytes and memory_mb and memory_mb << 20 != memory_bytes:
+        raise ValueError(f"sandbox.limits: memory_mb={memory_mb} and the deprecated memory_bytes={memory_bytes} "
+                         "disagree: set only memory_mb")
+    if memory_bytes or memory_mb:
+        fields["memory_bytes"] = memory_bytes or memory_mb << 20
+    return fields
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -156,6 +160,6 @@ def run_fingerprint(config: Any, model_cfg: Any) -> dict[str, Any]:
         "prompt": config_to_dict(config.prompt),
         "sampling": {k: v for k, v in config_to_dict(config.sampling).items() if k not in ("batch_problems", "max_rows")},
         "extraction": config.extraction,
-        "sandbox_limits": config_to_dict(config.sandbox).get("limits", {}),
+        "sandbox_limits": limit_fields(config_to_dict(config.sandbox).get("limits", {})),
         "data_files": data_identity(config.data),
     }
