@@ -610,6 +610,7 @@ class GaspSource:
         retirement (dynamic goalposts). The trainer calls it with the updated student policy."""
         if not periodic.is_due(int(self.config.eval.every), step, int(self.run_config.steps)):
             return {}
+        self._ensure_ready(ctx)  # a source that has not collected yet (`start` > 0) still evaluates
         assert self.schedule is not None
         policy = ctx.policies["student"]
         prompt_fn = periodic.policy_prompt_fn(str(self.config.eval.prompt_style), policy.tokenizer,

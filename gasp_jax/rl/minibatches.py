@@ -152,7 +152,7 @@ def make_ppo_update(model, rl_config: ml_collections.ConfigDict, mesh=None, *, l
                     ) -> PPOUpdate:
     """The `rl.ppo_mini_batch_size` / `rl.ppo_epochs` schedule around `make_update_step`."""
     validate_config(rl_config)
-    size, epochs = int(rl_config.ppo_mini_batch_size), int(rl_config.ppo_epochs)
+    size, epochs = int(rl_config.get("ppo_mini_batch_size", 0)), int(rl_config.get("ppo_epochs", 1))
     several_steps = bool(size) or epochs > 1
     logprob_step = None
     step_config = rl_config

@@ -5,7 +5,10 @@
       2. collect           every due rollout source: propose -> validate -> learnability -> student batch
                            -> solve -> judge (host + sampler; sandbox jobs run while the sampler works)
       3. advantages        rewards whitened per group (TRR++: per task type x role), per train state
-      4. update            one jitted PPO-clip step per train state (one shared model, or teacher + student)
+      4. update            per train state (one shared model, or teacher + student): `rl.ppo_epochs` passes
+                           of shuffled `rl.ppo_mini_batch_size`-row jitted PPO-clip steps (AZR: 3 a step)
+      4b. after-step       hooks and sources' `after_step` on the updated policies (periodic evaluation;
+                           GASP: goalposts solved + goalpost retirement)
       5. log               TensorBoard `<type>/<role>/<metric>`, metrics.jsonl, one console line
       6. checkpoint        params, optimizer state, step, RNG, sources' buffers and iterators (orbax);
                            also on SIGTERM, then exit
