@@ -25,6 +25,7 @@ import ml_collections
 
 from gasp_jax import profiling
 from gasp_jax.data import paths
+from gasp_jax.data.livecodebench import LCB_CUTOFF
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -40,7 +41,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.release = ""  # a directory's release: "release_v5", "v4_v5", ... ("" = all present); with hub:
     # the version_tag (default release_v5)
     config.data.loader = "stream"  # or "datasets" (load_dataset("json", data_files=...))
-    config.data.start = "2024-08-01"  # half-open window [start, end) on contest_date
+    config.data.start = LCB_CUTOFF  # half-open window [start, end) on contest_date
     config.data.end = "2025-02-01"
     config.data.problem_ids = ()  # restrict to these question_ids (empty = all in the window)
     config.data.max_problems = 0  # first N problems by (date, id); 0 = all

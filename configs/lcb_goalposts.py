@@ -26,6 +26,7 @@ GASP found 146 goalposts among 601 problems with Qwen2.5-Coder-7B RLVR runs.
 import ml_collections
 
 from gasp_jax.data import paths
+from gasp_jax.data.livecodebench import LCB_CUTOFF
 
 
 def _checkpoint_slot(name: str = "") -> ml_collections.ConfigDict:
@@ -64,7 +65,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.release = ""  # a directory's release ("" = all present); with hub: the version_tag (default release_v5)
     config.data.loader = "stream"
     config.data.start = ""  # half-open window [start, end) on contest_date
-    config.data.end = "2024-08-01"
+    config.data.end = LCB_CUTOFF
     config.data.problem_ids = ()
     config.data.max_problems = 0
     config.data.max_private_mb = 512

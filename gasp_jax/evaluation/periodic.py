@@ -33,7 +33,7 @@ from typing import Any
 import ml_collections
 
 from gasp_jax import multihost
-from gasp_jax.data.livecodebench import Problem
+from gasp_jax.data.livecodebench import LCB_CUTOFF, Problem
 from gasp_jax.evaluation import prompts as lcb_prompts
 from gasp_jax.evaluation.common import load_config_problems, make_prompt_fn, write_json
 from gasp_jax.evaluation.eval_job import build_report, usable_ks
@@ -55,7 +55,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.lcb = ml_collections.ConfigDict()
     c.lcb.enabled = True
     c.lcb.data = ml_collections.ConfigDict(dict(
-        sources=(), release="", loader="stream", start="2024-08-01", end="", problem_ids=(), max_problems=0,
+        sources=(), release="", loader="stream", start=LCB_CUTOFF, end="", problem_ids=(), max_problems=0,
         max_private_mb=512))
     c.lcb.n = 20
     c.lcb.ks = (1, 5, 10, 20)
@@ -66,7 +66,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.goalposts = ml_collections.ConfigDict()
     c.goalposts.enabled = True
     c.goalposts.select = ml_collections.ConfigDict(dict(  # GASP's goalposts block (gasp.load_goalposts)
-        report="", sources=(), release="", start="", end="2024-08-01", ids=(), max_goalposts=0, decode_tests=True,
+        report="", sources=(), release="", start="", end=LCB_CUTOFF, ids=(), max_goalposts=0, decode_tests=True,
         dynamic=False, promote="hardest"))
     c.goalposts.n = 100
     c.goalposts.ks = (1, 10, 100)

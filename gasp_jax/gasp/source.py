@@ -41,6 +41,7 @@ import ml_collections
 import numpy as np
 
 from gasp_jax import multihost
+from gasp_jax.data.livecodebench import LCB_CUTOFF
 from gasp_jax.evaluation import periodic
 from gasp_jax.gasp import dedup as dedup_lib
 from gasp_jax.gasp import prompts as gasp_prompts
@@ -69,7 +70,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.goalposts.sources = ()  # LCB JSONL files / release directory holding the goalposts' statements + tests
     c.goalposts.release = ""
     c.goalposts.start = ""  # [start, end) on contest_date; the paper: LCB before 2024-08 (601 problems)
-    c.goalposts.end = "2024-08-01"
+    c.goalposts.end = LCB_CUTOFF
     c.goalposts.ids = ()  # explicit goalpost ids (used when there is no report)
     c.goalposts.allow_all = True  # no report and no ids: every problem of the window (the paper preset: False)
     c.goalposts.max_goalposts = 0  # 0 = all

@@ -30,7 +30,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from gasp_jax.data.livecodebench import DataError, Problem
+from gasp_jax.data.livecodebench import LCB_CUTOFF, DataError, Problem
 from gasp_jax.evaluation.common import load_config_problems
 from gasp_jax.evaluation.extraction import extract_code
 from gasp_jax.evaluation.grading import SampleGrade, SandboxGrader
@@ -56,7 +56,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.release = ""
     c.data.loader = "stream"
     c.data.start = ""  # half-open [start, end) on contest_date
-    c.data.end = "2024-08-01"
+    c.data.end = LCB_CUTOFF
     c.data.problem_ids = ()
     c.data.max_problems = 0
     c.data.max_private_mb = 512
