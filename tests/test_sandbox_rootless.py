@@ -74,6 +74,15 @@ def test_sandbox_suite_as_unprivileged_user():
     _pytest_as_unprivileged(["tests/test_sandbox.py"], DEFAULT_SUBSET, timeout=600)
 
 
+@needs_root_to_switch
+def test_hardening_as_unprivileged_user():
+    """Every weakness class of the attack catalogue, closed in rootless mode too (the sandbox's
+    and the judge's)."""
+    _pytest_as_unprivileged(["tests/test_sandbox_hardening.py", "tests/test_tasks_sandbox.py"],
+                            "test_sandbox_hardening or run_code or indistinguishable or forged or zero_argument",
+                            timeout=600)
+
+
 @pytest.mark.slow
 @needs_root_to_switch
 def test_whole_sandbox_suite_and_lcb_differential_as_unprivileged_user():

@@ -126,6 +126,7 @@ def test_proposal_statuses_and_proposer_rewards(iteration):
     s = result.scalars
     assert s["deduction/propose/valid_frac"] == 0.5 and s["deduction/propose/format_error_frac"] == 0.5
     assert s["abduction/propose/invalid_frac"] == 0.5 and s["induction/propose/duplicate_frac"] == 0.5
+    assert s["abduction/propose/non_literal_input_frac"] == 0.0  # its input is a literal; the program crashes
     assert s["deduction/propose/est_pass_rate_mean"] == 0.5
     np.testing.assert_allclose(sorted(result.histograms["induction/propose/est_pass_rate"]), [0.25, 0.25])
     assert "samples/deduction/propose" in result.texts and "samples/abduction/solve" in result.texts

@@ -238,7 +238,7 @@ def test_bad_arguments_and_values_stop_with_one_line(tmp_path):
         azr_config.get_config("huge")
     bad = tiny_config()
     bad.sampling.temperature = 0.0
-    with pytest.raises(SystemExit, match=r"^error: config: sampling.temperature must be > 0") as e:
+    with pytest.raises(SystemExit, match=r"^error: config: sampling.temperature: must be > 0") as e:
         selfplay_job.run(bad, str(tmp_path))
     assert "\n" not in str(e.value)
     bad = tiny_config()

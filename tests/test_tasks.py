@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from gasp_jax import tasks
 from gasp_jax.data import paths
 from gasp_jax.tasks import child
-from gasp_jax.tasks.plain import parse_reply, values_equal
+from gasp_jax.tasks.plain import parse_reply
 from gasp_jax.tokenizer import build_byte_tokenizer
 
 
@@ -347,8 +347,6 @@ def test_encoding_limits_and_special_values():
     with pytest.raises(child.NotPlain, match="too large"):
         child.encode(list(range(2000)), max_bytes=1000)
     # equality is Python's on the decoded values
-    assert values_equal(child.decode(child.encode(1)), 1.0) and values_equal(True, 1)
-    assert not values_equal(child.decode(child.encode((1, 2))), [1, 2])
     assert tasks.plain_repr({"b", "a", "c"}) == "{'a', 'b', 'c'}" and tasks.plain_repr(frozenset()) == "frozenset()"
     assert tasks.plain_repr((1,)) == "(1,)" and tasks.plain_repr(set()) == "set()"
 
@@ -373,10 +371,13 @@ def test_parse_reply_rejects_malformed(output):
 
 
 def test_parse_reply_reads_the_wrapper_reply():
-    hexed = child.__gasp_run__(json.dumps({"op": "eval", "text": "[1, (2,)]"}))
+    request = {"op": "call", "src": "def f(x):\n    return [x, (2,)]", "inputs": ["1"], "order": [0], "pad": 0}
+    hexed = child.__gasp_run__(json.dumps(request))
     reply = parse_reply(repr(hexed), 1 << 20)
     assert reply["ok"] and child.decode(reply["values"][0]) == [1, (2,)]
     assert parse_reply(repr(hexed), 8)["ok"] is False  # over the size cap
+    many_keys = "{" + ",".join(f'"k{i}": 0' for i in range(9)) + "}"
+    assert parse_reply(repr(many_keys.encode().hex()), 1 << 20)["ok"] is False  # no big dict from a reply
 
 
 # ----------------------------------------------------------------------------------------------
@@ -409,20 +410,53 @@ def test_reward_config_and_outcomes():
 @pytest.mark.parametrize("text,want", [
     ("[1, (2,), {'a': {3}}]", (True, [1, (2,), {"a": {3}}])), ("-1.5", (True, -1.5)), ("1+2j", (True, 1 + 2j)),
     ("'a' 'b'", (True, "ab")), ("1, 2", (True, (1, 2))), ("b'x'", (True, b"x")), ("None", (True, None)),
-    ("1 + 2", (False, None)), ("[x]", (False, None)), ("f(1)", (False, None)), ("set()", (False, None)),
-    ("{[1]}", (False, None)), ("'x' * 3", (False, None)), ("(", (False, None)), ("9" * 5000, (False, None)),
+    ("1 + 2", (True, 3)), ("2 ** 100", (True, 2 ** 100)), ("'ab' + 'c'", (True, "abc")), ("b'a' + b'b'", (True, b"ab")),
+    ("set()", (True, set())), ("frozenset({1, 2})", (True, frozenset({1, 2}))), ("float('inf')", (True, math.inf)),
+    ("-float('inf')", (True, -math.inf)), ("complex(1.0, float('inf'))", (True, complex(1.0, math.inf))),
+    ("{1, 1.0, True}", (True, {1})), ("{1: 'a', 1.0: 'b'}", (True, {1: "b"})), ("dict()", (True, {})),
+    ("[x]", (False, None)), ("f(1)", (False, None)), ("{[1]}", (False, None)), ("'x' * 3", (False, None)),
+    ("(", (False, None)), ("9" * 5000, (False, None)), ("9 ** 9 ** 9", (False, None)), ("float('nan')", (False, None)),
     ("[" * 150 + "]" * 150, (False, None)), ("'" + "y" * 2000 + "'", (False, None)),  # too deep / over the cap
+    ("exec('def f(): return 1', g := {})", (False, None)), ("__import__('os')", (False, None)), ("...", (False, None)),
+    ("(lambda: 1)()", (False, None)), ("set([1], 2)", (False, None)), ("{**{}}", (False, None)), ("[*[1]]", (False, None)),
 ])
 def test_literal_answers_are_parsed_not_run(text, want):
-    from gasp_jax.tasks.plain import literal_value
-    assert literal_value(text, 1000) == want
+    from gasp_jax.tasks.plain import literal_encoding
+    ok, enc = literal_encoding(text, 1000)
+    assert (ok, child.decode(enc) if ok else None) == want
+    if ok:  # the canonical encoding: what the encoder writes for the value
+        assert enc == child.encode(want[1])
 
 
 @pytest.mark.parametrize("text,want", [
     ("'abc', 3", (True, (("abc", 3), {}))), ("x=[1], y=None", (True, ((), {"x": [1], "y": None}))), ("", (True, ((), {}))),
-    ("*[1]", (False, None)), ("**{'x': 1}", (False, None)), ("x=1, x=2", (False, None)), ("1), (2", (False, None)),
-    ("1)(2", (False, None)), ("len('a')", (False, None)),
+    ("*[1]", (True, ((1,), {}))), ("**{'x': 1}", (False, None)), ("x=1, x=2", (False, None)), ("1), (2", (False, None)),
+    ("1)(2", (False, None)), ("len('a')", (False, None)), ("*'ab'", (False, None)),
 ])
 def test_literal_call_arguments(text, want):
-    from gasp_jax.tasks.plain import literal_args
-    assert literal_args(text, 1000) == want
+    from gasp_jax.tasks.plain import args_text, literal_args_encoding
+    ok, enc = literal_args_encoding(text, 1000)
+    assert (ok, child.decode(enc) if ok else None) == want
+    if ok:  # the canonical text the sandbox gets parses back to the same arguments
+        assert literal_args_encoding(args_text(enc), 1000) == (True, enc)
+
+
+def test_canonical_keys_are_python_equality_without_hash_tables():
+    from gasp_jax.tasks.plain import canonical
+    same = [(1, 1.0), (True, 1), ({1, 2}, frozenset({2, 1})), ({"a": 1, "b": 2}, {"b": 2, "a": 1.0}),
+            (1 + 0j, 1), ([{(1, 2): {3}}], [{(1.0, 2): {3}}]), (2 ** 70, float(2 ** 70))]
+    for a, b in same:
+        assert canonical(child.encode(a)) == canonical(child.encode(b)), (a, b)
+    differ = [((1, 2), [1, 2]), ("1", 1), (b"a", "a"), (2 ** 53 + 1, float(2 ** 53)), ([1, 2], [2, 1]), (None, 0)]
+    for a, b in differ:
+        assert canonical(child.encode(a)) != canonical(child.encode(b)), (a, b)
+    for bad in ({"s": [1, 1.0]}, {"d": [["a", 1], ["a", 2]]}, {"s": [[1]]}, {"d": [[[1], 2]]}, {"fs": [{"s": []}]},
+                {"x": 1}, [float("nan")], {"i": "zz"}):
+        with pytest.raises(child.NotPlain):
+            canonical(bad)
+    with pytest.raises(child.NotPlain, match="too many"):
+        canonical(list(range(100)), max_items=50)
+    # 40,000 elements whose hashes all collide (hash(k * (2**61 - 1)) == 0) decode in linear-log time
+    colliding = {"s": sorted((k * (2 ** 61 - 1) for k in range(40_000)), key=lambda v: json.dumps(child.encode(v)))}
+    colliding["s"] = [child.encode(v) for v in colliding["s"]]
+    assert canonical(colliding)[0] == canonical(child.encode(frozenset()))[0]

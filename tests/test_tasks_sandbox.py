@@ -3,6 +3,7 @@ hostile answers and programs, determinism across processes and workers, the ship
 
 from __future__ import annotations
 
+import ast
 import os
 
 import pytest
@@ -152,8 +153,8 @@ def test_format_errors_and_bad_items(sb):
 def test_gold_is_stored_or_computed_once(sb):
     raw = {"snippet": "def f(s):\n    return s[::-1]", "input": "'abc'", "output": "'cba'", "imports": []}
     tasks.gold_cache_clear()
-    assert judge(sb, [("deduction", raw, "'cba'"), ("abduction", raw, "'cba'[::-1]"), ("deduction", raw, "'abc'")]) == [
-        True, True, False]
+    assert judge(sb, [("deduction", raw, "'cba'"), ("abduction", raw, "'abc'"), ("deduction", raw, "'abc'"),
+                      ("abduction", raw, "'cba'[::-1]")]) == [True, True, False, False]  # answers are literals
     # a validated record's stored gold is what counts later, whatever the program does now
     rec = validated(sb, "deduction", raw["snippet"], ["'abc'"])
     assert rec["gold"] == "cba"
@@ -185,8 +186,8 @@ VALIDATION_CASES = [  # (snippet, inputs, imports, reason substring or None for 
     ("def f(x):\n    while True:\n        x += 1", ["1"], (), "TLE"),
     ("def f(x):\n    return object()", ["1"], (), "output is not plain data"),
     ("def f(x):\n    return [x, {x}]", ["[1]"], (), "TypeError"),
-    ("def f(x):\n    return x", ["object()"], (), "input is not plain data"),
-    ("def f(x):\n    return x", ["f(1)"], (), "NameError"),  # inputs are data: evaluated without the program
+    ("def f(x):\n    return x", ["object()"], (), "input is not a literal"),
+    ("def f(x):\n    return x", ["f(1)"], (), "input is not a literal"),  # inputs are data, never evaluated here
     ("def f(x):\n    return id(object()) % 100003", ["1"], (), "not deterministic"),  # heap layout
     (ORDER_DEPENDENT, ["1", "2"], (), "not deterministic"),  # reversed order in the second run
     ("def f(x):\n    return 'y' * x", ["5000"], (), "output too large"),
@@ -269,7 +270,7 @@ HASH_ORDER_ROWS = {
 # name the program's classes (inputs are data, evaluated without the program), banned imports,
 # outputs that vary between runs, missing modules, oversized outputs, programs that raise.
 REJECT_REASONS = ("not plain data", "NameError", "banned import", "not deterministic", "ModuleNotFoundError",
-                  "output too large", "StopIteration")
+                  "output too large", "StopIteration", tasks.NON_LITERAL_INPUT)
 
 
 def _azr_truncated(text: str) -> str:
@@ -368,3 +369,95 @@ def test_hash_secret_dependence_is_caught_or_harmless(sb):
     cfg = ValidationConfig(limits=FAST, worker_retries=8)
     results = tasks.validate_proposals(sb, [("deduction", prop("deduction", p, ["0"])) for p in progs], config=cfg)
     assert [v.ok for v in results] == [not randomized] * len(progs), [v.reason for v in results]
+
+
+# ----------------------------------------------------------------------------------------------
+# judge hardening: answers are values, judging looks like validation, replies are untrusted
+# ----------------------------------------------------------------------------------------------
+
+def test_answers_that_run_code_are_wrong(sb):
+    """A deduction or abduction answer is a literal: one that defines and runs the program
+    (``exec``), brute-forces inputs or calls anything is wrong, even when its value is right."""
+    rec = validated(sb, "abduction", "def f(a):\n    return a * 3 + 1", ["4"])
+    assert rec["output"] == "13"
+    runs_program = "exec('def f(a):\\n    return a * 3 + 1', g := {}) or g['f'](4)"
+    brute_force = "next(x for x in range(100) if x * 3 + 1 == 13)"
+    items = [("deduction", rec, runs_program), ("deduction", rec, "(lambda: 13)()"), ("deduction", rec, "int('13')"),
+             ("abduction", rec, brute_force), ("abduction", rec, "eval('4')"), ("abduction", rec, "__import__('math').floor(4.2)"),
+             ("deduction", rec, "13"), ("abduction", rec, "4"), ("abduction", rec, "a=4")]
+    assert judge(sb, items) == [False] * 6 + [True] * 3
+
+
+SPY = """
+import json, os, resource, sys
+def f(x):
+    def plain(v):
+        try:
+            text = json.dumps(v, sort_keys=True)
+        except (TypeError, ValueError):
+            return None
+        return None if isinstance(v, float) else text
+    seen, fr = [], sys._getframe(1)
+    while fr is not None:  # every caller: its code, its local names, its plain-data locals
+        # not compared: what differs between the two determinism runs on purpose (padding and
+        # order, also inside the request texts) and between workers (the per-worker uid)
+        local = {k: v for k, v in fr.f_locals.items()
+                 if k not in ('keep', 'where', 'payload', 'arg_text', 'call', 'size', 'direct')}
+        if isinstance(local.get('req'), dict):
+            local['req'] = {k: v for k, v in local['req'].items() if k not in ('pad', 'order')}
+        seen.append((fr.f_code.co_name, sorted(local), sorted((k, plain(v)) for k, v in local.items())))
+        fr = fr.f_back
+    seen.append([resource.getrlimit(r) for r in (resource.RLIMIT_CPU, resource.RLIMIT_AS, resource.RLIMIT_NPROC)])
+    seen.append((os.getppid(), os.getcwd(), sorted(os.environ)))
+    return repr(seen)
+"""
+
+
+def test_judging_is_indistinguishable_from_validation(sb):
+    """What a task's program can see of its callers' frames, its limits and its process tree is
+    the same when its abduction answer is judged as when it was validated (the determinism runs
+    excepted, which differ on purpose in input order and heap padding): it cannot pass
+    validation and then answer differently."""
+    rec = validated(sb, "abduction", SPY, ["5"], cfg=ValidationConfig(limits=FAST, max_output_chars=60_000))
+    seen = ast.literal_eval(rec["output"])  # test side: the str the program returned
+    assert "('_serve_forks', [], [])" in seen and "('main', [], [])" in seen, seen[-3000:]  # nothing below the test
+    assert '"hide"' not in seen and "/work" not in seen  # no worker configuration
+    assert judge(sb, [("abduction", rec, "5")] * 6) == [True] * 6
+    # other judge limits for answer programs: a task's own program still runs under validation's
+    jcfg = JudgeConfig(limits=Limits(cpu_s=3.0, wall_s=7.0, memory_bytes=1 << 30), program_limits=FAST)
+    assert tasks.judge_many(sb, [("abduction", rec, "5"), ("abduction", rec, " 5 ")], config=jcfg) == [True] * 2
+    # a call with other arguments (a keyword) is another call, and the program may see that
+    assert tasks.judge_many(sb, [("abduction", rec, "x=5")], config=jcfg) == [False]
+
+
+def test_forged_reply_encodings_are_not_accepted(sb):
+    """An induction answer that replaces the wrapper's encoder and returns a forged encoding (a
+    set with duplicate elements, equal to the gold only if the host built it as a set) is wrong;
+    so is one returning 40,000 hash-colliding elements, decoded without any hash table."""
+    rec = validated(sb, "induction", "def f(n):\n    return {n}", [str(i) for i in range(4)], "a set")
+    forge = ("import sys\n"
+             "def f(n):\n"
+             "    mod = sys._getframe(1).f_globals\n"
+             "    real = mod['encode']\n"
+             "    mod['encode'] = lambda v, cap=0: {'s': [n, n]} if type(v) is set else real(v, cap)\n"
+             "    return {n}\n")
+    colliding = ("import sys\n"
+                 "def f(n):\n"
+                 "    mod = sys._getframe(1).f_globals\n"
+                 "    real = mod['encode']\n"
+                 "    mod['encode'] = lambda v, cap=0: {'s': [k * (2 ** 61 - 1) for k in range(40000)]} if type(v) is set else real(v, cap)\n"
+                 "    return {n}\n")
+    honest = "def f(n):\n    return {n}"
+    assert judge(sb, [("induction", rec, forge), ("induction", rec, colliding), ("induction", rec, honest)]) == [
+        False, False, True]
+
+
+def test_zero_argument_programs(sb):
+    """``def f():`` tasks: the gold input is ``''`` and the empty answer is the empty argument
+    list (CRUXEval's grader accepts ``f()``); a program that needs arguments gets it wrong."""
+    rec = validated(sb, "abduction", "def f():\n    return [1, 2]", [""])
+    assert rec["input"] == "" and rec["output"] == "[1, 2]"
+    needs_one = validated(sb, "abduction", "def f(x):\n    return [1, 2]", ["0"])
+    assert judge(sb, [("abduction", rec, ""), ("abduction", rec, "  "), ("abduction", rec, "1"),
+                      ("abduction", needs_one, ""), ("deduction", rec, "[1, 2]"), ("deduction", rec, "")]) == [
+        True, True, False, False, True, False]

@@ -30,8 +30,9 @@ from gasp_jax import tasks
 from gasp_jax.benchmarks.sandbox import CpuMeter, baseline_exec, run_parallel
 from gasp_jax.data import paths
 from gasp_jax.sandbox import Limits, Sandbox
-from gasp_jax.tasks.execution import WRAPPER, dict_order_free
-from gasp_jax.tasks.plain import NotPlain, decode, encoded_json, parse_reply, values_equal
+from gasp_jax.tasks.execution import WRAPPER, _call_request, canonical_inputs, dict_order_free
+from gasp_jax.tasks.plain import (NotPlain, args_text, canonical, encoded_json, literal_args_encoding, literal_encoding,
+                                  parse_reply)
 
 IO_FILES = ("7b_seed_io.jsonl", "14b_coder_seed_io.jsonl", "qwen3_4b_seed_io.jsonl")
 INDUCTION_FILES = ("7b_code_f_seed_io.jsonl", "14b_coder_code_f_seed_io.jsonl")
@@ -68,30 +69,37 @@ def _baseline_reply(request: dict, lim: Limits) -> dict | None:
 
 
 def _baseline_judge(item: tuple[str, dict, str], lim: Limits, cfg: tasks.JudgeConfig) -> bool:
+    """The judge's rules, one fresh process per check: literal answers compared here, calls run."""
     kind, rec, answer = item
-    golds = [decode(g) for g in (rec["gold"] if kind == "induction" else [rec["gold"]])]
+    golds = [canonical(g) for g in (rec["gold"] if kind == "induction" else [rec["gold"]])]
     if kind == "deduction":
-        req = {"op": "eval", "text": answer, "cap": cfg.max_value_bytes}
-    elif kind == "abduction":
-        req = {"op": "call", "src": tasks.program_text(rec), "inputs": [answer], "cap": cfg.max_value_bytes}
+        ok, enc = literal_encoding(answer, cfg.max_value_bytes)
+        return ok and canonical(enc) == golds[0]
+    if kind == "abduction":
+        ok, enc = literal_args_encoding(answer, cfg.max_value_bytes)
+        if not ok:
+            return False
+        req = _call_request(tasks.program_text(rec), [args_text(enc)])
     else:
         k = tasks.n_visible_pairs(len(rec["inputs"]), cfg.n_visible)
-        req = {"op": "call", "src": answer, "inputs": rec["inputs"][k:], "cap": cfg.max_value_bytes}
+        hidden = canonical_inputs(rec["inputs"][k:])
+        req = _call_request(answer, rec["inputs"][k:] if isinstance(hidden, str) else hidden)
         golds = golds[k:]
     reply = _baseline_reply(req, lim)
     if not reply or not reply.get("ok") or len(reply["values"]) != len(golds):
         return False
     try:
-        return all(values_equal(decode(v), g) for v, g in zip(reply["values"], golds))
+        return all(canonical(v) == g for v, g in zip(reply["values"], golds))
     except NotPlain:
         return False
 
 
 def _baseline_validate(kind: str, rec: dict, lim: Limits, cfg: tasks.ValidationConfig) -> bool:
-    inputs = list(rec["inputs"]) if kind == "induction" else [rec["input"]]
-    n = len(inputs)
-    replies = [_baseline_reply({"op": "call", "src": tasks.program_text(rec), "inputs": inputs,
-                                "order": order, "pad": cfg.heap_pad * r, "cap": 4 * cfg.max_output_chars + 64}, lim)
+    texts = canonical_inputs(list(rec["inputs"]) if kind == "induction" else [rec["input"]])
+    if isinstance(texts, str):
+        return False
+    n = len(texts)
+    replies = [_baseline_reply(_call_request(tasks.program_text(rec), texts, order, cfg.heap_pad * r), lim)
                for r, order in enumerate((list(range(n)), list(range(n))[::-1]))]
     if not all(r and r.get("ok") for r in replies):
         return False

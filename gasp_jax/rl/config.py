@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from gasp_jax.config_checks import checker
 from gasp_jax.rl.losses import AGG_MODES, KL_ESTIMATORS
 
 SCHEDULES = ("constant", "warmup_cosine")
@@ -69,35 +70,32 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 def validate_config(c: ml_collections.ConfigDict) -> None:
-    """Raises ValueError naming the first bad field of an `rl` section."""
+    """Raises ConfigError (a ValueError) naming the first bad field of an `rl` section."""
 
-    def need(ok: bool, msg: str):
-        if not ok:
-            raise ValueError(f"rl config: {msg}")
-
+    need = checker("rl.")
     o, l = c.optimizer, c.loss
-    need(o.learning_rate > 0, f"optimizer.learning_rate must be > 0, got {o.learning_rate}")
-    need(o.schedule in SCHEDULES, f"optimizer.schedule {o.schedule!r} not in {SCHEDULES}")
-    need(o.warmup_steps >= 0, f"optimizer.warmup_steps must be >= 0, got {o.warmup_steps}")
+    need(o.learning_rate > 0, "optimizer.learning_rate", f"must be > 0, got {o.learning_rate}")
+    need(o.schedule in SCHEDULES, "optimizer.schedule", f"{o.schedule!r} not in {SCHEDULES}")
+    need(o.warmup_steps >= 0, "optimizer.warmup_steps", f"must be >= 0, got {o.warmup_steps}")
     if o.schedule == "warmup_cosine":
-        need(o.total_steps > o.warmup_steps, "optimizer.total_steps must exceed warmup_steps for warmup_cosine")
-    need(0.0 <= o.final_lr_fraction <= 1.0, "optimizer.final_lr_fraction must be in [0, 1]")
-    need(o.weight_decay >= 0, "optimizer.weight_decay must be >= 0")
-    need(o.max_grad_norm >= 0, "optimizer.max_grad_norm must be >= 0 (0 disables)")
-    need(0 <= l.clip_low < 1, f"loss.clip_low must be in [0, 1), got {l.clip_low}")
-    need(l.clip_high >= 0, f"loss.clip_high must be >= 0, got {l.clip_high}")
-    need(not l.dual_clip or l.dual_clip > 1, f"loss.dual_clip must be > 1 or 0 (off), got {l.dual_clip}")
-    need(l.agg in AGG_MODES, f"loss.agg {l.agg!r} not in {AGG_MODES}")
-    need(l.norm_length >= 0, "loss.norm_length must be >= 0")
-    need(l.log_ratio_clamp > 0, "loss.log_ratio_clamp must be > 0")
-    need(l.kl_coef >= 0, "loss.kl_coef must be >= 0")
-    need(l.kl_estimator in KL_ESTIMATORS, f"loss.kl_estimator {l.kl_estimator!r} not in {KL_ESTIMATORS}")
-    need(l.entropy_coef >= 0, "loss.entropy_coef must be >= 0")
-    need(l.old_logprobs in OLD_LOGPROB_SOURCES, f"loss.old_logprobs {l.old_logprobs!r} not in {OLD_LOGPROB_SOURCES}")
-    need(c.advantage.estimator in ADVANTAGE_ESTIMATORS,
-         f"advantage.estimator {c.advantage.estimator!r} not in {ADVANTAGE_ESTIMATORS}")
-    need(int(c.get("ppo_mini_batch_size", 0)) >= 0,
-         f"ppo_mini_batch_size must be >= 0 (0 = the whole batch), got {c.get('ppo_mini_batch_size')}")
-    need(int(c.get("ppo_epochs", 1)) >= 1, f"ppo_epochs must be >= 1, got {c.get('ppo_epochs')}")
-    need(int(c.micro_batches) >= 1, f"micro_batches must be >= 1, got {c.micro_batches}")
-    need(int(c.logprob_chunk_size) >= 1, f"logprob_chunk_size must be >= 1, got {c.logprob_chunk_size}")
+        need(o.total_steps > o.warmup_steps, "optimizer.total_steps", "must exceed warmup_steps for warmup_cosine")
+    need(0.0 <= o.final_lr_fraction <= 1.0, "optimizer.final_lr_fraction", "must be in [0, 1]")
+    need(o.weight_decay >= 0, "optimizer.weight_decay", "must be >= 0")
+    need(o.max_grad_norm >= 0, "optimizer.max_grad_norm", "must be >= 0 (0 disables)")
+    need(0 <= l.clip_low < 1, "loss.clip_low", f"must be in [0, 1), got {l.clip_low}")
+    need(l.clip_high >= 0, "loss.clip_high", f"must be >= 0, got {l.clip_high}")
+    need(not l.dual_clip or l.dual_clip > 1, "loss.dual_clip", f"must be > 1 or 0 (off), got {l.dual_clip}")
+    need(l.agg in AGG_MODES, "loss.agg", f"{l.agg!r} not in {AGG_MODES}")
+    need(l.norm_length >= 0, "loss.norm_length", "must be >= 0")
+    need(l.log_ratio_clamp > 0, "loss.log_ratio_clamp", "must be > 0")
+    need(l.kl_coef >= 0, "loss.kl_coef", "must be >= 0")
+    need(l.kl_estimator in KL_ESTIMATORS, "loss.kl_estimator", f"{l.kl_estimator!r} not in {KL_ESTIMATORS}")
+    need(l.entropy_coef >= 0, "loss.entropy_coef", "must be >= 0")
+    need(l.old_logprobs in OLD_LOGPROB_SOURCES, "loss.old_logprobs", f"{l.old_logprobs!r} not in {OLD_LOGPROB_SOURCES}")
+    need(c.advantage.estimator in ADVANTAGE_ESTIMATORS, "advantage.estimator",
+         f"{c.advantage.estimator!r} not in {ADVANTAGE_ESTIMATORS}")
+    need(int(c.get("ppo_mini_batch_size", 0)) >= 0, "ppo_mini_batch_size",
+         f"must be >= 0 (0 = the whole batch), got {c.get('ppo_mini_batch_size')}")
+    need(int(c.get("ppo_epochs", 1)) >= 1, "ppo_epochs", f"must be >= 1, got {c.get('ppo_epochs')}")
+    need(int(c.micro_batches) >= 1, "micro_batches", f"must be >= 1, got {c.micro_batches}")
+    need(int(c.logprob_chunk_size) >= 1, "logprob_chunk_size", f"must be >= 1, got {c.logprob_chunk_size}")

@@ -30,6 +30,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from gasp_jax.config_checks import checker
 from gasp_jax.data.livecodebench import LCB_CUTOFF, DataError, Problem
 from gasp_jax.evaluation.common import load_config_problems
 from gasp_jax.evaluation.extraction import extract_code
@@ -77,10 +78,7 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 def _check(block: ml_collections.ConfigDict, name: str) -> None:
-    def need(ok: bool, key: str, msg: str) -> None:
-        if not ok:
-            raise ValueError(f"sources.{name}.{key}: {msg}")
-
+    need = checker(f"sources.{name}.")
     known = set(default_config().keys())
     extra = sorted(set(block.keys()) - known)
     need(not extra, extra[0] if extra else "", f"unknown field (known: {', '.join(sorted(known))})")

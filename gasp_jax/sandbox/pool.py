@@ -21,6 +21,42 @@ from gasp_jax.sandbox.protocol import FrameReader, ProtocolError, encode_frame, 
 log = logging.getLogger("gasp_jax.sandbox")
 
 WORKER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.py")
+# W's command line (which every process of the sandbox inherits: a program reads it as its own
+# /proc/self/cmdline or its forker's /proc/1/cmdline) holds no configuration and no host path but
+# the interpreter's. This boot line reads the worker script's path and its configuration from
+# stdin, as an 8-byte length and "path\nconfig JSON" (after W re-execs itself: from the memfd
+# named by GASP_SB_BOOT_FD), then runs the script with them in sys.argv.
+WORKER_BOOT = (
+    "import os, sys\n"
+    "def _read(n):\n"
+    "    b = b''\n"
+    "    while len(b) < n:\n"
+    "        c = os.read(0, n - len(b))\n"
+    "        if not c:\n"
+    "            raise SystemExit(3)\n"
+    "        b += c\n"
+    "    return b\n"
+    "_fd = int(os.environ.pop('GASP_SB_BOOT_FD', '-1'))\n"
+    "if _fd >= 0:\n"
+    "    _blob = os.pread(_fd, os.fstat(_fd).st_size, 0)\n"
+    "    os.close(_fd)\n"
+    "else:\n"
+    "    _blob = _read(8)\n"
+    "    _blob += _read(int.from_bytes(_blob, 'little'))\n"
+    "_script, _cfg = _blob[8:].decode().split('\\n', 1)\n"
+    "sys.argv = [_script, _cfg]\n"
+    "_g = {'__name__': '__main__', '__file__': _script, '__gasp_boot__': _blob, '__builtins__': __builtins__}\n"
+    "del _read, _fd, _script, _cfg, _blob\n"
+    "with open(sys.argv[0], 'rb') as _fh:\n"
+    "    _code = compile(_fh.read(), '<gasp-sandbox-worker>', 'exec', dont_inherit=True)\n"
+    "del _fh\n"
+    "exec(_code, _g)\n")
+
+
+def boot_blob(config: dict) -> bytes:
+    """What W reads on stdin before anything else (see ``WORKER_BOOT``)."""
+    body = (WORKER_SCRIPT + "\n" + json.dumps(config)).encode()
+    return len(body).to_bytes(8, "little") + body
 
 #: The only environment the sandbox ever sees (no tokens, keys or caches of the trainer).
 SANDBOX_ENV = {
@@ -82,12 +118,13 @@ class WorkerProcess:
         # its own secret (set order, hence a program's output, would differ between workers). The
         # environment is already scrubbed (SANDBOX_ENV); -s -P keep user site dirs and the script dir out.
         self.proc = subprocess.Popen(
-            [cfg.python, "-s", "-S", "-P", WORKER_SCRIPT, json.dumps(wcfg)],
+            [cfg.python, "-s", "-S", "-P", "-c", WORKER_BOOT],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=None if cfg.debug else subprocess.DEVNULL,
             env=dict(SANDBOX_ENV, LD_BIND_NOW="1"), cwd="/", close_fds=True, start_new_session=True, bufsize=0)
         self.reader = FrameReader(self.proc.stdout.fileno())
         try:
+            self._write([boot_blob(wcfg)], time.monotonic() + cfg.start_timeout_s)
             header, _ = self.reader.read_frame(time.monotonic() + cfg.start_timeout_s)
         except (ProtocolError, OSError) as exc:
             self.kill()

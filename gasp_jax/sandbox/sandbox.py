@@ -12,6 +12,7 @@ import logging
 import os
 import queue
 import signal as _signal
+import socket
 import threading
 import time
 from concurrent.futures import Future
@@ -308,13 +309,20 @@ class Sandbox:
             "    with open('/proc/self/status') as fh:\n"
             "        r['caps'] = [int(l.split()[1], 16) for l in fh if l.startswith(('CapEff', 'CapPrm'))]\n"
             "    r['ro'] = all(os.statvfs(p).f_flag & os.ST_RDONLY for p in ('/', '/usr', '/etc', '/sys'))\n"
+            "    r['ifaces'] = sorted(name for _, name in socket.if_nameindex())\n"
             "    try:\n"
-            "        socket.create_connection(('1.1.1.1', 80), timeout=1).close(); r['net'] = True\n"
+            "        socket.create_connection(('127.0.0.1', PORT), timeout=1).close(); r['net'] = True\n"
             "    except OSError:\n"
             "        r['net'] = False\n"
             f"    r['visible'] = [p for p in {_sentinel_files(self._config.hide)!r} if os.path.exists(p)]\n"
             "    return r\n")
-        res = self.run_function(probe, [""], fn_name="probe", limits=self.limits.replace(cpu_s=5.0))
+        # Network isolation is judged by what the namespace holds (no interface but lo) and by a
+        # loopback listener of ours it must not reach: nothing outside this host is ever dialled.
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(1)
+            probe = probe.replace("PORT", str(listener.getsockname()[1]))
+            res = self.run_function(probe, [""], fn_name="probe", limits=self.limits.replace(cpu_s=5.0))
         seen: dict[str, Any] = {}
         if res and res[0].ok and res[0].output:
             try:
@@ -324,7 +332,8 @@ class Sandbox:
         if not seen:
             raise SandboxUnavailable(f"sandbox self-test failed: {res[0].error if res else 'no result'}; "
                                      f"worker setup: {'; '.join(facts.get('errors', [])) or 'no errors'}")
-        props = {"network_namespace": bool(facts.get("netns")) and seen.get("net") is False,
+        props = {"network_namespace": bool(facts.get("netns")) and seen.get("net") is False
+                 and seen.get("ifaces") in (["lo"], []),
                  "pid_namespace": bool(facts.get("pidns")) and int(seen.get("pid", 0)) < 100,
                  "mount_namespace": bool(facts.get("mountns")) and not seen.get("visible"),
                  # a dedicated identity: not root, no capabilities, and not the trainer's own uid
@@ -663,7 +672,7 @@ class Sandbox:
         return [f.result() for f in self.grade_many_async(jobs)]
 
     def _run_task(self, code: Any, inputs: Sequence[str], fn_name: str | None, limits: Limits | None,
-                  kind: str, header: bool | None = None) -> Future | list:
+                  kind: str, header: bool | None = None, direct: bool = False) -> Future | list:
         text, reason = policy.validate_program(code, self.max_program_bytes)
         items = list(inputs)
         if text is None:
@@ -680,15 +689,17 @@ class Sandbox:
         else:
             mode = "functional" if fn_name is not None else "stdin"
         use_header = (mode != "azr" and self.lcb_header) if header is None else header
-        wire = {"mode": mode, "fn": fn_name, "lim": lim.to_wire(), "header": use_header}
+        wire = {"mode": mode, "fn": fn_name, "lim": lim.to_wire(), "header": use_header, "direct": bool(direct)}
         blobs = [text.encode("utf-8")] + [x.encode("utf-8", "surrogatepass") for x in items]
         task = _Task(wire, blobs, lim, kind, Future(), None, self.compare, False, len(items))
         return self._submit(task)
 
     def run_function_async(self, code: Any, inputs: Sequence[str], *, fn_name: str = "f",
                            limits: Limits | None = None, banned_modules: Iterable[str] | bool | None = None,
-                           lcb_header: bool = False) -> "Future[list[Result]]":
-        """Asynchronous ``run_function``."""
+                           lcb_header: bool = False, direct: bool = False) -> "Future[list[Result]]":
+        """Asynchronous ``run_function``. ``direct=True``: every call is forked by the worker's
+        persistent zygote whatever the number of inputs (no per-job runner), so the process
+        tree a program sees does not depend on how many calls share its job."""
         self._check_open()
         if banned_modules:
             banned = policy.DEFAULT_BANNED_MODULES if banned_modules is True else frozenset(banned_modules)
@@ -697,7 +708,7 @@ class Sandbox:
                 hits = policy.find_banned_imports(text, banned)
                 if hits:
                     return self._done([Result(Status.CE, error=f"banned import: {', '.join(hits)}")] * len(inputs))
-        out = self._run_task(code, inputs, fn_name, limits, "run", lcb_header)
+        out = self._run_task(code, inputs, fn_name, limits, "run", lcb_header, direct)
         return out if isinstance(out, Future) else self._done(out)
 
     def run_function(self, code: Any, inputs: Sequence[str], *, fn_name: str = "f", limits: Limits | None = None,

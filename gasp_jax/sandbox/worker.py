@@ -1,4 +1,5 @@
-"""Sandbox worker: runs as ``python -I -S worker.py CONFIG`` in a fresh interpreter.
+"""Sandbox worker: runs in a fresh ``python -s -S -P`` interpreter, started by ``pool.WORKER_BOOT``
+(which passes it its configuration on stdin, as ``sys.argv[1]``).
 
 Never imported by the parent (it is started as a script, by path, stdlib only). Process layout::
 
@@ -91,6 +92,9 @@ MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 MS_NOATIME, MS_NODIRATIME, MS_RELATIME = 1024, 2048, 1 << 21
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NAME, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 4, 15, 36, 38
 CAP_SYS_ADMIN = 21
+KEYCTL_JOIN_SESSION_KEYRING = 1
+# keyctl(2) has no libc wrapper in glibc; its syscall number per architecture.
+SYS_KEYCTL = {"x86_64": 250, "aarch64": 219, "ppc64le": 283, "s390x": 280}.get(os.uname().machine)
 # Rootless mode: test programs run as this uid/gid of a second, nested user namespace (mapped to
 # the worker's uid 0, i.e. the caller's uid on the host), with no capability in the namespaces
 # that own the sandbox's mounts, network and PIDs.
@@ -100,6 +104,7 @@ RESULT_FD = 3
 # compiling the program once saves): a zygote Z forks each test child, which compiles the program.
 DIRECT_MAX_TESTS = 2
 SETUP_OK = b"\x01"
+CATCHABLE_SIGNALS = sorted(signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP})
 # J keeps one frame arena up to this size for the next job (bigger ones are unmapped after use).
 ARENA_KEEP_BYTES = 4 << 20
 
@@ -185,6 +190,11 @@ def _ensure_stack(stack_bytes: int) -> None:
         except (ValueError, OSError):
             return
         os.environ["GASP_SB_REEXEC"] = "1"
+        boot = globals().get("__gasp_boot__")
+        if boot is not None:  # started by pool.WORKER_BOOT: the configuration is not on the command line
+            fd = os.memfd_create("boot", 0)  # inherited by the new image, which closes it
+            os.write(fd, boot)
+            os.environ["GASP_SB_BOOT_FD"] = str(fd)
         os.execv(sys.executable, sys.orig_argv)
     os.environ.pop("GASP_SB_REEXEC", None)
 
@@ -216,6 +226,18 @@ def _userns_blocker(err: int) -> str:
     return "; ".join(found)
 
 
+def _fresh_session_keyring(facts: dict) -> None:
+    """Join a new anonymous session keyring: everything the worker starts inherits it instead of
+    the trainer's, so no program can read or search keys the trainer's session holds."""
+    if SYS_KEYCTL is None:
+        facts["errors"].append(f"keyring: no keyctl syscall number for {os.uname().machine}")
+        return
+    if _libc.syscall(SYS_KEYCTL, KEYCTL_JOIN_SESSION_KEYRING, None) < 0:
+        facts["errors"].append(f"keyring: {os.strerror(ctypes.get_errno())}")
+        return
+    facts["keyring"] = True
+
+
 def _enter_user_namespace(facts: dict) -> bool:
     """Rootless mode: a new user namespace in which the caller is uid 0, with every capability
     over the namespaces created from it (and none over the host's)."""
@@ -238,11 +260,16 @@ def _enter_user_namespace(facts: dict) -> bool:
     return True
 
 
-def _program_user_namespace() -> int:
-    """Rootless mode: a nested user namespace for the test programs. Its uid/gid
-    ``ROOTLESS_PROGRAM_UID`` map to our uid/gid 0, so a program is not root and holds no capability
-    over the namespaces that own the mounts, the network and the PIDs (it cannot undo a mount);
-    it may create no further user namespace. Returns an fd (>= 64) for ``setns``."""
+def _program_user_namespace(id_map: str) -> int:
+    """A nested user namespace for the test programs, in which no further user namespace can be
+    created (its own ``user.max_user_namespaces`` is 0, and the kernel checks every ancestor's).
+
+    Rootless mode (``id_map`` "1000 0 1"): its uid/gid ``ROOTLESS_PROGRAM_UID`` map to our uid/gid
+    0, so a program is not root and holds no capability over the namespaces that own the mounts,
+    the network and the PIDs (it cannot undo a mount). Root mode ("0 0 4294967295", identity):
+    the program enters it and then drops to its per-worker uid, so host uids are unchanged; it
+    only takes away user-namespace creation (a bind mount of ``/`` in a namespace of its own).
+    Returns an fd (>= 64) for ``setns``."""
     ready_r, ready_w = os.pipe()
     hold_r, hold_w = os.pipe()
     pid = os.fork()
@@ -252,23 +279,27 @@ def _program_user_namespace() -> int:
             os.close(ready_r)
             os.close(hold_w)
             _check(_libc.unshare(CLONE_NEWUSER), "unshare(CLONE_NEWUSER) for programs")
-            _write_file("/proc/self/setgroups", "deny")
-            _write_file("/proc/self/uid_map", f"{ROOTLESS_PROGRAM_UID} 0 1")
-            _write_file("/proc/self/gid_map", f"{ROOTLESS_PROGRAM_UID} 0 1")
-            try:  # this namespace's own limit: nothing created inside it
-                _write_file("/proc/sys/user/max_user_namespaces", "0")
-            except OSError:
-                pass
+            if not id_map.startswith("0 0 "):  # an unprivileged mapping needs setgroups denied
+                _write_file("/proc/self/setgroups", "deny")
+            # this namespace's own limit: nothing created inside it (fail closed if it cannot be set)
+            _write_file("/proc/sys/user/max_user_namespaces", "0")
             os.write(ready_w, b"1")
-            os.read(hold_r, 1)  # until W holds an fd to the namespace
+            os.read(hold_r, 1)  # until W has written the id maps and holds an fd to the namespace
             code = 0
+        except OSError as exc:
+            os.write(ready_w, str(exc).encode()[:500])
         finally:
             os._exit(code)
     os.close(ready_w)
     os.close(hold_r)
     try:
-        if os.read(ready_r, 1) != b"1":
-            raise OSError("could not set up the program user namespace")
+        reply = os.read(ready_r, 512)
+        if reply != b"1":
+            raise OSError(f"could not set up the program user namespace: {reply.decode(errors='replace')}")
+        # Written from here (the parent namespace): only a writer outside the new namespace with
+        # CAP_SETUID there may map more than its own id (the identity map of root mode).
+        _write_file(f"/proc/{pid}/uid_map", id_map)
+        _write_file(f"/proc/{pid}/gid_map", id_map)
         fd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY)
         high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 64)  # clear of the stdio/result fds 0-3
         os.close(fd)
@@ -296,7 +327,8 @@ def _setup_isolation(cfg: dict, facts: dict) -> None:
     ``facts``. With CAP_SYS_ADMIN (root) the namespaces are created directly; without it, from
     a new user namespace (rootless mode) where that is allowed."""
     facts.update(root=os.geteuid() == 0, privileged=False, userns=False, userns_error=None, netns=False,
-                 mountns=False, pidns=False, cgroup=None, hidden=[], ro_mounts=0, errors=[])
+                 mountns=False, pidns=False, cgroup=None, hidden=[], ro_mounts=0, errors=[], keyring=False)
+    _fresh_session_keyring(facts)
     if cfg.get("cgroup"):
         try:
             with open(os.path.join(cfg["cgroup"], "cgroup.procs"), "w") as fh:
@@ -328,6 +360,8 @@ def _setup_isolation(cfg: dict, facts: dict) -> None:
     facts["mountns"] = True
     size = int(cfg["tmpfs"])
     facts["dev"] = _minimal_dev(facts)
+    if facts["dev"]:
+        _cover_top_level_files(facts)
     # Directories that must stay visible inside hidden trees (site-packages for numpy etc.).
     keep = []
     for path in cfg.get("keep", []):
@@ -400,6 +434,24 @@ def _setup_isolation(cfg: dict, facts: dict) -> None:
             facts["errors"].append(f"ro /dev: {exc}")
 
 
+def _cover_top_level_files(facts: dict) -> None:
+    """Regular files directly in / (container metadata, installers, ...) become empty: /dev/null
+    is bound over each (a mount can cover a file, not remove its name), read-only like the rest."""
+    try:
+        names = os.listdir("/")
+    except OSError as exc:
+        facts["errors"].append(f"top-level files: {exc}")
+        return
+    for name in names:
+        path = "/" + name
+        try:
+            if not stat_module.S_ISREG(os.lstat(path).st_mode):
+                continue
+            _mount("/dev/null", path, None, MS_BIND, None)
+        except OSError as exc:
+            facts["errors"].append(f"cover {path}: {exc}")
+
+
 #: The devices a program gets (bound from the host's /dev); GPUs, TPUs, disks, ... are not there.
 DEV_NODES = ("null", "zero", "full", "random", "urandom")
 
@@ -442,6 +494,10 @@ def _private_proc(facts: dict) -> None:
     try:
         _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
         facts["proc"] = True
+        # Read-only sysctls: rootless, the program's uid owns this namespace's IPC, UTS and user
+        # limits (kernel.shm*, msg*, sem, user.max_*), which it could otherwise rewrite.
+        _mount("/proc/sys", "/proc/sys", None, MS_BIND | MS_REC, None)
+        _mount(None, "/proc/sys", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
     except OSError as exc:
         facts["proc"] = False
         facts["errors"].append(f"proc: {exc}")
@@ -494,6 +550,9 @@ def _write_fd(fd: int, data) -> None:
         view = view[n:]
 
 
+_sigmask = signal.pthread_sigmask
+
+
 def _test_child(job: dict, prog: dict, fds: list, direct: dict | None = None) -> None:
     """Body of C: wire stdio, set the per-test limits, run the program, report, ``_exit``.
 
@@ -528,6 +587,8 @@ def _test_child(job: dict, prog: dict, fds: list, direct: dict | None = None) ->
                 os.setsid()  # its own process group, so T can kill what it leaves behind
             resource.setrlimit(resource.RLIMIT_CPU, cpu)
         resource.setrlimit(resource.RLIMIT_FSIZE, (lim["fsize"], lim["fsize"]))  # T and J write memfds
+        _sigmask(signal.SIG_SETMASK, ())  # the forkers block every signal; a program gets none blocked
+        _forget_frames(sys._getframe(1), 1)  # the forker's loop: its previous test's status and pid
         # Setup done: a first byte on the result pipe that the program cannot take back.
         os.write(RESULT_FD, SETUP_OK)
     except BaseException:  # noqa: BLE001 - setup failure is an infrastructure fault
@@ -635,6 +696,40 @@ def _test_child(job: dict, prog: dict, fds: list, direct: dict | None = None) ->
 # Forkers: the zygotes Z and the per-job runners T (trusted code; T already non-root and limited)
 # ----------------------------------------------------------------------------------------------
 
+_locals_to_fast = getattr(ctypes.pythonapi, "PyFrame_LocalsToFast", None)
+if _locals_to_fast is not None:
+    _locals_to_fast.argtypes = (ctypes.py_object, ctypes.c_int)
+    _locals_to_fast.restype = None
+_incref = ctypes.pythonapi.Py_IncRef
+_incref.argtypes = (ctypes.py_object,)
+_incref.restype = None
+
+
+def _forget_frames(frame, depth: int | None = None) -> None:
+    """Clear the local variables of ``frame`` and the frames below it (``depth`` of them, or all).
+
+    A program can walk up its stack (``sys._getframe().f_back``); the frames of the processes it
+    was forked from (W's ``main`` with the worker configuration, J's job that started a forker,
+    the forker's previous test) would tell it where and how it runs. A forker clears them once
+    when it starts, a test child the forker's loop frame: neither ever returns into them. The
+    values stay allocated (a process that exits with ``os._exit`` frees nothing anyway): freeing
+    J's objects in a fork (mappings it does not share) is not safe. Module frames (whose locals
+    are the module's globals) are left alone."""
+    while frame is not None and depth != 0:
+        if frame.f_code.co_name != "<module>":
+            local = frame.f_locals
+            for value in local.values():  # kept alive: no destructor of J's state runs here
+                _incref(value)
+            if _locals_to_fast is not None:  # CPython < 3.13: a snapshot, written back here
+                local.clear()
+                _locals_to_fast(frame, 1)
+            else:  # CPython >= 3.13: a write-through proxy
+                for name in list(local):
+                    local[name] = None
+        frame = frame.f_back
+        depth = None if depth is None else depth - 1
+
+
 def _reap_all(block: bool) -> None:
     while True:
         try:
@@ -674,6 +769,35 @@ def _wipe_dir(path: str) -> None:
             pass
 
 
+IPC_RMID = 0
+#: /proc/sysvipc file -> remover of one id. The objects of the worker's IPC namespace all come
+#: from test programs; J (root, or uid 0 of the worker's user namespace) may remove any.
+_SYSV = (("/proc/sysvipc/shm", lambda i: _libc.shmctl(i, IPC_RMID, None)),
+         ("/proc/sysvipc/msg", lambda i: _libc.msgctl(i, IPC_RMID, None)),
+         ("/proc/sysvipc/sem", lambda i: _libc.semctl(i, 0, IPC_RMID)))
+
+
+def _remove_sysv_objects() -> None:
+    """Remove every SysV shared memory segment, message queue and semaphore set (the ids are
+    the second column of /proc/sysvipc/*; the files hold only a header line when there are none)."""
+    for path, remove in _SYSV:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            data = chunk = os.read(fd, 1 << 16)
+            while chunk:  # usually one read: the header line alone
+                chunk = os.read(fd, 1 << 16)
+                data += chunk
+        finally:
+            os.close(fd)
+        for line in data.split(b"\n")[1:]:
+            fields = line.split()
+            if len(fields) > 1 and fields[1].isdigit():
+                remove(int(fields[1]))
+
+
 def _enter_sandbox(ctx: dict, lim: dict, cpu: tuple) -> None:
     """Drop to the sandbox identity: fresh cwd, rlimits, non-root per-worker uid (T, or C on the
     direct path). RLIMIT_FSIZE is set per test child (T itself writes stdin memfds)."""
@@ -686,6 +810,7 @@ def _enter_sandbox(ctx: dict, lim: dict, cpu: tuple) -> None:
     R.setrlimit(R.RLIMIT_NOFILE, (lim["nofile"], lim["nofile"]))
     R.setrlimit(R.RLIMIT_STACK, (lim["stack"], lim["stack"]))
     R.setrlimit(R.RLIMIT_AS, (lim["as"], lim["as"]))
+    R.setrlimit(R.RLIMIT_DATA, (lim["as"], lim["as"]))  # the heap too (an RLIMIT_AS-only kernel gap)
     R.setrlimit(R.RLIMIT_NPROC, (lim["nproc"], lim["nproc"]))
     _drop_identity(ctx)
     if not ctx["pidns"]:
@@ -698,16 +823,19 @@ def _drop_identity(ctx: dict) -> None:
     """Become the sandbox identity, and check it (fail closed: on any doubt the caller exits
     before the program runs, which J reports as an infrastructure error).
 
-    Root mode: the per-worker uid (no groups). Rootless mode: enter the program user namespace
-    and drop every capability (uid ``ROOTLESS_PROGRAM_UID`` there). Without isolation: nothing."""
+    Root mode: enter the program user namespace (identity-mapped), then the per-worker uid (no
+    groups, so no capability). Rootless mode: enter the program user namespace and drop every
+    capability (uid ``ROOTLESS_PROGRAM_UID`` there). Without isolation: nothing."""
     uid, userns = ctx["uid"], ctx.get("userns")
-    if ctx.get("rootless") and userns is None:
-        raise OSError("rootless mode without the program user namespace")
+    if (ctx.get("rootless") or uid is not None) and userns is None:
+        raise OSError("no program user namespace")
     if uid is not None:
+        if _libc_setns(userns, CLONE_NEWUSER) != 0:
+            raise OSError(ctypes.get_errno(), "setns(program user namespace)")
         os.setgroups([])
         os.setresgid(uid, uid, uid)
         os.setresuid(uid, uid, uid)
-        if os.getresuid() != (uid, uid, uid) or uid == 0:
+        if os.getresuid() != (uid, uid, uid) or uid == 0 or not _no_capabilities():
             raise OSError("sandbox uid not in effect")
     elif userns is not None:
         if _libc_setns(userns, CLONE_NEWUSER) != 0:
@@ -741,6 +869,12 @@ F_SETPIPE_SZ, PIPE_BYTES = 1031, 1 << 20
 FORKER_START_TIMEOUT_S = 60.0
 
 
+def _serve_cleanly(ctl_fd: int, report_fd: int, prog: dict, direct: dict | None) -> None:
+    """``_serve_forks`` with every frame below this one cleared first (see ``_forget_frames``)."""
+    _forget_frames(sys._getframe(1))
+    _serve_forks(ctl_fd, report_fd, prog, direct)
+
+
 def _serve_forks(ctl_fd: int, report_fd: int, prog: dict, direct: dict | None) -> None:
     """The loop of a forker: Z (persistent, root; C drops privileges and compiles the program
     itself) or T (one per job, already the sandbox uid, program compiled once).
@@ -751,6 +885,11 @@ def _serve_forks(ctl_fd: int, report_fd: int, prog: dict, direct: dict | None) -
     job, fds, pidns, pid_fd = prog.get("job"), prog["fds"], prog["pidns"], prog["pid_fd"]
     read, write, fork, wait4 = os.read, os.write, os.fork, os.wait4
     pack_pid, pack_status = REPORT_PID.pack, REPORT_STATUS.pack
+    getrusage, RUSAGE_CHILDREN = resource.getrusage, resource.RUSAGE_CHILDREN
+    # CPU of every process a test ran (its children and orphans too, reaped by us as their PID 1
+    # and subreaper): the growth of our RUSAGE_CHILDREN over the test.
+    before = getrusage(RUSAGE_CHILDREN)
+    before = before.ru_utime + before.ru_stime
     while True:
         try:
             data = read(ctl_fd, 1 << 16)
@@ -780,7 +919,10 @@ def _serve_forks(ctl_fd: int, report_fd: int, prog: dict, direct: dict | None) -
             _reap_all(block=False)  # zombies of processes that left the group
         elif _libc_kill(-1, 9) == 0:  # we are PID 1 of a namespace that holds only this test's processes
             _reap_all(block=True)
-        write(report_fd, pack_status(b"S", status, usage.ru_utime, usage.ru_stime, usage.ru_maxrss))
+        after = getrusage(RUSAGE_CHILDREN)
+        after = after.ru_utime + after.ru_stime
+        write(report_fd, pack_status(b"S", status, after - before, 0.0, usage.ru_maxrss))
+        before = after
 
 
 def _forker_fds(keep: set, devnull: int) -> None:
@@ -993,7 +1135,7 @@ class Runner:
         try:
             _fill_memfd(self.code_w, code_blob)
             warm = any(arena.find(m.encode(), 0, code_blob.nbytes) >= 0 for m in self.warm)
-            if len(inputs) <= DIRECT_MAX_TESTS:
+            if len(inputs) <= DIRECT_MAX_TESTS or job.get("direct"):
                 forker = self._zygote_for(job, cwd, warm)
             else:
                 forker = self._start_program_runner(job, cwd, len(inputs), warm, deadline)
@@ -1122,7 +1264,7 @@ class Runner:
                 code = 74
                 gc.freeze()  # a collection in a test child would otherwise write to (and copy) our pages
                 os.write(report_w, REPORT_READY)
-                _serve_forks(ctl_r, report_w, prog, ctx)
+                _serve_cleanly(ctl_r, report_w, prog, ctx)
                 code = 0
             finally:
                 os._exit(code)
@@ -1534,10 +1676,13 @@ class Runner:
                 del self.zygotes[warm]
 
     def _wipe_after_test(self, cwd: str) -> None:
-        """Empty the test's cwd and /dev/shm (the only places a program may write)."""
+        """Empty the test's cwd and /dev/shm (the only places a program may write) and remove every
+        SysV IPC object (they outlive processes: a channel to later tests, pinned memory)."""
         _wipe_dir(cwd)
         if self.facts["mountns"]:
             _wipe_dir("/dev/shm")
+        if self.facts["netns"]:  # a private IPC namespace (created with the network one)
+            _remove_sysv_objects()
 
     def _clean(self, cwd: str) -> None:
         if self.work_root:
@@ -1552,6 +1697,9 @@ class Runner:
 def main() -> None:
     cfg = json.loads(sys.argv[1])
     _ensure_stack(int(cfg["stack"]))
+    for name in ("__gasp_boot__", "__file__", "_here"):  # the configuration and host paths, out of reach
+        globals().pop(name, None)
+    sys.argv = ["gasp-sandbox-worker"]
     cmd_fd, res_fd = 0, 1
     # Our stdin/stdout are the protocol pipes; user-visible streams are rebuilt in T.
     sys.set_int_max_str_digits(0)
@@ -1567,11 +1715,13 @@ def main() -> None:
     uid = userns_fd = None
     if isolated and facts["privileged"]:
         uid = int(cfg.get("uid_base", 1_000_000)) + os.getpid()
-    elif isolated:
+    if isolated:
+        id_map = "0 0 4294967295" if uid is not None else f"{ROOTLESS_PROGRAM_UID} 0 1"
         try:
-            userns_fd = _program_user_namespace()
+            userns_fd = _program_user_namespace(id_map)
         except OSError as exc:  # fail closed: every test's identity drop fails (INFRA_ERROR)
             facts["errors"].append(f"program user namespace: {exc}")
+            uid = None
     facts["uid"] = uid
     facts["identity"] = "uid" if uid is not None else ("userns" if userns_fd is not None else None)
     facts["pidns"] = False
@@ -1584,6 +1734,10 @@ def main() -> None:
     pid = os.fork()
     if pid == 0:  # J
         try:
+            # J and the forkers (which inherit this mask) are each PID 1 of a namespace; the kernel
+            # drops signals to such an init from inside only while it has no handler, and Python
+            # has one (SIGINT). Blocked, a signal stays pending forever; test children unblock.
+            signal.pthread_sigmask(signal.SIG_BLOCK, CATCHABLE_SIGNALS)
             _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
             _prctl(PR_SET_NO_NEW_PRIVS, 1)  # inherited by every T: no setuid-binary escalation
             try:  # W is OOM-exempt; J and the T's are ordinary, so the OOM killer picks the hog
@@ -1614,10 +1768,12 @@ def main() -> None:
 
 
 def _load_protocol():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("_gasp_sandbox_protocol", os.path.join(_here, "protocol.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    """``protocol.py`` (stdlib only), loaded by path under a neutral code file name: like this
+    script's, its code objects (reachable from any frame) name no host path."""
+    module = types.ModuleType("_gasp_sandbox_protocol")
+    sys.modules[module.__name__] = module  # dataclasses look their module up here
+    with open(os.path.join(_here, "protocol.py"), "rb") as fh:
+        exec(compile(fh.read(), "<gasp-sandbox-protocol>", "exec", dont_inherit=True), module.__dict__)
     return module
 
 

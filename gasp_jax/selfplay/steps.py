@@ -323,6 +323,9 @@ def kind_metrics(episodes: Sequence[Episode], proposals: Sequence[Proposal] = ()
         statuses = [proposals[i].status for i in idx]
         for status in PROPOSAL_STATUSES:
             scalars[f"{prefix}/{status}_frac"] = _mean([s == status for s in statuses])
+        # Inputs that are not literals are outside the judge's contract (docs/tasks.md): invalid.
+        scalars[f"{prefix}/non_literal_input_frac"] = _mean(
+            [proposals[i].reason.startswith(_tasks().NON_LITERAL_INPUT) for i in idx])
         if pass_rates is not None:
             rates = np.array([pass_rates[i] for i in idx if i in pass_rates and np.isfinite(pass_rates[i])])
             if rates.size:
@@ -380,10 +383,12 @@ def validation_config(config):
 
 
 def judge_config(config):
-    """`tasks.JudgeConfig` from the run's `judge` block (None n_visible: half the induction pairs)."""
+    """`tasks.JudgeConfig` from the run's `judge` block (None n_visible: half the induction pairs).
+    A task's own program (abduction) runs under the `validation` limits: a program reads its
+    rlimits, and different ones would tell it that it is being judged."""
     tasks = _tasks()
     b = config.judge
-    return tasks.JudgeConfig(limits=sandbox_limits(b),
+    return tasks.JudgeConfig(limits=sandbox_limits(b), program_limits=sandbox_limits(config.validation),
                              n_visible=int(b.n_visible) or None)
 
 

@@ -38,6 +38,7 @@ import numpy as np
 from gasp_jax import models, multihost, rl, runtime, warmstart
 from gasp_jax import profiling
 from gasp_jax import sharding as shd
+from gasp_jax.config_checks import ConfigError, checker  # noqa: F401  (ConfigError: this module's error, for callers)
 from gasp_jax.checkpoint import Checkpointer
 from gasp_jax.metrics import CompileTimer, MetricWriter, progress_line
 from gasp_jax.selfplay import sources as sources_lib
@@ -50,10 +51,6 @@ PLACEMENTS = ("same", "split")
 # Model-shape fields a checkpoint must match (dtypes and remat may change between runs).
 SHAPE_FIELDS = ("model_type", "vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
                 "num_kv_heads", "head_dim", "tie_word_embeddings", "qkv_bias", "qk_norm")
-
-
-class ConfigError(ValueError):
-    """A bad run config; the message is one line naming the key."""
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -175,10 +172,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
 def check_config(config: ml_collections.ConfigDict) -> None:
     """Raises ConfigError naming the first bad key, before anything is built or compiled."""
 
-    def need(ok: bool, key: str, msg: str):
-        if not ok:
-            raise ConfigError(f"config: {key} {msg}")
-
+    need = checker("config: ")
     for block in ("model", "sampling", "prompts", "validation", "judge", "rewards", "rl", "mesh", "rollout",
                   "roles", "sandbox", "checkpoint", "log", "sources", "init"):
         need(block in config, block, "is missing (build configs from configs/common.py)")

@@ -11,7 +11,8 @@ input), ``induction`` (message + visible input/output pairs -> a program, judged
 pairs). See ``docs/tasks.md`` for the formats, the judge's semantics and the design.
 """
 
-from gasp_jax.tasks.execution import (JudgeConfig, Validation, ValidationConfig, gold_cache_clear, judge_many,
+from gasp_jax.tasks.execution import (NON_LITERAL_INPUT, JudgeConfig, Validation, ValidationConfig, gold_cache_clear,
+                                      judge_many,
                                       judge_many_async, validate_proposals, validate_proposals_async,
                                       validate_records)
 from gasp_jax.tasks.parsing import (ParsedProposal, ProposalError, answer_content, extract_answer, fenced_blocks,
@@ -31,6 +32,6 @@ __all__ = [
     "extract_answer", "answer_content", "fenced_blocks", "parse_proposal", "proposal_from_record",
     "ParsedProposal", "ProposalError", "ValidationConfig", "Validation", "validate_proposals",
     "validate_proposals_async", "validate_records", "JudgeConfig", "judge_many", "judge_many_async",
-    "gold_cache_clear", "NotPlain", "encode", "decode", "plain_repr", "RewardConfig", "DEFAULT_REWARDS",
+    "gold_cache_clear", "NON_LITERAL_INPUT", "NotPlain", "encode", "decode", "plain_repr", "RewardConfig", "DEFAULT_REWARDS",
     "solver_reward", "proposer_reward", "solver_outcome",
 ]

@@ -163,17 +163,12 @@ def _why(exc):
 
 
 def _args_of(text):
-    """Evaluate call-argument text (``"'abc', 3"``, ``"x=1"``) in a namespace that holds nothing but
-    the builtins, as the arguments of a call: returns ``(args_tuple, kwargs_dict)``."""
+    """Evaluate call-argument text (``"'abc', 3"``, ``"x=1"``: a canonical literal, checked by the
+    parent) in a namespace that holds nothing but the builtins, as the arguments of a call:
+    returns ``(args_tuple, kwargs_dict)``."""
     import builtins
     ns = {"__builtins__": builtins, "__gasp_args__": lambda *a, **k: (a, k)}
     return eval(compile("__gasp_args__(\n" + text + "\n)", "<input>", "eval", dont_inherit=True), ns)
-
-
-def _value_of(text):
-    """Evaluate an expression (a deduction answer) in a namespace holding only the builtins."""
-    import builtins
-    return eval(compile("(\n" + text + "\n)", "<answer>", "eval", dont_inherit=True), {"__builtins__": builtins})
 
 
 def _where():
@@ -192,19 +187,14 @@ def _perturb(n):
     return [(object(), [0] * (i % 7), "x" * (i % 13), bytearray(i % 97)) for i in range(n)]
 
 
+#: Cap on one value's encoding (bytes, about). A constant, not a request field: a request must
+#: look the same whether it validates a program or judges an answer.
+VALUE_CAP = 1 << 16
+
+
 def _run(req):
-    op, cap = req["op"], int(req.get("cap", 1 << 16))
-    if op == "eval":  # an answer, without any program in this process
-        try:
-            value = _args_of(req["text"]) if req.get("as_args") else _value_of(req["text"])
-        except BaseException as exc:  # noqa: BLE001
-            return {"ok": False, "error": _error_text(exc)}
-        try:
-            return {"ok": True, "values": [encode(value, cap)]}
-        except NotPlain as exc:
-            return {"ok": False, "error": _why(exc)}
-    if op != "call":
-        return {"ok": False, "error": f"unknown op {op!r}"}
+    if req.get("op") != "call":
+        return {"ok": False, "error": f"unknown op {req.get('op')!r}"}
     keep = _perturb(int(req.get("pad", 0)))
     where = _where()
     import builtins
@@ -212,10 +202,9 @@ def _run(req):
         code = compile(req["src"], "<program>", "exec", dont_inherit=True)
     except BaseException as exc:  # noqa: BLE001
         return {"ok": False, "at": None, "error": _error_text(exc)}
-    inputs, args_enc = req.get("inputs"), req.get("args")
-    order = req.get("order") or list(range(len(inputs if inputs is not None else args_enc)))
+    inputs = req["inputs"]
     values = []
-    for i in order:
+    for i in req.get("order") or range(len(inputs)):
         ns = {"__name__": "__main__", "__builtins__": builtins}  # a fresh program per call
         try:
             exec(code, ns)
@@ -225,19 +214,16 @@ def _run(req):
         except BaseException as exc:  # noqa: BLE001
             return {"ok": False, "at": i, "error": _error_text(exc)}
         try:
-            if inputs is not None:
-                args, kwargs = _args_of(inputs[i])
-                try:
-                    encode((args, kwargs), cap)
-                except NotPlain as exc:
-                    return {"ok": False, "at": i, "error": "input " + _why(exc)}
-            else:
-                args, kwargs = decode(args_enc[i])
+            args, kwargs = _args_of(inputs[i])
+            try:
+                encode((args, kwargs), VALUE_CAP)
+            except NotPlain as exc:
+                return {"ok": False, "at": i, "error": "input " + _why(exc)}
             value = fn(*args, **kwargs)
         except BaseException as exc:  # noqa: BLE001
             return {"ok": False, "at": i, "error": _error_text(exc)}
         try:
-            values.append(encode(value, cap))
+            values.append(encode(value, VALUE_CAP))
         except NotPlain as exc:
             return {"ok": False, "at": i, "error": "output " + _why(exc)}
     del keep

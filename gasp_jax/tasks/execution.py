@@ -4,22 +4,23 @@ Every check is one sandbox *test* (a fresh process) running ``child.py``'s ``__g
 JSON request; many tests share one sandbox job (the program text is the same wrapper for all, the
 model-written text travels in the request). What runs where:
 
-- judge, deduction: an answer that is a Python literal is parsed here into builtin values (``ast``;
-  nothing is executed); any other expression is evaluated in a process without the program;
-- judge, abduction: literal call arguments are parsed here and ``f(*args, **kwargs)`` runs in one
-  process; other argument expressions are evaluated in one process without the program, their
-  plain-data value is decoded here and ``f`` runs in a second process, so side effects of the
-  answer (patched builtins, ...) cannot reach ``f``;
+- judge, deduction: the answer must be a literal (``plain.literal_encoding``: parsed here,
+  nothing is executed anywhere) and is compared with the gold value;
+- judge, abduction: the answer must be literal call arguments; ``f`` runs on them in one process,
+  through the very request validation sends (``_call_request``: same wrapper code path, same
+  locals, same limits, same canonical argument text), so nothing in ``f``'s reach tells judging
+  from validation;
 - judge, induction: the answer program runs on the hidden inputs in one process (a fresh program
   namespace per call);
-- validation: the program runs on every input in one process (fresh namespace per call, inputs
-  evaluated without the program); a second run, in a separate job (so normally on another
-  worker; rerun while it saw the first run's hash secret), takes the inputs in reverse order on a
-  perturbed heap; the outputs must be identical up to dict order.
+- validation: every input must be literal call arguments; the program runs on every input in one
+  process (fresh namespace per call); a second run of the same request code, in a separate job
+  (so normally on another worker; rerun while it saw the first run's hash secret), takes the
+  inputs in reverse order on a perturbed heap; the outputs must be identical up to dict order.
 
-Gold values never enter a process that runs model-written code: they stay in this process and
-are compared with ``==`` against values decoded from the children's plain-data replies. No text
-written by a model is passed to ``eval``/``exec`` here.
+Gold values never enter a process that runs model-written code: they stay in this process, as
+canonical keys (``plain.canonical``: no set or dict is ever built from untrusted data), and are
+compared with ``==`` against the keys of the children's plain-data replies. No text written by a
+model is passed to ``eval``/``exec`` here.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ from gasp_jax.sandbox import Limits, Status
 from gasp_jax.sandbox.policy import DEFAULT_BANNED_MODULES, find_banned_imports, validate_program
 from gasp_jax.tasks import child
 from gasp_jax.tasks.parsing import ParsedProposal, ProposalError, proposal_from_record
-from gasp_jax.tasks.plain import (NotPlain, decode, encode, encoded_json, literal_args, literal_value, parse_reply,
-                                  plain_repr, values_equal)
+from gasp_jax.tasks.plain import (NotPlain, args_text, canonical, encoded_json, encoding_repr, literal_args_encoding,
+                                  literal_encoding, parse_reply)
 from gasp_jax.tasks.records import (IO_KINDS, TaskFormatError, check_kind, n_visible_pairs, program_text,
                                     record_key, validate_record)
 
@@ -91,9 +92,13 @@ class JudgeConfig:
     """``n_visible``: induction pairs shown to the solver (None: half, AZR); the rest are judged.
     ``banned_modules`` apply to induction answers (a solver program importing ``random`` or
     ``time`` would get verdicts that change between runs). Answers longer than
-    ``max_answer_chars`` and values whose encoding exceeds ``max_value_bytes`` are wrong."""
+    ``max_answer_chars`` and values whose encoding exceeds ``max_value_bytes`` are wrong.
+    ``limits`` apply to induction answers; ``program_limits`` (None: ``limits``) to running a
+    task's own program on an abduction answer, and must equal the validation limits: a program
+    can read its rlimits, so different ones would tell it that it is being judged."""
 
     limits: Limits = DEFAULT_LIMITS
+    program_limits: Limits | None = None
     n_visible: int | None = None
     banned_modules: frozenset = DEFAULT_BANNED_MODULES
     max_answer_chars: int = 64 * 1024
@@ -225,11 +230,13 @@ def _send(sandbox: Any, requests: list[dict], limits: Limits, max_per_job: int, 
 
 
 def _send_job(sandbox: Any, chunk: list[dict], limits: Limits, targets: list[Future]) -> None:
-    """One sandbox job running ``chunk`` (one test, i.e. one fresh process, per request)."""
+    """One sandbox job running ``chunk`` (one test, i.e. one fresh process, per request). Every
+    task job takes the sandbox's direct path (each test forked by the worker's persistent zygote,
+    whatever the job's size), so a program sees the same process tree in every kind of job."""
     max_chars = limits.stdout_bytes
     inputs = [repr(json.dumps(r, separators=(",", ":"))) for r in chunk]
     try:
-        job = sandbox.run_function_async(WRAPPER, inputs, fn_name=ENTRY, limits=limits)
+        job = sandbox.run_function_async(WRAPPER, inputs, fn_name=ENTRY, limits=limits, direct=True)
     except BaseException as e:  # noqa: BLE001 - e.g. the sandbox was closed
         for t in targets:
             t.set_exception(e)
@@ -276,12 +283,38 @@ def _flush(batch: list) -> None:
         _send(sandbox, requests, limits, max_per_job, out)
 
 
-def _decoded(reply: dict, k: int) -> tuple[Any, str]:
-    """(value, "") of reply value ``k``, or (None, reason) when it is not plain data."""
+def _canonical(reply: dict, k: int) -> tuple[Any, str]:
+    """(canonical key, "") of reply value ``k``, or (None, reason) when it is not plain data."""
     try:
-        return decode(reply["values"][k]), ""
+        return canonical(reply["values"][k], MAX_VALUE_ITEMS), ""
     except (NotPlain, IndexError, KeyError, TypeError) as exc:
         return None, f"not plain data: {exc}"
+
+
+#: Elements of one decoded value at most (the reply's size cap bounds it too).
+MAX_VALUE_ITEMS = 1 << 18
+#: Proposal inputs must be literal call arguments; the reason of an invalid proposal starts so.
+NON_LITERAL_INPUT = "input is not a literal"
+
+
+def _call_request(src: str, inputs: Sequence[str], order: Sequence[int] | None = None, pad: int = 0) -> dict:
+    """The one request that runs a program on call arguments, for validation (every run) and the
+    judge alike: from inside ``f`` a judged call is indistinguishable from validation's first run
+    of a one-input task (same keys, same wrapper path)."""
+    return {"op": "call", "src": src, "inputs": list(inputs),
+            "order": list(order) if order is not None else list(range(len(inputs))), "pad": int(pad)}
+
+
+def canonical_inputs(texts: Sequence[str], max_bytes: int = 1 << 16) -> list[str] | str:
+    """Each input as its canonical literal text (``plain.args_text``), or the reason (starting
+    with ``NON_LITERAL_INPUT``) the first one that is not literal call arguments is refused."""
+    out = []
+    for i, text in enumerate(texts):
+        ok, enc = literal_args_encoding(text, max_bytes)
+        if not ok:
+            return f"{NON_LITERAL_INPUT} (input {i}: {enc})"
+        out.append(args_text(enc))
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -304,7 +337,7 @@ def _gold_values(sandbox: Any, kind: str, rec: dict, limits: Limits, max_per_job
     if "gold" in rec:
         encodings = rec["gold"] if kind == "induction" else [rec["gold"]]
         try:
-            return _resolved([decode(e) for e in encodings])
+            return _resolved([canonical(e, MAX_VALUE_ITEMS) for e in encodings])
         except NotPlain as exc:
             raise TaskFormatError(f"record {rec.get('id')!r}: malformed 'gold' ({exc})") from None
     key = record_key(kind, rec)
@@ -314,9 +347,11 @@ def _gold_values(sandbox: Any, kind: str, rec: dict, limits: Limits, max_per_job
             return _resolved(_GOLD_CACHE[key])
         if key in _GOLD_PENDING:
             return _GOLD_PENDING[key]
-        req = {"op": "call", "src": program_text(rec), "inputs": _record_inputs(kind, rec),
-               "cap": limits.stdout_bytes // 4}
-        fut = _submit(sandbox, [req], limits, max_per_job)[0]
+        texts = canonical_inputs(_record_inputs(kind, rec))
+        if isinstance(texts, str):  # a record from before inputs had to be literal
+            log.warning("task record %r: %s; not judged", rec.get("id"), texts)
+            return _resolved(None)
+        fut = _submit(sandbox, [_call_request(program_text(rec), texts)], limits, max_per_job)[0]
         _GOLD_PENDING[key] = pending = _then(fut, lambda reply: _store_gold(key, rec, reply))
     pending.add_done_callback(lambda _: _forget_pending(key))  # also when it failed (sandbox closed)
     return pending
@@ -331,7 +366,7 @@ def _store_gold(key: str, rec: dict, reply: dict | None) -> list | None:
     values = None
     if reply is not None and reply.get("ok"):
         try:
-            values = [decode(e) for e in reply["values"]]
+            values = [canonical(e, MAX_VALUE_ITEMS) for e in reply["values"]]
         except NotPlain:
             values = None
     if reply is not None and values is None:
@@ -355,36 +390,22 @@ def _compare(reply: dict | None, golds: list | None) -> bool | None:
     if not reply.get("ok") or len(reply["values"]) != len(golds):
         return False
     for k, gold in enumerate(golds):
-        value, why = _decoded(reply, k)
-        if why or not values_equal(value, gold):
+        value, why = _canonical(reply, k)
+        if why or value != gold:
             return False
     return True
-
-
-def _args_request(reply: dict | None, src: str, cap: int) -> dict | str | None:
-    """Stage 2 of abduction: the call request for the decoded answer arguments (or a verdict)."""
-    if reply is None:
-        return None
-    if not reply.get("ok"):
-        return "wrong"
-    value, why = _decoded(reply, 0)
-    if why or type(value) is not tuple or len(value) != 2 or type(value[0]) is not tuple \
-            or type(value[1]) is not dict or not all(type(k) is str for k in value[1]):
-        return "wrong"
-    return {"op": "call", "src": src, "args": [reply["values"][0]], "cap": cap}
 
 
 def judge_many_async(sandbox: Any, items: Sequence[tuple[str, dict, Any]], *,
                      config: JudgeConfig | None = None) -> list[Future]:
     """Futures of the verdicts of ``judge_many`` (submitted now; resolve as the sandbox works).
 
-    Answers that are Python literals (what models nearly always write for deduction and
-    abduction) are turned into values here by parsing alone (``plain.literal_value``); any other
-    expression is evaluated in a sandbox process without the program."""
+    Deduction and abduction answers must be literals (``plain.literal_encoding``): they are
+    parsed here, never evaluated, and anything else is wrong."""
     cfg = config or JudgeConfig()
     cap = cfg.max_value_bytes
-    lim = cfg.limits
-    first: list[dict] = []   # requests that can go now
+    lim, program_lim = cfg.limits, cfg.program_limits or cfg.limits
+    calls: dict[Limits, list[dict]] = {lim: [], program_lim: []}  # requests, by the limits they run under
     plan: list[Any] = []     # per item: a verdict, or (route, kind, record, payload)
     for item in items:
         if not isinstance(item, (tuple, list)) or len(item) != 3:
@@ -392,56 +413,49 @@ def judge_many_async(sandbox: Any, items: Sequence[tuple[str, dict, Any]], *,
         kind, rec, answer = item
         check_kind(kind)
         rec = validate_record(kind, rec)
-        if not isinstance(answer, str) or not answer.strip() or len(answer) > cfg.max_answer_chars:
+        # An empty abduction answer is the empty argument list (``f()``, as CRUXEval's grader).
+        if not isinstance(answer, str) or len(answer) > cfg.max_answer_chars or (
+                not answer.strip() and kind != "abduction"):
             plan.append(False)
             continue
         if kind == "deduction":
-            is_literal, value = literal_value(answer, cap)
-            if is_literal:
-                plan.append(("value", kind, rec, value))
-                continue
-            first.append({"op": "eval", "text": answer, "cap": cap})
-            plan.append(("reply", kind, rec, len(first) - 1))
+            ok, enc = literal_encoding(answer, cap)
+            try:
+                plan.append(("value", kind, rec, canonical(enc, MAX_VALUE_ITEMS)) if ok else False)
+            except NotPlain:
+                plan.append(False)
         elif kind == "abduction":
-            is_literal, args = literal_args(answer, cap)
-            if is_literal:  # straight to f(*args, **kwargs)
-                first.append({"op": "call", "src": program_text(rec), "args": [encode(args)], "cap": cap})
-                plan.append(("reply", kind, rec, len(first) - 1))
-            else:  # evaluate the arguments in one process, call f in another
-                first.append({"op": "eval", "text": answer, "as_args": True, "cap": cap})
-                plan.append(("args", kind, rec, len(first) - 1))
+            ok, enc = literal_args_encoding(answer, cap)
+            if not ok:
+                plan.append(False)
+                continue
+            calls[program_lim].append(_call_request(program_text(rec), [args_text(enc)]))
+            plan.append(("reply", kind, rec, (program_lim, len(calls[program_lim]) - 1)))
         else:
             text, _ = validate_program(answer)
             if text is None or find_banned_imports(text, cfg.banned_modules):
                 plan.append(False)
                 continue
             k = n_visible_pairs(len(rec["inputs"]), cfg.n_visible)
-            first.append({"op": "call", "src": text, "inputs": rec["inputs"][k:], "cap": cap})
-            plan.append(("reply", kind, rec, len(first) - 1))
-    replies = _submit(sandbox, first, lim, cfg.max_tests_per_job)
+            hidden = canonical_inputs(rec["inputs"][k:])
+            calls[lim].append(_call_request(text, rec["inputs"][k:] if isinstance(hidden, str) else hidden))
+            plan.append(("reply", kind, rec, (lim, len(calls[lim]) - 1)))
+    replies = {limits: _submit(sandbox, reqs, limits, cfg.max_tests_per_job) for limits, reqs in calls.items()}
     out: list[Future] = []
     for p in plan:
         if not isinstance(p, tuple):
             out.append(_resolved(p))
             continue
         route, kind, rec, payload = p
-        golds = _gold_values(sandbox, kind, rec, lim, cfg.max_tests_per_job)
+        golds = _gold_values(sandbox, kind, rec, program_lim, cfg.max_tests_per_job)
         if kind == "induction":
             k = n_visible_pairs(len(rec["inputs"]), cfg.n_visible)
             golds = _then(golds, lambda g, k=k: None if g is None else g[k:])
         if route == "value":
-            out.append(_then(golds, lambda g, v=payload: None if g is None else values_equal(v, g[0])))
+            out.append(_then(golds, lambda g, v=payload: None if g is None else v == g[0]))
             continue
-        reply = replies[payload]
-        if route == "args":
-            def stage2(r: dict | None, src: str = program_text(rec)) -> Any:
-                req = _args_request(r, src, cap)
-                if req is None or req == "wrong":
-                    return None if req is None else {"ok": False, "error": "answer is not call arguments"}
-                return _submit(sandbox, [req], lim, cfg.max_tests_per_job)[0]
-
-            reply = _then(reply, stage2)
-        out.append(_then(_gather([reply, golds]), lambda rg: _compare(*rg)))
+        limits, index = payload
+        out.append(_then(_gather([replies[limits][index], golds]), lambda rg: _compare(*rg)))
     return out
 
 
@@ -449,9 +463,10 @@ def judge_many(sandbox: Any, items: Sequence[tuple[str, dict, Any]], *,
                config: JudgeConfig | None = None) -> list[bool | None]:
     """Verdicts for ``(kind, record, answer)`` items (public contract).
 
-    ``answer`` is the extracted answer text (``extract_answer``): deduction, an output
-    expression; abduction, call arguments in the form of ``record["input"]`` (``"'abc', 3"``);
-    induction, a program defining ``f``. ``True``: the answer's value is plain data and equals the
+    ``answer`` is the extracted answer text (``extract_answer``): deduction, a literal of the
+    output; abduction, literal call arguments in the form of ``record["input"]`` (``"'abc', 3"``;
+    ``""`` for no arguments); induction, a program defining ``f``. Literals are what
+    docs/tasks.md ("What a literal is") lists. ``True``: the answer's value is plain data and equals the
     gold with Python ``==`` (induction: on every hidden input); ``False``: anything else, a
     missing answer (``None``) included; ``None``: infrastructure error only (drop the sample)."""
     return [f.result() for f in judge_many_async(sandbox, items, config=config)]
@@ -483,7 +498,8 @@ def _precheck(kind: str, prop: Any, cfg: ValidationConfig) -> str | None:
             return "input is not a string"
         if len(x) > cfg.max_input_chars:
             return f"input longer than {cfg.max_input_chars} characters"
-    return None
+    texts = canonical_inputs(prop.inputs)
+    return texts if isinstance(texts, str) else None
 
 
 def dict_order_free(enc: Any) -> Any:
@@ -527,10 +543,9 @@ def _runs_verdict(kind: str, prop: ParsedProposal, meta: dict, orders: list[list
     golds, shown = [], []
     for i in range(n):
         try:
-            value = decode(per_run[0][i])
+            text = encoding_repr(per_run[0][i], MAX_VALUE_ITEMS)
         except NotPlain as exc:
             return Validation(False, None, f"input {i}: output is not plain data ({exc})")
-        text = plain_repr(value)
         if len(text) > cfg.max_output_chars:
             return Validation(False, None, f"input {i}: output too large ({len(text)} > {cfg.max_output_chars} characters)")
         golds.append(per_run[0][i])
@@ -551,7 +566,6 @@ def validate_proposals_async(sandbox: Any, items: Sequence[tuple], *,
     """Futures of ``validate_proposals`` (submitted now)."""
     cfg = config or ValidationConfig()
     runs = max(2, int(cfg.runs))
-    cap = 4 * cfg.max_output_chars + 64
     by_run: list[list[dict]] = [[] for _ in range(runs)]
     plan: list[Any] = []
     for item in items:
@@ -565,11 +579,11 @@ def validate_proposals_async(sandbox: Any, items: Sequence[tuple], *,
             plan.append(Validation(False, None, reason))
             continue
         n = len(prop.inputs)
+        texts = canonical_inputs(prop.inputs)
         orders = [list(range(n)) if r % 2 == 0 else list(range(n))[::-1] for r in range(runs)]
         idx = []
         for r in range(runs):
-            by_run[r].append({"op": "call", "src": prop.program, "inputs": list(prop.inputs), "order": orders[r],
-                              "pad": cfg.heap_pad * r, "cap": cap})
+            by_run[r].append(_call_request(prop.program, texts, orders[r], cfg.heap_pad * r))
             idx.append(len(by_run[r]) - 1)
         plan.append((kind, prop, meta, orders, idx))
     # Each run is its own set of jobs, so the runs of one proposal are separate jobs (and, with

@@ -7,6 +7,7 @@ import os
 import ml_collections
 
 from gasp_jax import models, rl, tasks
+from gasp_jax.config_checks import checker
 from gasp_jax.data import paths
 from gasp_jax.data.livecodebench import LCB_CUTOFF  # noqa: F401  (re-exported: goalposts are before it, never after)
 
@@ -85,12 +86,8 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 def validate_config(ws: ml_collections.ConfigDict) -> None:
-    """Raises ValueError naming the first bad field of a warm-start block."""
-
-    def need(ok: bool, field: str, msg: str):
-        if not ok:
-            raise ValueError(f"warmstart.{field}: {msg}")
-
+    """Raises ConfigError (a ValueError) naming the first bad field of a warm-start block."""
+    need = checker("warmstart.")
     need(int(ws.steps) >= 1, "steps", f"must be >= 1, got {ws.steps}")
     need(int(ws.batch_size) >= 1, "batch_size", f"must be >= 1, got {ws.batch_size}")
     need(int(ws.max_length) >= 16, "max_length", f"must be >= 16, got {ws.max_length}")
