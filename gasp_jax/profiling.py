@@ -20,6 +20,7 @@ docs/profiling.md says how to read it.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import logging
 import os
@@ -349,6 +350,37 @@ class StepObserver:
             self._step_trace = None
         self.window.close()
         self.compiles.close()
+
+
+def profile_calls(fn, block: ml_collections.ConfigDict | None, *, logdir: str, name: str):
+    """`fn` whose calls are the profiled steps: for the evaluation jobs, whose unit of work is one sampler
+    call (`generate_fn(prompts, n)`), call K .. K+M-1 is traced (`profile.start_step/num_steps`). The
+    returned callable has `close()` (also run at exit), which stops a trace the job ended inside of."""
+    window = ProfileWindow(block, logdir=logdir, first_step=0, last_step=2**31)  # the call count is unknown
+    calls = 0
+
+    def profiled(*args, **kwargs):
+        nonlocal calls
+        calls += 1
+        if not window.enabled:
+            return fn(*args, **kwargs)
+        window.begin(calls)
+        try:
+            with step_annotation(name, step_num=calls):
+                return fn(*args, **kwargs)
+        finally:
+            window.end(calls)
+
+    def close():
+        if window.enabled and not window.traced:
+            log.warning("profile window starts at call %d but the job made %d sampler calls; nothing traced",
+                        window.start, calls)
+        window.close()
+
+    profiled.close = close
+    if window.enabled:
+        atexit.register(close)  # a job that ends inside the window still writes its trace
+    return profiled
 
 
 # ----------------------------------------------------------------------------------------- goodput

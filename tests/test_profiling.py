@@ -216,3 +216,19 @@ def test_tiny_azr_profile_window_writes_a_trace_the_plugin_lists(tmp_path):
                 "memory/host_rss_bytes"):
         assert all(v > 0 for _, v in tb[tag]), tag
     assert "perf/mfu" not in tb  # CPU: no peak, no MFU
+
+
+def test_profile_calls_traces_the_chosen_sampler_calls_of_an_evaluation_job(tmp_path, caplog):
+    block = profiling.default_config()
+    block.update(start_step=2, num_steps=1)
+    double = jax.jit(lambda x: 2 * x)
+    fn = profiling.profile_calls(lambda x: np.asarray(double(x)), block, logdir=str(tmp_path / "tb"), name="lcb_eval")
+    assert [int(fn(np.int32(i))) for i in range(3)] == [0, 2, 4]
+    fn.close()
+    assert len(glob.glob(str(tmp_path / "tb" / "plugins" / "profile" / "*" / "*.xplane.pb"))) == 1
+    block.update(start_step=5)
+    fn = profiling.profile_calls(lambda: None, block, logdir=str(tmp_path / "late"), name="lcb_eval")
+    fn()
+    with caplog.at_level(logging.WARNING, logger="gasp_jax.profiling"):
+        fn.close()
+    assert "made 1 sampler calls; nothing traced" in caplog.text

@@ -148,7 +148,8 @@ def parity_config(steps, sigterm_after=0):
 
 def _learned(workdir):
     rows = [json.loads(line) for line in open(os.path.join(workdir, "tb", "metrics.jsonl"))]
-    keep = lambda r: {k: v for k, v in r.items() if not k.startswith(("time/", "perf/tokens_per_s")) and k != "time"}
+    # Timings, throughput, compile counts and memory differ between runs; everything learned must not.
+    keep = lambda r: {k: v for k, v in r.items() if not k.startswith(("time/", "perf/", "memory/")) and k != "time"}
     return {r["step"]: keep(r) for r in rows}
 
 

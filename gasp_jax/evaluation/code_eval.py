@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from gasp_jax import multihost
+from gasp_jax import multihost, profiling
 from gasp_jax.data.humaneval import load_humaneval
 from gasp_jax.data.livecodebench import LoadReport
 from gasp_jax.data.mbpp import load_mbpp_plus
@@ -142,6 +142,8 @@ def run(config: Any, workdir: str, *, generate_fn: GenerateFn | None = None, tok
         from gasp_jax.evaluation.generation import build_generate_fn, mesh_for
 
         generate_fn, tokenizer = build_generate_fn(config.model, config.sampling, mesh=mesh_for(config))
+        generate_fn = profiling.profile_calls(generate_fn, config.get("profile"), name="code_eval",
+                                              logdir=str(workdir_path / "tensorboard"))
     store = SampleStore(workdir_path)
     done = store.open(fingerprint(config), overwrite=bool(config.get("overwrite", False)), keep_samples=0)
     limits = sandbox_limits(config.sandbox.get("limits", {}) or {})

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gasp_jax import multihost
+from gasp_jax import multihost, profiling
 from gasp_jax.data.livecodebench import DateWindow, LoadReport, Problem
 from gasp_jax.evaluation.common import (
     config_to_dict, load_config_problems, make_prompt_fn, open_sandbox, run_fingerprint, write_json,
@@ -208,6 +208,8 @@ def run(
         from gasp_jax.evaluation.generation import build_generate_fn, mesh_for
 
         generate_fn, tokenizer = build_generate_fn(config.model, config.sampling, mesh=mesh_for(config))
+        generate_fn = profiling.profile_calls(generate_fn, config.get("profile"), name="lcb_eval",
+                                              logdir=str(workdir_path / "tensorboard"))
     prompt_fn = make_prompt_fn(config.prompt, tokenizer)
     store = SampleStore(workdir_path)
     # The report needs counts only; completions stay on disk (samples.jsonl).
