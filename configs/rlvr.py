@@ -33,6 +33,7 @@ import ml_collections
 
 from configs import common
 from gasp_jax.data import paths
+from gasp_jax.evaluation import periodic
 
 PRESETS = ("paper", "tiny")
 # Real LCB problems with the shortest statements (the tiny model's context is 2048 bytes), before and
@@ -40,7 +41,6 @@ PRESETS = ("paper", "tiny")
 TINY_TRAIN = ("3453", "3476", "2819", "3337", "3371", "3349", "3394", "abc333_a")
 TINY_HELD_OUT = ("3676", "abc383_d")
 TINY_GOALPOSTS = ("3374", "3395")
-HOOK = "gasp_jax.evaluation.periodic:PeriodicEval"
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -63,21 +63,8 @@ def lcb_source() -> ml_collections.ConfigDict:
     return block
 
 
-def evaluation() -> ml_collections.ConfigDict:
-    """The `eval` block of the periodic-evaluation hook (also added to other methods by the protocol)."""
-    from gasp_jax.evaluation import periodic
-
-    block = periodic.default_config()
-    block.lcb.data.sources = (lcb_sample_file(),)
-    block.goalposts.select.sources = (lcb_sample_file(),)
-    return block
-
-
-def add_evaluation(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Turns on the periodic evaluation (hook + `eval` block) in any self-play-family config."""
-    c.eval = evaluation()
-    c.hooks = tuple(h for h in c.get("hooks", ()) if h != HOOK) + (HOOK,)
-    return c
+# The periodic evaluation (hook + `eval` block) lives in the library; the name stays for config files.
+add_evaluation = periodic.add_evaluation
 
 
 def paper() -> ml_collections.ConfigDict:

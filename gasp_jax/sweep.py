@@ -39,6 +39,7 @@ from typing import Any, Mapping, Sequence
 
 import ml_collections
 
+from gasp_jax import config_files
 from gasp_jax.overrides import apply_overrides
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,18 +96,10 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
 
 def load_base_config(base: str) -> ml_collections.ConfigDict:
     """The base config exactly as `--config=<base>` builds it."""
-    file, _, arg = base.partition(":")
-    file_path = Path(file) if Path(file).is_absolute() else REPO / file
-    if not file_path.is_file():
-        raise SweepError(f"base config {file_path} not found")
-    sys.path.insert(0, str(REPO))  # config files import `configs.common`
     try:
-        spec = importlib.util.spec_from_file_location(f"gasp_sweep_base_{file_path.stem}", file_path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module.get_config(arg) if arg else module.get_config()
-    finally:
-        sys.path.remove(str(REPO))
+        return config_files.load(base)
+    except config_files.ConfigFileError as e:
+        raise SweepError(f"base config: {e}") from None
 
 
 def check_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, Any], where: str) -> None:

@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import platform
-import sys
 import tempfile
 
 import numpy as np
@@ -52,15 +51,14 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", choices=("azr", "gasp"), default="azr", help="configs/<preset>.py")
     p.add_argument("--arg", default=None, help="configs/<preset>.py argument (default: tiny,steps=4)")
+    p.add_argument("--config_dir", default="configs", help="where the preset's config file is (path)")
     p.add_argument("--gpu", action="store_true", help="1.5B shape, bf16, random init, 2 iterations")
     p.add_argument("--workdir", default=None, help="default: a fresh temporary directory")
     p.add_argument("--allow-unsafe", action="store_true", help="sandbox without isolation (no namespaces)")
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
 
-    sys.path.insert(0, os.getcwd())  # configs/ lives next to the package, as for gasp_jax.main
-    from configs import azr, gasp
-    from gasp_jax import runtime
+    from gasp_jax import config_files, runtime
     from gasp_jax.selfplay import trainer
     import jax
 
@@ -73,7 +71,7 @@ def main(argv=None) -> dict:
                         "sources.azr.propose_per_kind=16,sources.azr.solve_per_kind=16,checkpoint.every=100")
     else:
         arg = a.arg or "tiny,steps=4"
-    config = (gasp if a.preset == "gasp" else azr).get_config(arg)
+    config = config_files.load(f"{a.config_dir}/{a.preset}.py:{arg}")
     config.sandbox.allow_unsafe = bool(a.allow_unsafe)
     workdir = a.workdir or tempfile.mkdtemp(prefix="gasp_iteration_")
     runtime.initialize(config)

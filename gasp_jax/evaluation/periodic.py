@@ -33,6 +33,7 @@ from typing import Any
 import ml_collections
 
 from gasp_jax import multihost
+from gasp_jax.data import paths
 from gasp_jax.data.livecodebench import LCB_CUTOFF, Problem
 from gasp_jax.evaluation import prompts as lcb_prompts
 from gasp_jax.evaluation.common import load_config_problems, make_prompt_fn, write_json
@@ -75,6 +76,17 @@ def default_config() -> ml_collections.ConfigDict:
     c.goalposts.batch_problems = 4
     c.goalposts.solved_min_correct = 1
     return c
+
+
+def add_evaluation(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Turns on the periodic evaluation in any self-play run config: the `eval` block (both windows on the
+    shipped LCB problems until a release is given) and the `PeriodicEval` hook, once."""
+    config.eval = default_config()
+    sample = str(paths.data_file(paths.LCB_PUBLIC_V5))
+    config.eval.lcb.data.sources = (sample,)
+    config.eval.goalposts.select.sources = (sample,)
+    config.hooks = tuple(h for h in config.get("hooks", ()) if h != HOOK) + (HOOK,)
+    return config
 
 
 def is_due(every: int, completed: int, total: int) -> bool:

@@ -28,6 +28,7 @@ _QUERIES = flags.DEFINE_integer("queries", 64, "candidates checked per search (o
 _REPEATS = flags.DEFINE_integer("repeats", 5, "timed searches per size (the median is reported)")
 _PASS_RATE = flags.DEFINE_bool("pass_rate", False, "measure GASP's phases with valid proposals (scripted teacher)")
 _ALLOW_UNSAFE = flags.DEFINE_bool("allow_unsafe", False, "sandbox without namespaces (--pass_rate)")
+_CONFIG = flags.DEFINE_string("config", "configs/gasp.py:tiny", "the GASP config measured (--pass_rate), path[:arg]")
 
 
 def _median_time(fn, repeats: int) -> float:
@@ -96,8 +97,8 @@ def iteration_breakdown(metrics_rows: Sequence[dict], *, skip_first: int = 1) ->
     return out
 
 
-def pass_rate_cost(*, steps: int = 3, lemmas: int = 8, n: int = 4, solve_batch: int = 8,
-                   max_new_tokens: int = 96, allow_unsafe: bool = False) -> dict:
+def pass_rate_cost(*, config_path: str = "configs/gasp.py:tiny", steps: int = 3, lemmas: int = 8, n: int = 4,
+                   solve_batch: int = 8, max_new_tokens: int = 96, allow_unsafe: bool = False) -> dict:
     """GASP's phases with proposals that validate: a scripted teacher writes distinct valid induction
     tasks (AZR seed programs) as lemmas and lifts (``lift_from="valid"``), the student is the real sampler
     on a random-init tiny model (it writes ``max_new_tokens`` almost always: the worst case). Returns mean
@@ -107,8 +108,7 @@ def pass_rate_cost(*, steps: int = 3, lemmas: int = 8, n: int = 4, solve_batch: 
 
     import jax
 
-    from configs import gasp as gasp_config
-    from gasp_jax import models, tasks
+    from gasp_jax import config_files, models, tasks
     from gasp_jax.data import paths
     from gasp_jax.gasp.source import GaspSource
     from gasp_jax.sandbox import Sandbox
@@ -116,7 +116,8 @@ def pass_rate_cost(*, steps: int = 3, lemmas: int = 8, n: int = 4, solve_batch: 
     from gasp_jax.selfplay.types import RolloutContext, Timers
     from gasp_jax.tokenizer import build_byte_tokenizer
 
-    config = gasp_config.get_config(f"tiny,steps={steps}")
+    config = config_files.load(config_path)
+    config.steps = steps
     config.init.warmstart.enabled = False
     config.sampling.max_new_tokens = max_new_tokens
     g = config.sources.gasp
@@ -160,7 +161,7 @@ def main(argv):
     del argv
     print(f"load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs")
     if _PASS_RATE.value:
-        print(json.dumps(pass_rate_cost(allow_unsafe=_ALLOW_UNSAFE.value), indent=1))
+        print(json.dumps(pass_rate_cost(config_path=_CONFIG.value, allow_unsafe=_ALLOW_UNSAFE.value), indent=1))
         print(f"load average {os.getloadavg()[0]:.2f} after")
         return
     rows = dedup_search([int(s) for s in _SIZES.value], dim=_DIM.value, queries=_QUERIES.value, repeats=_REPEATS.value)

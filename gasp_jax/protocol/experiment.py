@@ -28,7 +28,6 @@ missing base checkpoint, data file or goalpost is one `ExperimentError` naming i
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
 from collections.abc import Mapping
@@ -37,7 +36,10 @@ from typing import Any
 
 import ml_collections
 
+from gasp_jax import config_files
 from gasp_jax import overrides as overrides_lib
+from gasp_jax import warmstart as warmstart_lib
+from gasp_jax.evaluation import periodic
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -100,19 +102,11 @@ class Plan:
 
 
 def load_config_file(spec: str) -> ml_collections.ConfigDict:
-    """`path[:arg]` (relative to the repo root) -> its `get_config(arg)`."""
-    path, _, arg = spec.partition(":")
-    full = Path(path) if os.path.isabs(path) else REPO / path
-    if not full.is_file():
-        raise ExperimentError(f"config file {path} does not exist")
-    module_spec = importlib.util.spec_from_file_location(f"_gasp_cfg_{full.stem}", full)
-    module = importlib.util.module_from_spec(module_spec)
-    import sys
-
-    if str(REPO) not in sys.path:  # config files import `configs.common`
-        sys.path.insert(0, str(REPO))
-    module_spec.loader.exec_module(module)
-    return module.get_config(arg or None)
+    """`path[:arg]` -> its `get_config(arg)` (`gasp_jax.config_files`, the one loader)."""
+    try:
+        return config_files.load(spec)
+    except config_files.ConfigFileError as e:
+        raise ExperimentError(str(e)) from None
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -184,10 +178,8 @@ def run_config(exp: ml_collections.ConfigDict, method: str, seed: int, goalposts
                 [c.sources[n].goalposts for n in c.sources if c.sources[n].type == "gasp"]:
             block.sources, block.release = (lcb,), release
     if exp.get("train_eval", False):
-        from configs import rlvr as rlvr_configs
-
         if "eval" not in c:
-            rlvr_configs.add_evaluation(c)
+            periodic.add_evaluation(c)
     if "eval" in c and lcb:
         c.eval.lcb.data.sources, c.eval.lcb.data.release = (lcb,), release
         c.eval.goalposts.select.sources, c.eval.goalposts.select.release = (lcb,), release
@@ -294,8 +286,7 @@ def build_plan(exp: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Pl
         except (ValueError, FileNotFoundError, KeyError) as e:
             raise ExperimentError(f"{method}: sources: {e}") from None
     if exp.base.get("warmstart", False) and warmstart is None:
-        from configs import common
-
-        warmstart = common.warmstart(True)
+        warmstart = warmstart_lib.default_config()
+        warmstart.enabled = True
 
     return Plan(exp, workdir, runs, evals, goalposts, str(exp.base.get("hf_path", "") or ""), warmstart)

@@ -25,10 +25,11 @@ from pathlib import Path
 import numpy as np
 
 
-def grading(problems: int, samples: int, steps: int, workers: int, exclude: tuple[str, ...] = ()) -> dict:
+def grading(problems: int, samples: int, steps: int, workers: int, exclude: tuple[str, ...] = (), *,
+            config_path: str = "configs/rlvr.py:tiny") -> dict:
     import jax
 
-    from configs import rlvr as rlvr_configs
+    from gasp_jax import config_files
     from gasp_jax.data import paths
     from gasp_jax.evaluation.grading import SandboxGrader
     from gasp_jax.rlvr.source import LcbSource
@@ -38,7 +39,7 @@ def grading(problems: int, samples: int, steps: int, workers: int, exclude: tupl
     from gasp_jax.tokenizer import build_byte_tokenizer
 
     official = {r["question_id"]: r["code_list"][0] for r in paths.read_json(paths.data_file(paths.LCB_O1_SUBMISSION))}
-    config = rlvr_configs.tiny()
+    config = config_files.load(config_path)
     config.init.warmstart.enabled = False
     config.sampling.max_cache_length = 0  # scripted answers: no KV cache bound on the prompts
     s = config.sources.lcb
@@ -115,10 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--workdir", default="")
     ap.add_argument("--exclude", default="", help="comma-separated problem ids left out (grading mode)")
+    ap.add_argument("--config", default="configs/rlvr.py:tiny", help="the RLVR config measured (grading mode)")
     args = ap.parse_args(argv)
     if args.mode == "grading":
         out = grading(args.problems, args.samples, args.steps, args.workers,
-                      tuple(x for x in args.exclude.split(",") if x))
+                      tuple(x for x in args.exclude.split(",") if x), config_path=args.config)
     else:
         out = phases(args.workdir)
     print(json.dumps(out, indent=1))
