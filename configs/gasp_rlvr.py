@@ -19,7 +19,9 @@ The rule is applied after the `key=value` arguments, so `mix.mode=alternate,mix.
 it sets `every` / `start` / `problems_per_step` of the two blocks.
 
 Presets (`--config=configs/gasp_rlvr.py:PRESET,key=value,...`): `paper` (default) and `tiny`, each
-GASP's preset plus RLVR's LCB source and periodic evaluation of the same preset.
+GASP's preset plus RLVR's LCB source and periodic evaluation of the same preset (`tiny`: LCB's user
+message alone as the prompt, `prompt_style="question"`, and the model's whole context as the KV cache,
+so that the LCB prompts fit the warm-started tiny model; see configs/rlvr.py).
 """
 
 import ml_collections
@@ -42,12 +44,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def combine(gasp: ml_collections.ConfigDict, rlvr: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """GASP's run config + RLVR's LCB source and evaluation (the sampling budget is the larger of the two)."""
+    """GASP's run config + RLVR's LCB source and evaluation (the KV cache is the larger of the two; whether
+    every prompt fits it is checked at start-up, gasp_jax/selfplay/fit_check.py)."""
     c = gasp
     c.sources.lcb = rlvr.sources.lcb
+    if not int(c.sources.lcb.max_new_tokens):  # RLVR's answers keep RLVR's token budget, not GASP's
+        c.sources.lcb.max_new_tokens = int(rlvr.sampling.max_new_tokens)
     c.eval = rlvr.eval
     c.hooks = rlvr.hooks
-    c.sampling.max_cache_length = max(int(c.sampling.max_cache_length), int(rlvr.sampling.max_cache_length))
+    caches = (int(c.sampling.max_cache_length), int(rlvr.sampling.max_cache_length))
+    c.sampling.max_cache_length = 0 if 0 in caches else max(caches)  # 0: the model's whole context
     c.mix = ml_collections.ConfigDict(dict(mode="ratio", lcb_share=0.5))
     return c
 

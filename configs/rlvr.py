@@ -24,7 +24,11 @@ Presets (`--config=configs/rlvr.py:PRESET,key=value,...`):
          The shipped LCB file has public tests only: give the release (private tests) for real runs.
   tiny   the CPU command: the warm-started tiny model (configs/warmstart.py, cached), 8 short real LCB
          problems, 2 problems x 4 samples per iteration, 64 new tokens, 4 iterations, evaluation every 2
-         on 2 held-out problems and 2 goalposts with n = 2. Expect reward 0 (a tiny model does not solve
+         on 2 held-out problems and 2 goalposts with n = 2. Prompts are LCB's user message alone
+         (`prompt_style="question"`, not LCB's chat format): the warm start trains on plain text, and the
+         chat-wrapped prompt does not leave room for an answer in the tiny model's context. The KV cache
+         is the model's context; the start-up check fails with one line naming the prompt and the numbers
+         if a problem no longer fits the warm start's model. Expect reward 0 (a tiny model does not solve
          LCB problems), every group constant (logged as dead problems) and the full pipeline to run.
 Any config key can be set as `key=value` (dotted paths, e.g. `sources.lcb.samples_per_problem=16`).
 """
@@ -36,8 +40,7 @@ from gasp_jax.data import paths
 from gasp_jax.evaluation import periodic
 
 PRESETS = ("paper", "tiny")
-# Real LCB problems with the shortest statements (the tiny model's context is 2048 bytes), before and
-# after 2024-08-01.
+# Real LCB problems with the shortest statements, before and after 2024-08-01.
 TINY_TRAIN = ("3453", "3476", "2819", "3337", "3371", "3349", "3394", "abc333_a")
 TINY_HELD_OUT = ("3676", "abc383_d")
 TINY_GOALPOSTS = ("3374", "3395")
@@ -86,20 +89,27 @@ def paper() -> ml_collections.ConfigDict:
 def tiny() -> ml_collections.ConfigDict:
     c = common.base(steps=4, model_preset="tiny", warmstart_enabled=True)
     c.sampling.max_new_tokens = 64
-    c.sampling.max_cache_length = 1280  # the LCB chat prompts of TINY_* are 1020-1130 bytes
+    # The cache is the model's context and every prompt must fit it with its new tokens: the start-up
+    # check (gasp_jax/selfplay/fit_check.py) measures the prompts below against the warm start's model.
+    c.sampling.max_cache_length = 0
     c.rl.optimizer.learning_rate = 1e-4  # a tiny warm-started model, not a 7B fine-tune (AZR: 1e-6)
     c.rl.logprob_chunk_size = 128
     c.rl.advantage.estimator = "grpo"
     s = c.sources.lcb = lcb_source()
     s.data.problem_ids = TINY_TRAIN
+    # LCB's user message without system text or chat turn: the warm start trains on plain-text prompts,
+    # and the chat-wrapped prompt of even the shortest LCB problem (~970 byte tokens) leaves no room for
+    # an answer in the tiny model's context; these are 755-843 tokens.
+    s.prompt_style = "question"
+    s.max_prompt_tokens = 0  # 0: what the cache leaves after max_new_tokens
     s.problems_per_step = 2
     s.samples_per_problem = 4
-    s.max_prompt_tokens = 1216
     s.limits.cpu_s = 2.0
     s.zero_signal.after = 1
     add_evaluation(c)
     e = c.eval
     e.every = 2
+    e.prompt_style = "question"
     e.lcb.data.problem_ids = TINY_HELD_OUT
     e.lcb.n, e.lcb.ks, e.lcb.temperature, e.lcb.max_new_tokens = 2, (1, 2), 1.0, 32
     e.goalposts.select.ids = TINY_GOALPOSTS

@@ -7,15 +7,17 @@ The warm-started tiny model (configs/warmstart.py, cached) is the base; AZR, RLV
 train from it for 2 iterations per seed with their `tiny` presets, each run a `gasp_jax.main` job in
 `runs/<method>/seed<s>/`. Every final checkpoint (and the base) is evaluated the same way: LCB pass@1 and
 pass@2 (n = 2) on 2 short held-out problems (>= 2024-08-01), goalposts solved (n = 2) on 2 short LCB
-goalposts, HumanEval and MBPP+ pass@1 on 2 problems each. Expect every pass rate to be 0 (a 2-iteration
-tiny model solves nothing) and every cell to be filled. Rerunning the command reuses everything done.
+goalposts (both with LCB's user message alone as the prompt, `prompt.style="question"`: the chat-wrapped
+prompt does not fit the tiny model's context), HumanEval and MBPP+ pass@1 on 2 problems each. Expect
+every pass rate to be 0 (a 2-iteration tiny model solves nothing) and every cell to be filled. Rerunning
+the command reuses everything done.
 
 Args (`:ARG`): `small` = base + RLVR only, 1 iteration (the default test suite's end-to-end run).
 """
 
 import ml_collections
 
-HELD_OUT = ("3676", "abc383_d")  # short statements after 2024-08-01 (the tiny context is 2048 bytes)
+HELD_OUT = ("3676", "abc383_d")  # short statements after 2024-08-01
 GOALPOSTS = ("3374", "3395")  # short statements before 2024-08-01
 HUMANEVAL = ("HumanEval/2", "HumanEval/23")
 MBPP_PLUS = ("Mbpp/17", "Mbpp/80")
@@ -47,12 +49,16 @@ def get_config(arg=None):
     c.eval = ml_collections.ConfigDict()
     c.eval.checkpoints = "final"
     c.eval.model = ml_collections.ConfigDict(TINY_MODEL)
-    sampling = dict(n=2, temperature=1.0, top_p=1.0, max_new_tokens=32, max_prompt_tokens=2016, batch_problems=2)
+    # LCB's user message alone (`question`; not LCB's chat format) and the model's whole context as the KV
+    # cache (max_prompt_tokens 0): the chat-wrapped prompts do not fit the tiny model's context, these do
+    # (checked against the base model before anything runs).
+    sampling = dict(n=2, temperature=1.0, top_p=1.0, max_new_tokens=32, max_prompt_tokens=0, batch_problems=2)
     c.eval.lcb = ml_collections.ConfigDict(dict(enabled=True, overrides=dict(
-        data=dict(problem_ids=HELD_OUT), sampling=sampling, ks=(1, 2), sandbox=TINY_SANDBOX)))
+        data=dict(problem_ids=HELD_OUT), prompt=dict(style="question"), sampling=sampling, ks=(1, 2),
+        sandbox=TINY_SANDBOX)))
     c.eval.goalposts = ml_collections.ConfigDict(dict(enabled=True, overrides=dict(
-        sampling=sampling, ks=(1, 2), sandbox=TINY_SANDBOX)))
-    greedy = dict(n=1, temperature=0.0, max_new_tokens=32, max_prompt_tokens=2016, batch_problems=2)
+        prompt=dict(style="question"), sampling=sampling, ks=(1, 2), sandbox=TINY_SANDBOX)))
+    greedy = dict(n=1, temperature=0.0, max_new_tokens=32, max_prompt_tokens=0, batch_problems=2)
     c.eval.humaneval = ml_collections.ConfigDict(dict(enabled=True, overrides=dict(
         data=dict(problem_ids=HUMANEVAL), sampling=greedy, sandbox=TINY_SANDBOX)))
     c.eval.mbpp_plus = ml_collections.ConfigDict(dict(enabled=True, overrides=dict(

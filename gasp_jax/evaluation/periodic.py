@@ -44,8 +44,9 @@ from gasp_jax.evaluation.runner import SampleStore, sample_and_grade
 log = logging.getLogger(__name__)
 
 HOOK = "gasp_jax.evaluation.periodic:PeriodicEval"
-# "question": LCB's user message alone (no system text, no chat turn), for short-context models.
-PROMPT_STYLES = ("auto", "question", *lcb_prompts.PROMPT_STYLES)
+# "question" (one of LCB's styles here): LCB's user message alone (no system text, no chat turn), for
+# short-context models.
+PROMPT_STYLES = ("auto", *lcb_prompts.PROMPT_STYLES)
 
 
 def default_config() -> ml_collections.ConfigDict:

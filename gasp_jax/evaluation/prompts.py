@@ -11,6 +11,9 @@ Styles:
     chat templates without a system role).
   * ``base``: one few-shot example from LCB's ``few_shot_examples/generation/{func,stdin}.json``
     followed by the question, for base (non-chat) models.
+  * ``question``: LCB's user message alone, no system text and no chat turn (not an LCB format: for
+    small-context models such as the tiny CPU presets, whose warm start trains on plain text; the
+    chat-wrapped prompt of the shortest LCB problem is ~970 byte tokens, this ~770).
 """
 
 from __future__ import annotations
@@ -22,8 +25,8 @@ from typing import Any, Literal, Protocol
 
 from gasp_jax.data.livecodebench import Problem
 
-PromptStyle = Literal["chat", "chat_no_system", "base"]
-PROMPT_STYLES: tuple[str, ...] = ("chat", "chat_no_system", "base")
+PromptStyle = Literal["chat", "chat_no_system", "base", "question"]
+PROMPT_STYLES: tuple[str, ...] = ("chat", "chat_no_system", "base", "question")
 
 SYSTEM_MESSAGE = (
     "You are an expert Python programmer. You will be given a question (problem specification) and "
@@ -119,6 +122,8 @@ def render_prompt(
         if few_shot is None:
             raise ValueError("prompt style 'base' needs few-shot examples (load_few_shot)")
         return base_prompt(problem, few_shot)
+    if style == "question":
+        return question_prompt(problem.statement, problem.starter_code)
     if style not in ("chat", "chat_no_system"):
         raise ValueError(f"unknown prompt style {style!r}; expected one of {PROMPT_STYLES}")
     if tokenizer is None or getattr(tokenizer, "chat_template", "missing") is None:

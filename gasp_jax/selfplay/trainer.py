@@ -41,6 +41,7 @@ from gasp_jax import sharding as shd
 from gasp_jax.config_checks import ConfigError, checker  # noqa: F401  (ConfigError: this module's error, for callers)
 from gasp_jax.checkpoint import Checkpointer
 from gasp_jax.metrics import CompileTimer, MetricWriter, progress_line
+from gasp_jax.selfplay import fit_check
 from gasp_jax.selfplay import sources as sources_lib
 from gasp_jax.selfplay.policy import SamplerPolicy, reshard_for_rollout, rollout_model, rollout_rules
 from gasp_jax.selfplay.types import ROLE_MODEL, SHARED_STATE, Episode, RolloutContext, SourceResult, Timers, state_name
@@ -58,6 +59,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     check_config(config)
     try:
         sources = sources_lib.build_sources(config)  # sources validate their own blocks here
+        fit_check.check_run(config, sources)  # cache vs context, prompts + new tokens vs cache: before the warm start
     except (ValueError, FileNotFoundError) as e:
         raise ConfigError(f"config: {e}") from None
     run = setup(config, workdir, base_path=base_checkpoint(config))
