@@ -12,8 +12,7 @@ for every config file.
 
 from __future__ import annotations
 
-import ast
-from typing import Any, Sequence
+from typing import Any
 
 import ml_collections
 
@@ -26,25 +25,7 @@ from gasp_jax.sharding import DEFAULT_RULES
 # ---------------------------------------------------------------------------------------- arguments
 
 
-def _value(text: str) -> Any:
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text  # a bare word: a string
-
-
-def parse_arg(arg: str | None, *, presets: Sequence[str], default: str, where: str) -> tuple[str, dict]:
-    """`"tiny,steps=4"` -> `("tiny", {"steps": 4})`. The preset (a bare word) is optional."""
-    preset, overrides = default, {}
-    for part in filter(None, (p.strip() for p in (arg or "").split(","))):
-        if "=" in part:
-            key, _, value = part.partition("=")
-            overrides[key.strip()] = _value(value.strip())
-        elif part in presets:
-            preset = part
-        else:
-            raise ValueError(f"{where}: unknown preset {part!r}; known presets: {', '.join(presets)}")
-    return preset, overrides
+parse_arg = overrides_lib.parse_arg  # `preset,key=value,...` (gasp_jax.overrides)
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: dict, *, where: str) -> None:

@@ -8,6 +8,7 @@ existing field and the value must fit its type; either mistake is one line namin
 
 from __future__ import annotations
 
+import ast
 import sys
 from typing import Any, Mapping, Sequence
 
@@ -23,6 +24,29 @@ def unknown_key(config: ml_collections.ConfigDict, key: str, *, noun: str = "con
             return f"unknown {noun} {key!r} (no field {'.'.join(parts[: i + 1])!r}; known here: {known})"
         node = node[part]
     return None
+
+
+def parse_value(text: str) -> Any:
+    """A `key=value` argument's value: a Python literal, else the bare word as a string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def parse_arg(arg: str | None, *, presets: Sequence[str], default: str, where: str) -> tuple[str, dict]:
+    """A config file's argument `"tiny,steps=4"` -> `("tiny", {"steps": 4})`; the preset (a bare word) is
+    optional, an unknown one is a ValueError naming it and the known ones."""
+    preset, overrides = default, {}
+    for part in filter(None, (p.strip() for p in (arg or "").split(","))):
+        if "=" in part:
+            key, _, value = part.partition("=")
+            overrides[key.strip()] = parse_value(value.strip())
+        elif part in presets:
+            preset = part
+        else:
+            raise ValueError(f"{where}: unknown preset {part!r}; known presets: {', '.join(presets)}")
+    return preset, overrides
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, Any], *, where: str,

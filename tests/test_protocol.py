@@ -70,9 +70,11 @@ def test_finished_runs_are_not_redone_and_crashed_runs_resume(tmp_path, monkeypa
     assert out["runs"] == {"rlvr/seed0": {"finished": True, "final_step": 1},
                            "rlvr/seed1": {"finished": False, "final_step": None}}
     status = json.loads((tmp_path / "status.json").read_text())
-    assert status["rlvr/seed1"]["error"] == "not finished after 2 attempts"
+    assert status["rlvr/seed1"]["error"] == "exit status 1, no error line in train.log"
+    assert out["failures"] == {"rlvr/seed1": "run failed: exit status 1, no error line in train.log"}
     md = (tmp_path / "table1.md").read_text()
     assert "Missing cells" in md and "no LCB report" in md  # nothing evaluated: every cell is a gap
+    assert "seed 1: run failed: exit status 1" in md and "- rlvr/seed1: run failed: exit status 1" in md
 
     crash.clear()
     launched.clear()
@@ -85,6 +87,18 @@ def test_finished_runs_are_not_redone_and_crashed_runs_resume(tmp_path, monkeypa
     changed = small(**{"budget.steps": 3})
     with pytest.raises(ExperimentError, match="different experiment .*steps"):
         protocol.run(changed, str(tmp_path), stages=("train",))
+
+
+def test_last_error_line_of_a_run_log(tmp_path):
+    log = tmp_path / "train.log"
+    log.write_text("\n=== 2026-01-01 attempt 1\nTraceback (most recent call last):\n  File x\nOSError: disk full\n"
+                   "\n=== 2026-01-01 attempt 2\nI0101 step 1\nTraceback (most recent call last):\n  File y\n"
+                   "ValueError: max_cache_length=1280 must be in [1, max_position_embeddings=1024]\n")
+    assert training.last_error(log) == "ValueError: max_cache_length=1280 must be in [1, max_position_embeddings=1024]"
+    log.write_text("\n=== attempt\nerror: config: sampling.max_cache_length=1280 > the model's context 1024\n")
+    assert training.last_error(log) == "error: config: sampling.max_cache_length=1280 > the model's context 1024"
+    log.write_text("\n=== attempt\nI0101 all good\n")
+    assert training.last_error(log) is None and training.last_error(tmp_path / "absent.log") is None
 
 
 def _write_report(root: Path, name: str, report: dict) -> None:

@@ -9,7 +9,9 @@ way, write Table 1.
   table       table1.md + table1.json from the reports (missing cells marked, never invented)
 
 Re-running the same command resumes: finished runs and finished evaluations are not redone, a crashed
-run is resumed from its last checkpoint. See docs/protocol.md.
+run is resumed from its last checkpoint. A run that still fails after its attempts (or a failed
+evaluation) leaves its cells missing with the reason ("run failed: <its last error line>") in
+table1.md / table1.json and makes the command exit non-zero. See docs/protocol.md.
 """
 
 from __future__ import annotations
@@ -50,13 +52,37 @@ def run(experiment: ml_collections.ConfigDict, workdir: str, *, stages: tuple[st
             statuses[spec.name] = training.status(spec)
     _write_status(plan, statuses)
     evaluated = evaluation.evaluate_all(plan, statuses) if "eval" in stages else {}
+    failures = {name: f"run failed: {st['error']}" for name, st in statuses.items() if st.get("error")}
+    for name, result in evaluated.items():
+        if name != "base" and not statuses.get(name, {}).get("finished", False):
+            continue  # nothing to evaluate: the run's own failure (if any) is the reason
+        for eval_name, error in _eval_errors(name, result).items():
+            statuses.setdefault(name, {}).setdefault("eval_errors", {})[eval_name] = error
+            failures.setdefault(name, f"evaluation {eval_name} failed: {error}")
+    if evaluated:
+        _write_status(plan, statuses)
     out = {"workdir": str(plan.workdir), "runs": {k: {"finished": v["finished"], "final_step": v["final_step"]}
-                                                  for k, v in statuses.items()}, "evaluations": evaluated}
+                                                  for k, v in statuses.items() if k != "base"},
+           "evaluations": evaluated, "failures": failures}
     if "table" in stages:
         t = table.write_table(plan)
         out["table"] = str(plan.workdir / "table1.md")
         log.info("protocol: table written to %s\n%s", plan.workdir / "table1.md", table.render_markdown(t))
+    for name, reason in failures.items():
+        log.error("protocol: %s: %s", name, reason)
     return out
+
+
+def _eval_errors(name: str, result: dict[str, Any]) -> dict[str, str]:
+    """`{evaluation name or "all": error}` of one row's evaluation results (base: one checkpoint; a run:
+    per step)."""
+    errors: dict[str, str] = {}
+    for checkpoint in [result] if name == "base" else result.values():
+        if "error" in checkpoint:  # the checkpoint as a whole (export, model loading)
+            errors["all"] = str(checkpoint["error"])
+            continue
+        errors.update({e: str(r["error"]) for e, r in checkpoint.items() if isinstance(r, dict) and "error" in r})
+    return errors
 
 
 def _write_status(plan: Plan, statuses: dict[str, Any]) -> None:

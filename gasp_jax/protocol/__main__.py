@@ -31,6 +31,9 @@ def main(argv):
         logging.getLogger("gasp_jax").error("experiment: %s", e)
         raise SystemExit(2) from None
     logging.getLogger("gasp_jax").info("protocol done: %s", json.dumps(out["runs"], default=str))
+    if out["failures"]:  # every failure is named in the log above and in table1.md / table1.json
+        raise SystemExit(f"error: protocol: {len(out['failures'])} failed: " +
+                         "; ".join(f"{name}: {reason}" for name, reason in out["failures"].items()))
 
 
 if __name__ == "__main__":

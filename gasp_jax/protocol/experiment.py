@@ -22,7 +22,8 @@ An experiment file is a Python file with `get_config(arg)` (big_vision style) re
     executor, max_attempts, table.ks
 
 `build_plan` checks everything before anything runs: an unknown method, config key or eval name, a
-missing base checkpoint, data file or goalpost is one `ExperimentError` naming it.
+missing base checkpoint, data file or goalpost, a run or evaluation whose prompts + new tokens do not fit
+its KV cache or model context (`selfplay.fit_check`) is one `ExperimentError` naming it.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from gasp_jax import config_files
 from gasp_jax import overrides as overrides_lib
 from gasp_jax import warmstart as warmstart_lib
 from gasp_jax.evaluation import periodic
+from gasp_jax.selfplay import fit_check
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -282,11 +284,22 @@ def build_plan(exp: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Pl
         from gasp_jax.selfplay import sources as sources_lib
 
         try:  # the sources load their data (LCB problems, goalposts, seed files): fail here, not mid-run
-            sources_lib.build_sources(runs[-1].config)
+            sources = sources_lib.build_sources(runs[-1].config)
         except (ValueError, FileNotFoundError, KeyError) as e:
             raise ExperimentError(f"{method}: sources: {e}") from None
+        try:  # every prompt + its new tokens fits the cache, the cache fits the model (seeds differ in seed only)
+            fit_check.check_run(runs[-1].config, sources)
+        except ValueError as e:
+            raise ExperimentError(f"{METHODS[method].config_file}:{exp.preset} ({method}): {e}") from None
     if exp.base.get("warmstart", False) and warmstart is None:
         warmstart = warmstart_lib.default_config()
         warmstart.enabled = True
+    spec = (fit_check.hf_spec(exp.base.hf_path, "base.hf_path") if exp.base.get("hf_path")
+            else fit_check.warmstart_spec(warmstart, "base.warmstart"))
+    for name, c in evals.items():  # every checkpoint evaluated has the base model's shape and tokenizer
+        try:
+            fit_check.check_eval(name, c, spec)
+        except ValueError as e:
+            raise ExperimentError(str(e)) from None
 
     return Plan(exp, workdir, runs, evals, goalposts, str(exp.base.get("hf_path", "") or ""), warmstart)

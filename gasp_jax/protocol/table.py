@@ -5,9 +5,10 @@ Goalposts solved comes twice: at the final checkpoint's evaluation, and at any e
 running union: the final one plus every evaluation during training, `eval/history.jsonl` of the periodic
 evaluation and GASP's `goalposts_eval/step_<N>.json`), each restricted to the experiment's goalposts.
 
-Only numbers read from reports enter the table. A cell with no report (run not finished, evaluation
-failed or not run) is "—" and its reason is listed under the table and in the JSON; a cell with fewer
-seeds than the experiment asks for says how many it averages ("n=2/3"). Percentages, as in the paper.
+Only numbers read from reports enter the table. A cell with no report is "—" and its reason is listed
+under the table and in the JSON ("run failed: <the run's last error line>", "evaluation failed: ...",
+"no LCB report"); failed runs and evaluations are also listed by name. A cell with fewer seeds than the
+experiment asks for says how many it averages ("n=2/3"). Percentages, as in the paper.
 """
 
 from __future__ import annotations
@@ -53,6 +54,20 @@ def training_solved(plan: Plan, method: str, seed: int | None) -> set[str]:
     return solved & set(plan.goalpost_ids)
 
 
+def failures(plan: Plan) -> dict[str, dict[str, str]]:
+    """Per row name ("base", "<method>/seed<s>"), from `status.json`: `{"run": "run failed: <last error
+    line>"}` and `{<evaluation> or "all": "evaluation failed: <error>"}`."""
+    path = plan.workdir / "status.json"
+    status = json.loads(path.read_text()) if path.exists() else {}
+    out: dict[str, dict[str, str]] = {}
+    for name, st in status.items():
+        reasons = {e: f"evaluation failed: {err}" for e, err in st.get("eval_errors", {}).items()}
+        if st.get("error"):
+            reasons["run"] = f"run failed: {st['error']}"
+        out[name] = reasons
+    return out
+
+
 def seed_values(plan: Plan, method: str, seed: int | None) -> dict[str, Any]:
     """Every number of one (method, seed) row from its final checkpoint's reports (absent -> missing)."""
     root = eval_dir(plan, method, seed)
@@ -92,6 +107,11 @@ def seed_values(plan: Plan, method: str, seed: int | None) -> dict[str, Any]:
             values["missing"][column] = f"no {name} report" if rep is None else "pass@1 undefined"
         else:
             values[column] = 100.0 * value
+    failure = failures(plan).get("base" if method == "base" else f"{method}/seed{seed}", {})
+    for key in values["missing"]:  # a failed run or evaluation, not "no report", is why the cell is empty
+        reason = failure.get("run") or failure.get(next((e for e in failure if key.startswith(e)), "all"))
+        if reason:
+            values["missing"][key] = reason
     return values
 
 
@@ -147,7 +167,7 @@ def build_table(plan: Plan) -> dict[str, Any]:
         rows.append(row)
     return {"name": plan.experiment.name, "seeds": seeds, "steps": int(plan.experiment.budget.steps),
             "goalposts": list(plan.goalpost_ids), "columns": [{"key": k, "header": h} for k, h in columns(plan)],
-            "rows": rows}
+            "rows": rows, "failures": {name: sorted(set(r.values())) for name, r in failures(plan).items() if r}}
 
 
 def _format(key: str, cell: dict[str, Any]) -> str:
@@ -182,6 +202,9 @@ def render_markdown(table: dict[str, Any]) -> str:
                 notes.append(f"- {row['label']}, {c['header']}, seed {seed}: {reason}")
     if notes:
         lines += ["", "Missing cells (never filled in):", *notes]
+    failed = [f"- {name}: {reason}" for name, reasons in table.get("failures", {}).items() for reason in reasons]
+    if failed:
+        lines += ["", "Failed (the command exited non-zero):", *failed]
     return "\n".join(lines) + "\n"
 
 

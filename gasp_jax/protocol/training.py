@@ -16,6 +16,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
@@ -92,8 +93,10 @@ def launch(spec: RunSpec, executor: str) -> int:
         try:
             entry.run_job(spec.config, str(spec.workdir))
             return 0
-        except Exception:  # noqa: BLE001 - a failed run is recorded and retried, the protocol goes on
+        except (Exception, SystemExit) as e:  # noqa: BLE001 - a failed run is recorded and retried, the protocol goes on
             log.exception("protocol: run %s failed", spec.name)
+            with open(spec.workdir / "train.log", "a") as out:  # where last_error finds it, as for a subprocess
+                out.write(f"{type(e).__name__}: {e}\n" if not isinstance(e, SystemExit) else f"{e}\n")
             return 1
     cmd = [sys.executable, "-m", "gasp_jax.protocol.child", f"--config={spec.workdir / 'run_config.py'}",
            f"--workdir={spec.workdir}"]
@@ -135,7 +138,7 @@ def train(spec: RunSpec, *, executor: str, max_attempts: int) -> dict[str, Any]:
     if st["finished"]:
         log.info("protocol: %s finished earlier (step %s), not run again", spec.name, st["final_step"])
         return {**st, "attempts": 0}
-    attempts = 0
+    attempts, rc = 0, None
     while attempts < max_attempts:
         attempts += 1
         log.info("protocol: %s %s (attempt %d/%d) -> %s", "resuming" if st["final_step"] or
@@ -146,6 +149,22 @@ def train(spec: RunSpec, *, executor: str, max_attempts: int) -> dict[str, Any]:
         log.info("protocol: %s exited with %d after %.0f s (finished: %s)", spec.name, rc, time.monotonic() - t0, st["finished"])
         if st["finished"]:
             return {**st, "attempts": attempts}
-    log.error("protocol: %s not finished after %d attempts; its cells stay empty (see %s/train.log)",
-              spec.name, attempts, spec.workdir)
-    return {**st, "attempts": attempts, "error": f"not finished after {attempts} attempts"}
+    error = last_error(spec.workdir / "train.log") or f"exit status {rc}, no error line in train.log"
+    log.error("protocol: run %s failed (not finished after %d attempts): %s; its cells stay empty (see %s/train.log)",
+              spec.name, attempts, error, spec.workdir)
+    return {**st, "attempts": attempts, "error": error}
+
+
+# An exception's last line ("ValueError: ...") or a job's one-line error ("error: config: ...").
+_ERROR_LINE = re.compile(r"^(?:[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)|error|FATAL)\b:?\s.*")
+
+
+def last_error(log_path) -> str | None:
+    """The last error line of a run's log (its latest attempt), or None."""
+    try:
+        text = open(log_path, errors="replace").read()
+    except FileNotFoundError:
+        return None
+    attempt = text.rsplit("\n=== ", 1)[-1]
+    lines = [line.strip() for line in attempt.splitlines() if _ERROR_LINE.match(line.strip())]
+    return lines[-1][:500] if lines else None
