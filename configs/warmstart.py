@@ -20,7 +20,7 @@ Presets (`--config=configs/warmstart.py:PRESET`):
 
 import ml_collections
 
-from gasp_jax import warmstart
+from gasp_jax import profiling, warmstart
 
 PRESETS = ("default", "quick")
 
@@ -43,6 +43,7 @@ def get_config(arg=None):
         allow_unsafe=False,  # machines without user namespaces (see docs/sandbox.md)
     ))
     c.runtime = ml_collections.ConfigDict(dict(distributed=False, compilation_cache_dir=""))
+    c.profile = profiling.default_config()  # SFT steps start_step.. traced when the job trains (docs/profiling.md)
     if preset == "quick":
         c.model.preset = "tiny"
         c.steps = 4

@@ -20,7 +20,7 @@ from typing import Any
 
 import ml_collections
 
-from gasp_jax import multihost, tasks, warmstart
+from gasp_jax import multihost, profiling, tasks, warmstart
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Job `warmstart`: ensure the cached checkpoint, then (unless `measure.samples` is 0) measure its
     rates with the real sandbox; `workdir/warmstart` links the checkpoint, `workdir/rates.json` the rates."""
     t0 = time.perf_counter()
-    path = warmstart.ensure_warmstart(config)
+    observer = profiling.StepObserver(config.get("profile"), logdir=os.path.join(workdir, "tb"), first_step=0,
+                                      last_step=int(config.steps), name="warmstart")
+    path = warmstart.ensure_warmstart(config, observer=observer)  # traces only when it trains (no cache)
+    observer.close()
     seconds = time.perf_counter() - t0
     summary: dict[str, Any] = {"path": path, "ensure_seconds": round(seconds, 2),
                                "train_seconds": warmstart.read_manifest(path).get("train_seconds")}

@@ -82,7 +82,7 @@ def length_buckets(ws) -> tuple[int, ...]:
     return tuple(sorted({int(ws.max_length), *extra}))
 
 
-def train(ws, model, params, encoded: Sequence[tuple[list[int], list[int]]], *, log_fn=None):
+def train(ws, model, params, encoded: Sequence[tuple[list[int], list[int]]], *, log_fn=None, observer=None):
     """SFT steps over shuffled epochs of `encoded`; returns `(params, history)` (one dict per logged step).
 
     Each row belongs to the shortest length bucket it fits and a batch holds one bucket's rows, padded to
@@ -90,7 +90,8 @@ def train(ws, model, params, encoded: Sequence[tuple[list[int], list[int]]], *, 
     A longer bucket's batch has proportionally fewer rows (`batch_size` rows of `max_length` tokens per
     step, i.e. about the same tokens and cost per step). A step draws its bucket with probability
     proportional to the bucket's batches per epoch, so every row is seen about equally often; within a
-    bucket, epochs (every row once before any row twice)."""
+    bucket, epochs (every row once before any row twice). `observer` (a `profiling.StepObserver`, job
+    `warmstart`): the profile window, recompilation warnings and memory in the logged history."""
     sft_config = rl_config(ws)
     step_fn = sft.make_sft_step(model, sft_config, model.mesh)
     state = rl.create_train_state(model, sft_config, params=params)
@@ -113,11 +114,16 @@ def train(ws, model, params, encoded: Sequence[tuple[list[int], list[int]]], *, 
         idx, orders[k] = orders[k][:batch_size], orders[k][batch_size:]
         batch = sft.make_sft_batch([encoded[i][0] for i in idx], [encoded[i][1] for i in idx],
                                    length_buckets=(buckets[k],), batch_multiple=multiple)
+        if observer is not None:
+            observer.begin(step + 1)
         state, metrics = step_fn(state, batch)
+        observed = observer.scalars(step + 1) if observer is not None else {}
+        if observer is not None:
+            observer.end(step + 1)
         last = step + 1 == int(ws.steps)
         if (step + 1) % int(ws.log_every) == 0 or last or step == 0:
             m = {k: float(v) for k, v in jax.device_get(metrics).items() if k != "sampler_logp_abs_diff_max"}
-            m.update(step=step + 1, elapsed_s=round(time.perf_counter() - t0, 2))
+            m.update(step=step + 1, elapsed_s=round(time.perf_counter() - t0, 2), **observed)
             history.append(m)
             (log_fn or log.info)("warmstart step %d/%d: loss %.4f, confident %.3f, grad_norm %.3f (%.1fs)",
                                  step + 1, int(ws.steps), m["loss"], m["confident_frac"], m["grad_norm"], m["elapsed_s"])
@@ -182,7 +188,7 @@ def prepare(ws) -> Prepared:
     return Prepared(seed, rows, encoded, dropped, tokenizer, model_config, key, os.path.join(cache_root(ws), key), gold)
 
 
-def ensure_warmstart(ws: ml_collections.ConfigDict, *, wait_s: float = 3600.0) -> str:
+def ensure_warmstart(ws: ml_collections.ConfigDict, *, wait_s: float = 3600.0, observer=None) -> str:
     """The warm-started HF checkpoint directory for block `ws`, trained and cached first if missing.
 
     Safe for concurrent callers on one machine (a file lock; the directory appears atomically by
@@ -205,11 +211,11 @@ def ensure_warmstart(ws: ml_collections.ConfigDict, *, wait_s: float = 3600.0) -
     with _file_lock(prep.path + ".lock"):
         if _complete(prep.path):  # another caller finished it while we waited for the lock
             return prep.path
-        _train_and_save(ws, prep)
+        _train_and_save(ws, prep, observer)
     return prep.path
 
 
-def _train_and_save(ws, prep: Prepared) -> None:
+def _train_and_save(ws, prep: Prepared, observer=None) -> None:
     t0 = time.perf_counter()
     mesh = local_mesh(ws)
     model = models.build_model(prep.model_config, mesh=mesh)
@@ -222,7 +228,7 @@ def _train_and_save(ws, prep: Prepared) -> None:
     log.info("warmstart: training %s (%s params) on %d rows (%d dropped as longer than their limit), length buckets %s,"
              " %d steps -> %s", ws.model.hf_path or ws.model.preset, f"{models.count_params(params):,}",
              len(prep.encoded), prep.dropped, length_buckets(ws), int(ws.steps), prep.path)
-    params, history = train(ws, model, params, prep.encoded)
+    params, history = train(ws, model, params, prep.encoded, observer=observer)
     tmp = tempfile.mkdtemp(prefix=prep.key + ".tmp-", dir=cache_root(ws))
     try:
         models.save_hf(model, params, tmp, tokenizer=prep.tokenizer)
