@@ -12,8 +12,6 @@ for every config file.
 
 from __future__ import annotations
 
-from typing import Any
-
 import ml_collections
 
 from gasp_jax import overrides as overrides_lib

@@ -164,12 +164,12 @@ def test_no_recompilation_within_buckets(tiny):
                                  max_slots=4, chunk_steps=4)
 
     call(params, [3, 9, 16, 1], [5, 2, 4, 3], 0.9, 0.95, (2,), 0)
-    programs = engine.compiled_program_count()
+    programs = sampling.compiled_program_count()
     with count_compiles() as compiles:
         call(jax.tree.map(lambda x: x * 1.01, params), [12, 2, 7, 16], [3, 5, 5, 2], 0.5, 0.8, (2, 3, 4), 1)
         call(params, [1, 1, 15, 4], [4, 4, 4, 4], 1.3, 0.99, (), 2)
     assert compiles["n"] == 0
-    assert engine.compiled_program_count() == programs
+    assert sampling.compiled_program_count() == programs
 
 
 # -------------------------------------------------------------------------------------- bad input

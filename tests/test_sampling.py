@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from gasp_jax import models, sampling, sharding
-from gasp_jax.sampling import buckets
-from gasp_jax.sampling.sampler import SamplingMode, sample_tokens
+from gasp_jax.sampling import buckets, core, sampler
+from gasp_jax.sampling.core import SamplingMode, sample_tokens
 from tests.hf_utils import make_hf_checkpoint
 
 VOCAB = 320  # tests/hf_utils.BASE
@@ -205,7 +205,7 @@ def test_sampled_frequencies_match_truncated_distribution(temperature, top_k, to
 def test_inverse_cdf_draws_across_vocabulary_blocks():
     """The two-level (128-token block, then token) search: frequencies match over a vocabulary of
     several blocks and a partial last one, and zero-mass tokens and blocks are never drawn."""
-    from gasp_jax.sampling.sampler import CDF_BLOCK, _sample_from_probs
+    from gasp_jax.sampling.core import CDF_BLOCK, sample_from_probs
 
     vocab, draws = 3 * CDF_BLOCK + 37, 40_000
     probs = np.zeros(vocab, np.float32)
@@ -213,7 +213,7 @@ def test_inverse_cdf_draws_across_vocabulary_blocks():
     probs[support] = [0.1, 0.25, 0.2, 0.05, 0.4]
     probs *= 3.0  # unnormalised input is fine
     keys = jax.random.split(jax.random.key(7), draws)
-    tokens = np.asarray(jax.jit(_sample_from_probs)(keys, jnp.broadcast_to(jnp.asarray(probs), (draws, vocab))))
+    tokens = np.asarray(jax.jit(sample_from_probs)(keys, jnp.broadcast_to(jnp.asarray(probs), (draws, vocab))))
     freq = np.bincount(tokens, minlength=vocab) / draws
     assert set(np.flatnonzero(freq)) <= set(support), "a zero-mass token was drawn"
     np.testing.assert_allclose(freq[support], probs[support] / probs.sum(), atol=0.0125, rtol=0)
@@ -230,7 +230,7 @@ def test_greedy_takes_the_first_of_tied_maxima_and_its_log_prob():
 
 
 def test_nucleus_threshold_is_exact_on_random_and_tied_rows():
-    from gasp_jax.sampling.sampler import nucleus_threshold
+    from gasp_jax.sampling.core import nucleus_threshold
 
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(64, 300)).astype(np.float32) * rng.uniform(0.1, 4.0, size=(64, 1)).astype(np.float32)
@@ -276,27 +276,25 @@ def test_eos_stops_rows_independently_without_changing_earlier_draws(qwen2):
 
 
 def test_decode_loop_exits_when_every_row_is_done(qwen2):
-    """Early exit, observed through time: when every token is a stop token all rows finish at step 0,
-    so the while loop must not run its 127 remaining steps (min of 3 timed calls each)."""
-    import time
-
+    """When every token is a stop token all rows finish with their first token, so the while loop runs
+    no decode step (its step count says so) instead of its 127 remaining ones; the programs are driven
+    through their builders, as an ahead-of-time compile would."""
     _, _, model, params = qwen2
-    kwargs = dict(max_new_tokens=128, temperature=1.0, rng=jax.random.key(0))
-
-    def best_time(**extra):
-        sampling.generate(model, params, RAGGED, **kwargs, **extra)  # compile
-        times = []
-        for _ in range(3):
-            start = time.perf_counter()
-            out = sampling.generate(model, params, RAGGED, **kwargs, **extra)
-            times.append(time.perf_counter() - start)
-        return min(times), out
-
-    all_stop, out = best_time(eos_ids=tuple(range(VOCAB)))
-    assert (out.lengths == 1).all() and (out.tokens[:, 1:] == sampling.PAD_ID).all()
-    full, out = best_time()
-    assert (out.lengths == 128).all()
-    assert all_stop < full / 4, (all_stop, full)
+    arrays = [np.asarray(p, np.int32) for p in RAGGED]
+    plan = sampler._plan(model, arrays, max_new_tokens=128, temperature=1.0, top_k=0, top_p=1.0, prompt_buckets=None,
+                         max_cache_length=None)
+    tokens, pad_lens, prompt_lens, live = sampler._left_pad(arrays, plan)
+    prompt_cache, last_logits = core.prefill_program(model)(params, tokens, pad_lens)
+    decode = sampler.decode_program(model, num_samples=1, max_new_tokens=128, mode=plan.mode, unroll_layers=True)
+    rows = np.arange(plan.padded_prompts, dtype=np.int32)
+    run = lambda stop_ids: decode(params, prompt_cache, last_logits, pad_lens, prompt_lens, live, rows,
+                                  np.full_like(rows, 128), jax.random.key(0), np.float32(1.0), np.float32(1.0),
+                                  core.padded_stop_ids(stop_ids))
+    out_tokens, _, lengths, steps = run(tuple(range(VOCAB)))
+    assert int(steps) == 1 and (np.asarray(lengths)[live] == 1).all()
+    assert (np.asarray(out_tokens)[:, 1:] == sampling.PAD_ID).all()
+    *_, lengths, steps = run(())
+    assert int(steps) == 128 and (np.asarray(lengths)[live] == 128).all()
 
 
 def test_num_samples_rows_and_keys(qwen2):
@@ -343,7 +341,7 @@ def test_batch_bucket_divides_over_batch_shards():
     assert [buckets.batch_bucket(n) for n in (1, 2, 3, 4, 5, 7, 9, 13, 17, 25)] == [1, 2, 3, 4, 6, 8, 12, 16, 24, 32]
     assert [buckets.batch_bucket(n, 4) for n in (1, 5, 9, 13)] == [4, 8, 12, 16]
     mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
-    assert sampling.sampler.batch_shards(mesh, sharding.DEFAULT_RULES) == 4
+    assert sampling.core.batch_shards(mesh, sharding.DEFAULT_RULES) == 4
 
 
 def test_prompt_buckets():

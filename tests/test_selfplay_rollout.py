@@ -9,11 +9,11 @@ import pytest
 
 from gasp_jax import models, sampling
 from gasp_jax import sharding as shd
-from gasp_jax.sampling import sampler as sampler_mod
+from gasp_jax.sampling import core as sampling_core, sampler as static_sampler
 from gasp_jax.selfplay.policy import reshard_for_rollout, rollout_model, tensor_only_rules
 
 CFG = models.get_preset("tiny", max_position_embeddings=128)
-_REAL_PROGRAM = sampler_mod._program
+_REAL_PROGRAM = sampling_core.program
 
 
 def _compiled_decode_hlo(model, params, monkeypatch) -> str:
@@ -21,9 +21,9 @@ def _compiled_decode_hlo(model, params, monkeypatch) -> str:
     captured = {}
     real = _REAL_PROGRAM
 
-    def spy(kind, m, **static):
-        fn = real(kind, m, **static)
-        if kind != "decode":
+    def spy(build, m, **static):
+        fn = real(build, m, **static)
+        if build is not static_sampler.decode:
             return fn
 
         def call(*args):
@@ -33,7 +33,7 @@ def _compiled_decode_hlo(model, params, monkeypatch) -> str:
         captured["fn"] = fn
         return call
 
-    monkeypatch.setattr(sampler_mod, "_program", spy)
+    monkeypatch.setattr(sampling_core, "program", spy)
     sampling.generate(model, params, [[3, 4, 5, 6]] * 8, max_new_tokens=4, rng=jax.random.key(0),
                       prompt_buckets=(8,), max_cache_length=16)
     return captured["fn"].lower(*captured["args"]).compile().as_text()

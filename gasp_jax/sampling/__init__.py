@@ -9,33 +9,24 @@
     out, stats = sampling.run_requests(model, params, [sampling.Request(prompt=ids, max_new_tokens=64)],
                                        rng=jax.random.key(0))    # per-request settings, slot statistics
 
-See `sampler.py` (static engine), `engine.py` (continuous batching) and docs/sampling.md.
+See `api.py` (`generate`, the one dispatch), `core.py` (what both engines share: token choice, prefill,
+keys, the program cache), `sampler.py` (static engine), `engine.py` (continuous batching) and
+docs/sampling.md.
 """
 
+from gasp_jax.sampling.api import ENGINES, generate
 from gasp_jax.sampling.buckets import batch_bucket, default_prompt_buckets, pick_bucket
-from gasp_jax.sampling.sampler import (
-    ENGINES,
+from gasp_jax.sampling.core import (
     PAD_ID,
     SampleOutput,
     SamplingMode,
-    generate,
+    clear_program_cache,
+    compiled_program_count,
     sample_tokens,
     token_logprobs,
 )
-from gasp_jax.sampling import engine as _engine, sampler as _sampler
 from gasp_jax.sampling.engine import EngineStats, Request, run_requests
 from gasp_jax.sampling.text import default_eos_ids, encode_prompts, generate_text
-
-
-def compiled_program_count() -> int:
-    """XLA executables compiled so far by both engines (static and continuous) in this process."""
-    return _sampler.compiled_program_count() + _engine.compiled_program_count()
-
-
-def clear_program_cache() -> None:
-    """Drops both engines' jitted programs (and with them their compiled executables)."""
-    _sampler.clear_program_cache()
-    _engine.clear_program_cache()
 
 __all__ = [
     "ENGINES", "EngineStats", "PAD_ID", "Request", "SampleOutput", "run_requests", "SamplingMode", "batch_bucket", "clear_program_cache", "compiled_program_count",

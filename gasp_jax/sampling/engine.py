@@ -17,7 +17,7 @@ Design (see docs/sampling.md, "Continuous batching")
   slot (`Transformer(..., cache_index=[B])`), so slots at different depths decode in one batch.
 - **Refill.** Between chunks the host takes queued requests that fit the free slots (a request's
   `num_samples` rows go in together), groups them by prompt bucket, prefills each group once
-  (`sampler._prefill`, the static sampler's program: left-padded, last position through the LM head)
+  (`core.prefill`, the static sampler's program: left-padded, last position through the LM head)
   and *inserts* it: one program scatters each prompt's cache into its `num_samples` free slots (the
   copies share the one prefill), samples each row's first token from the prefill logits and sets the
   slots' state. The queue is admitted longest-`max_new_tokens`-first (stable), so long requests do
@@ -51,9 +51,6 @@ Design (see docs/sampling.md, "Continuous batching")
 from __future__ import annotations
 
 import dataclasses
-import functools
-import math
-import threading
 from typing import Any, NamedTuple, Sequence
 
 import jax
@@ -70,23 +67,12 @@ from gasp_jax.models.transformer import (
     unstack_layer_params,
 )
 from gasp_jax.sampling import buckets as bk
-from gasp_jax.sampling.sampler import (
-    PAD_ID,
-    SampleOutput,
-    SamplingMode,
-    _as_key,
-    _greedy,
-    _prefill,
-    _program as _sampler_program,
-    _to_host,
-    batch_shards,
-    sample_tokens,
-)
+from gasp_jax.sampling import core
+from gasp_jax.sampling.core import PAD_ID, SampleOutput, SamplingMode
 
 DEFAULT_CHUNK_STEPS = 16
 DEFAULT_MAX_SLOTS = 256  # when neither max_slots nor kv_cache_tokens is given
 MIN_CACHE_BUCKET = 16
-_EOS_SLOTS = 4  # per-slot stop ids are padded with -1 to a multiple of this: few distinct shapes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,22 +153,6 @@ def _init_state(rng, *, model: Transformer, slots: int, cache_len: int, eos_widt
     return _constrain_state(state, model)
 
 
-def _choose(logits, keys, temperature, top_p, variant, variants: tuple[SamplingMode, ...]):
-    """Token and log-prob per row, each row under its own variant (the static sampler's ops)."""
-    picks = []
-    for mode in variants:
-        if mode.greedy:
-            picks.append(_greedy(logits.astype(jnp.float32)))
-        else:  # per-row temperature [B, 1]; top-p [B, 1] against the k candidates, [B] for the nucleus
-            picks.append(sample_tokens(logits, keys, temperature[:, None], top_p[:, None] if mode.top_k else top_p, mode))
-    if len(picks) == 1:
-        return picks[0]
-    tokens = jnp.stack([p[0] for p in picks], axis=-1)
-    logprobs = jnp.stack([p[1] for p in picks], axis=-1)
-    pick = lambda x: jnp.take_along_axis(x, variant[:, None], axis=-1)[:, 0]
-    return pick(tokens), pick(logprobs)
-
-
 def _insert(
     state: SlotState,
     prompt_cache: KVCache,
@@ -207,10 +177,10 @@ def _insert(
     carry slot id = slots and are dropped), samples each row's first token from the prefill logits
     and starts the slot. Returns (state, first tokens [R], their log-probs [R])."""
     prompt_slots = prompt_cache.k.shape[CACHE_AXES.index("cache_length")]
-    row_keys = jax.vmap(lambda i, j: jax.random.fold_in(jax.random.fold_in(rng, i), j))(request_ids, sample_ids)
-    first_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(row_keys, 0)
+    row_keys = core.row_keys(rng, request_ids, sample_ids)
+    first_keys = core.step_keys(row_keys, 0)
     logits = jnp.take(last_logits, source_rows, axis=0)
-    tokens, logprobs = _choose(logits, first_keys, temperatures, top_ps, variant_ids, variants)
+    tokens, logprobs = core.choose_tokens(logits, first_keys, temperatures, top_ps, variant_ids, variants)
     done = jnp.any(tokens[:, None] == eos, axis=-1) | (limits <= 1)
 
     def put(buf, rows):  # buf [slots, K, C, D] <- rows [R, K, P, D] into slots [0, P)
@@ -266,8 +236,8 @@ def _decode_chunk(params, state: SlotState, *, model: Transformer, chunk_steps: 
             cache=st.cache,
             cache_index=st.write_index,
         )
-        keys = jax.vmap(jax.random.fold_in)(st.row_key, st.step)
-        token, logprob = _choose(logits[:, 0], keys, st.temperature, st.top_p, st.variant, variants)
+        keys = core.step_keys(st.row_key, st.step)
+        token, logprob = core.choose_tokens(logits[:, 0], keys, st.temperature, st.top_p, st.variant, variants)
         active = ~st.done
         stopped = jnp.any(token[:, None] == st.eos, axis=-1) | (st.step + 1 >= st.limit)
         advance = (active & ~stopped).astype(jnp.int32)  # a finished row's next write would pass its region
@@ -295,41 +265,37 @@ def _decode_chunk(params, state: SlotState, *, model: Transformer, chunk_steps: 
     return _constrain_state(state, model), tokens, logprobs, steps
 
 
-# -------------------------------------------------------------------------------------- program cache
-
-_PROGRAMS: dict[tuple, Any] = {}
-_PROGRAMS_LOCK = threading.Lock()
+# ------------------------------------------------------------------------------------------- programs
 
 
-def _program(kind: str, model: Transformer, **static) -> Any:
-    key = (kind, model.config, model.mesh, tuple(model.rules), model.scan_layers, tuple(sorted(static.items())))
-    with _PROGRAMS_LOCK:
-        fn = _PROGRAMS.get(key)
-        if fn is None:
-            if kind == "init":
-                fn = jax.jit(functools.partial(_init_state, model=model, **static))
-            elif kind == "insert":  # state donated: the slot cache is updated in place
-                fn = jax.jit(functools.partial(_insert, model=model, **static), donate_argnums=0)
-            elif kind == "decode":
-                fn = jax.jit(functools.partial(_decode_chunk, model=model, **static), donate_argnums=1)
-            elif kind == "unstack":
-                fn = jax.jit(functools.partial(unstack_layer_params, num_layers=model.config.num_layers))
-            else:
-                raise KeyError(kind)
-            _PROGRAMS[key] = fn
-        return fn
+def init_program(model: Transformer, *, slots: int, cache_len: int, eos_width: int, per_layer: bool):
+    """jit of `init(rng) -> SlotState`: every slot free, the cache zeroed."""
+    return core.program(_init_state, model, slots=int(slots), cache_len=int(cache_len), eos_width=int(eos_width),
+                        per_layer=bool(per_layer))
 
 
-def compiled_program_count() -> int:
-    """XLA executables the engine has compiled in this process (the shared prefill is counted by
-    `sampler.compiled_program_count`)."""
-    with _PROGRAMS_LOCK:
-        return sum(fn._cache_size() for fn in _PROGRAMS.values())
+def insert_program(model: Transformer, *, variants: tuple[SamplingMode, ...]):
+    """jit of `_insert(state, prompt_cache, last_logits, pad_lens, prompt_lens, rng, slot_ids, source_rows,
+    request_ids, sample_ids, limits, temperatures, top_ps, variant_ids, eos)`; the state is donated (the
+    slot cache is updated in place). One executable per (slots, cache_len, prefill rows, prompt bucket,
+    inserted rows)."""
+    return core.program(_insert, model, donate_argnums=(0,), variants=tuple(variants))
 
 
-def clear_program_cache() -> None:
-    with _PROGRAMS_LOCK:
-        _PROGRAMS.clear()
+def decode_program(decode_model: Transformer, *, chunk_steps: int, variants: tuple[SamplingMode, ...]):
+    """jit of `_decode_chunk(params, state, ...)` for the decode model (`scan_layers=False` when the layers
+    run unrolled over `unstack_layer_params`); the state is donated."""
+    return core.program(_decode_chunk, decode_model, donate_argnums=(1,), chunk_steps=int(chunk_steps),
+                        variants=tuple(variants))
+
+
+def _unstack(params, *, model: Transformer):
+    return unstack_layer_params(params, model.config.num_layers)
+
+
+def unstack_program(model: Transformer):
+    """jit of the per-layer split of the params the unrolled decode runs on."""
+    return core.program(_unstack, model)
 
 
 # ------------------------------------------------------------------------------------ host-side plan
@@ -368,15 +334,6 @@ def slots_for_budget(kv_cache_tokens: int, cache_len: int, shards: int = 1) -> i
     return (int(kv_cache_tokens) // int(cache_len)) // shards * shards
 
 
-def _mode_of(cfg, temperature: float, top_k: int, top_p: float) -> SamplingMode:
-    greedy = float(temperature) == 0.0
-    return SamplingMode(
-        greedy=greedy,
-        top_k=0 if greedy or top_k >= cfg.vocab_size else int(top_k),
-        use_top_p=not greedy and float(top_p) < 1.0,
-    )
-
-
 def _plan(model: Transformer, requests, *, max_slots, kv_cache_tokens, prompt_buckets, max_cache_length) -> _Plan:
     """Validates every request and sizes the slots; raises ValueError before anything compiles."""
     cfg = model.config
@@ -389,33 +346,18 @@ def _plan(model: Transformer, requests, *, max_slots, kv_cache_tokens, prompt_bu
         )
     if prompt_buckets is not None and (not prompt_buckets or any(int(b) < 1 for b in prompt_buckets)):
         raise ValueError(f"prompt_buckets must be positive lengths, got {prompt_buckets!r}")
-    shards = batch_shards(model.mesh, model.rules)
+    shards = core.batch_shards(model.mesh, model.rules)
     prompts, buckets_, variant_of, variants, needed, offsets = [], [], [], [], 1, []
     rows, max_eos, max_samples = 0, 1, 1
     for k, r in enumerate(requests):
         if not isinstance(r, Request):
             raise ValueError(f"request {k} must be an engine.Request, got {type(r).__name__}")
-        a = np.asarray(r.prompt)
-        if a.ndim != 1 or (a.size and not np.issubdtype(a.dtype, np.integer)):
-            raise ValueError(f"prompt {k} must be a flat list of integer token ids, got shape {a.shape} dtype {a.dtype}")
-        if a.size == 0:
-            raise ValueError(f"prompt {k} is empty: every prompt needs at least one token")
-        if a.min() < 0 or a.max() >= cfg.vocab_size:
-            raise ValueError(f"prompt {k} has token ids outside [0, {cfg.vocab_size}): min {a.min()}, max {a.max()}")
+        a = core.check_prompt(k, r.prompt, cfg.vocab_size)
         n = r.max_new_tokens
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"max_new_tokens of prompt {k} must be a positive int, got {n!r}")
-        if isinstance(r.num_samples, bool) or not isinstance(r.num_samples, (int, np.integer)) or r.num_samples < 1:
-            raise ValueError(f"num_samples must be a positive int, got {r.num_samples!r}")
-        if not math.isfinite(float(r.temperature)) or r.temperature < 0:
-            raise ValueError(f"temperature must be finite and >= 0 (0 = greedy), got {r.temperature!r}")
-        if not isinstance(r.top_k, (int, np.integer)) or not 0 <= r.top_k <= cfg.vocab_size:
-            raise ValueError(f"top_k must be an int in [0, vocab_size={cfg.vocab_size}] (0 = off), got {r.top_k!r}")
-        if not 0.0 < float(r.top_p) <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {r.top_p!r}")
-        for e in r.eos_ids:
-            if not isinstance(e, (int, np.integer)) or not 0 <= e < cfg.vocab_size:
-                raise ValueError(f"eos_ids must be token ids in [0, {cfg.vocab_size}), got {tuple(r.eos_ids)!r}")
+        core.check_settings(cfg.vocab_size, num_samples=r.num_samples, temperature=r.temperature, top_k=r.top_k,
+                            top_p=r.top_p, eos_ids=r.eos_ids)
         if a.size + n > cache_limit:
             raise ValueError(
                 f"prompt {k} of {a.size} tokens plus max_new_tokens={n} exceeds the cache of {cache_limit} slots "
@@ -427,10 +369,10 @@ def _plan(model: Transformer, requests, *, max_slots, kv_cache_tokens, prompt_bu
             prompt_buckets if prompt_buckets is not None else bk.default_prompt_buckets(cache_limit - n), cache_limit - n
         )
         p = bk.pick_bucket(a.size, own)
-        mode = _mode_of(cfg, r.temperature, r.top_k, r.top_p)
+        mode = core.sampling_mode(cfg.vocab_size, r.temperature, r.top_k, r.top_p)
         if mode not in variants:
             variants.append(mode)
-        prompts.append(a.astype(np.int32))
+        prompts.append(a)
         buckets_.append(p)
         variant_of.append(variants.index(mode))
         needed = max(needed, p + n - 1)
@@ -466,23 +408,8 @@ def _plan(model: Transformer, requests, *, max_slots, kv_cache_tokens, prompt_bu
         raise ValueError(f"num_samples={max_samples} exceeds the {slots} decode slots (its rows share one prefill)")
     return _Plan(
         prompts=prompts, prompt_buckets=buckets_, slots=slots, cache_len=cache_len,
-        eos_width=-(-max_eos // _EOS_SLOTS) * _EOS_SLOTS, variants=tuple(variants), variant_of=variant_of,
+        eos_width=-(-max_eos // core.EOS_SLOTS) * core.EOS_SLOTS, variants=tuple(variants), variant_of=variant_of,
         row_offsets=offsets, total_rows=rows, width=max(int(r.max_new_tokens) for r in requests),
-    )
-
-
-def _fetch(tree):
-    """Device arrays -> NumPy in one `device_get` (gathered across processes when multi-host)."""
-    if jax.process_count() > 1:
-        return jax.tree.map(_to_host, tree)
-    return jax.device_get(tree)
-
-
-def _rows_sharding(model: Transformer, x: np.ndarray):
-    if model.mesh is None:
-        return x
-    return jax.device_put(
-        x, shd.named_sharding(("cache_batch",) + (None,) * (x.ndim - 1), x.shape, model.mesh, model.rules)
     )
 
 
@@ -531,18 +458,17 @@ def run_requests(
         model, requests, max_slots=max_slots, kv_cache_tokens=kv_cache_tokens, prompt_buckets=prompt_buckets,
         max_cache_length=max_cache_length,
     )
-    rng = _as_key(rng)
-    shards = batch_shards(model.mesh, model.rules)
+    rng = core.as_key(rng)
+    shards = core.batch_shards(model.mesh, model.rules)
     if model.mesh is not None:
-        params = jax.device_put(params, _sampler_program("param_shardings", model))
+        params = jax.device_put(params, core.param_shardings(model))
     decode_model = model.clone(scan_layers=False) if unroll_layers else model
-    decode_params = _program("unstack", model)(params) if unroll_layers else params
-    static = dict(variants=plan.variants)
-    prefill = _sampler_program("prefill", model)
-    insert = _program("insert", model, **static)
-    decode = _program("decode", decode_model, chunk_steps=int(chunk_steps), **static)
-    state = _program(
-        "init", model, slots=plan.slots, cache_len=plan.cache_len, eos_width=plan.eos_width, per_layer=unroll_layers
+    decode_params = unstack_program(model)(params) if unroll_layers else params
+    prefill = core.prefill_program(model)
+    insert = insert_program(model, variants=plan.variants)
+    decode = decode_program(decode_model, chunk_steps=chunk_steps, variants=plan.variants)
+    state = init_program(
+        model, slots=plan.slots, cache_len=plan.cache_len, eos_width=plan.eos_width, per_layer=unroll_layers
     )(rng)
     stats = EngineStats(slots=plan.slots, cache_len=plan.cache_len, chunk_steps=int(chunk_steps))
 
@@ -576,7 +502,7 @@ def run_requests(
             break
         state, chunk_tokens, chunk_logprobs, steps = decode(decode_params, state)
         # One transfer (one sync) per chunk: the chunk's outputs and the first tokens of this refill.
-        (chunk_tokens, chunk_logprobs, step, done, steps), firsts = _fetch(
+        (chunk_tokens, chunk_logprobs, step, done, steps), firsts = core.fetch(
             ((chunk_tokens, chunk_logprobs, state.step, state.done, steps), [p[1:] for p in pending])
         )
         for (first_rows, *_), (first_tokens, first_logprobs) in zip(pending, firsts):
@@ -609,7 +535,7 @@ def _prefill_and_insert(model, params, prefill, insert, state, rng, plan, reques
         block[i, bucket - plan.prompts[k].size :] = plan.prompts[k]
         prompt_lens[i] = plan.prompts[k].size
     pad_lens = (bucket - prompt_lens).astype(np.int32)
-    block_d, pad_d = _rows_sharding(model, block), _rows_sharding(model, pad_lens)
+    block_d, pad_d = core.place_rows(model, block), core.place_rows(model, pad_lens)
     prompt_cache, last_logits = prefill(params, block_d, pad_d)
 
     rows = [(i, k, j) for i, k in enumerate(group) for j in range(requests[k].num_samples)]
@@ -633,7 +559,7 @@ def _prefill_and_insert(model, params, prefill, insert, state, rng, plan, reques
         variant_ids[r] = plan.variant_of[k]
         eos[r, : len(req.eos_ids)] = list(req.eos_ids)
     state, first_tokens, first_logprobs = insert(
-        state, prompt_cache, last_logits, pad_d, _rows_sharding(model, prompt_lens), rng,
+        state, prompt_cache, last_logits, pad_d, core.place_rows(model, prompt_lens), rng,
         slots_, sources, req_ids, sample_ids, limits, temps, top_ps, variant_ids, eos,
     )
     return state, (out_rows, first_tokens, first_logprobs)

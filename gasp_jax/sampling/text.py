@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import jax
 from jax.sharding import Mesh
 
-from gasp_jax.sampling.sampler import generate
+from gasp_jax.sampling.api import generate
 
 
 def default_eos_ids(tokenizer: Any, model: Any = None) -> tuple[int, ...]:
