@@ -4,6 +4,7 @@ ones fail, MBPP+ base vs plus, EvalPlus's oracle, and the `code_eval` job end to
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -171,12 +172,22 @@ def test_code_eval_job_scores_resumes_and_reports_base_and_plus(tmp_path, sb):
         assert again["pass_at_k"] == summary["pass_at_k"]
 
 
+# Mbpp/255's plus input 88 (combinations_with_replacement of 5 names, 77 draws) returns 1,663,740 tuples:
+# building the list and its ~900 MB repr takes more than the reference run's doubled memory (the worker's
+# cgroup kills it: MLE), and the repr is 14x the sandbox's 64 MiB output cap (OLE with more memory; the
+# trainer side would then parse ~900 MB of literal text, ~20 GB of AST). No limit makes it gradable, so
+# the task has no expected outputs and is never scored (EvalPlus compares in-process, without a repr).
+UNGRADABLE = {"Mbpp/255": r"canonical solution failed on input 88: (MLE|OLE|TLE) "}  # whichever limit hits first
+
+
 @pytest.mark.slow
 def test_mbpp_plus_every_canonical_solution_passes(sb):
     problems = load_mbpp_plus(MBPP_PLUS)
     expected = ft.mbpp_expected_outputs(sb, problems)
     missing = {k: v for k, v in expected.items() if isinstance(v, str)}
-    assert not missing, missing
+    assert set(missing) == set(UNGRADABLE), missing
+    assert all(re.match(v, missing[k]) for k, v in UNGRADABLE.items()), missing
+    problems = [p for p in problems if p.id not in UNGRADABLE]
     grader = ft.FunctionTestGrader(sb, "chat", expected=expected)
     results = grader.grade_batch([(p, p.tests, [p.canonical_solution]) for p in problems])
     assert not [(p.id, r[0].message) for p, r in zip(problems, results) if not r[0].passed]
