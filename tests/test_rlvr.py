@@ -38,6 +38,7 @@ def _run_config(**lcb):
     c.init.warmstart.enabled = False
     c.sampling.max_cache_length = 0  # the scripted policy has no KV cache: no prompt-length bound
     s = c.sources.lcb
+    s.prompt_style = "auto"  # LCB's own chat prompt (the tiny preset's "question" fits the tiny context)
     s.data.problem_ids = PROBLEMS
     s.problems_per_step = 2
     s.samples_per_problem = 3
