@@ -1,21 +1,20 @@
 """Profiler window, recompilation alarm, memory scalars and the goodput split of an iteration.
 
-    window = profiling.ProfileWindow(config.profile, logdir=os.path.join(workdir, "tb"), first_step=start,
-                                     last_step=steps)
-    watch = profiling.CompileWatch()
+    observer = profiling.StepObserver(config.get("profile"), logdir=os.path.join(workdir, "tb"),
+                                      first_step=start, last_step=steps, name="selfplay")
     for step in range(start, steps):
-        window.begin(step + 1)                          # starts jax.profiler at profile.start_step
-        with profiling.step_annotation("train", step + 1):
-            ...
-        programs = watch.take()                         # programs XLA compiled this iteration
-        alarm_recompilation(programs, step + 1, warmup=...)
-        window.end(step + 1)                            # stops after profile.num_steps iterations
-    window.close()
+        observer.begin(step + 1)                        # profile.start_step: jax.profiler starts here
+        ...                                             # timed phases (selfplay.types.Timers) are trace rows
+        scalars.update(profiling.goodput(timers.exclusive, wall_s, compile_s))   # time/goodput/*, sums to wall
+        scalars.update(observer.scalars(step + 1))      # perf/compilations (+ warning), memory/*
+        observer.end(step + 1)                          # stops after profile.num_steps iterations
+    observer.close()
 
 The trace lands in `<logdir>/plugins/profile/<timestamp>/<host>.xplane.pb`, where TensorBoard's profile
 plugin (`pip install -e .[tensorboard]`) lists it under the Profile tab. Every process traces its own
 host (one `<host>.xplane.pb` per process in the same run directory on a shared file system).
-docs/profiling.md says how to read it.
+`update_perf` / `generation_perf` turn `gasp_jax.perf` arithmetic into `perf/...` scalars;
+`profile_calls` wraps an evaluation job's `generate_fn`. docs/profiling.md says how to read it all.
 """
 
 from __future__ import annotations
