@@ -61,6 +61,12 @@ class MetricWriter:
         if self.enabled:
             self._tb.add_text(name, value, step)
 
+    def layout(self, layout: Mapping) -> None:
+        """A custom-scalars layout (`{category: {chart: ["Multiline", [tag regexes]]}}`): the CUSTOM
+        SCALARS tab's charts, in this order."""
+        if self.enabled:
+            self._tb.add_custom_scalars(dict(layout))
+
     def flush(self) -> None:
         if self.enabled:
             self._tb.flush()

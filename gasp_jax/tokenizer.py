@@ -1,13 +1,20 @@
-"""A byte-level tokenizer built locally (no hub), for tiny models, demos and tests.
+"""Tokenizers built locally (no hub), for tiny models, demos and tests.
 
-Every UTF-8 byte is one token (ids 0..255), plus ChatML special tokens, wrapped as a
-`transformers.PreTrainedTokenizerFast` so it is used exactly like a real checkpoint's tokenizer
+* `build_byte_tokenizer()`: every UTF-8 byte is one token (ids 0..255) plus ChatML special tokens.
+* `build_bpe_tokenizer(texts, vocab_size)`: byte-level BPE trained on `texts` (the warm start passes its
+  own training rows: the shipped seed programs, LCB statements and the task prompts), so programs take
+  about a third of the byte tokens; any text still encodes (the 256 bytes are in the base alphabet).
+  Deterministic for the same texts and size.
+
+Both are `transformers.PreTrainedTokenizerFast`, used exactly like a real checkpoint's tokenizer
 (`encode`, `decode`, `apply_chat_template`, `save_pretrained`).
 """
 
 from __future__ import annotations
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from collections.abc import Iterable
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>")
@@ -31,6 +38,30 @@ def build_byte_tokenizer() -> PreTrainedTokenizerFast:
     core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     core.decoder = decoders.ByteLevel()
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        eos_token="<|im_end|>",
+        pad_token="<|pad|>",
+        bos_token=None,
+        additional_special_tokens=["<|endoftext|>", "<|im_start|>"],
+    )
+    tok.chat_template = CHATML_TEMPLATE
+    return tok
+
+
+def build_bpe_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """Byte-level BPE with at most `vocab_size` ids (the 4 specials, the 256 bytes, then merges learnt from
+    `texts`). GPT-2's pre-tokenization: a newline and the indentation after it end up as one token. EOS is `<|im_end|>`, PAD is `<|pad|>`, as in the byte tokenizer."""
+    base = len(SPECIAL_TOKENS) + 256
+    if int(vocab_size) < base:
+        raise ValueError(f"bpe vocab_size must be >= {base} (specials + bytes), got {vocab_size}")
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=int(vocab_size), min_frequency=2, show_progress=False,
+                                  special_tokens=list(SPECIAL_TOKENS),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    core.train_from_iterator(list(texts), trainer=trainer)
     tok = PreTrainedTokenizerFast(
         tokenizer_object=core,
         eos_token="<|im_end|>",

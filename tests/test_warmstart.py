@@ -106,6 +106,7 @@ def _quick_block(tmp_path, **changes):
     ws = warmstart.default_config()
     ws.cache_dir = str(tmp_path / "cache")
     ws.model.preset = "tiny"
+    ws.model.tokenizer = "byte"  # the BPE has its own test
     ws.steps = 3
     ws.batch_size = 8
     ws.max_length = 224
@@ -155,11 +156,32 @@ def test_cache_key_changes_with_every_input(tmp_path):
     changed = {
         "steps": 4, "seed": 1, "batch_size": 16, "chat": True, "max_length": 250,
         "optimizer.learning_rate": 1e-3, "data.max_io_records": 3, "data.references": 2,
-        "model.preset": "warmstart_tiny",
+        "model.preset": "warmstart_tiny", "model.tokenizer": "bpe",
     }
     keys = {name: warmstart.prepare(_quick_block(tmp_path, **{name: v})).key for name, v in changed.items()}
     assert base not in keys.values(), keys
     assert len(set(keys.values())) == len(keys), keys
+
+
+def test_bpe_tokenizer_is_trained_on_the_rows_deterministic_and_shorter(tmp_path):
+    bpe_block = {"model.tokenizer": "bpe", "data.max_io_records": 32, "data.max_induction_records": 12}
+    bpe = warmstart.prepare(_quick_block(tmp_path, **bpe_block))
+    again = warmstart.prepare(_quick_block(tmp_path, **bpe_block))
+    assert bpe.key == again.key and bpe.tokenizer.get_vocab() == again.tokenizer.get_vocab()
+    # At most the asked size (merges stop when no pair repeats); the model has exactly its ids.
+    tok = bpe.tokenizer
+    assert 260 < len(tok) <= 1024
+    assert bpe.model_config.vocab_size == len(tok)
+    texts = [row.prompt + row.response for row in bpe.rows]
+    for text in texts:  # every row decodes back to its text
+        assert tok.decode(tok.encode(text)) == text
+    assert tok.decode(tok.encode("é ≠ 🙂\t\x00")) == "é ≠ 🙂\t\x00"  # any byte still encodes
+    assert sum(len(tok.encode(t)) for t in texts) < 0.5 * sum(len(t.encode()) for t in texts)
+    assert tok.eos_token == "<|im_end|>" and all(t[-1] == tok.eos_token_id for _, t in bpe.encoded)
+    with pytest.raises(ValueError, match=r"bpe vocab_size must be >= 260"):
+        warmstart.prepare(_quick_block(tmp_path, **{"model.tokenizer": "bpe", "model.bpe_vocab_size": 100}))
+    with pytest.raises(ValueError, match=r"warmstart\.model\.tokenizer"):
+        warmstart.prepare(_quick_block(tmp_path, **{"model.tokenizer": "words"}))
 
 
 def test_gasp_rows_are_gasp_prompts_with_valid_induction_gold(tmp_path, monkeypatch):

@@ -45,6 +45,7 @@ from gasp_jax.data.livecodebench import LCB_CUTOFF
 from gasp_jax.evaluation import periodic
 from gasp_jax.gasp import dedup as dedup_lib
 from gasp_jax.gasp import prompts as gasp_prompts
+from gasp_jax.gasp import tensorboard
 from gasp_jax.gasp.curriculum import CurriculumLog, QuestionBuffer, make_row
 from gasp_jax.gasp.dynamic import POLICIES, GoalpostSchedule
 from gasp_jax.gasp.goalposts import Goalpost, load_goalposts
@@ -326,6 +327,10 @@ class GaspSource:
         if state.get("schedule") is not None:
             assert self.schedule is not None
             self.schedule.load_state_dict(state["schedule"])
+
+    def tensorboard_layout(self) -> dict:
+        """The CUSTOM SCALARS layout: acceptance, valid rate, teacher reward, student pass rates, solved."""
+        return tensorboard.custom_scalars_layout(self.axes, STUDENT_KINDS)
 
     # ------------------------------------------------------------------------------------------ prompts
 

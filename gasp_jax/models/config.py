@@ -210,8 +210,8 @@ PRESETS: dict[str, ModelConfig] = {
     # The supervised warm start's model for the tiny self-play presets (gasp_jax/warmstart/): big
     # enough to learn the compact task formats and a few dozen short seed tasks in a CPU minute or two.
     "warmstart_tiny": ModelConfig(
-        model_type="qwen2", vocab_size=260, hidden_size=96, intermediate_size=256, num_layers=3,
-        num_heads=4, num_kv_heads=2, head_dim=24, qkv_bias=True, tie_word_embeddings=True,
+        model_type="qwen2", vocab_size=1024, hidden_size=128, intermediate_size=384, num_layers=3,
+        num_heads=4, num_kv_heads=2, head_dim=32, qkv_bias=True, tie_word_embeddings=True,
         max_position_embeddings=1024,
     ),
 }

@@ -68,6 +68,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     writer = MetricWriter(os.path.join(workdir, "tb"))
     if start == 0 or not os.path.exists(os.path.join(workdir, "config.json")):
         write_config(config, workdir, writer)
+    for source in sources.values():  # a source's charts first in TensorBoard's CUSTOM SCALARS tab
+        if hasattr(source, "tensorboard_layout"):
+            writer.layout(source.tensorboard_layout())
     steps = int(config.steps)
     compile_timer, timers = CompileTimer(), Timers()
     observer = profiling.StepObserver(config.get("profile"), logdir=os.path.join(workdir, "tb"), first_step=start,

@@ -14,6 +14,7 @@ from gasp_jax.data.livecodebench import LCB_CUTOFF  # noqa: F401  (re-exported: 
 CACHE_VERSION = 3  # 2/3: length-bucketed batches (GASP rows), token-budgeted
 MANIFEST = "warmstart.json"
 ROLES = ("solve", "propose", "gasp")
+TOKENIZERS = ("byte", "bpe")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -23,16 +24,19 @@ def default_config() -> ml_collections.ConfigDict:
     c.enabled = False  # self-play: train/load the warm start and use it as the model
     c.cache_dir = ""  # "": $GASP_JAX_CACHE/warmstart, else ~/.cache/gasp_jax/warmstart
     c.seed = 0  # init, reference draws, shuffling
-    c.steps = 400  # ~37% of them GASP batches (fewer, longer rows; about the same tokens per step)
+    c.steps = 400  # about half of them GASP batches (fewer, longer rows; about the same tokens per step)
     c.batch_size = 16  # rows per step (a multiple of micro_batches x data-parallel devices)
-    c.max_length = 256  # prompt + response tokens; a record with any longer row is left out
+    c.max_length = 160  # prompt + response tokens; a record with any longer row is left out
     c.template = "compact"  # tasks prompt template; self-play must use the same (configs read it from here)
     c.chat = False  # render prompts with the tokenizer's chat template (instruct models)
     c.log_every = 50
 
     c.model = ml_collections.ConfigDict()
-    c.model.preset = "warmstart_tiny"  # random-init preset with the byte tokenizer (when hf_path is empty)
+    c.model.preset = "warmstart_tiny"  # random-init preset (when hf_path is empty)
     c.model.hf_path = ""  # a local HF checkpoint (weights + tokenizer) to fine-tune instead
+    # A preset's tokenizer: "bpe" (byte-level BPE trained on the rows; ~3x fewer tokens than bytes) or "byte".
+    c.model.tokenizer = "bpe"
+    c.model.bpe_vocab_size = 1024
     c.model.dtype = "float32"
     c.model.param_dtype = "float32"
     c.model.remat_policy = "none"
@@ -62,14 +66,17 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.gasp.max_snippet_chars = 120  # the program is written in the response and shown in a lift prompt
     c.data.gasp.max_value_chars = 40
     c.data.gasp.cut_message_chars = 64  # gold messages are cut (at a word) to this: every byte is learnt
-    c.data.gasp.max_records = 8  # the shortest valid gold tasks (a tiny model memorises few long answers)
+    c.data.gasp.max_records = 32  # the shortest valid gold tasks (a tiny model memorises few long answers)
     c.data.gasp.problems_file = str(paths.data_file(paths.LCB_PUBLIC_V5))
-    c.data.gasp.lemma_rows = 16  # one per drawn pre-cutoff LCB problem
-    c.data.gasp.lift_rows = 16
+    c.data.gasp.lemma_rows = 64  # one per drawn pre-cutoff LCB problem
+    c.data.gasp.lift_rows = 64
+    # Solver rows (induction, and deduction/abduction of the first pair) on the gold tasks: the student
+    # of a tiny run learns the tasks its teacher writes, so a lemma's p can land inside the window.
+    c.data.gasp.solve_rows = True
     # = configs/gasp.py:tiny's `prompt.max_statement_chars` / `prompt.lift_shown_pairs` (tests check it).
     c.data.gasp.max_statement_chars = 240
     c.data.gasp.lift_shown_pairs = 2
-    c.data.gasp.max_length = 640  # GASP rows' token limit; they train in their own length bucket
+    c.data.gasp.max_length = 256  # GASP rows' token limit; they train in their own length bucket
     c.data.gasp.allow_unsafe = False  # validation sandbox without namespaces (see docs/sandbox.md)
 
     c.optimizer = rl.default_config().optimizer
@@ -91,6 +98,8 @@ def validate_config(ws: ml_collections.ConfigDict) -> None:
     need(int(ws.steps) >= 1, "steps", f"must be >= 1, got {ws.steps}")
     need(int(ws.batch_size) >= 1, "batch_size", f"must be >= 1, got {ws.batch_size}")
     need(int(ws.max_length) >= 16, "max_length", f"must be >= 16, got {ws.max_length}")
+    need(ws.model.get("tokenizer", "byte") in TOKENIZERS, "model.tokenizer",
+         f"{ws.model.get('tokenizer')!r} not in {TOKENIZERS}")
     need(ws.template in tasks.TEMPLATES, "template", f"{ws.template!r} not in {tasks.TEMPLATES}")
     need(set(ws.data.roles) <= set(ROLES) and len(ws.data.roles) > 0, "data.roles",
          f"must be a non-empty subset of {ROLES}, got {tuple(ws.data.roles)}")

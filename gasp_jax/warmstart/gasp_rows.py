@@ -14,7 +14,7 @@ import numpy as np
 from gasp_jax import tasks
 from gasp_jax.gasp.prompts import AXES, TeacherPrompts
 from gasp_jax.warmstart.config import LCB_CUTOFF, cache_root
-from gasp_jax.warmstart.rows import Row, SeedTasks, cut_induction, is_short
+from gasp_jax.warmstart.rows import Row, SeedTasks, cut_induction, is_short, solve_row
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +118,11 @@ def gasp_rows(ws, gold: Sequence[dict], statements: Sequence[tuple[str, str]], t
         b = (a + 1 + int(rng.integers(len(gold) - 1))) % len(gold)  # another task: a lift changes the program
         prompt = builder.lift(gold[a], AXES[i % len(AXES)], tokenizer)
         rows.append(Row("lift", "induction", gold[b]["id"], prompt, answer(gold[b])))
+    if ws.data.gasp.get("solve_rows", False):
+        for rec in gold:
+            pair = dict(tasks.io_record_from_induction(rec, 0), id=rec["id"])
+            rows += [solve_row("induction", rec, ws, tokenizer), solve_row("deduction", pair, ws, tokenizer),
+                     solve_row("abduction", pair, ws, tokenizer)]
     return rows
 
 

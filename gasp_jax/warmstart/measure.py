@@ -14,7 +14,6 @@ from gasp_jax.warmstart.gasp_rows import lcb_statements, teacher_prompts
 from gasp_jax.warmstart.rows import propose_row, solve_row
 from gasp_jax.warmstart.training import Prepared, local_mesh, prepare
 
-GASP_PROMPT_BUCKET = 384  # padded prompt length when measuring the GASP rows
 
 
 def _rate(xs: Sequence[bool]) -> float | None:
@@ -108,7 +107,7 @@ def _measure_gasp(prep: Prepared, ws, sandbox, generate, fits, *, samples, max_t
     `gasp/lemma` on the trained lemma prompts, `gasp/lemma_unseen` on lemma prompts of pre-cutoff LCB
     statements the warm start never saw, `gasp/lift` on the trained lift prompts."""
     # Prompts only (lemma ~270, lift ~320 byte tokens): + the answer budget stays within a tiny model's 1024.
-    limit, n = GASP_PROMPT_BUCKET, int(ws.data.induction_inputs)
+    limit, n = int(ws.data.gasp.max_length), int(ws.data.induction_inputs)
     seen = {r.record_id.split("@lcb:")[-1] for r in prep.rows if r.role == "lemma"}
     unseen = [(pid, text) for pid, text in lcb_statements(ws) if pid not in seen][:max_tasks]
     builder = teacher_prompts(ws)

@@ -28,12 +28,15 @@ from gasp_jax.warmstart.rows import Row, SeedTasks, build_rows, encode_rows, row
 log = logging.getLogger(__name__)
 
 
-def base_tokenizer(ws):
-    """The checkpoint's tokenizer, or the byte tokenizer for a preset."""
+def base_tokenizer(ws, rows: Sequence[Row] = ()):
+    """The checkpoint's tokenizer; for a preset the byte tokenizer, or (`model.tokenizer="bpe"`) a
+    byte-level BPE trained on `rows`' text (deterministic: the rows are; saved with the checkpoint)."""
     if ws.model.hf_path:
         return models.load_tokenizer(ws.model.hf_path)
-    from gasp_jax.tokenizer import build_byte_tokenizer
+    from gasp_jax.tokenizer import build_bpe_tokenizer, build_byte_tokenizer
 
+    if ws.model.get("tokenizer", "byte") == "bpe" and rows:
+        return build_bpe_tokenizer([r.prompt + r.response for r in rows], int(ws.model.bpe_vocab_size))
     return build_byte_tokenizer()
 
 
@@ -172,13 +175,14 @@ class Prepared:
 def prepare(ws) -> Prepared:
     """Host-only and cheap (no weights, no device): data, token ids, cache key and directory."""
     validate_config(ws)
-    tokenizer = base_tokenizer(ws)
+    render = base_tokenizer(ws)  # chat rendering only (a BPE's chat template is the byte tokenizer's)
     seed = seed_tasks(ws.data)
-    rows = build_rows(seed, ws, tokenizer if ws.chat else None)
+    rows = build_rows(seed, ws, render if ws.chat else None)
     gold: list[dict] = []
     if "gasp" in ws.data.roles:
         gold = gasp_gold_tasks(ws, seed)
-        rows += gasp_rows(ws, gold, lcb_statements(ws), tokenizer if ws.chat else None)
+        rows += gasp_rows(ws, gold, lcb_statements(ws), render if ws.chat else None)
+    tokenizer = base_tokenizer(ws, rows)
     encoded, dropped = encode_rows(rows, tokenizer, [row_limit(r, ws) for r in rows])
     if not encoded:
         raise ValueError(f"warmstart: no training row fits max_length={ws.max_length} "
