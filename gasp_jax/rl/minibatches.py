@@ -120,9 +120,12 @@ class PPOUpdate:
 
     @property
     def rows_per_step(self) -> int:
-        """Rows of every mini-batch step: the mini-batch size rounded up to the update's row multiple."""
-        multiple = self.update.micro_batches * self.update.batch_divisor
-        return -(-self.mini_batch_size // multiple) * multiple
+        """Rows of every mini-batch step: the smallest `multiple x 2^i` >= the mini-batch size, `multiple` the
+        update's row multiple (micro-batches x data-parallel devices): the trainer's row buckets."""
+        rows = self.update.micro_batches * self.update.batch_divisor
+        while rows < self.mini_batch_size:
+            rows *= 2
+        return rows
 
     def __call__(self, state, batch: Batch, rng: np.random.Generator | None = None):
         if not self.mini_batch_size and self.epochs == 1:
