@@ -16,7 +16,7 @@ For pass@k with k > 1 set `--config.sampling.n=20 --config.sampling.temperature=
 
 Expect in `workdir`: report.json, samples.jsonl (resume state; rerun to continue), tensorboard/.
 
-Config args (`--config=configs/code_eval.py:<benchmark>[,smoke]`):
+Config args (`--config=configs/code_eval.py:<benchmark>[,smoke][,key=value,...]`):
   humaneval | mbpp_plus    the benchmark (default humaneval)
   smoke                    a random-weight tiny model with the byte tokenizer on 3 problems, n=2,
                            16 new tokens: plumbing check in well under a minute; expect pass@1 = 0.
@@ -25,18 +25,20 @@ Config args (`--config=configs/code_eval.py:<benchmark>[,smoke]`):
 import ml_collections
 
 from gasp_jax import profiling
+from gasp_jax import overrides
 from gasp_jax.data import paths
 
 DATA_FILES = {"humaneval": paths.HUMANEVAL, "mbpp_plus": paths.MBPP_PLUS}  # shipped (gasp_jax/data/files)
 
 
+WHERE = "configs/code_eval.py"
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    parts = [a for a in (arg or "").split(",") if a]
-    smoke = "smoke" in parts
-    names = [a for a in parts if a != "smoke"]
-    if len(names) > 1 or (names and names[0] not in DATA_FILES):
-        raise ValueError(f"unknown config arg {arg!r}; expected one of {sorted(DATA_FILES)} [+ ',smoke']")
-    benchmark = names[0] if names else "humaneval"
+    words = [w.strip() for w in (arg or "").split(",") if w.strip()]
+    smoke = "smoke" in words  # combines with a benchmark, so it is not one of the presets
+    benchmark, changes = overrides.parse_arg(",".join(w for w in words if w != "smoke"), presets=tuple(DATA_FILES),
+                                             default="humaneval", where=WHERE)
 
     config = ml_collections.ConfigDict()
     config.job = "code_eval"
@@ -99,4 +101,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.sampling.max_prompt_tokens = 2032
         config.sandbox.workers = 2
         config.ks = (1, 2)
+    overrides.apply_overrides(config, changes, where=WHERE, noun="argument")
     return config

@@ -15,8 +15,8 @@ counts, everything skipped and why), samples.jsonl (resume state; rerun the same
 continue), tensorboard/ (scalars lcb/pass_at_k, lcb/difficulty/*/pass_at_k, lcb/platform/*/pass_at_k).
 Progress is logged per batch (problems done, problems/s, ETA).
 
-Config args (`--config=configs/lcb_eval.py:<arg>`):
-  (none)  the full evaluation above.
+Config args (`--config=configs/lcb_eval.py:[preset][,key=value,...]`, as for every config file):
+  full    (default) the evaluation above.
   smoke   a random-weight tiny model with the project's byte tokenizer on 4 problems of the
           shipped public-test sample, n=2: checks the plumbing in about a minute on CPU; expect pass@1 = 0.
 """
@@ -24,11 +24,17 @@ Config args (`--config=configs/lcb_eval.py:<arg>`):
 import ml_collections
 
 from gasp_jax import profiling
+from gasp_jax import overrides
 from gasp_jax.data import paths
 from gasp_jax.data.livecodebench import LCB_CUTOFF
 
 
+PRESETS = ("full", "smoke")
+WHERE = "configs/lcb_eval.py"
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    preset, changes = overrides.parse_arg(arg, presets=PRESETS, default="full", where=WHERE)
     config = ml_collections.ConfigDict()
     config.job = "lcb_eval"
 
@@ -91,7 +97,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.step = 0  # TensorBoard step (e.g. the checkpoint's training step)
     config.overwrite = False  # discard samples.jsonl instead of resuming
 
-    if arg == "smoke":
+    if preset == "smoke":
         config.data.start = ""
         config.data.end = ""
         # Short statements (fit the tiny model's 2048-token context): functional + stdin, both sides of the cut.
@@ -107,6 +113,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.sampling.batch_problems = 4
         config.sandbox.workers = 2
         config.ks = (1, 2)
-    elif arg:
-        raise ValueError(f"unknown config arg {arg!r}; expected '' or 'smoke'")
+    overrides.apply_overrides(config, changes, where=WHERE, noun="argument")
     return config

@@ -21,10 +21,14 @@ GASP found 146 goalposts among 601 problems with Qwen2.5-Coder-7B RLVR runs.
 
   smoke   (`:smoke`) two random-weight tiny checkpoints on 3 short problems, n=k=2: plumbing
           check; expect all 3 as goalposts (random weights solve nothing).
+
+The arg mixes checkpoint directories (words with a `/`), a slot count, the preset (`full`, the
+default, or `smoke`) and `key=value` overrides, e.g. `:/ckpt/a,/ckpt/b,k=10,sampling.n=10`.
 """
 
 import ml_collections
 
+from gasp_jax import overrides
 from gasp_jax.data import paths
 from gasp_jax.data.livecodebench import LCB_CUTOFF
 
@@ -43,16 +47,18 @@ def _checkpoint_slot(name: str = "") -> ml_collections.ConfigDict:
     return c
 
 
+PRESETS = ("full", "smoke")
+WHERE = "configs/lcb_goalposts.py"
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    smoke = arg == "smoke"
-    checkpoint_paths: list[str] = []
-    if smoke:
-        slots = 2
-    elif arg and not arg.isdigit():
-        checkpoint_paths = [p for p in arg.split(",") if p]
-        slots = len(checkpoint_paths)
-    else:
-        slots = int(arg or 1)
+    words = [w.strip() for w in (arg or "").split(",") if w.strip()]
+    checkpoint_paths = [w for w in words if "/" in w and "=" not in w]
+    counts = [int(w) for w in words if w.isdigit()]
+    rest = ",".join(w for w in words if w not in checkpoint_paths and not w.isdigit())
+    preset, changes = overrides.parse_arg(rest, presets=PRESETS, default="full", where=WHERE)
+    smoke = preset == "smoke"
+    slots = 2 if smoke else len(checkpoint_paths) or (counts[0] if counts else 1)
     config = ml_collections.ConfigDict()
     config.job = "lcb_goalposts"
 
@@ -119,4 +125,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.sampling.max_new_tokens = 16
         config.sampling.max_prompt_tokens = 2032  # the tiny preset's context is 2048
         config.sandbox.workers = 2
+    overrides.apply_overrides(config, changes, where=WHERE, noun="argument")
     return config

@@ -268,3 +268,19 @@ def test_sandbox_limits_take_memory_mb_and_the_deprecated_memory_bytes():
     for name in ("lcb_eval", "lcb_goalposts", "code_eval"):
         limits = load_config(name, "smoke").sandbox.limits
         assert limits.memory_mb == 2048 and sandbox_limits(limits).memory_bytes == 2 << 30
+
+
+def test_evaluation_configs_take_the_common_argument_syntax():
+    """`preset,key=value` as every config file (gasp_jax.overrides.parse_arg); the README's forms still work."""
+    c = load_config("lcb_eval", "smoke,sampling.n=3,sandbox.limits.memory_mb=1024")
+    assert c.model.preset == "tiny" and c.sampling.n == 3 and c.sandbox.limits.memory_mb == 1024
+    assert load_config("lcb_eval").data.start == "2024-08-01" == load_config("lcb_goalposts").data.end
+    g = load_config("lcb_goalposts", "/ckpt/a,/ckpt/b,k=10,sampling.n=10")
+    assert [s.hf_path for s in g.checkpoints] == ["/ckpt/a", "/ckpt/b"] and (g.k, g.sampling.n) == (10, 10)
+    assert len(load_config("lcb_goalposts", "3").checkpoints) == 3 and len(load_config("lcb_goalposts", "smoke").checkpoints) == 2
+    e = load_config("code_eval", "mbpp_plus,smoke,sampling.n=3")
+    assert (e.benchmark, e.model.preset, e.sampling.n) == ("mbpp_plus", "tiny", 3)
+    with pytest.raises(ValueError, match=r"^configs/lcb_eval.py: unknown preset 'smok'; known presets: full, smoke$"):
+        load_config("lcb_eval", "smok")
+    with pytest.raises(ValueError, match=r"^configs/code_eval.py: unknown argument 'sampling.nn'"):
+        load_config("code_eval", "humaneval,sampling.nn=2")
