@@ -212,8 +212,10 @@ def test_gasp_evaluates_after_each_update_and_trains_in_mini_batches(tmp_path):
     c.model.preset = "tiny"
     c.steps = 2
     c.sampling.max_new_tokens = 16
+    c.sampling.max_cache_length = 1280  # byte-level prompts of the random-init model are longer than BPE ones
     c.sources.gasp.update(lemmas_per_step=4, learnability_samples=2, solve_batch=4)
     c.sources.gasp.eval.update(every=1, num_samples=1, ks="1", max_new_tokens=8)
+    c.sources.gasp.dedup.update(embedder="policy", max_tokens=64)  # built from Run.initial_model's step-0 weights
     c.sandbox.allow_unsafe = not CAN_ISOLATE
     c.rl.logprob_chunk_size = 64
     c.rl.ppo_mini_batch_size = 4
