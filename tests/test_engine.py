@@ -2,6 +2,8 @@
 num_samples sharing one prefill, stop ids mid-chunk, per-request settings, sharding, compile reuse, bad input,
 and the model's per-row cache index it relies on."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -170,6 +172,76 @@ def test_no_recompilation_within_buckets(tiny):
         call(params, [1, 1, 15, 4], [4, 4, 4, 4], 1.3, 0.99, (), 2)
     assert compiles["n"] == 0
     assert sampling.compiled_program_count() == programs
+
+
+def _ragged_requests(seed: int, num: int = 24):
+    """Prompts over the 16 / 32 / 64 buckets and ragged limits; the first request fixes the cache bucket."""
+    r = np.random.default_rng(seed)
+    lengths = [60] + r.integers(1, 61, num - 1).tolist()
+    limits = [24] + r.integers(1, 25, num - 1).tolist()
+    return [engine.Request(prompt=r.integers(3, VOCAB, n).tolist(), max_new_tokens=int(m), temperature=0.0)
+            for n, m in zip(lengths, limits)]
+
+
+def test_ragged_call_compiles_a_bounded_set_of_programs(tiny):
+    """8 slots admit in batches of 4 and 1 prompts: every ragged call over prompt buckets 16/32/64 draws
+    from at most 2 sizes x 3 buckets admit programs plus decode, state init and layer split (the old
+    batch buckets 1, 2, 3, 4, 6, 8 gave a prefill and an insert program each); a repeated call with
+    new weights compiles none."""
+    model, params = tiny
+    sampling.clear_program_cache()
+    assert engine.admit_sizes(8) == (4, 1) and engine.admit_sizes(16) == (16, 4, 1)
+    assert engine.admit_sizes(8, shards=4) == (4,)
+    call = lambda p, seed: engine.run_requests(model, p, _ragged_requests(seed), rng=jax.random.key(seed),
+                                               max_slots=8, chunk_steps=4)
+    out, stats = call(params, 0)
+    assert 4 <= stats.programs_compiled == sampling.compiled_program_count()
+    _, other = call(params, 1)  # other lengths and limits: at most the admit shapes the first call missed
+    assert stats.programs_compiled + other.programs_compiled <= 2 * 3 + 3
+    with count_compiles() as compiles:
+        _, again = call(jax.tree.map(lambda x: x * 1.01, params), 0)
+    assert again.programs_compiled == 0 and compiles["n"] == 0
+    ref = sampling.generate(model, params, [r.prompt for r in _ragged_requests(0)],
+                            max_new_tokens=[r.max_new_tokens for r in _ragged_requests(0)], temperature=0.0,
+                            rng=jax.random.key(0))
+    _assert_same(out, ref, atol=3e-5)  # 24 rows over 96 cache slots vs 87: float rounding of the reductions
+
+
+def test_finished_slots_refill_before_the_chunk_ends(tiny):
+    """With long chunks, a chunk ends as soon as a slot frees while requests wait: the same tokens as the
+    static sampler, and fewer idle slot-steps than when every chunk runs to its end."""
+    model, params = tiny
+    requests = [engine.Request(prompt=p, max_new_tokens=n, temperature=0.0) for p, n in zip(RAGGED, LIMITS)]
+    ref = sampling.generate(model, params, RAGGED, max_new_tokens=LIMITS, temperature=0.0, rng=jax.random.key(0))
+    early, early_stats = engine.run_requests(model, params, requests, rng=jax.random.key(0), max_slots=2,
+                                             chunk_steps=32)
+    late, late_stats = engine.run_requests(model, params, requests, rng=jax.random.key(0), max_slots=2,
+                                           chunk_steps=32, refill_slots=3)  # never reached with 2 slots
+    _assert_same(early, ref)
+    _assert_same(late, ref)
+    assert early_stats.chunks > late_stats.chunks
+    assert early_stats.slot_utilisation > late_stats.slot_utilisation
+
+
+# ------------------------------------------------------------------------------------------ benchmark
+
+
+def test_peer_benchmark_skips_vllm_cleanly_when_absent(monkeypatch, capsys):
+    """`--peers vllm` without a vLLM Python prints one skip line and still runs and compares our engines."""
+    from gasp_jax.benchmarks import sampler as bench
+
+    python, line = bench.find_vllm_python("/nonexistent/vllm-venv/bin/python")
+    assert python is None and line.startswith("vllm: skipped (no Python with vLLM at /nonexistent")
+    monkeypatch.setitem(bench.PEER_SHAPES, "tiny", (1, 32, 64, 256))
+    bench.main(["--workload", "ragged", "--peers", "vllm", "--vllm-python", "/nonexistent/python", "--shapes", "tiny",
+                "--dtypes", "float32", "--rounds", "1", "--peer-requests", "6", "--slots", "4"])
+    printed = capsys.readouterr().out
+    assert printed.count("vllm: skipped") == 1 and "vllm_given" not in printed
+    rows = [json.loads(l) for l in printed.splitlines() if l.startswith("{")]
+    assert len(rows) == 1 and rows[0]["static"]["token_agreement"] == 1.0
+    assert rows[0]["continuous"]["calls"] == 1 and rows[0]["compiles_after_first_calls"] == 0
+    with pytest.raises(SystemExit, match="unknown peer"):
+        bench.main(["--workload", "ragged", "--peers", "sglang"])
 
 
 # -------------------------------------------------------------------------------------- bad input

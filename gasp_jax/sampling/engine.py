@@ -16,12 +16,18 @@ Design (see docs/sampling.md, "Continuous batching")
   limit, stop ids, sampling settings, RNG key. The model writes each row's new key/value at its own
   slot (`Transformer(..., cache_index=[B])`), so slots at different depths decode in one batch.
 - **Refill.** Between chunks the host takes queued requests that fit the free slots (a request's
-  `num_samples` rows go in together), groups them by prompt bucket, prefills each group once
-  (`core.prefill`, the static sampler's program: left-padded, last position through the LM head)
-  and *inserts* it: one program scatters each prompt's cache into its `num_samples` free slots (the
-  copies share the one prefill), samples each row's first token from the prefill logits and sets the
-  slots' state. The queue is admitted longest-`max_new_tokens`-first (stable), so long requests do
-  not start last and hold the tail; the order never changes the results (see Randomness).
+  `num_samples` rows go in together), groups them by prompt bucket and *admits* each group in batches
+  of `admit_sizes` (1, 4, 16, ... prompts: the group size's base-4 digits, so no padded prompt rows and
+  few programs). One admit program prefills the batch (`core.prefill`, the static sampler's prefill:
+  left-padded, last position through the LM head), scatters each prompt's cache into its
+  `num_samples` free slots (the copies share the one prefill), samples each row's first token from
+  the prefill logits and sets the slots' state. The queue is admitted longest-`max_new_tokens`-first
+  (stable), so long requests do not start last and hold the tail; the order never changes the results
+  (see Randomness).
+- **Early refill.** While requests wait, a decode chunk also ends as soon as enough slots have
+  finished for the next request (`refill_slots`, default slots // 16): a finished slot waits at most
+  until that point, not until the chunk's end, while a chunk with nothing to refill runs its
+  `chunk_steps` in one device call.
 - **Decode.** One jitted program runs up to `chunk_steps` decode steps over all slots (a
   `lax.while_loop` that also exits when every slot is done) and returns the chunk's tokens and
   log-probs `[slots, chunk_steps]`, the per-slot counters and done flags. Finished and free slots keep
@@ -42,10 +48,14 @@ Design (see docs/sampling.md, "Continuous batching")
   request. The sampling *variants* present in a call (greedy; top-k value; top-p on/off) are static;
   with more than one, each step computes every variant and picks per slot, so a row's tokens are
   exactly what the static sampler gives it with its own settings.
-- **Compiles.** Programs are cached per (model, static settings); shapes come from buckets: prefill
-  per (prompt batch bucket, prompt bucket), insert per (that, inserted-rows bucket), decode per (slots,
-  cache_len, chunk_steps, variants, stop-id width). Params, temperatures, top-p values, stop ids,
-  limits and prompts within a bucket are traced: they never recompile.
+- **Compiles.** Programs are cached per (model, static settings) in `core.program`; shapes come from
+  buckets: admit per (admit size, prompt bucket, inserted rows), decode per (slots, cache_len,
+  chunk_steps, variants, stop-id width), plus one state init and one layer split. A ragged call with
+  16 slots and prompt buckets 16/32/64 compiles at most 3 x 3 admits + 3 (`EngineStats.programs_compiled`
+  says how many a call compiled). Params, temperatures, top-p values, stop ids, limits and prompts within
+  a bucket are traced: they never recompile. `admit_program`, `decode_program`, `init_program` and
+  `unstack_program` return the jitted programs for given static settings, so they can be lowered and
+  compiled ahead of time from abstract shapes (`abstract_state` gives the slot state's).
 """
 
 from __future__ import annotations
@@ -99,9 +109,10 @@ class EngineStats:
     decode_steps: int = 0
     active_slot_steps: int = 0
     chunks: int = 0
-    prefills: int = 0  # prefill calls (one per prompt bucket per refill)
+    prefills: int = 0  # admit (prefill + insert) calls: per refill, per prompt bucket, per `admit_sizes` batch
     prefilled_prompts: int = 0  # prompts run through a prefill: one per request, whatever its num_samples
     tokens: int = 0  # generated tokens, every row's stop token included
+    programs_compiled: int = 0  # XLA executables this call compiled (0 once its buckets are warm)
 
     @property
     def slot_utilisation(self) -> float:
@@ -217,8 +228,21 @@ def _insert(
     return _constrain_state(state, model), tokens, logprobs
 
 
-def _decode_chunk(params, state: SlotState, *, model: Transformer, chunk_steps: int, variants: tuple[SamplingMode, ...]):
-    """Up to `chunk_steps` decode steps over every slot (fewer when all are done).
+def _admit(params, state: SlotState, tokens, pad_lens, rng, slot_ids, source_rows, request_ids, sample_ids, limits,
+           temperatures, top_ps, variant_ids, eos, *, model: Transformer, variants: tuple[SamplingMode, ...]):
+    """Prefills the left-padded prompts `tokens [Rp, P]` (`core.prefill`) and inserts them (`_insert`) in
+    one program: one dispatch per admitted batch, and the prompt cache never leaves the device program."""
+    prompt_cache, last_logits = core.prefill(params, tokens, pad_lens, model=model)
+    prompt_lens = tokens.shape[1] - pad_lens
+    return _insert(state, prompt_cache, last_logits, pad_lens, prompt_lens, rng, slot_ids, source_rows, request_ids,
+                   sample_ids, limits, temperatures, top_ps, variant_ids, eos, model=model, variants=variants)
+
+
+def _decode_chunk(params, state: SlotState, refill_after, *, model: Transformer, chunk_steps: int,
+                  variants: tuple[SamplingMode, ...]):
+    """Up to `chunk_steps` decode steps over every slot: fewer when all are done, or as soon as
+    `refill_after` (int32) more slots are done than at the start, so the host can refill them without
+    waiting for the chunk's end (pass slots + 1 when nothing waits).
 
     Returns (state, tokens [slots, chunk_steps], logprobs [slots, chunk_steps], steps run). A slot
     active at the start emits one token per step until it stops, so its tokens are the first
@@ -253,9 +277,12 @@ def _decode_chunk(params, state: SlotState, *, model: Transformer, chunk_steps: 
         logprobs = jax.lax.dynamic_update_index_in_dim(logprobs, jnp.where(active, logprob, 0.0), i, axis=1)
         return i + 1, st, tokens, logprobs
 
+    done_at_start = jnp.sum(state.done.astype(jnp.int32))
+
     def cond(carry):
         i, st = carry[:2]
-        return (i < chunk_steps) & ~jnp.all(st.done)
+        done = jnp.sum(st.done.astype(jnp.int32))
+        return (i < chunk_steps) & (done < slots) & (done < done_at_start + refill_after)
 
     carry = (
         jnp.int32(0), state,
@@ -274,17 +301,24 @@ def init_program(model: Transformer, *, slots: int, cache_len: int, eos_width: i
                         per_layer=bool(per_layer))
 
 
-def insert_program(model: Transformer, *, variants: tuple[SamplingMode, ...]):
-    """jit of `_insert(state, prompt_cache, last_logits, pad_lens, prompt_lens, rng, slot_ids, source_rows,
-    request_ids, sample_ids, limits, temperatures, top_ps, variant_ids, eos)`; the state is donated (the
-    slot cache is updated in place). One executable per (slots, cache_len, prefill rows, prompt bucket,
-    inserted rows)."""
-    return core.program(_insert, model, donate_argnums=(0,), variants=tuple(variants))
+def abstract_state(model: Transformer, *, slots: int, cache_len: int, eos_width: int, per_layer: bool) -> SlotState:
+    """The slot state's shapes and dtypes (`jax.ShapeDtypeStruct`s, nothing computed), for lowering
+    `admit_program` / `decode_program` ahead of time."""
+    init = init_program(model, slots=slots, cache_len=cache_len, eos_width=eos_width, per_layer=per_layer)
+    return jax.eval_shape(init, jax.random.key(0))
+
+
+def admit_program(model: Transformer, *, variants: tuple[SamplingMode, ...]):
+    """jit of `_admit(params, state, tokens [Rp, P], pad_lens [Rp], rng, slot_ids [R], source_rows [R],
+    request_ids [R], sample_ids [R], limits [R], temperatures [R], top_ps [R], variant_ids [R], eos [R, E])
+    -> (state, first tokens [R], first log-probs [R])`; the state is donated (the slot cache is updated in
+    place). One executable per (slots, cache_len, Rp, P, R): Rp is one of `admit_sizes`, P a prompt bucket."""
+    return core.program(_admit, model, donate_argnums=(1,), variants=tuple(variants))
 
 
 def decode_program(decode_model: Transformer, *, chunk_steps: int, variants: tuple[SamplingMode, ...]):
-    """jit of `_decode_chunk(params, state, ...)` for the decode model (`scan_layers=False` when the layers
-    run unrolled over `unstack_layer_params`); the state is donated."""
+    """jit of `_decode_chunk(params, state, refill_after)` for the decode model (`scan_layers=False` when
+    the layers run unrolled over `unstack_layer_params`); the state is donated."""
     return core.program(_decode_chunk, decode_model, donate_argnums=(1,), chunk_steps=int(chunk_steps),
                         variants=tuple(variants))
 
@@ -430,6 +464,7 @@ def run_requests(
     max_cache_length: int | None = None,
     unroll_layers: bool = True,
     longest_first: bool = True,
+    refill_slots: int | None = None,
 ) -> tuple[SampleOutput, EngineStats]:
     """Generates every request's `num_samples` rows over a fixed set of refilled decode slots.
 
@@ -441,6 +476,8 @@ def run_requests(
       kv_cache_tokens: budget of cached tokens over all slots: slots = budget // cache_len.
       chunk_steps: decode steps per device call; the host refills free slots between chunks.
       longest_first: admit requests in decreasing `max_new_tokens` (stable); False: in order.
+      refill_slots: while requests wait, a decode chunk ends early once this many more slots are free
+        (default: slots // 16, at least 1), so finished slots refill without waiting for the chunk's end.
       Others as `sampling.generate`.
 
     Returns:
@@ -454,23 +491,28 @@ def run_requests(
         model = model.clone(mesh=mesh)
     if isinstance(chunk_steps, bool) or not isinstance(chunk_steps, (int, np.integer)) or chunk_steps < 1:
         raise ValueError(f"chunk_steps must be a positive int, got {chunk_steps!r}")
+    if refill_slots is not None and (isinstance(refill_slots, bool) or not isinstance(refill_slots, (int, np.integer))
+                                     or refill_slots < 1):
+        raise ValueError(f"refill_slots must be a positive int, got {refill_slots!r}")
     plan = _plan(
         model, requests, max_slots=max_slots, kv_cache_tokens=kv_cache_tokens, prompt_buckets=prompt_buckets,
         max_cache_length=max_cache_length,
     )
     rng = core.as_key(rng)
     shards = core.batch_shards(model.mesh, model.rules)
+    compiled_before = core.compiled_program_count()
     if model.mesh is not None:
         params = jax.device_put(params, core.param_shardings(model))
     decode_model = model.clone(scan_layers=False) if unroll_layers else model
     decode_params = unstack_program(model)(params) if unroll_layers else params
-    prefill = core.prefill_program(model)
-    insert = insert_program(model, variants=plan.variants)
+    admit = admit_program(model, variants=plan.variants)
     decode = decode_program(decode_model, chunk_steps=chunk_steps, variants=plan.variants)
     state = init_program(
         model, slots=plan.slots, cache_len=plan.cache_len, eos_width=plan.eos_width, per_layer=unroll_layers
     )(rng)
     stats = EngineStats(slots=plan.slots, cache_len=plan.cache_len, chunk_steps=int(chunk_steps))
+    refill_slots = max(1, plan.slots // 16) if refill_slots is None else int(refill_slots)
+    sizes = admit_sizes(plan.slots, shards)
 
     tokens = np.full((plan.total_rows, plan.width), PAD_ID, np.int32)
     logprobs = np.zeros((plan.total_rows, plan.width), np.float32)
@@ -492,15 +534,16 @@ def run_requests(
         pending = []
         for bucket in sorted({plan.prompt_buckets[k] for k in admitted}):
             group = [k for k in admitted if plan.prompt_buckets[k] == bucket]
-            state, first = _prefill_and_insert(
-                model, params, prefill, insert, state, rng, plan, requests, group, bucket, free, owner, shards
-            )
-            pending.append(first)
-            stats.prefills += 1
-            stats.prefilled_prompts += len(group)
+            for batch in split_batches(group, sizes):
+                state, first = _admit_batch(admit, params, state, rng, plan, requests, batch, bucket, free, owner, model)
+                pending.append(first)
+                stats.prefills += 1
+                stats.prefilled_prompts += len([k for k in batch if k is not None])
         if not owner:
             break
-        state, chunk_tokens, chunk_logprobs, steps = decode(decode_params, state)
+        # The chunk ends early once enough slots free up for the next waiting request (or `refill_slots`).
+        wanted = max(refill_slots, requests[queue[0]].num_samples - len(free)) if queue else plan.slots + 1
+        state, chunk_tokens, chunk_logprobs, steps = decode(decode_params, state, np.int32(wanted))
         # One transfer (one sync) per chunk: the chunk's outputs and the first tokens of this refill.
         (chunk_tokens, chunk_logprobs, step, done, steps), firsts = core.fetch(
             ((chunk_tokens, chunk_logprobs, state.step, state.done, steps), [p[1:] for p in pending])
@@ -522,23 +565,50 @@ def run_requests(
                 free.append(slot)
         free.sort()
     stats.tokens = int(lengths.sum())
+    stats.programs_compiled = core.compiled_program_count() - compiled_before
     return SampleOutput(tokens=tokens, logprobs=logprobs, lengths=lengths), stats
 
 
-def _prefill_and_insert(model, params, prefill, insert, state, rng, plan, requests, group, bucket, free, owner, shards):
-    """Prefills `group` (requests of one prompt bucket) once and inserts every sample row into a free
-    slot. Returns (state, (output rows, first tokens, first log-probs)) with the last two on device."""
-    bp = bk.batch_bucket(len(group), shards)
-    block = np.full((bp, bucket), PAD_ID, np.int32)
-    prompt_lens = np.ones((bp,), np.int32)
-    for i, k in enumerate(group):
-        block[i, bucket - plan.prompts[k].size :] = plan.prompts[k]
-        prompt_lens[i] = plan.prompts[k].size
-    pad_lens = (bucket - prompt_lens).astype(np.int32)
-    block_d, pad_d = core.place_rows(model, block), core.place_rows(model, pad_lens)
-    prompt_cache, last_logits = prefill(params, block_d, pad_d)
+ADMIT_GROWTH = 4  # admitted prompt batches come in sizes shards * 4**i: few programs, no padded prompt rows
 
-    rows = [(i, k, j) for i, k in enumerate(group) for j in range(requests[k].num_samples)]
+
+def admit_sizes(slots: int, shards: int = 1) -> tuple[int, ...]:
+    """Prompt-batch sizes of the admit program, largest first: shards x 1, 4, 16, ... up to the slots.
+
+    A refill of n prompts runs as n's base-4 digits (7 = 4 + 1 + 1 + 1): at most 3 calls per size and
+    no padded rows when unsharded, against a program per batch bucket (1, 2, 3, 4, 6, 8, ...) before."""
+    sizes, size = [], shards
+    while size <= max(slots, shards):
+        sizes.append(size)
+        size *= ADMIT_GROWTH
+    return tuple(reversed(sizes))
+
+
+def split_batches(group: list[int], sizes: Sequence[int]) -> list[list[int | None]]:
+    """`group` cut into batches of the given sizes (largest first); a remainder below the smallest size
+    is padded with None (an empty prompt row that is never inserted)."""
+    out, rest = [], list(group)
+    for size in sizes:
+        while len(rest) >= size:
+            out.append(rest[:size])
+            rest = rest[size:]
+    if rest:
+        out.append(rest + [None] * (sizes[-1] - len(rest)))
+    return out
+
+
+def _admit_batch(admit, params, state, rng, plan, requests, batch, bucket, free, owner, model):
+    """Admits `batch` (requests of one prompt bucket; None = a padding row): one prefill shared by each
+    request's samples, every sample row into a free slot. Returns (state, (output rows, first tokens,
+    first log-probs)) with the last two on device."""
+    block = np.full((len(batch), bucket), PAD_ID, np.int32)
+    prompt_lens = np.ones((len(batch),), np.int32)
+    for i, k in enumerate(batch):
+        if k is not None:
+            block[i, bucket - plan.prompts[k].size :] = plan.prompts[k]
+            prompt_lens[i] = plan.prompts[k].size
+    pad_lens = (bucket - prompt_lens).astype(np.int32)
+    rows = [(i, k, j) for i, k in enumerate(batch) if k is not None for j in range(requests[k].num_samples)]
     width = bk.batch_bucket(len(rows))
     slots_, sources, req_ids, sample_ids = (np.zeros((width,), np.int32) for _ in range(4))
     slots_[:] = plan.slots  # out of range: dropped by the scatter
@@ -558,8 +628,8 @@ def _prefill_and_insert(model, params, prefill, insert, state, rng, plan, reques
         top_ps[r] = req.top_p
         variant_ids[r] = plan.variant_of[k]
         eos[r, : len(req.eos_ids)] = list(req.eos_ids)
-    state, first_tokens, first_logprobs = insert(
-        state, prompt_cache, last_logits, pad_d, core.place_rows(model, prompt_lens), rng,
+    state, first_tokens, first_logprobs = admit(
+        params, state, core.place_rows(model, block), core.place_rows(model, pad_lens), rng,
         slots_, sources, req_ids, sample_ids, limits, temps, top_ps, variant_ids, eos,
     )
     return state, (out_rows, first_tokens, first_logprobs)
