@@ -91,6 +91,7 @@ def generate(ctx: RolloutContext, role: str, prompts: Sequence[str], *, num_samp
                                             max_new_tokens=max_new_tokens, rng=ctx.next_key())
 
 
+@jax.profiler.annotate_function  # host work: a named row in a profile
 def parse_proposals(kinds: Sequence[str], completions: Sequence[Completion], *,
                     metas: Sequence[dict] | None = None) -> list[Proposal]:
     """Parses each teacher completion as a proposal of its kind (garbage -> status "format_error").
@@ -212,6 +213,7 @@ def estimate_learnability(ctx: RolloutContext, tasks_: Sequence[tuple[str, Mappi
     return Pending(finish)
 
 
+@jax.profiler.annotate_function  # buffer work: a named row in a profile
 def student_tasks(buffers: TaskBuffers, new: Mapping[str, Sequence[Mapping]], *, per_kind: int,
                   rng: np.random.Generator, kinds: Sequence[str] = KINDS) -> list[tuple[str, dict]]:
     """AZR's `max_new` student batch: per kind, this iteration's new tasks first (shuffled, at most
