@@ -79,7 +79,7 @@ def tiny() -> ml_collections.ConfigDict:
     c.sampling.max_new_tokens = 192  # a lemma (program + 4 inputs + message) takes 60-160 BPE tokens
     c.sampling.max_cache_length = 640  # < the warm-start model's 1024; the longest eval prompt + 64 new tokens fit
     c.prompts.template = "compact"
-    c.prompts.token_budget = 512
+    c.prompts.token_budget = c.sampling.max_cache_length - c.sampling.max_new_tokens  # a task prompt + its answer fit
     c.rl.optimizer.learning_rate = 1e-4  # a tiny warm-started model, not a 7B fine-tune (AZR: 1e-6)
     c.rl.logprob_chunk_size = 128
     g = c.sources.gasp = gasp_source()
