@@ -51,7 +51,13 @@ def run(experiment: ml_collections.ConfigDict, workdir: str, *, stages: tuple[st
         else:
             statuses[spec.name] = training.status(spec)
     _write_status(plan, statuses)
-    evaluated = evaluation.evaluate_all(plan, statuses) if "eval" in stages else {}
+    try:
+        evaluated = evaluation.evaluate_all(plan, statuses) if "eval" in stages else {}
+    except Exception as e:  # noqa: BLE001 - e.g. no sandbox: every evaluation fails alike, the table says why
+        log.exception("protocol: the evaluation stage failed")
+        error = {"error": f"{type(e).__name__}: {e}"}
+        evaluated = {**({"base": error} if "base" in experiment.methods else {}),
+                     **{spec.name: {int(spec.config.steps): error} for spec in plan.runs}}
     failures = {name: f"run failed: {st['error']}" for name, st in statuses.items() if st.get("error")}
     for name, result in evaluated.items():
         if name != "base" and not statuses.get(name, {}).get("finished", False):

@@ -3,8 +3,8 @@ start-up + its new tokens vs the cache.
 
 The trainer runs it after the sources are built and before the warm start or any compile; the protocol
 runs it for every run (and every final evaluation) before anything trains. The model's context and
-tokenizer come from configs alone (`model.hf_path`'s config.json, the warm start's base model, or
-`model.preset`): no weight is read, nothing is trained. Prompts are rendered by the builders the sources
+tokenizer come from configs alone (`model.hf_path`'s config.json, the warm start's host-only preparation
+`warmstart.prepare`, or `model.preset`): no weight is read, nothing is trained. Prompts are rendered by the builders the sources
 use and counted as the policy encodes them. A mismatch is one ValueError line naming the keys and the
 numbers; a config that fits returns the report (the longest prompt of each kind).
 
@@ -36,12 +36,13 @@ class ModelSpec:
 
 
 def warmstart_spec(ws: ml_collections.ConfigDict, key: str = "init.warmstart") -> ModelSpec:
-    """The warm start's model (its base model's shape and tokenizer; nothing is trained)."""
+    """The warm start's model and tokenizer (a BPE one is trained on the warm start's rows) from the warm
+    start's host-only preparation: nothing is trained, no weight exists yet."""
     from gasp_jax import warmstart
 
-    tokenizer = warmstart.base_tokenizer(ws)
-    mc = warmstart.base_model_config(ws, tokenizer)
-    return ModelSpec(int(mc.max_position_embeddings), tokenizer, f"{key}.model {ws.model.hf_path or ws.model.preset!r}")
+    prep = warmstart.prepare(ws)
+    return ModelSpec(int(prep.model_config.max_position_embeddings), prep.tokenizer,
+                     f"{key}.model {ws.model.hf_path or ws.model.preset!r}")
 
 
 def model_spec(config: ml_collections.ConfigDict) -> ModelSpec:
