@@ -28,7 +28,7 @@ default, or `smoke`) and `key=value` overrides, e.g. `:/ckpt/a,/ckpt/b,k=10,samp
 
 import ml_collections
 
-from gasp_jax import overrides
+from gasp_jax import overrides, profiling
 from gasp_jax.data import paths
 from gasp_jax.data.livecodebench import LCB_CUTOFF
 
@@ -80,6 +80,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     for slot, path in zip(config.checkpoints, checkpoint_paths):
         slot.hf_path = path
     config.use_mesh = True
+    config.profile = profiling.default_config()  # trace sampler calls start_step.. per checkpoint (docs/profiling.md)
     config.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1))
 
     config.prompt = ml_collections.ConfigDict()

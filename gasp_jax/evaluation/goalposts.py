@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from gasp_jax import multihost
+from gasp_jax import multihost, profiling
 from gasp_jax.data.livecodebench import Problem
 from gasp_jax.evaluation.common import (
     config_to_dict, load_config_problems, make_prompt_fn, open_sandbox, run_fingerprint, write_json,
@@ -143,6 +143,9 @@ def run(
                 records = {p.id: done[p.id] for p in todo}
             else:
                 generate_fn, tokenizer = factory(ckpt_cfg)
+                if generate_fn_factory is None:  # the sampler: each checkpoint's calls start_step.. traced
+                    generate_fn = profiling.profile_calls(generate_fn, config.get("profile"), name="lcb_goalposts",
+                                                          logdir=str(workdir_path / "tensorboard"))
                 records = sample_and_grade(
                     todo,
                     prompt_fn=make_prompt_fn(config.prompt, tokenizer),
