@@ -25,8 +25,8 @@ Presets (`--config=configs/rlvr.py:PRESET,key=value,...`):
   tiny   the CPU command: the warm-started tiny model (configs/warmstart.py, cached), 8 short real LCB
          problems, 2 problems x 4 samples per iteration, 64 new tokens, 4 iterations, evaluation every 2
          on 2 held-out problems and 2 goalposts with n = 2. Prompts are LCB's user message alone
-         (`prompt_style="question"`, not LCB's chat format): the warm start trains on plain text, and the
-         chat-wrapped prompt does not leave room for an answer in the tiny model's context. The KV cache
+         (`prompt_style="question"`, not LCB's chat format): the warm start trains on plain text, and it
+         leaves the most room in the tiny model's context whatever its tokenizer. The KV cache
          is the model's context; the start-up check fails with one line naming the prompt and the numbers
          if a problem no longer fits the warm start's model. Expect reward 0 (a tiny model does not solve
          LCB problems), every group constant (logged as dead problems) and the full pipeline to run.
@@ -98,8 +98,8 @@ def tiny() -> ml_collections.ConfigDict:
     s = c.sources.lcb = lcb_source()
     s.data.problem_ids = TINY_TRAIN
     # LCB's user message without system text or chat turn: the warm start trains on plain-text prompts,
-    # and the chat-wrapped prompt of even the shortest LCB problem (~970 byte tokens) leaves no room for
-    # an answer in the tiny model's context; these are 755-843 tokens.
+    # and it leaves the most room in the tiny context whatever the warm start's tokenizer (byte tokens:
+    # 755-843, chat-wrapped 969-1057; the warm start's BPE: 329-378). docs/protocol.md, "RLVR".
     s.prompt_style = "question"
     s.max_prompt_tokens = 0  # 0: what the cache leaves after max_new_tokens
     s.problems_per_step = 2

@@ -7,8 +7,8 @@ The warm-started tiny model (configs/warmstart.py, cached) is the base; AZR, RLV
 train from it for 2 iterations per seed with their `tiny` presets, each run a `gasp_jax.main` job in
 `runs/<method>/seed<s>/`. Every final checkpoint (and the base) is evaluated the same way: LCB pass@1 and
 pass@2 (n = 2) on 2 short held-out problems (>= 2024-08-01), goalposts solved (n = 2) on 2 short LCB
-goalposts (both with LCB's user message alone as the prompt, `prompt.style="question"`: the chat-wrapped
-prompt does not fit the tiny model's context), HumanEval and MBPP+ pass@1 on 2 problems each. Expect
+goalposts (both with LCB's user message alone as the prompt, `prompt.style="question"`, as the RLVR
+preset trains), HumanEval and MBPP+ pass@1 on 2 problems each. Expect
 every pass rate to be 0 (a 2-iteration tiny model solves nothing) and every cell to be filled. Rerunning
 the command reuses everything done.
 
@@ -49,9 +49,9 @@ def get_config(arg=None):
     c.eval = ml_collections.ConfigDict()
     c.eval.checkpoints = "final"
     c.eval.model = ml_collections.ConfigDict(TINY_MODEL)
-    # LCB's user message alone (`question`; not LCB's chat format) and the model's whole context as the KV
-    # cache (max_prompt_tokens 0): the chat-wrapped prompts do not fit the tiny model's context, these do
-    # (checked against the base model before anything runs).
+    # LCB's user message alone (`question`; not LCB's chat format, as configs/rlvr.py:tiny trains with) and
+    # the model's whole context as the KV cache (max_prompt_tokens 0); checked against the base model
+    # before anything runs.
     sampling = dict(n=2, temperature=1.0, top_p=1.0, max_new_tokens=32, max_prompt_tokens=0, batch_problems=2)
     c.eval.lcb = ml_collections.ConfigDict(dict(enabled=True, overrides=dict(
         data=dict(problem_ids=HELD_OUT), prompt=dict(style="question"), sampling=sampling, ks=(1, 2),

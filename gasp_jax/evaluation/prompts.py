@@ -12,8 +12,8 @@ Styles:
   * ``base``: one few-shot example from LCB's ``few_shot_examples/generation/{func,stdin}.json``
     followed by the question, for base (non-chat) models.
   * ``question``: LCB's user message alone, no system text and no chat turn (not an LCB format: for
-    small-context models such as the tiny CPU presets, whose warm start trains on plain text; the
-    chat-wrapped prompt of the shortest LCB problem is ~970 byte tokens, this ~770).
+    small-context models such as the tiny CPU presets, whose warm start trains on plain text; with the
+    byte tokenizer the chat-wrapped prompt of the shortest LCB problem is 969 tokens, this 755).
 """
 
 from __future__ import annotations
