@@ -184,3 +184,24 @@ def test_truncated_gzip_source_is_a_data_error_naming_it(tmp_path):
     bad.write_bytes(good[: len(good) // 3])
     with pytest.raises(DataError, match=re.escape(f"{bad}: the compressed file is truncated or corrupt")):
         load_problems(bad)
+
+
+def test_every_lcb_block_takes_the_hub_flag(tmp_path, monkeypatch):
+    """The goalpost loader (GASP, periodic evaluation) reads the release through `datasets` too; offline it
+    names its own block's flag."""
+    from gasp_jax import gasp
+    from gasp_jax.evaluation import periodic
+    from gasp_jax.gasp import source as gasp_source
+    from gasp_jax.rlvr import source as rlvr_source
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    for block in (gasp_source.default_config().goalposts, periodic.default_config().goalposts.select,
+                  periodic.default_config().lcb.data, rlvr_source.default_config().data):
+        assert block.hub is False and block.hub_repo == "livecodebench/code_generation_lite"
+    g = gasp_source.default_config().goalposts
+    g.hub, g.hub_repo, g.release, g.end, g.ids = True, str(_release_dir(tmp_path)), "release_v2", "", ("1873_A",)
+    pool = gasp.load_goalposts(g, where="sources.gasp.goalposts")
+    assert [p.problem.id for p in pool.goalposts] == ["1873_A"] and len(pool.goalposts[0].problem.private_tests) == 4
+    g.hub_repo = "livecodebench/code_generation_lite"
+    with pytest.raises(HubUnavailableError, match=r"--config\.sources\.gasp\.goalposts\.hub=False"):
+        gasp.load_goalposts(g, where="sources.gasp.goalposts")

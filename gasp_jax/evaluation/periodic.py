@@ -34,7 +34,7 @@ import ml_collections
 
 from gasp_jax import multihost
 from gasp_jax.data import paths
-from gasp_jax.data.livecodebench import LCB_CUTOFF, Problem
+from gasp_jax.data.livecodebench import HUB_DATASET, LCB_CUTOFF, Problem
 from gasp_jax.evaluation import prompts as lcb_prompts
 from gasp_jax.evaluation.common import load_config_problems, make_prompt_fn, write_json
 from gasp_jax.evaluation.eval_job import build_report, usable_ks
@@ -58,7 +58,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.lcb.enabled = True
     c.lcb.data = ml_collections.ConfigDict(dict(
         sources=(), release="", loader="stream", start=LCB_CUTOFF, end="", problem_ids=(), max_problems=0,
-        max_private_mb=512))
+        max_private_mb=512, hub=False, hub_repo=HUB_DATASET))  # hub: the full release through `datasets`
     c.lcb.n = 20
     c.lcb.ks = (1, 5, 10, 20)
     c.lcb.temperature = 0.2
@@ -69,7 +69,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.goalposts.enabled = True
     c.goalposts.select = ml_collections.ConfigDict(dict(  # GASP's goalposts block (gasp.load_goalposts)
         report="", sources=(), release="", start="", end=LCB_CUTOFF, ids=(), max_goalposts=0, decode_tests=True,
-        dynamic=False, promote="hardest"))
+        dynamic=False, promote="hardest", hub=False, hub_repo=HUB_DATASET))
     c.goalposts.n = 100
     c.goalposts.ks = (1, 10, 100)
     c.goalposts.temperature = 1.0
@@ -202,7 +202,7 @@ class PeriodicEval:
             raise ValueError(f"eval.prompt_style: unknown LCB prompt style {self.config.prompt_style!r}; "
                              f"expected one of {PROMPT_STYLES}")
         if self.config.lcb.enabled:
-            self._lcb = load_config_problems(self.config.lcb.data)  # fail before training if the data is bad
+            self._lcb = load_config_problems(self.config.lcb.data, where="config.eval.lcb.data")  # fail before training
             if not self._lcb[0]:
                 raise ValueError(f"eval.lcb.data: no LCB problem in {self._lcb[2]}")
         if self.config.goalposts.enabled:

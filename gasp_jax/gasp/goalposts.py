@@ -105,7 +105,9 @@ def _read_report(path: str) -> tuple[list[str], dict[str, float], dict[str, floa
     return list(dict.fromkeys(ids)), rates, solved
 
 
-def _load_window(cfg: Any) -> tuple[list[Problem], LoadReport]:
+def _load_window(cfg: Any, where: str) -> tuple[list[Problem], LoadReport]:
+    if cfg.get("hub", False):  # the full release (private tests) through `datasets`
+        return _load_hub_window(cfg, where)
     sources = cfg.sources
     sources = [sources] if isinstance(sources, str) else list(sources)
     if not sources:
@@ -132,6 +134,15 @@ def _load_window(cfg: Any) -> tuple[list[Problem], LoadReport]:
     return problems, report
 
 
+def _load_hub_window(cfg: Any, where: str) -> tuple[list[Problem], LoadReport]:
+    from gasp_jax.evaluation.common import load_config_problems
+
+    problems, report, window = load_config_problems(cfg, where=f"config.{where}")
+    if not problems:
+        raise GoalpostError(f"no LCB problems of {cfg.get('hub_repo')} ({cfg.get('release') or 'release_v5'}) in {window}")
+    return problems, report
+
+
 def check_tests(goalpost: Goalpost, *, decode: bool = True) -> int:
     """The number of tests of a goalpost; raises GoalpostError when it has none or they do not decode."""
     p = goalpost.problem
@@ -155,7 +166,7 @@ def load_goalposts(cfg: Any, *, where: str = "goalposts") -> GoalpostPool:
             "with `python -m gasp_jax.main --config=configs/lcb_goalposts.py:/ckpt/a,/ckpt/b --workdir=runs/goalposts` "
             f"and pass --config.{where}.report=runs/goalposts/goalposts.json (or set {where}.ids, or "
             f"{where}.allow_all=True for every problem of the window)")
-    problems, load_report = _load_window(cfg)
+    problems, load_report = _load_window(cfg, where)
     by_id = {p.id: p for p in problems}
     skipped = {s.problem_id: s.reason for s in load_report.skipped}
     ids: Sequence[str]

@@ -41,7 +41,7 @@ import ml_collections
 import numpy as np
 
 from gasp_jax import multihost
-from gasp_jax.data.livecodebench import LCB_CUTOFF
+from gasp_jax.data.livecodebench import HUB_DATASET, LCB_CUTOFF
 from gasp_jax.evaluation import periodic
 from gasp_jax.gasp import dedup as dedup_lib
 from gasp_jax.gasp import prompts as gasp_prompts
@@ -69,7 +69,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.goalposts = ml_collections.ConfigDict()
     c.goalposts.report = ""  # an lcb_goalposts goalposts.json; "" = every problem of the window (or `ids`)
     c.goalposts.sources = ()  # LCB JSONL files / release directory holding the goalposts' statements + tests
-    c.goalposts.release = ""
+    c.goalposts.release = ""  # with hub: the version_tag (default release_v5)
+    c.goalposts.hub = False  # True: the full release (private tests) from `hub_repo` through `datasets`
+    c.goalposts.hub_repo = HUB_DATASET
     c.goalposts.start = ""  # [start, end) on contest_date; the paper: LCB before 2024-08 (601 problems)
     c.goalposts.end = LCB_CUTOFF
     c.goalposts.ids = ()  # explicit goalpost ids (used when there is no report)

@@ -31,7 +31,7 @@ import ml_collections
 import numpy as np
 
 from gasp_jax.config_checks import checker
-from gasp_jax.data.livecodebench import LCB_CUTOFF, DataError, Problem
+from gasp_jax.data.livecodebench import HUB_DATASET, LCB_CUTOFF, DataError, Problem
 from gasp_jax.evaluation.common import load_config_problems
 from gasp_jax.evaluation.extraction import extract_code
 from gasp_jax.evaluation.grading import SampleGrade, SandboxGrader
@@ -54,7 +54,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.start = 0
     c.data = ml_collections.ConfigDict()
     c.data.sources = ()  # LCB JSONL files or a release directory (configs set the shipped sample)
-    c.data.release = ""
+    c.data.release = ""  # with hub: the version_tag (default release_v5)
+    c.data.hub = False  # True: the full release (private tests) from `hub_repo` through `datasets`
+    c.data.hub_repo = HUB_DATASET
     c.data.loader = "stream"
     c.data.start = ""  # half-open [start, end) on contest_date
     c.data.end = LCB_CUTOFF
@@ -91,7 +93,8 @@ def _check(block: ml_collections.ConfigDict, name: str) -> None:
          f"must be one of {ZERO_SIGNAL_POLICIES}, got {block.zero_signal.policy!r}")
     need(int(block.zero_signal.after) >= 1, "zero_signal.after", "must be >= 1")
     need(0.0 <= float(block.zero_signal.weight) <= 1.0, "zero_signal.weight", "must be in [0, 1]")
-    need(bool(block.data.sources), "data.sources", "is empty: give LCB JSONL files or a release directory")
+    need(bool(block.data.sources) or block.data.get("hub", False), "data.sources",
+         "is empty: give LCB JSONL files or a release directory (or data.hub=True)")
 
 
 class LcbSource:
@@ -102,7 +105,7 @@ class LcbSource:
         self.name = name
         self.config = config
         self.run_config = run_config
-        problems, self.load_report, self.window = load_config_problems(config.data)
+        problems, self.load_report, self.window = load_config_problems(config.data, where=f"config.sources.{name}.data")
         if not problems:
             raise ValueError(f"sources.{name}.data: no LCB problem in {self.window} of {list(config.data.sources)}")
         self.problems: dict[str, Problem] = {p.id: p for p in problems}
