@@ -6,7 +6,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 
-SANDBOX_UID_MIN = 1_000_000  # per-worker uids are 1_000_000 + worker pid (see worker.py)
+SANDBOX_UID_MIN = 1_000_000  # per-worker uids are 1_000_000 + worker pid (see worker/main.py)
 
 
 def _status(pid: int) -> dict[str, str]:

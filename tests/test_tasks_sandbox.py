@@ -420,7 +420,8 @@ def test_judging_is_indistinguishable_from_validation(sb):
     validation and then answer differently."""
     rec = validated(sb, "abduction", SPY, ["5"], cfg=ValidationConfig(limits=FAST, max_output_chars=60_000))
     seen = ast.literal_eval(rec["output"])  # test side: the str the program returned
-    assert "('_serve_forks', [], [])" in seen and "('main', [], [])" in seen, seen[-3000:]  # nothing below the test
+    assert "('_spawn_forker', [], [])" in seen and "('main', [], [])" in seen, seen[-3000:]  # nothing below the forker
+    assert "'usage'" not in seen and "'status'" not in seen  # nor what an earlier test left
     assert '"hide"' not in seen and "/work" not in seen  # no worker configuration
     assert judge(sb, [("abduction", rec, "5")] * 6) == [True] * 6
     # other judge limits for answer programs: a task's own program still runs under validation's

@@ -20,14 +20,15 @@ from gasp_jax.sandbox.protocol import FrameReader, ProtocolError, encode_frame, 
 
 log = logging.getLogger("gasp_jax.sandbox")
 
-WORKER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.py")
+WORKER_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker")
 # W's command line (which every process of the sandbox inherits: a program reads it as its own
 # /proc/self/cmdline or its forker's /proc/1/cmdline) holds no configuration and no host path but
-# the interpreter's. This boot line reads the worker script's path and its configuration from
-# stdin, as an 8-byte length and "path\nconfig JSON" (after W re-execs itself: from the memfd
-# named by GASP_SB_BOOT_FD), then runs the script with them in sys.argv.
+# the interpreter's. This boot line reads an 8-byte length and "worker directory\nconfiguration
+# JSON" from stdin (after W re-execs itself: from the memfd named by GASP_SB_BOOT_FD), loads the
+# worker's standard-library modules by path as the package ``gasp_sandbox_worker`` (the worker
+# directory, and this one for ``protocol.py``) and calls ``main.main`` with what it read.
 WORKER_BOOT = (
-    "import os, sys\n"
+    "import os, sys, types\n"
     "def _read(n):\n"
     "    b = b''\n"
     "    while len(b) < n:\n"
@@ -38,24 +39,23 @@ WORKER_BOOT = (
     "    return b\n"
     "_fd = int(os.environ.pop('GASP_SB_BOOT_FD', '-1'))\n"
     "if _fd >= 0:\n"
-    "    _blob = os.pread(_fd, os.fstat(_fd).st_size, 0)\n"
+    "    _boot = [os.pread(_fd, os.fstat(_fd).st_size, 0)]\n"
     "    os.close(_fd)\n"
     "else:\n"
-    "    _blob = _read(8)\n"
-    "    _blob += _read(int.from_bytes(_blob, 'little'))\n"
-    "_script, _cfg = _blob[8:].decode().split('\\n', 1)\n"
-    "sys.argv = [_script, _cfg]\n"
-    "_g = {'__name__': '__main__', '__file__': _script, '__gasp_boot__': _blob, '__builtins__': __builtins__}\n"
-    "del _read, _fd, _script, _cfg, _blob\n"
-    "with open(sys.argv[0], 'rb') as _fh:\n"
-    "    _code = compile(_fh.read(), '<gasp-sandbox-worker>', 'exec', dont_inherit=True)\n"
-    "del _fh\n"
-    "exec(_code, _g)\n")
+    "    _boot = [_read(8)]\n"
+    "    _boot[0] += _read(int.from_bytes(_boot[0], 'little'))\n"
+    "_pkg = types.ModuleType('gasp_sandbox_worker')\n"
+    "_dir = _boot[0][8:].split(b'\\n', 1)[0].decode()\n"
+    "_pkg.__path__ = [_dir, os.path.dirname(_dir)]\n"
+    "sys.modules[_pkg.__name__] = _pkg\n"
+    "del _read, _fd, _pkg, _dir\n"
+    "from gasp_sandbox_worker.main import main as _main\n"
+    "_main(_boot.pop())\n")
 
 
 def boot_blob(config: dict) -> bytes:
     """What W reads on stdin before anything else (see ``WORKER_BOOT``)."""
-    body = (WORKER_SCRIPT + "\n" + json.dumps(config)).encode()
+    body = (WORKER_DIR + "\n" + json.dumps(config)).encode()
     return len(body).to_bytes(8, "little") + body
 
 #: The only environment the sandbox ever sees (no tokens, keys or caches of the trainer).

@@ -1,8 +1,8 @@
 """Wire format between the trusted parent and a sandbox worker.
 
-Stdlib only: this module is also loaded, by file path, into the worker interpreter
-(``python -I -S worker.py``), which must not import the ``gasp_jax`` package (its ``__init__``
-may pull in JAX).
+Stdlib only: this module is also loaded, by file path, into the worker interpreter (as
+``gasp_sandbox_worker.protocol``, see ``pool.WORKER_BOOT``), which must not import the
+``gasp_jax`` package (its ``__init__`` may pull in JAX).
 
 A frame is ``<u32 header length><u32 blob bytes>`` + a JSON header + raw blobs. The header
 holds only metadata; every piece of user data (program text, test inputs, program output)
