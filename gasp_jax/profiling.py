@@ -370,7 +370,13 @@ def profile_calls(fn, block: ml_collections.ConfigDict | None, *, logdir: str, n
         finally:
             window.end(calls)
 
-    def close():
+    closed = False
+
+    def close():  # once: explicitly or at exit
+        nonlocal closed
+        if closed:
+            return
+        closed = True
         if window.enabled and not window.traced:
             log.warning("profile window starts at call %d but the job made %d sampler calls; nothing traced",
                         window.start, calls)
