@@ -31,8 +31,8 @@ from gasp_jax.benchmarks.sandbox import CpuMeter, baseline_exec, run_parallel
 from gasp_jax.data import paths
 from gasp_jax.sandbox import Limits, Sandbox
 from gasp_jax.tasks.execution import WRAPPER, _call_request, canonical_inputs, dict_order_free
-from gasp_jax.tasks.plain import (NotPlain, args_text, canonical, encoded_json, literal_args_encoding, literal_encoding,
-                                  parse_reply)
+from gasp_jax.tasks.plain import (NotPlain, args_text, canonical, encoded_json, encoding_repr, literal_args_encoding,
+                                  literal_encoding, parse_reply)
 
 IO_FILES = ("7b_seed_io.jsonl", "14b_coder_seed_io.jsonl", "qwen3_4b_seed_io.jsonl")
 INDUCTION_FILES = ("7b_code_f_seed_io.jsonl", "14b_coder_code_f_seed_io.jsonl")
@@ -104,7 +104,12 @@ def _baseline_validate(kind: str, rec: dict, lim: Limits, cfg: tasks.ValidationC
     if not all(r and r.get("ok") for r in replies):
         return False
     first, second = replies[0]["values"], replies[1]["values"][::-1]
-    return all(encoded_json(dict_order_free(a)) == encoded_json(dict_order_free(b)) for a, b in zip(first, second))
+    try:  # the same output size rule as ours: the canonical repr within max_output_chars
+        small = all(len(encoding_repr(v)) <= cfg.max_output_chars for v in first)
+    except NotPlain:
+        return False
+    return small and all(encoded_json(dict_order_free(a)) == encoded_json(dict_order_free(b))
+                         for a, b in zip(first, second))
 
 
 def bench(n_io: int, n_induction: int, workers: int, seed: int) -> dict[str, Any]:
