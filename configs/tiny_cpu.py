@@ -1,4 +1,4 @@
-"""Tiny CPU run: the README's main command. About a minute on a 2-core laptop CPU.
+"""Toy RL on CPU (the `toy_rl` job): RL alone on a digit-reversal task. About a minute on a 2-core CPU.
 
     python -m gasp_jax.main --config=configs/tiny_cpu.py --workdir=runs/tiny_cpu
     tensorboard --logdir runs/tiny_cpu/tb

@@ -1,4 +1,4 @@
-"""Sandbox throughput/latency benchmark (issue 4): ``python -m gasp_jax.benchmarks.sandbox``.
+"""Sandbox throughput/latency benchmark: ``python -m gasp_jax.benchmarks.sandbox``.
 
 Measures, in one run and under the same load:
 
@@ -14,7 +14,7 @@ Measures, in one run and under the same load:
 Baseline: one fresh ``python3 -I -S`` process per execution with the same rlimits (preexec_fn),
 run with the same concurrency. Targets: (a) >= 5x the baseline, (b) overhead <= 15 ms.
 
-``--rootless`` (issue 16) measures the sandbox in rootless mode (user namespaces) next to root
+``--rootless`` measures the sandbox in rootless mode (user namespaces) next to root
 mode: run as root, it alternates runs in this process (root mode) with runs of this benchmark
 as an unprivileged uid (``setpriv``), ``--repeats`` times each, and prints one row per mode and
 the rootless/root ratios (target: throughput within 10%). Run as an ordinary user it measures

@@ -1,4 +1,4 @@
-"""Tasks-layer throughput (issue 10): ``python -m gasp_jax.benchmarks.tasks``.
+"""Tasks-layer throughput: ``python -m gasp_jax.benchmarks.tasks``.
 
 Measures, on real AZR seed tasks with mixed kinds, under the same load:
 

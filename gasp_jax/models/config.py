@@ -30,7 +30,8 @@ class ModelConfig:
     """Shape and numerics of a decoder-only transformer.
 
     `dtype` is the activation/compute dtype, `param_dtype` the storage dtype of the weights.
-    `scan_layers` is always on: layer weights are stacked on a leading `layers` axis.
+    Parameters always store layer weights stacked on a leading `layers` axis; whether the layers run as a
+    scan or an unrolled loop is the `Transformer`'s `scan_layers` (decode unrolls them over per-layer caches).
     """
 
     model_type: str = "qwen2"

@@ -1,4 +1,4 @@
-"""Host-side subprocess sandbox for executing model-written Python (issue 4).
+"""Host-side subprocess sandbox for executing model-written Python.
 
 Public API::
 

@@ -1,4 +1,4 @@
-"""Code-reasoning tasks (issue 10): records, prompts, parsing, validation, the judge, rewards.
+"""Code-reasoning tasks: records, prompts, parsing, validation, the judge, rewards.
 
 Public contracts::
 
