@@ -55,7 +55,7 @@ def paper() -> ml_collections.ConfigDict:
 
 
 def tiny() -> ml_collections.ConfigDict:
-    c = common.base(steps=20, model_preset="tiny", warmstart_enabled=True)
+    c = common.tiny_base(steps=20)
     ws = c.init.warmstart
     c.model.preset = ws.model.preset  # the warm start's model (random-init shape of its HF directory)
     # The warm start trained on these prompt shapes and sizes: read them from its block.
@@ -64,8 +64,6 @@ def tiny() -> ml_collections.ConfigDict:
     c.prompts.token_budget = int(ws.max_length)
     c.sampling.max_new_tokens = 192  # proposals need up to ~200 tokens, answers ~60
     c.sampling.max_cache_length = 0  # 0: the model's max_position_embeddings
-    c.rl.optimizer.learning_rate = 1e-4  # a tiny warm-started model, not a 7B fine-tune (AZR: 1e-6)
-    c.rl.logprob_chunk_size = 128
     a = c.sources.azr = azr_source()
     a.propose_per_kind = 4
     a.solve_per_kind = 4
@@ -76,7 +74,6 @@ def tiny() -> ml_collections.ConfigDict:
     a.buffer_max_size = 1024
     c.validation.cpu_s = 2.0
     c.judge.cpu_s = 2.0
-    c.sandbox.workers = 2
     c.checkpoint.every = 5
     c.log.text_every = 5
     return c

@@ -160,6 +160,15 @@ def base(*, steps: int, model_preset: str = "tiny", warmstart_enabled: bool = Fa
     return c
 
 
+def tiny_base(*, steps: int) -> ml_collections.ConfigDict:
+    """`base` for the CPU presets: the tiny model from the supervised warm start, two sandbox workers."""
+    c = base(steps=steps, model_preset="tiny", warmstart_enabled=True)
+    c.rl.optimizer.learning_rate = 1e-4  # a tiny warm-started model, not a 7B fine-tune (AZR: 1e-6)
+    c.rl.logprob_chunk_size = 128
+    c.sandbox.workers = 2
+    return c
+
+
 def paper_base(*, steps: int = 500) -> ml_collections.ConfigDict:
     """`base` at the paper's scale: Qwen2.5-Coder-7B in bf16 compute, fp32 master weights, full remat."""
     c = base(steps=steps, model_preset="qwen2.5-coder-7b")

@@ -75,13 +75,11 @@ def paper() -> ml_collections.ConfigDict:
 
 
 def tiny() -> ml_collections.ConfigDict:
-    c = common.base(steps=6, model_preset="tiny", warmstart_enabled=True)
+    c = common.tiny_base(steps=6)
     c.sampling.max_new_tokens = 192  # a lemma (program + 4 inputs + message) takes 60-160 BPE tokens
     c.sampling.max_cache_length = 640  # < the warm-start model's 1024; the longest eval prompt + 64 new tokens fit
     c.prompts.template = "compact"
     c.prompts.token_budget = c.sampling.max_cache_length - c.sampling.max_new_tokens  # a task prompt + its answer fit
-    c.rl.optimizer.learning_rate = 1e-4  # a tiny warm-started model, not a 7B fine-tune (AZR: 1e-6)
-    c.rl.logprob_chunk_size = 128
     g = c.sources.gasp = gasp_source()
     g.goalposts.ids = TINY_GOALPOSTS
     g.lemmas_per_step = 10  # two per goalpost a step
@@ -100,7 +98,6 @@ def tiny() -> ml_collections.ConfigDict:
     g.eval.batch_problems = 5
     c.validation.cpu_s = 2.0
     c.judge.cpu_s = 2.0
-    c.sandbox.workers = 2
     c.checkpoint.every = 3
     c.log.text_every = 1  # every step's lineages in the TEXT tab
     if "template" in c.init.warmstart:  # agree with what the warm start trained on (never duplicated)

@@ -87,13 +87,11 @@ def paper() -> ml_collections.ConfigDict:
 
 
 def tiny() -> ml_collections.ConfigDict:
-    c = common.base(steps=4, model_preset="tiny", warmstart_enabled=True)
+    c = common.tiny_base(steps=4)
     c.sampling.max_new_tokens = 64
     # The cache is the model's context and every prompt must fit it with its new tokens: the start-up
     # check (gasp_jax/selfplay/fit_check.py) measures the prompts below against the warm start's model.
     c.sampling.max_cache_length = 0
-    c.rl.optimizer.learning_rate = 1e-4  # a tiny warm-started model, not a 7B fine-tune (AZR: 1e-6)
-    c.rl.logprob_chunk_size = 128
     c.rl.advantage.estimator = "grpo"
     s = c.sources.lcb = lcb_source()
     s.data.problem_ids = TINY_TRAIN
@@ -114,7 +112,6 @@ def tiny() -> ml_collections.ConfigDict:
     e.lcb.n, e.lcb.ks, e.lcb.temperature, e.lcb.max_new_tokens = 2, (1, 2), 1.0, 32
     e.goalposts.select.ids = TINY_GOALPOSTS
     e.goalposts.n, e.goalposts.ks, e.goalposts.max_new_tokens = 2, (1, 2), 32
-    c.sandbox.workers = 2
     c.checkpoint.every = 2
     c.log.text_every = 2
     return c
