@@ -38,20 +38,13 @@ def build_byte_tokenizer() -> PreTrainedTokenizerFast:
     core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     core.decoder = decoders.ByteLevel()
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=core,
-        eos_token="<|im_end|>",
-        pad_token="<|pad|>",
-        bos_token=None,
-        additional_special_tokens=["<|endoftext|>", "<|im_start|>"],
-    )
-    tok.chat_template = CHATML_TEMPLATE
-    return tok
+    return _fast_tokenizer(core)
 
 
 def build_bpe_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
-    """Byte-level BPE with at most `vocab_size` ids (the 4 specials, the 256 bytes, then merges learnt from
-    `texts`). GPT-2's pre-tokenization: a newline and the indentation after it end up as one token. EOS is `<|im_end|>`, PAD is `<|pad|>`, as in the byte tokenizer."""
+    """Byte-level BPE with at most `vocab_size` ids (the 4 specials, the 256 bytes, then merges learnt
+    from `texts`; GPT-2's pre-tokenization, so a newline and the indentation after it become one token).
+    EOS, PAD and the chat template are the byte tokenizer's."""
     base = len(SPECIAL_TOKENS) + 256
     if int(vocab_size) < base:
         raise ValueError(f"bpe vocab_size must be >= {base} (specials + bytes), got {vocab_size}")
@@ -62,6 +55,11 @@ def build_bpe_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedToke
                                   special_tokens=list(SPECIAL_TOKENS),
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     core.train_from_iterator(list(texts), trainer=trainer)
+    return _fast_tokenizer(core)
+
+
+def _fast_tokenizer(core: Tokenizer) -> PreTrainedTokenizerFast:
+    """`core` as a transformers tokenizer: EOS `<|im_end|>`, PAD `<|pad|>`, the ChatML template."""
     tok = PreTrainedTokenizerFast(
         tokenizer_object=core,
         eos_token="<|im_end|>",
