@@ -179,8 +179,24 @@ def paper_base(*, steps: int = 500) -> ml_collections.ConfigDict:
     # (384 sequences -> 3 optimiser steps).
     c.rl.ppo_mini_batch_size = 128
     c.rl.ppo_epochs = 1
+    paper_v5p8(c)
     # AZR's executor timeout (10 s per execution) for proposal validation and judging.
     for block in (c.validation, c.judge):
         block.cpu_s = 10.0
         block.wall_s = 10.0
+    return c
+
+
+def paper_v5p8(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Fit the paper's batch on one v5p-8 (4 chips, 95 GiB each) with >= 10% of HBM left, as XLA's TPU
+    compiler counts it (`python -m gasp_jax.plan --accelerator=v5p-8 --compile`; docs/launch.md has the
+    figures and the settings for bigger slices). Every weight is split 4 ways over `tensor` (the heads:
+    28 / 4, KV heads 4 / 4), which also shards a sequence's attention scores by head; one 14,240-token
+    row per micro-batch (128-row PPO steps in 128 micro-batches); a bf16 rollout copy in the trainer's
+    layout (no replica); a KV budget of 16 engine slots instead of a cache for every sample row."""
+    c.mesh.update(data=1, fsdp=-1, tensor=4)  # v5p-8: fsdp 1; bigger slices: fsdp fills the rest
+    c.rl.micro_batches = 128
+    c.rollout.dtype = "bfloat16"
+    c.sampling.max_cache_length = int(c.prompts.token_budget) + int(c.sampling.max_new_tokens)  # 6,144 + 8,096
+    c.sampling.kv_cache_tokens = 16 * c.sampling.max_cache_length
     return c

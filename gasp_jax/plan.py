@@ -189,11 +189,12 @@ def estimate(config: Any, num_devices: int, device_gib: float | None, num_slices
     for p in shd.param_placements(boxed, mesh_shape, rules):
         if p.dropped:
             lines.append(f"  replicated: {p.path} {p.shape} spec {p.spec}: {'; '.join(p.dropped)}")
-    rows = w["train_rows"] // max(1, w["micro_batches"])
     batch_shards = mesh_shape["data"] * mesh_shape["fsdp"]
-    if rows and rows % batch_shards:
-        lines.append(f"  warning: {rows} training rows per micro-batch do not split over data x fsdp = {batch_shards} "
-                     "devices: activations are replicated (choose rl.micro_batches or the mesh so they divide)")
+    multiple = max(1, w["micro_batches"]) * batch_shards  # the trainer pads a step's rows to a multiple of this
+    if w["step_rows"] and multiple > w["step_rows"]:
+        lines.append(f"  warning: {w['step_rows']} rows per optimizer step are padded to rl.micro_batches x data x fsdp "
+                     f"= {multiple} ({multiple // w['step_rows']}x the compute); choose rl.micro_batches = "
+                     f"{max(1, w['step_rows'] // batch_shards)} on this mesh")
     lines.append("estimated memory per device:")
     lines += [f"  {k:15s} {v / 2**30:8.2f} GiB" for k, v in est.items()]
     fits = device_gib is None or est["total"] <= device_gib * 2**30
