@@ -132,6 +132,21 @@ def test_signals_to_pid_1_void_nothing(sb, sig):
     assert blocked[0].output == "'0000000000000000'"  # a program gets no signal blocked
 
 
+def test_a_forker_death_under_a_program_is_that_tests_failure_only(sb):
+    """Should a program still take its fork server down, that test is RE; the job's other tests
+    run on a new one and the worker is not replaced (the direct path and the job runner)."""
+    code = "import time\ndef f(x):\n    if x == 0:\n        time.sleep(1.0)\n    return x"
+    restarts, infra = sb.stats["restarts"], sb.stats["infra_errors"]
+    for inputs in (["0", "1"], ["0", "1", "2"]):  # the hook takes the first test that runs
+        sb._kill_forker_in_next_test_for_test()
+        res = sb.run_function(code, inputs)
+        want = [Status.RE if x == "0" else Status.PASS for x in inputs]
+        assert [r.status for r in res] == want, res
+        assert "fork server died" in res[inputs.index("0")].error
+        assert [r.output for r in res if r.status is Status.PASS] == [x for x in inputs if x != "0"]
+    assert (sb.stats["restarts"], sb.stats["infra_errors"]) == (restarts, infra)
+
+
 def test_cpu_of_unreaped_children_counts(sb):
     """CPU burnt by children that the program never waits for is counted against its limit."""
     code = textwrap.dedent("""

@@ -351,6 +351,13 @@ class Sandbox:
         w = self._procs[slot]
         w.execute({"t": "break_isolation"}, [], time.monotonic() + 30.0, lambda h, b: True)
 
+    def _kill_forker_in_next_test_for_test(self, slot: int = 0) -> None:
+        """Tests only, with no job in flight: worker ``slot`` SIGKILLs the fork server of its next
+        test once the program runs, as a program that could take it down would. That test must
+        be RE, its job-mates must run normally and the worker must not be replaced."""
+        w = self._procs[slot]
+        w.execute({"t": "kill_forker_in_next_test"}, [], time.monotonic() + 30.0, lambda h, b: True)
+
     def close(self) -> None:
         """Stop all workers; pending jobs resolve to INFRA_ERROR."""
         with self._lock:
@@ -514,6 +521,8 @@ class Sandbox:
             status, message = Status.INFRA_ERROR, f"{_SETUP_FAILED}: {record.get('msg', '')}"
         elif record.get("k") == "ce":
             status, message = Status.CE, str(record.get("msg", ""))
+        elif h.get("kill") == "forker":
+            status, message = Status.RE, "its fork server died while the program ran"
         elif h.get("kill") == "ole" or h.get("out_over") or h.get("res_over"):
             status, message = Status.OLE, f"output exceeded {lim.stdout_bytes} bytes"
         elif h.get("kill") == "wall":

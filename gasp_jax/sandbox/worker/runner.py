@@ -150,6 +150,7 @@ class Runner:
         self.streams = _fresh_streams()
         self.header_builtins = _header_builtins()
         self.zygotes: dict[bool, Forker] = {}  # Z by whether it pre-imported the warm modules
+        self.kill_forker_in_next_test = False  # test hook: a forker dying under a running program
         self.warm = [m for m in warm_modules if m.isidentifier()]
         self.oom_fd: int | None = None
         self.spare_arena: mmap.mmap | None = None
@@ -234,6 +235,9 @@ class Runner:
                 elif header.get("t") == "break_isolation":  # tests only: see _break_isolation
                     self._break_isolation()
                     self._send({"t": "pong", "id": header.get("id")})
+                elif header.get("t") == "kill_forker_in_next_test":  # tests only: see TestRun.wait
+                    self.kill_forker_in_next_test = True
+                    self._send({"t": "pong", "id": header.get("id")})
             finally:
                 self._release(frame)
 
@@ -267,7 +271,17 @@ class Runner:
                 elif outcome == "ce":  # reported as test 0; the parent marks the rest CE
                     ran += 1
                     break
-                else:  # the forker died: the program killed its T, or an infrastructure fault
+                elif outcome == "forker_died":
+                    # The forker died while the program ran (reported as that test's failure):
+                    # everything in the sandbox was killed; the rest of the job gets a new forker.
+                    ran += 1
+                    if forker.direct:
+                        forker = self._zygote_for(job, cwd, warm)
+                    else:
+                        forker.close()
+                        forker.reap(self.reaped)
+                        forker = self._start_program_runner(job, cwd, len(inputs), warm, deadline)
+                else:  # the forker died before the program ran: an infrastructure fault
                     died = True
                     break
         finally:
@@ -746,8 +760,17 @@ class TestRun:
             wall = time.monotonic() - start
             self.take_pid()  # consume its message (P always precedes S)
             if self.died:
+                for fd in (r.out_r, r.err_r, r.res_r):  # what the test wrote before it went
+                    while self.drain(fd):
+                        pass
+                program_ran = self.pos[r.res_r] > 0 and self.res_mv[0] == SETUP_OK[0]
                 self.clean_up_after_forker_death()
-                return "died"
+                if not program_ran:
+                    return "died"
+                # Something the program did took its forker down: its failure (RE), not the job's.
+                self.status, self.usage, self.kill_reason = signal.SIGKILL, (0.0, 0), "forker"
+                self.relay(time.monotonic() - start)
+                return "forker_died"
             for fd in (r.out_r, r.err_r, r.res_r):  # every writer is dead (the forker killed the rest)
                 while self.drain(fd):
                     pass
@@ -803,6 +826,9 @@ class TestRun:
                         raise
                 else:
                     self.drain(fd)
+                    if r.kill_forker_in_next_test and self.pos[r.res_r] > 0:  # the program runs
+                        r.kill_forker_in_next_test = False
+                        os.kill(forker.pid, signal.SIGKILL)
 
     def clean_up_after_forker_death(self) -> None:
         r, forker = self.runner, self.forker
