@@ -29,8 +29,8 @@ Presets (`--config=configs/gasp.py:PRESET,key=value,...`):
          statements (LCB question prompt, no chat wrapper), 10 lemmas per iteration, n = 8, T = 0.5,
          6 iterations, a goalposts-solved evaluation every 3 iterations. Minutes on 2 CPU cores. Expect
          about half of the lemmas to validate, a few accepted (tasks the warm start learnt, written for
-         a goalpost; seed 0: 2 accepted of 60), lifts written from them that validate but are mostly
-         too easy (docs/gasp.md "What a newcomer sees" has the measured counts per seed), the student
+         a goalpost; 2-3 accepted of 60 per seed), lifts written from them that validate, an accepted
+         lift in 2 of 3 seeds (docs/gasp.md "What a newcomer sees" has the measured counts per seed), the student
          phase on the warm start's induction tasks and the accepted questions, and 0 goalposts solved (hard
          problems even for a 7B model).
 Any config key can be set as `key=value` (dotted paths, e.g. `sources.gasp.goalposts.dynamic=True`).

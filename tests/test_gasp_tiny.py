@@ -17,6 +17,8 @@ def _config(steps: int, *, warmstart: bool = False, seed: int = 0):
 
     c = gasp_config.get_config(f"tiny,steps={steps},seed={seed}")
     c.init.warmstart.enabled = warmstart
+    if not warmstart:  # the byte tokenizer of a random init: eval prompts up to ~970 tokens + 64 new
+        c.sampling.max_cache_length = 2048
     c.sandbox.allow_unsafe = not CAN_ISOLATE
     return c
 
