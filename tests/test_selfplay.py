@@ -1,4 +1,4 @@
-"""AZR self-play: one iteration of SelfPlaySource through the real sandbox, driven by a scripted policy.
+"""AZR self-play: one iteration of AzrSource through the real sandbox, driven by a scripted policy.
 
 The scripted teacher writes known proposals (valid, garbage, crashing, duplicate); the scripted student
 answers each task correctly on exactly k of its n learnability samples, so every status, pass rate,
@@ -86,7 +86,7 @@ def iteration():
     config = _config()
     tok = build_byte_tokenizer()
     teacher, solver = ScriptedPolicy(tok, Teacher()), ScriptedPolicy(tok, student)
-    source = azr.SelfPlaySource("azr", config.sources.azr, config)
+    source = azr.AzrSource("azr", config.sources.azr, config)
     with Sandbox(workers=2, limits=Limits(cpu_s=4.0, wall_s=30.0), allow_unsafe=not CAN_ISOLATE) as box:
         ctx = RolloutContext(step=0, rng=np.random.default_rng(0), key=jax.random.key(0),
                              policies={"teacher": teacher, "student": solver}, sandbox=box, timers=Timers(),
@@ -106,7 +106,7 @@ def test_buffers_take_the_new_valid_tasks_once(iteration):
     assert source.buffers["induction"].records[1]["inputs"] == ["1", "2", "3", "4"]
     assert source.buffers["induction"].records[1]["outputs"] == ["1", "2", "3", "4"]
     # The state round-trips through JSON-able dicts (checkpoints).
-    clone = azr.SelfPlaySource("azr", source.config, None)
+    clone = azr.AzrSource("azr", source.config, None)
     clone.load_state_dict(source.state_dict())
     assert clone.state_dict() == source.state_dict()
 

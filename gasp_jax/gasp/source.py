@@ -40,7 +40,7 @@ from typing import Any, Sequence
 import ml_collections
 import numpy as np
 
-from gasp_jax import multihost
+from gasp_jax import multihost, tasks, warmstart
 from gasp_jax.data.livecodebench import HUB_DATASET, LCB_CUTOFF
 from gasp_jax.evaluation import periodic
 from gasp_jax.gasp import dedup as dedup_lib
@@ -50,6 +50,8 @@ from gasp_jax.gasp.curriculum import CurriculumLog, QuestionBuffer, make_row
 from gasp_jax.gasp.dynamic import POLICIES, GoalpostSchedule
 from gasp_jax.gasp.goalposts import Goalpost, load_goalposts
 from gasp_jax.gasp.rewards import FORMAT_PENALTY, STAGES, accepted_rate, teacher_reward
+from gasp_jax.selfplay import steps
+from gasp_jax.selfplay.types import SourceResult
 
 log = logging.getLogger(__name__)
 
@@ -263,18 +265,13 @@ class GaspSource:
         """Pre-fills the buffer with the seed file's induction tasks that pass validation (raw AZR rows can
         have non-plain or truncated outputs), once; through `steps.sharded_call`, so every process keeps
         the same records."""
-        from gasp_jax import tasks
-        from gasp_jax.selfplay import steps
-
         limit = int(self.config.seed_max_snippet_chars)
         if self.config.seed_from_warmstart:
-            from gasp_jax import warmstart
-
             rows, origin = warmstart.seed_tasks(self.run_config.init.warmstart.data).train["induction"], "the warm start"
         else:
             rows, origin = tasks.load_seed_file(self.config.seed_file), self.config.seed_file
         rows = [r for r in rows if "inputs" in r and (not limit or len(r["snippet"]) <= limit)]
-        check = steps.validation_config(ctx.config)
+        check = ctx.settings.validation
         results = steps.sharded_call(
             ctx, lambda items: tasks.validate_records(ctx.sandbox, items, config=check), [("induction", r) for r in rows]
         ).result()
@@ -346,8 +343,6 @@ class GaspSource:
 
     def _propose(self, ctx: Any, cands: list[_Candidate]) -> None:
         """Teacher rollouts -> parse -> validate -> dedup + goalpost copies -> learnability -> reward."""
-        from gasp_jax.selfplay import steps
-
         if not cands:
             return
         stage = cands[0].stage
@@ -387,8 +382,6 @@ class GaspSource:
         """A valid proposal whose student prompt (induction form) exceeds ``prompts.token_budget`` is
         invalid, as in AZR (a task must fit the solver's prompt): the format penalty, never estimated, never
         in the buffer. Checked before dedup, so it blocks no later candidate."""
-        from gasp_jax.selfplay import steps
-
         live = [c for c in cands if c.valid]
         prompts = steps.solve_prompts(ctx, [("induction", c.proposal.record) for c in live])
         for cand, prompt in zip(live, prompts):
@@ -462,8 +455,6 @@ class GaspSource:
     def student_tasks(self, new: list[dict], rng: np.random.Generator) -> list[tuple[str, dict]]:
         """New accepted questions first (shuffled), then uniform buffer draws; each presented as a uniform
         random type (deduction/abduction from one uniformly chosen input/output pair)."""
-        from gasp_jax import tasks
-
         size = int(self.config.solve_batch)
         chosen = [new[int(i)] for i in rng.permutation(len(new))[:size]] if new else []
         pool = self.buffer.entries()
@@ -487,9 +478,6 @@ class GaspSource:
     # ---------------------------------------------------------------------------------------- collect
 
     def collect(self, ctx: Any):
-        from gasp_jax.selfplay import steps
-        from gasp_jax.selfplay.types import SourceResult
-
         self._ensure_ready(ctx)
         assert self.schedule is not None
         c = self.config

@@ -36,6 +36,7 @@ from gasp_jax.evaluation.common import load_config_problems
 from gasp_jax.evaluation.extraction import extract_code
 from gasp_jax.evaluation.grading import SampleGrade, SandboxGrader
 from gasp_jax.evaluation.periodic import policy_prompt_fn
+from gasp_jax.sandbox import GradeJob, Limits
 from gasp_jax.selfplay import steps
 from gasp_jax.selfplay.types import Episode, Pending, RolloutContext, SourceResult
 
@@ -231,8 +232,6 @@ class LcbSource:
 
     def grade(self, ctx: RolloutContext, chosen: Sequence[str], codes: Sequence[str], n: int) -> Pending[list[list[SampleGrade]]]:
         """Grades of each chosen problem's `n` programs (process-sharded over problems, gathered)."""
-        from gasp_jax.sandbox import Limits
-
         limits = Limits(cpu_s=float(self.config.limits.cpu_s), memory_bytes=int(self.config.limits.memory_mb) << 20)
         grader = SandboxGrader(LimitedSandbox(ctx.sandbox, limits), infra_retries=int(self.config.infra_retries))
         items = [(self.problems[p], self._tests_of(p), list(codes[i * n:(i + 1) * n])) for i, p in enumerate(chosen)]
@@ -312,6 +311,4 @@ class LimitedSandbox:
         self._limits = limits
 
     def grade_many(self, jobs):
-        from gasp_jax.sandbox import GradeJob
-
         return self._sandbox.grade_many([GradeJob(code, tests, fn_name, limits=self._limits) for code, tests, fn_name in jobs])

@@ -3,8 +3,9 @@ per-group advantages -> one update per train state -> logs -> checkpoints.
 
     python -m gasp_jax.main --config=configs/azr.py:tiny --workdir=runs/azr_tiny
 
-Sources implement `RolloutSource` (types.py) and reuse the AZR phases in `steps.py`; see
-docs/selfplay.md for the loop, the config and the metrics.
+Sources implement `RolloutSource` (types.py) and reuse the AZR phases in `steps.py`; `sources.py` maps a
+config's source and hook names to their classes (it imports every method's source, so it is not imported
+here). See docs/selfplay.md for the loop, the config and the metrics.
 """
 
 from gasp_jax.selfplay import steps
@@ -17,7 +18,6 @@ from gasp_jax.selfplay.policy import (
     rollout_rules,
     tensor_only_rules,
 )
-from gasp_jax.selfplay.sources import SOURCE_TYPES, build_sources
 from gasp_jax.selfplay.types import (
     ROLE_MODEL,
     ROLES,
@@ -35,6 +35,6 @@ from gasp_jax.selfplay.types import (
 __all__ = [
     "steps", "KINDS", "TaskBuffer", "TaskBuffers", "identity_records", "task_key", "SamplerPolicy",
     "ScriptedPolicy", "reshard_for_rollout", "rollout_model", "rollout_rules", "tensor_only_rules",
-    "SOURCE_TYPES", "build_sources", "ROLE_MODEL", "ROLES", "Completion", "Episode", "Pending", "Policy",
+    "ROLE_MODEL", "ROLES", "Completion", "Episode", "Pending", "Policy",
     "RolloutContext", "RolloutSource", "SourceResult", "Timers", "state_name",
 ]

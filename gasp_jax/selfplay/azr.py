@@ -22,6 +22,7 @@ from typing import Sequence
 import ml_collections
 import numpy as np
 
+from gasp_jax import tasks, warmstart
 from gasp_jax.selfplay import steps
 from gasp_jax.selfplay.buffers import KINDS, TaskBuffers, identity_records
 from gasp_jax.selfplay.types import RolloutContext, SourceResult
@@ -61,7 +62,7 @@ def _kinds(block) -> tuple[str, ...]:
     return kinds
 
 
-class SelfPlaySource:
+class AzrSource:
     """AZR's propose/solve loop over deduction, abduction and induction (see the module docstring)."""
 
     def __init__(self, name: str, config: ml_collections.ConfigDict, run_config: ml_collections.ConfigDict):
@@ -83,11 +84,7 @@ class SelfPlaySource:
     def _seed(self) -> None:
         """Buffers from the shipped AZR seed files (the same io file seeds deduction and abduction, as in
         AZR), or from the identity program."""
-        from gasp_jax import tasks
-
         if self.config.get("seed_from_warmstart", False):
-            from gasp_jax import warmstart
-
             seeds = warmstart.seed_tasks(self.run_config.init.warmstart.data).train
             for kind in KINDS:
                 self.buffers[kind].add(_tag_seed(seeds[kind], kind) if seeds[kind] else identity_records(kind))
@@ -104,9 +101,7 @@ class SelfPlaySource:
         """Once per run, at the first collect: the seed records go through the sandbox like proposals.
         AZR's raw rows include outputs that are not plain data, truncated ("abc...xyz") or hash-order
         dependent; only records that validate stay, with outputs recomputed in full and `gold` filled."""
-        from gasp_jax import tasks
-
-        config = steps.validation_config(ctx.config)
+        config = ctx.settings.validation
         io = self.buffers["deduction"].records
         induction = self.buffers["induction"].records
         items = [("deduction", r) for r in io] + [("induction", r) for r in induction]
@@ -136,10 +131,8 @@ class SelfPlaySource:
 
     def propose_prompts(self, ctx: RolloutContext) -> tuple[list[str], list[str], list[dict]]:
         """(kinds, prompt texts, metas): `propose_per_kind` prompts per task type with K references."""
-        from gasp_jax import tasks
-
         c = self.config
-        opts = steps.prompt_options(ctx)
+        opts = steps.prompt_kwargs(ctx)
         banned = tuple(m.strip() for m in str(c.banned_modules).split(",") if m.strip())
         if banned:
             opts["banned_modules"] = banned
@@ -162,8 +155,6 @@ class SelfPlaySource:
         return kinds, prompts, metas
 
     def _propose_prompt(self, kind: str, rng: np.random.Generator, opts: dict):
-        from gasp_jax import tasks
-
         c = self.config
         if kind == "induction":
             # AZR: the proposer gets one program drawn from the deduction and abduction buffers and
@@ -209,6 +200,9 @@ class SelfPlaySource:
         scalars[f"{self.name}/seed_rejected"] = float(self.seed_rejected)
         return SourceResult(episodes=episodes, scalars=scalars, histograms=hists,
                             texts=steps.sample_texts(proposals, episodes))
+
+
+SelfPlaySource = AzrSource  # the name before GASP and RLVR sources existed; configs and imports may use it
 
 
 def _tag_seed(records: Sequence[dict], kind: str) -> list[dict]:

@@ -1,8 +1,9 @@
-"""Source registry: a config's `sources.<name>` blocks -> `RolloutSource` instances.
+"""A config's `sources.<name>` blocks -> `RolloutSource` instances, and its `hooks` -> after-step hooks.
 
-Each block has `type` (a key of `SOURCE_TYPES` or a `"package.module:Class"` path), `every` and `start`
-(the source collects on iterations `step >= start` with `(step - start) % every == 0`: the mix rule),
-plus its own fields. Classes are constructed as `Cls(name, block, run_config)`.
+Each source block has `type` (a key of `SOURCE_TYPES`), `every` and `start` (the source collects on
+iterations `step >= start` with `(step - start) % every == 0`: the mix rule), plus its own fields.
+Classes are constructed as `Cls(name, block, run_config)`, hooks as `Cls(run_config, workdir)`. The
+tables below are plain imports; a `"package.module:Class"` path still names a class of one's own.
 """
 
 from __future__ import annotations
@@ -11,28 +12,38 @@ import importlib
 
 import ml_collections
 
-SOURCE_TYPES = {
-    "azr": "gasp_jax.selfplay.azr:SelfPlaySource",
-    "gasp": "gasp_jax.gasp.source:GaspSource",
-    "lcb_rlvr": "gasp_jax.rlvr.source:LcbSource",
+from gasp_jax.evaluation.periodic import PeriodicEval
+from gasp_jax.gasp.source import GaspSource
+from gasp_jax.rlvr.source import LcbSource
+from gasp_jax.selfplay.azr import AzrSource
+
+SOURCE_TYPES = {"azr": AzrSource, "gasp": GaspSource, "lcb_rlvr": LcbSource}
+
+# Config names of the project's classes, the paths configs and checkpoints have used included.
+KNOWN_PATHS = {
+    "gasp_jax.selfplay.azr:AzrSource": AzrSource,
+    "gasp_jax.selfplay.azr:SelfPlaySource": AzrSource,
+    "gasp_jax.gasp.source:GaspSource": GaspSource,
+    "gasp_jax.rlvr.source:LcbSource": LcbSource,
+    "gasp_jax.evaluation.periodic:PeriodicEval": PeriodicEval,
+    "gasp_jax.rlvr.evaluation:PeriodicEval": PeriodicEval,
 }
 
 
-# Classes that moved; configs written before keep working.
-MOVED = {"gasp_jax.rlvr.evaluation:PeriodicEval": "gasp_jax.evaluation.periodic:PeriodicEval"}
-
-
 def resolve(path_or_name: str):
-    """A class from a registry name or a `"package.module:Class"` path (ValueError naming it otherwise)."""
-    path = SOURCE_TYPES.get(path_or_name, MOVED.get(path_or_name, path_or_name))
-    if ":" not in path:
+    """A class from a `SOURCE_TYPES` name, a known path, or a `"package.module:Class"` path of one's own
+    (ValueError naming it otherwise)."""
+    known = SOURCE_TYPES.get(path_or_name) or KNOWN_PATHS.get(path_or_name)
+    if known is not None:
+        return known
+    if ":" not in path_or_name:
         raise ValueError(f"unknown source type {path_or_name!r}; known: {', '.join(sorted(SOURCE_TYPES))} "
                          "(or give 'package.module:Class')")
-    module, _, attr = path.partition(":")
+    module, _, attr = path_or_name.partition(":")
     try:
         return getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as e:
-        raise ValueError(f"source type {path_or_name!r} -> {path}: {e}") from e
+        raise ValueError(f"source type {path_or_name!r}: {e}") from e
 
 
 def is_due(block: ml_collections.ConfigDict, step: int) -> bool:
@@ -53,3 +64,8 @@ def build_sources(config: ml_collections.ConfigDict) -> dict:
             raise ValueError(f"sources.{name}: every must be >= 1 and start >= 0")
         out[name] = resolve(block.type)(name, block, config)
     return out
+
+
+def build_hooks(config: ml_collections.ConfigDict, workdir: str) -> list:
+    """The config's after-step hooks, constructed in order."""
+    return [resolve(path)(config, workdir) for path in config.get("hooks", ())]

@@ -1,7 +1,7 @@
 """The AZR phases as reusable functions: generate, parse, validate, estimate learnability, build the
 student batch, solve, judge, and the per-(type, role) metrics.
 
-`SelfPlaySource` (azr.py) is these calls in order; GASP's source replaces only the proposal prompts and
+`AzrSource` (azr.py) is these calls in order; GASP's source replaces only the proposal prompts and
 the proposer reward and calls the same functions, so validation, learnability, the student phase and
 judging exist once. Sandbox work is split over processes (`multihost.shard_for_process`), submitted
 without blocking, and gathered when a `Pending` is resolved: every process then holds the same results
@@ -18,7 +18,7 @@ from typing import Any, Callable, Hashable, Mapping, Sequence
 import jax
 import numpy as np
 
-from gasp_jax import multihost
+from gasp_jax import multihost, tasks
 from gasp_jax.selfplay.buffers import KINDS, TaskBuffers, task_key
 from gasp_jax.selfplay.types import ROLE_MODEL, Completion, Episode, Pending, RolloutContext
 
@@ -46,12 +46,6 @@ class Proposal:
     def accepted(self) -> bool:
         """Passed validation (a duplicate of a buffered task is valid, just not stored again)."""
         return self.status in ("valid", "duplicate")
-
-
-def _tasks():
-    from gasp_jax import tasks  # the tasks layer (issue 10)
-
-    return tasks
 
 
 # ------------------------------------------------------------------------------------------- host fan-out
@@ -98,7 +92,6 @@ def parse_proposals(kinds: Sequence[str], completions: Sequence[Completion], *,
 
     `meta["parse_kwargs"]` go to `tasks.parse_proposal` (AZR induction: `program=` the given program;
     GASP: `num_inputs=`)."""
-    tasks = _tasks()
     metas = metas if metas is not None else [{} for _ in completions]
     out = []
     for kind, c, meta in zip(kinds, completions, metas, strict=True):
@@ -118,8 +111,7 @@ def validate(ctx: RolloutContext, proposals: Sequence[Proposal], *, buffers: Tas
     and already in `buffers` or earlier in this batch), "invalid", "format_error" (unchanged), or
     "infra_error" (the sandbox failed: drop it, never score it).
     """
-    tasks = _tasks()
-    config = validation_config(ctx.config)
+    config = ctx.settings.validation
     step = ctx.step if step is None else step
     todo = [i for i, p in enumerate(proposals) if p.parsed is not None]
     items = [(proposals[i].kind, proposals[i].parsed,
@@ -153,8 +145,7 @@ def judge(ctx: RolloutContext, items: Sequence[tuple[str, Mapping, str | None]])
     """`(kind, record, answer)` -> correct? with `answer = tasks.extract_answer(kind, response)` (None:
     format error -> False). None: the sandbox could not judge (drop the sample). Process-sharded,
     submitted now, gathered when resolved."""
-    tasks = _tasks()
-    config = judge_config(ctx.config)
+    config = ctx.settings.judge
 
     def run(batch):
         return [f.result() for f in tasks.judge_many_async(ctx.sandbox, batch, config=config)]
@@ -164,13 +155,12 @@ def judge(ctx: RolloutContext, items: Sequence[tuple[str, Mapping, str | None]])
 
 def solve_prompts(ctx: RolloutContext, tasks_: Sequence[tuple[str, Mapping]]) -> list[str | None]:
     """Student prompts (None where a task does not fit the prompt budget: it is skipped, not truncated)."""
-    tasks = _tasks()
-    opts = prompt_options(ctx)
+    opts = prompt_kwargs(ctx)
+    n_visible = ctx.settings.judge.n_visible
     out = []
     for kind, record in tasks_:
         try:
-            out.append(tasks.solve_prompt(kind, dict(record), n_visible=judge_config(ctx.config).n_visible,
-                                          **opts).text)
+            out.append(tasks.solve_prompt(kind, dict(record), n_visible=n_visible, **opts).text)
         except tasks.PromptTooLong:
             out.append(None)
     return out
@@ -184,7 +174,6 @@ def estimate_learnability(ctx: RolloutContext, tasks_: Sequence[tuple[str, Mappi
     are not trained on. Resolves to float `[len(tasks)]` (nan where every judgement failed or the task
     does not fit the prompt budget); `with_counts=True`: to `(rates, judged)`, `judged` the int `[len(tasks)]`
     samples the sandbox judged (what each rate averages)."""
-    tasks = _tasks()
     if temperature is not None and temperature <= 0:
         raise ValueError("learnability samples must be drawn at a temperature > 0 (greedy gives rates of 0 or 1)")
     prompts = solve_prompts(ctx, tasks_)
@@ -236,7 +225,6 @@ def solve(ctx: RolloutContext, tasks_: Sequence[tuple[str, Mapping]], *,
     """Student rollouts (one per task, trained on) now; judged asynchronously; resolves to episodes
     rewarded by `tasks.solver_reward` (AZR: correct 1, wrong -0.5, format error -1). Samples the sandbox
     could not judge, and tasks that do not fit the prompt budget, yield no episode."""
-    tasks = _tasks()
     prompts = solve_prompts(ctx, tasks_)
     live = [i for i, p in enumerate(prompts) if p is not None]
     if not live:
@@ -244,7 +232,7 @@ def solve(ctx: RolloutContext, tasks_: Sequence[tuple[str, Mapping]], *,
     completions = generate(ctx, "solve", [prompts[i] for i in live])
     answers = [tasks.extract_answer(tasks_[i][0], c.text) for i, c in zip(live, completions)]
     pending = judge(ctx, [(tasks_[i][0], tasks_[i][1], a) for i, a in zip(live, answers)])
-    rewards = reward_config(ctx.config)
+    rewards = ctx.settings.rewards
 
     def finish():
         episodes = []
@@ -280,8 +268,7 @@ def azr_proposer_rewards(ctx: RolloutContext, proposals: Sequence[Proposal], pas
                          ) -> list[float | None]:
     """AZR: -1 unparsable/invalid; accepted tasks 1 - p if 0 < p < 1 else -0.5 (`tasks.proposer_reward`).
     None (dropped): the sandbox failed on the proposal, or on every learnability sample of it."""
-    tasks = _tasks()
-    config = reward_config(ctx.config)
+    config = ctx.settings.rewards
     out: list[float | None] = []
     for i, p in enumerate(proposals):
         if p.status == "infra_error":
@@ -327,7 +314,7 @@ def kind_metrics(episodes: Sequence[Episode], proposals: Sequence[Proposal] = ()
             scalars[f"{prefix}/{status}_frac"] = _mean([s == status for s in statuses])
         # Inputs that are not literals are outside the judge's contract (docs/tasks.md): invalid.
         scalars[f"{prefix}/non_literal_input_frac"] = _mean(
-            [proposals[i].reason.startswith(_tasks().NON_LITERAL_INPUT) for i in idx])
+            [proposals[i].reason.startswith(tasks.NON_LITERAL_INPUT) for i in idx])
         if pass_rates is not None:
             rates = np.array([pass_rates[i] for i in idx if i in pass_rates and np.isfinite(pass_rates[i])])
             if rates.size:
@@ -357,43 +344,8 @@ def sample_texts(proposals: Sequence[Proposal], episodes: Sequence[Episode], *, 
 # ----------------------------------------------------------------------------------------------- helpers
 
 
-def prompt_options(ctx: RolloutContext) -> dict:
-    """Keyword arguments of the tasks layer's prompt builders from the run's `prompts` block
-    (template, chat, token budget counted with the policy's tokenizer)."""
-    block = ctx.config.prompts
-    budget = int(block.get("token_budget", 0))
-    return {"template": str(block.template), "chat": bool(block.chat),
-            "tokenizer": ctx.policies["teacher"].tokenizer if budget else None, "token_budget": budget or None}
-
-
-def sandbox_limits(block) -> Any:
-    """`sandbox.Limits` of a `validation` / `judge` block: `cpu_s` (the verdict-deciding CPU time), `memory_mb`
-    and `wall_s` (the wall-clock backstop; 0 or absent: the sandbox's default, 2 * cpu_s + 1)."""
-    from gasp_jax.sandbox import Limits
-
-    return Limits(cpu_s=float(block.cpu_s), memory_bytes=int(block.memory_mb) << 20,
-                  wall_s=float(block.get("wall_s", 0) or 0) or None)
-
-
-def validation_config(config):
-    """`tasks.ValidationConfig` from the run's `validation` block (sandbox limits per proposal)."""
-    tasks = _tasks()
-    b = config.validation
-    return tasks.ValidationConfig(limits=sandbox_limits(b),
-                                  max_output_chars=int(b.max_output_chars), max_input_chars=int(b.max_input_chars),
-                                  runs=int(b.runs))
-
-
-def judge_config(config):
-    """`tasks.JudgeConfig` from the run's `judge` block (None n_visible: half the induction pairs).
-    A task's own program (abduction) runs under the `validation` limits: a program reads its
-    rlimits, and different ones would tell it that it is being judged."""
-    tasks = _tasks()
-    b = config.judge
-    return tasks.JudgeConfig(limits=sandbox_limits(b), program_limits=sandbox_limits(config.validation),
-                             n_visible=int(b.n_visible) or None)
-
-
-def reward_config(config):
-    """`tasks.RewardConfig` from the run's `rewards` block (AZR's constants by default)."""
-    return _tasks().RewardConfig(**{k: float(v) for k, v in config.rewards.items()})
+def prompt_kwargs(ctx: RolloutContext) -> dict:
+    """Keyword arguments of the tasks layer's prompt builders from the run's prompt options (template,
+    chat, token budget counted with the teacher's tokenizer)."""
+    prompts = ctx.settings.prompts
+    return prompts.builder_kwargs(ctx.policies["teacher"].tokenizer if prompts.token_budget else None)

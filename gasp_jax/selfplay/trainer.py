@@ -41,10 +41,13 @@ from gasp_jax import sharding as shd
 from gasp_jax.config_checks import ConfigError, checker  # noqa: F401  (ConfigError: this module's error, for callers)
 from gasp_jax.checkpoint import Checkpointer
 from gasp_jax.metrics import CompileTimer, MetricWriter, progress_line
+from gasp_jax.sandbox import Sandbox
 from gasp_jax.selfplay import fit_check
 from gasp_jax.selfplay import sources as sources_lib
 from gasp_jax.selfplay.policy import SamplerPolicy, reshard_for_rollout, rollout_model, rollout_rules
+from gasp_jax.selfplay.settings import RolloutSettings
 from gasp_jax.selfplay.types import ROLE_MODEL, SHARED_STATE, Episode, RolloutContext, SourceResult, Timers, state_name
+from gasp_jax.tokenizer import build_byte_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +61,13 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Runs (or resumes) a self-play run in `workdir`; returns a summary dict."""
     check_config(config)
     try:
+        settings = RolloutSettings.from_config(config)  # the typed blocks every source's phases read
         sources = sources_lib.build_sources(config)  # sources validate their own blocks here
         fit_check.check_run(config, sources)  # cache vs context, prompts + new tokens vs cache: before the warm start
     except (ValueError, FileNotFoundError) as e:
         raise ConfigError(f"config: {e}") from None
     run = setup(config, workdir, base_path=base_checkpoint(config))
-    hooks = build_hooks(config, workdir)
+    hooks = sources_lib.build_hooks(config, workdir)
     states, start, base_key = restore_or_init(run, sources, hooks)
     writer = MetricWriter(os.path.join(workdir, "tb"))
     if start == 0 or not os.path.exists(os.path.join(workdir, "config.json")):
@@ -98,7 +102,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
             results: dict[str, SourceResult] = {}
             for name, source in sources.items():
                 if sources_lib.is_due(config.sources[name], step):
-                    ctx = make_context(run, config, sandbox, timers, name, step, base_key, workdir)
+                    ctx = make_context(run, config, sandbox, timers, name, step, base_key, workdir, settings)
                     results[name] = source.collect(ctx)
             episodes = [e for r in results.values() for e in r.episodes]
 
@@ -122,7 +126,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 with timers.phase("reshard"):
                     run.set_rollout_params(states)
             for hook in after:
-                ctx = make_context(run, config, sandbox, timers, "hooks", step, base_key, workdir)
+                ctx = make_context(run, config, sandbox, timers, "hooks", step, base_key, workdir, settings)
                 update_scalars.update(hook.after_step(step + 1, ctx))
 
             # 5. Log.
@@ -218,9 +222,10 @@ def write_config(config, workdir: str, writer: MetricWriter) -> None:
 
 
 @dataclasses.dataclass
-class Slot:
+class TrainedModel:
     """One trained model: its train-state name, model (trainer layout), the same model in the sampler's
-    layout, its jitted update step and its rollout policy."""
+    layout, its jitted update step and its rollout policy. (`Run.slots` holds one per train state; the
+    sampling engine's decode slots are another thing.)"""
 
     name: str
     model: Any
@@ -237,7 +242,7 @@ class Run:
     hf_path: str  # "" for a random-init preset
     tokenizer: Any
     rl_config: ml_collections.ConfigDict
-    slots: dict[str, Slot]
+    slots: dict[str, TrainedModel]
     separate: bool
     checkpointer: Checkpointer
 
@@ -267,7 +272,7 @@ class Run:
     def policies_ready(self) -> bool:
         return all(slot.policy.params is not None for slot in self.slots.values())
 
-    def initial_params(self, slot: Slot):
+    def initial_params(self, slot: TrainedModel):
         """`slot`'s step-0 weights in its layout: the HF / warm-start checkpoint, or the seed's random init."""
         if self.hf_path:
             _, params = models.load_hf(self.hf_path, mesh=slot.model.mesh, rules=slot.model.rules,
@@ -309,8 +314,6 @@ def model_config_and_tokenizer(config, hf_path: str) -> tuple[models.ModelConfig
     if hf_path:
         model_config = models.ModelConfig.from_hf_dict(models.hf.read_hf_config(hf_path), **overrides)
         return model_config, hf_path, models.load_tokenizer(hf_path)
-    from gasp_jax.tokenizer import build_byte_tokenizer
-
     model_config = models.get_preset(mc.preset, **overrides)
     if mc.get("vocab_size"):
         model_config = model_config.replace(vocab_size=int(mc.vocab_size))
@@ -361,7 +364,7 @@ def setup(config, workdir: str, *, base_path: str | None = None) -> Run:
         runtime.check_sharding(model, config.get("sharding"))  # before any weight is read or created
         sampler_model = rollout_model(model, sampler_rules)
         policy = SamplerPolicy(sampler_model, tokenizer, config.sampling)
-        slots[name] = Slot(name, model, sampler_model, rl.make_ppo_update(model, rl_config, slot_mesh), policy)
+        slots[name] = TrainedModel(name, model, sampler_model, rl.make_ppo_update(model, rl_config, slot_mesh), policy)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=int(config.checkpoint.keep),
                         async_save=bool(config.checkpoint.get("async_save", True)))
     return Run(config, workdir, model_config, hf_path, tokenizer, rl_config, slots,
@@ -435,21 +438,15 @@ def save_checkpoint(run: Run, states, sources, hooks, base_key, step: int) -> No
 
 
 def make_sandbox(config):
-    from gasp_jax.sandbox import Sandbox
-
     workers = int(config.sandbox.workers) or (os.cpu_count() or 1)
     return Sandbox(workers=workers, allow_unsafe=bool(config.sandbox.allow_unsafe))
-
-
-def build_hooks(config, workdir: str) -> list:
-    return [sources_lib.resolve(path)(config, workdir) for path in config.get("hooks", ())]
 
 
 # -------------------------------------------------------------------------------------------- iteration
 
 
-def make_context(run: Run, config, sandbox, timers: Timers, name: str, step: int, base_key, workdir: str
-                 ) -> RolloutContext:
+def make_context(run: Run, config, sandbox, timers: Timers, name: str, step: int, base_key, workdir: str,
+                 settings: RolloutSettings) -> RolloutContext:
     """The per-(step, source) context: host rng and jax key derived from (seed, step, source name) only,
     so every process draws the same and a resumed run repeats a straight run."""
     tag = zlib.crc32(name.encode()) & 0x7FFFFFFF
@@ -458,7 +455,7 @@ def make_context(run: Run, config, sandbox, timers: Timers, name: str, step: int
         key=jax.random.fold_in(jax.random.fold_in(base_key, step), tag), policies=run.policies,
         sandbox=sandbox, timers=timers, config=config,
         source_config=config.sources.get(name, ml_collections.ConfigDict()), workdir=workdir,
-        initial_model=run.initial_model)
+        initial_model=run.initial_model, settings=settings)
 
 
 def update_rng(config, step: int, state: str) -> np.random.Generator:

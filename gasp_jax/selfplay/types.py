@@ -18,6 +18,9 @@ import jax
 import ml_collections
 import numpy as np
 
+from gasp_jax.metrics import thread_compile_seconds
+from gasp_jax.selfplay.settings import RolloutSettings
+
 T = TypeVar("T")
 
 ROLES = ("propose", "solve")
@@ -102,8 +105,6 @@ class Timers:
 
     @contextlib.contextmanager
     def phase(self, name: str):
-        from gasp_jax.metrics import thread_compile_seconds
-
         stack = self._local.__dict__.setdefault("stack", [])
         frame = {"name": name, "child_s": 0.0, "child_compile_s": 0.0}
         stack.append(frame)
@@ -186,7 +187,15 @@ class RolloutContext:
     # "teacher" / "student" -> (model, params) of that model at step 0, re-derived by the trainer (the same
     # after a resume); None when the caller has none (tests with scripted policies).
     initial_model: Callable[[str], tuple[Any, Any]] | None = None
+    # The typed validation / judge / rewards / prompts blocks the phases read (settings.py). The trainer
+    # resolves them once per run; a context built without them resolves them from `config` here.
+    settings: RolloutSettings | None = None
     _key_count: int = 0
+
+    def __post_init__(self):
+        if self.settings is None and self.config is not None and all(
+                b in self.config for b in ("validation", "judge", "rewards", "prompts")):
+            self.settings = RolloutSettings.from_config(self.config)
 
     def next_key(self) -> jax.Array:
         """A fresh key per call, in a fixed sequence (so a rerun of the step draws the same samples)."""
