@@ -10,4 +10,6 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/launch/env.sh" tensorboard  # + the viewer, so `tensorboard --logdir runs/` works (an explicit argument: a bare `source` would hand env.sh this script's arguments)
 cd "$ROOT"
 WORKDIR="${WORKDIR:-$ROOT/runs/tiny_cpu}"
+# A CPU job: keep JAX off libtpu even when the test set-up installed it into the same venv.
+export JAX_PLATFORMS="${JAX_PLATFORMS:-cpu}"
 exec python -m gasp_jax.main --config="$ROOT/configs/gasp.py:tiny" --workdir="$WORKDIR" "$@"
