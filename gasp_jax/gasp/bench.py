@@ -12,24 +12,15 @@ comparison included; the hashed embedder's own cost per text is measured on real
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import time
 from collections.abc import Sequence
 
 import numpy as np
-from absl import app, flags
 
 from gasp_jax.gasp import dedup
-
-_SIZES = flags.DEFINE_list("sizes", ["1000", "10000", "100000"], "accepted-question counts to measure at")
-_DIM = flags.DEFINE_integer("dim", 512, "embedding dimension")
-_QUERIES = flags.DEFINE_integer("queries", 64, "candidates checked per search (one iteration's lemmas)")
-_REPEATS = flags.DEFINE_integer("repeats", 5, "timed searches per size (the median is reported)")
-_PASS_RATE = flags.DEFINE_bool("pass_rate", False, "measure GASP's phases with valid proposals (scripted teacher)")
-_ALLOW_UNSAFE = flags.DEFINE_bool("allow_unsafe", False, "sandbox without namespaces (--pass_rate)")
-_CONFIG = flags.DEFINE_string("config", "configs/gasp.py:tiny", "the GASP config measured (--pass_rate), path[:arg]")
-
 
 def _median_time(fn, repeats: int) -> float:
     times = []
@@ -157,18 +148,29 @@ def pass_rate_cost(*, config_path: str = "configs/gasp.py:tiny", steps: int = 3,
     return out
 
 
-def main(argv):
-    del argv
+def main(argv: Sequence[str] | None = None) -> None:
+    # argparse, not absl flags: this module is imported by other tools and tests, and absl flags are
+    # process-global (a second `--config` definition collides with gasp_jax.main's).
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="1000,10000,100000", help="accepted-question counts to measure at")
+    ap.add_argument("--dim", type=int, default=512, help="embedding dimension")
+    ap.add_argument("--queries", type=int, default=64, help="candidates checked per search (one iteration's lemmas)")
+    ap.add_argument("--repeats", type=int, default=5, help="timed searches per size (the median is reported)")
+    ap.add_argument("--pass_rate", action="store_true", help="measure GASP's phases with valid proposals (scripted teacher)")
+    ap.add_argument("--allow_unsafe", action="store_true", help="sandbox without namespaces (--pass_rate)")
+    ap.add_argument("--config", default="configs/gasp.py:tiny", help="the GASP config measured (--pass_rate), path[:arg]")
+    args = ap.parse_args(argv)
     print(f"load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs")
-    if _PASS_RATE.value:
-        print(json.dumps(pass_rate_cost(config_path=_CONFIG.value, allow_unsafe=_ALLOW_UNSAFE.value), indent=1))
+    if args.pass_rate:
+        print(json.dumps(pass_rate_cost(config_path=args.config, allow_unsafe=args.allow_unsafe), indent=1))
         print(f"load average {os.getloadavg()[0]:.2f} after")
         return
-    rows = dedup_search([int(s) for s in _SIZES.value], dim=_DIM.value, queries=_QUERIES.value, repeats=_REPEATS.value)
+    rows = dedup_search([int(s) for s in args.sizes.split(",")], dim=args.dim, queries=args.queries,
+                        repeats=args.repeats)
     for r in rows:
         print(json.dumps(r))
-    print(json.dumps(embed_cost(_DIM.value)))
+    print(json.dumps(embed_cost(args.dim)))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    main()
