@@ -38,7 +38,8 @@ def test_tiny_preset_runs_and_resumes(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "curriculum.jsonl").read_text().splitlines()]
     # A random-init teacher never gets a lemma accepted, so no lifts: one row per lemma prompt.
     assert [r["step"] for r in rows] == [0] * per_step + [1] * per_step
-    report = json.loads((tmp_path / "goalposts_eval" / "step_000001.json").read_text())
+    # Evaluated after 2 completed iterations (eval.every = 2): files are named by completed iterations.
+    report = json.loads((tmp_path / "goalposts_eval" / "step_000002.json").read_text())
     assert report["goalposts"] == 5 and set(report["per_goalpost"]) == {"3466", "3453", "3337", "3394", "3374"}
     metrics = [json.loads(line) for line in (tmp_path / "tb" / "metrics.jsonl").read_text().splitlines()]
     assert "gasp/lemma/accept_rate" in metrics[-1] and "gasp/goalposts/solved_count" in metrics[-1]
