@@ -14,6 +14,7 @@ import textwrap
 
 import pytest
 
+import gasp_jax
 from gasp_jax.sandbox import Limits, Sandbox, Status
 from gasp_jax.sandbox.pool import default_kept_paths
 from tests.test_sandbox_support import CAN_ISOLATE, HostSnapshot, assert_host_clean
@@ -195,6 +196,34 @@ def test_command_line_and_top_level_files_tell_nothing(sb):
         text = cmdline.decode()
         assert "gasp_jax" not in text and '"hide"' not in text and "/work" not in text, text[:300]
     assert all(c == b"" for c in contents), [c[:40] for c in contents]
+
+
+def test_worker_code_names_no_host_path(sb):
+    """Every code object, frame and module of the worker a program can reach carries a neutral
+    file name, never a path of the checkout."""
+    out = call(sb, """
+        import gc, sys
+        names = set()
+        frame = sys._getframe()
+        while frame is not None:
+            names.add(frame.f_code.co_filename)
+            frame = frame.f_back
+        for obj in gc.get_objects():
+            code = getattr(obj, '__code__', None) or (obj if type(obj).__name__ == 'code' else None)
+            if code is not None and hasattr(code, 'co_filename'):
+                names.add(code.co_filename)
+        for name, module in list(sys.modules.items()):
+            spec = getattr(module, '__spec__', None)
+            names.update(str(x) for x in (getattr(module, '__file__', None), getattr(spec, 'origin', None)))
+            names.update(str(x) for x in getattr(module, '__path__', None) or ())
+        return sorted(names)""")[0]
+    assert out.status is Status.PASS, out.error
+    names = eval(out.output)
+    checkout = os.path.dirname(os.path.dirname(os.path.abspath(gasp_jax.__file__)))
+    host = [n for n in names if (checkout in n or "gasp_jax" in n)
+            and not any(n.startswith(kept + "/") for kept in default_kept_paths())]  # site-packages may be in it
+    assert not host, host
+    assert {"<sandbox-worker>/runner.py", "<sandbox-worker>/child.py"} <= set(names), names
 
 
 def test_self_test_addresses_only_loopback(monkeypatch):

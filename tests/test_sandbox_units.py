@@ -12,7 +12,7 @@ import pytest
 from gasp_jax.sandbox import Limits, Status, TestCase, Verdict, compare_json, compare_stdout
 from gasp_jax.sandbox.compare import loads_json
 from gasp_jax.sandbox.policy import find_banned_imports, validate_program
-from gasp_jax.sandbox.protocol import ProtocolError, encode_flat_frame, encode_frame, read_frame, write_all
+from gasp_jax.sandbox.wire import ProtocolError, encode_flat_frame, encode_frame, read_frame, write_all
 from gasp_jax.sandbox.verdict import TestResult
 
 
@@ -104,6 +104,13 @@ def test_verdict_reward_semantics():
     v = Verdict(Status.WA, (TestResult(0, Status.PASS), TestResult(1, Status.WA)), n_tests=4)
     assert v.pass_fraction == 0.25 and v.lcb_codes == [True, -2]
     assert TestCase("a", "b") == ("a", "b")
+
+
+def test_old_wire_module_name_is_an_alias():
+    import gasp_jax.sandbox.protocol as old
+    from gasp_jax.sandbox import wire
+
+    assert old is wire and old.ProtocolError is ProtocolError
 
 
 def test_protocol_roundtrip_and_errors():

@@ -3,6 +3,7 @@ trainer), send jobs, stream per-test results back, stop or kill it."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -16,19 +17,21 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from gasp_jax.sandbox import cgroups
-from gasp_jax.sandbox.protocol import FrameReader, ProtocolError, encode_frame, wait_fd
+from gasp_jax.sandbox.wire import FrameReader, ProtocolError, encode_frame, wait_fd
 
 log = logging.getLogger("gasp_jax.sandbox")
 
 WORKER_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker")
 # W's command line (which every process of the sandbox inherits: a program reads it as its own
 # /proc/self/cmdline or its forker's /proc/1/cmdline) holds no configuration and no host path but
-# the interpreter's. This boot line reads an 8-byte length and "worker directory\nconfiguration
-# JSON" from stdin (after W re-execs itself: from the memfd named by GASP_SB_BOOT_FD), loads the
-# worker's standard-library modules by path as the package ``gasp_sandbox_worker`` (the worker
-# directory, and this one for ``protocol.py``) and calls ``main.main`` with what it read.
+# the interpreter's. This boot line reads an 8-byte length and "sources JSON\nconfiguration JSON"
+# from stdin (after W re-execs itself: from the memfd named by GASP_SB_BOOT_FD), imports the
+# worker's standard-library modules from those sources as the package ``gasp_sandbox_worker``
+# and calls ``main.main`` with what it read. The modules are compiled under neutral file names
+# (``<sandbox-worker>/runner.py``): no code object, frame or module a program can reach names a
+# host path, and nothing is read from the checkout once the worker runs.
 WORKER_BOOT = (
-    "import os, sys, types\n"
+    "import importlib.machinery, json, os, sys, types\n"
     "def _read(n):\n"
     "    b = b''\n"
     "    while len(b) < n:\n"
@@ -44,18 +47,49 @@ WORKER_BOOT = (
     "else:\n"
     "    _boot = [_read(8)]\n"
     "    _boot[0] += _read(int.from_bytes(_boot[0], 'little'))\n"
+    "_src = json.loads(_boot[0][8:].split(b'\\n', 1)[0])\n"
+    "class _Sources:\n"
+    "    @staticmethod\n"
+    "    def find_spec(name, path=None, target=None):\n"
+    "        pkg, _, short = name.rpartition('.')\n"
+    "        if pkg != 'gasp_sandbox_worker' or short not in _src:\n"
+    "            return None\n"
+    "        spec = importlib.machinery.ModuleSpec(name, _Sources, origin=f'<sandbox-worker>/{short}.py')\n"
+    "        spec.has_location = True\n"
+    "        return spec\n"
+    "    @staticmethod\n"
+    "    def create_module(spec):\n"
+    "        return None\n"
+    "    @staticmethod\n"
+    "    def exec_module(module):\n"
+    "        short = module.__name__.rpartition('.')[2]\n"
+    "        exec(compile(_src[short], module.__spec__.origin, 'exec', dont_inherit=True), module.__dict__)\n"
+    "sys.meta_path.insert(0, _Sources)\n"
     "_pkg = types.ModuleType('gasp_sandbox_worker')\n"
-    "_dir = _boot[0][8:].split(b'\\n', 1)[0].decode()\n"
-    "_pkg.__path__ = [_dir, os.path.dirname(_dir)]\n"
+    "_pkg.__path__ = []\n"
     "sys.modules[_pkg.__name__] = _pkg\n"
-    "del _read, _fd, _pkg, _dir\n"
     "from gasp_sandbox_worker.main import main as _main\n"
+    "sys.meta_path.remove(_Sources)\n"
+    "del _read, _fd, _pkg, _src, _Sources\n"
     "_main(_boot.pop())\n")
+
+
+@functools.lru_cache(maxsize=1)
+def worker_sources() -> str:
+    """The worker's modules (``worker/*.py`` and ``wire.py``) as one JSON line {module: source}."""
+    files = {name[:-3]: os.path.join(WORKER_DIR, name) for name in sorted(os.listdir(WORKER_DIR))
+             if name.endswith(".py") and name != "__init__.py"}
+    files["wire"] = os.path.join(os.path.dirname(WORKER_DIR), "wire.py")
+    sources = {}
+    for name, path in files.items():
+        with open(path, encoding="utf-8") as fh:
+            sources[name] = fh.read()
+    return json.dumps(sources)
 
 
 def boot_blob(config: dict) -> bytes:
     """What W reads on stdin before anything else (see ``WORKER_BOOT``)."""
-    body = (WORKER_DIR + "\n" + json.dumps(config)).encode()
+    body = (worker_sources() + "\n" + json.dumps(config)).encode()
     return len(body).to_bytes(8, "little") + body
 
 #: The only environment the sandbox ever sees (no tokens, keys or caches of the trainer).

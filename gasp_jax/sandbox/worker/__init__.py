@@ -1,6 +1,6 @@
 """The sandbox worker: standard-library modules, one per process role, run in a fresh
 ``python -s -S -P`` interpreter. ``pool.WORKER_BOOT`` loads them by path as the package
-``gasp_sandbox_worker`` (this directory, plus ``protocol.py`` beside it) and calls
+``gasp_sandbox_worker`` (from the sources of this directory and ``wire.py``) and calls
 ``main.main`` with the configuration it read on stdin. Never imported by the parent.
 
 - ``isolation``: W's namespaces, mounts, keyring and program user namespace;

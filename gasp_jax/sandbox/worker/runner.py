@@ -24,7 +24,7 @@ from .isolation import _private_proc
 from .child import _header_builtins
 from .forkers import (FORKER_START_TIMEOUT_S, F_SETPIPE_SZ, Forker, PIPE_BYTES, QUIET_WAIT_S, REPORT_CE,
     REPORT_PID, REPORT_READY, REPORT_STATUS, _forker_fds, _import_quietly, _serve_cleanly)
-from .protocol import MAX_HEADER, PREFIX, encode_flat_frame, write_all
+from .wire import MAX_HEADER, PREFIX, encode_flat_frame, write_all
 
 def _reopen_read_only(fd: int) -> int:
     """A read-only open file description of memfd ``fd`` (its own file offset), for test children."""
