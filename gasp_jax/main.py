@@ -7,10 +7,12 @@ or a bad value (flag or `key=value` arg) is one `error:` line naming it, exit st
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import logging
 import sys
+from typing import NamedTuple
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -28,11 +30,23 @@ JOBS = {
     "warmstart": "gasp_jax.jobs.warmstart",
 }
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where logs, checkpoints and reports go.")
-_LOG_LEVEL = flags.DEFINE_string("log_level", "INFO", "Python logging level.")
-
 log = logging.getLogger("gasp_jax")
+
+
+class Flags(NamedTuple):
+    config: flags.FlagHolder
+    workdir: flags.FlagHolder
+    log_level: flags.FlagHolder
+
+
+def define_flags() -> Flags:
+    """The command line, defined only when this module runs as the program: absl flags are process-global,
+    so defining them at import would stop another entry point (`gasp_jax.plan`) sharing the process."""
+    return Flags(
+        config=config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).",
+                                               lock_config=True),
+        workdir=flags.DEFINE_string("workdir", None, "Where logs, checkpoints and reports go."),
+        log_level=flags.DEFINE_string("log_level", "INFO", "Python logging level."))
 
 
 def run_job(config, workdir: str) -> dict:
@@ -44,13 +58,13 @@ def run_job(config, workdir: str) -> dict:
     return module.run(config, workdir)
 
 
-def main(argv):
+def main(argv, cli: Flags):
     del argv
-    runtime.setup_logging(_LOG_LEVEL.value)
-    if _CONFIG.value is None or _WORKDIR.value is None:
+    runtime.setup_logging(cli.log_level.value)
+    if cli.config.value is None or cli.workdir.value is None:
         raise app.UsageError("--config and --workdir are required")
     try:
-        summary = run_job(_CONFIG.value, _WORKDIR.value)
+        summary = run_job(cli.config.value, cli.workdir.value)
     except DataUnavailableError as e:  # missing data file, or the LCB hub offline: what to do, in one line
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -58,4 +72,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=lambda argv: overrides.parse_flags(argv, ("config",)))
+    app.run(functools.partial(main, cli=define_flags()),
+            flags_parser=lambda argv: overrides.parse_flags(argv, ("config",)))

@@ -12,11 +12,12 @@ so a launcher stops before creating anything. The launch/ scripts run it first.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 import sys
-from typing import Any
+from typing import Any, NamedTuple
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -30,14 +31,30 @@ CHIPS = {
 }
 KINDS = ("deduction", "abduction", "induction")
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, as for gasp_jax.main.", lock_config=False)
-_ACCEL = flags.DEFINE_string("accelerator", "", "TPU accelerator type (v5p-128, v4-8, v5litepod-16, v6e-64).")
-_NUM_DEVICES = flags.DEFINE_integer("num_devices", 0, "JAX devices (chips / GPUs) when not a TPU type.")
-_MEMORY = flags.DEFINE_float("device_memory_gb", 0.0, "Memory per device; default from --accelerator.")
-_SLICES = flags.DEFINE_integer("num_slices", 1, "Slices (multi-slice runs put mesh.dcn across them).")
-_COMPILE = flags.DEFINE_bool("compile", False, "Compile every program of one iteration for --accelerator with XLA's "
-                             "TPU compiler (needs libtpu, `pip install -e .[tpu]`; no TPU) and report its memory and cost.")
-_REPORT = flags.DEFINE_string("report", "", "With --compile: also write the report as JSON to this file.")
+
+class Flags(NamedTuple):
+    config: flags.FlagHolder
+    accelerator: flags.FlagHolder
+    num_devices: flags.FlagHolder
+    device_memory_gb: flags.FlagHolder
+    num_slices: flags.FlagHolder
+    compile: flags.FlagHolder
+    report: flags.FlagHolder
+
+
+def define_flags() -> Flags:
+    """The command line, defined only when this module runs as the program: absl flags are process-global,
+    so defining them at import would stop `gasp_jax.main` (which also has `--config`) sharing the process."""
+    return Flags(
+        config=config_flags.DEFINE_config_file("config", None, "Config file, as for gasp_jax.main.", lock_config=False),
+        accelerator=flags.DEFINE_string("accelerator", "", "TPU accelerator type (v5p-128, v4-8, v5litepod-16, v6e-64)."),
+        num_devices=flags.DEFINE_integer("num_devices", 0, "JAX devices (chips / GPUs) when not a TPU type."),
+        device_memory_gb=flags.DEFINE_float("device_memory_gb", 0.0, "Memory per device; default from --accelerator."),
+        num_slices=flags.DEFINE_integer("num_slices", 1, "Slices (multi-slice runs put mesh.dcn across them)."),
+        compile=flags.DEFINE_bool("compile", False, "Compile every program of one iteration for --accelerator with "
+                                  "XLA's TPU compiler (needs libtpu, `pip install -e .[tpu]`; no TPU) and report its "
+                                  "memory and cost."),
+        report=flags.DEFINE_string("report", "", "With --compile: also write the report as JSON to this file."))
 
 
 def tpu_devices(accelerator: str) -> tuple[int, float]:
@@ -241,19 +258,19 @@ def compile_report(config: Any, accelerator: str, num_slices: int = 1, log=None)
     return report
 
 
-def main(argv) -> None:
+def main(argv, cli: Flags) -> None:
     del argv
-    if _CONFIG.value is None:
+    if cli.config.value is None:
         raise app.UsageError("--config is required")
-    if _COMPILE.value:
+    if cli.compile.value:
         # Compiling for a TPU topology needs libtpu but no TPU: keep JAX's own backend on the CPU.
         os.environ.setdefault("JAX_PLATFORMS", "cpu")
         from gasp_jax import aot
 
-        if not _ACCEL.value:
+        if not cli.accelerator.value:
             raise app.UsageError("--compile needs --accelerator (a TPU type such as v5p-8)")
         try:
-            report = compile_report(_CONFIG.value, _ACCEL.value, _SLICES.value,
+            report = compile_report(cli.config.value, cli.accelerator.value, cli.num_slices.value,
                                     log=lambda m: print(f"plan: {m}", file=sys.stderr, flush=True))
         except aot.CompileError as e:
             print(f"plan: XLA could not compile {e}", file=sys.stderr)
@@ -262,21 +279,21 @@ def main(argv) -> None:
             print(f"plan: error: {e}", file=sys.stderr)
             sys.exit(2)
         print(format_report(report))
-        if _REPORT.value:
-            with open(_REPORT.value, "w") as f:
+        if cli.report.value:
+            with open(cli.report.value, "w") as f:
                 json.dump(report, f, indent=2)
         sys.exit(0 if report["fits"] else 1)
-    gib = _MEMORY.value or None
-    if _ACCEL.value:
-        num_devices, chip_gib = tpu_devices(_ACCEL.value)
-        num_devices *= _SLICES.value
+    gib = cli.device_memory_gb.value or None
+    if cli.accelerator.value:
+        num_devices, chip_gib = tpu_devices(cli.accelerator.value)
+        num_devices *= cli.num_slices.value
         gib = gib or chip_gib
-    elif _NUM_DEVICES.value:
-        num_devices = _NUM_DEVICES.value
+    elif cli.num_devices.value:
+        num_devices = cli.num_devices.value
     else:
         raise app.UsageError("give --accelerator (TPU type) or --num_devices")
     try:
-        text, fits = plan(_CONFIG.value, num_devices, gib, _SLICES.value)
+        text, fits = plan(cli.config.value, num_devices, gib, cli.num_slices.value)
     except (ValueError, FileNotFoundError) as e:  # a bad mesh, model or config: one line, no traceback
         print(f"plan: error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -285,4 +302,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(functools.partial(main, cli=define_flags()))

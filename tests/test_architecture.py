@@ -9,6 +9,8 @@ from __future__ import annotations
 import ast
 import collections
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -124,3 +126,17 @@ def test_the_checker_sees_imports_inside_functions(edges):
     # `aot` imports the trainer inside a function only: the graph must still hold that edge, or the
     # checks above could pass on a graph that misses lazy imports.
     assert "gasp_jax.selfplay.trainer" in edges["gasp_jax.aot"]
+
+
+def test_entry_points_import_into_one_process():
+    # absl flags are process-global: an entry point defining `--config` at import stops any other from
+    # being imported next to it (DuplicateFlagError). Each defines its flags only when run as the program.
+    code = ("import gasp_jax.main, gasp_jax.plan, gasp_jax.protocol.__main__, gasp_jax.sweep\n"
+            "from absl import flags\n"
+            "assert 'config' not in flags.FLAGS, 'an entry point defined --config at import'\n"
+            "cli = gasp_jax.plan.define_flags()\n"
+            "flags.FLAGS(['plan', '--config=configs/azr.py:tiny', '--num_devices=8'])\n"
+            "assert cli.config.value.job == 'selfplay' and cli.num_devices.value == 8\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert out.returncode == 0, out.stderr[-3000:]

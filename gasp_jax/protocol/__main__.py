@@ -5,28 +5,40 @@ Any experiment field can be overridden like a config: `--experiment.seeds=0,1 --
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+from typing import NamedTuple
 
 from absl import app, flags
 from ml_collections import config_flags
 
 from gasp_jax import overrides, protocol, runtime
 
-_EXPERIMENT = config_flags.DEFINE_config_file("experiment", None, "An experiment file (configs/experiments/*.py).",
-                                              lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where runs, evaluations and the table go.")
-_STAGES = flags.DEFINE_list("stages", list(protocol.STAGES), "Stages to run: train, eval, table.")
-_LOG_LEVEL = flags.DEFINE_string("log_level", "INFO", "Python logging level.")
+class Flags(NamedTuple):
+    experiment: flags.FlagHolder
+    workdir: flags.FlagHolder
+    stages: flags.FlagHolder
+    log_level: flags.FlagHolder
 
 
-def main(argv):
+def define_flags() -> Flags:
+    """The command line, defined only when this module runs as the program (absl flags are process-global)."""
+    return Flags(
+        experiment=config_flags.DEFINE_config_file("experiment", None, "An experiment file (configs/experiments/*.py).",
+                                                   lock_config=True),
+        workdir=flags.DEFINE_string("workdir", None, "Where runs, evaluations and the table go."),
+        stages=flags.DEFINE_list("stages", list(protocol.STAGES), "Stages to run: train, eval, table."),
+        log_level=flags.DEFINE_string("log_level", "INFO", "Python logging level."))
+
+
+def main(argv, cli: Flags):
     del argv
-    runtime.setup_logging(_LOG_LEVEL.value)
-    if _EXPERIMENT.value is None or _WORKDIR.value is None:
+    runtime.setup_logging(cli.log_level.value)
+    if cli.experiment.value is None or cli.workdir.value is None:
         raise app.UsageError("--experiment and --workdir are required")
     try:
-        out = protocol.run(_EXPERIMENT.value, _WORKDIR.value, stages=tuple(_STAGES.value))
+        out = protocol.run(cli.experiment.value, cli.workdir.value, stages=tuple(cli.stages.value))
     except protocol.ExperimentError as e:
         logging.getLogger("gasp_jax").error("experiment: %s", e)
         raise SystemExit(2) from None
@@ -37,4 +49,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=lambda argv: overrides.parse_flags(argv, ("experiment",)))
+    app.run(functools.partial(main, cli=define_flags()),
+            flags_parser=lambda argv: overrides.parse_flags(argv, ("experiment",)))
