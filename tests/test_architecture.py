@@ -26,8 +26,8 @@ METHODS = ("selfplay", "gasp", "rlvr", "evaluation", "warmstart")
 #: Entry points: nothing in the library imports them (the protocol starts `main` in a child process).
 ENTRY_POINTS = ("jobs", "protocol", "benchmarks", "plan", "sweep", "main")
 #: Building blocks of a rollout that must not know the sources built on them, nor the trainer.
-BUILDING_BLOCKS = ("selfplay.types", "selfplay.settings", "selfplay.steps", "selfplay.policy",
-                   "selfplay.buffers", "gasp.rewards", "gasp.prompts", "gasp.dedup", "gasp.goalposts",
+BUILDING_BLOCKS = ("selfplay.types", "selfplay.settings", "selfplay.phases", "selfplay.steps",
+                   "selfplay.policy", "selfplay.buffers", "gasp.rewards", "gasp.prompts", "gasp.dedup", "gasp.goalposts",
                    "gasp.curriculum", "gasp.dynamic", "gasp.evaluation")
 SOURCES_AND_TRAINER = ("selfplay.azr", "gasp.source", "rlvr.source", "selfplay.sources", "selfplay.trainer",
                        "evaluation.periodic")

@@ -283,12 +283,12 @@ def test_sandbox_failures_never_score_the_teacher_and_n_is_the_judged_count(tmp_
     """A proposal whose validation hit a sandbox infrastructure error is dropped (no episode, counted), not
     scored -1; a pass rate averages the judged samples only, and `n` says how many those were."""
     from gasp_jax.gasp.source import GaspSource
-    from gasp_jax.selfplay import steps
+    from gasp_jax.selfplay import phases
     from gasp_jax.selfplay.policy import ScriptedPolicy
     from gasp_jax.selfplay.types import Pending
     from gasp_jax.tokenizer import build_byte_tokenizer
 
-    validate, judge = steps.validate, steps.judge
+    validate, judge = phases.validate, phases.judge
 
     def validate_with_infra_error(ctx, proposals, **kw):
         pending = validate(ctx, proposals, **kw)
@@ -305,8 +305,8 @@ def test_sandbox_failures_never_score_the_teacher_and_n_is_the_judged_count(tmp_
         pending = judge(ctx, items)
         return Pending(lambda: [None if i % 4 == 0 else v for i, v in enumerate(pending.result())])
 
-    monkeypatch.setattr(steps, "validate", validate_with_infra_error)
-    monkeypatch.setattr(steps, "judge", judge_losing_every_fourth)
+    monkeypatch.setattr(phases, "validate", validate_with_infra_error)
+    monkeypatch.setattr(phases, "judge", judge_losing_every_fourth)
     policy = ScriptedPolicy(build_byte_tokenizer(), Script(), max_new_tokens=4096)
     source = GaspSource("gasp", _block(tmp_path), _run_config(), workdir=str(tmp_path))
     result = source.collect(_ctx(source, policy, sandbox, 0, _run_config()))

@@ -12,7 +12,7 @@ from gasp_jax import tasks
 from gasp_jax.evaluation.periodic import PeriodicEval
 from gasp_jax.gasp.source import GaspSource
 from gasp_jax.rlvr.source import LcbSource
-from gasp_jax.selfplay import azr, sources, steps
+from gasp_jax.selfplay import azr, phases, sources
 from gasp_jax.selfplay.buffers import identity_records
 from gasp_jax.selfplay.policy import ScriptedPolicy
 from gasp_jax.selfplay.settings import PromptOptions, RolloutSettings
@@ -45,11 +45,11 @@ def test_phases_read_the_settings_not_the_config_dict():
                          config=ml_collections.ConfigDict(), source_config=ml_collections.ConfigDict(),
                          settings=settings)
     record = identity_records("induction")[0]
-    [prompt] = steps.solve_prompts(ctx, [("induction", record)])
+    [prompt] = phases.solve_prompts(ctx, [("induction", record)])
     expected = tasks.solve_prompt("induction", dict(record), n_visible=1, template=settings.prompts.template,
                                   chat=settings.prompts.chat, tokenizer=None, token_budget=None).text
     assert prompt == expected
-    assert steps.prompt_kwargs(ctx)["template"] == str(c.prompts.template)
+    assert phases.prompt_kwargs(ctx)["template"] == str(c.prompts.template)
 
 
 def test_context_without_settings_resolves_them_from_its_config():

@@ -15,7 +15,7 @@ from configs import azr as azr_config
 from configs import common
 from gasp_jax.checkpoint import Checkpointer
 from gasp_jax.jobs import selfplay as selfplay_job
-from gasp_jax.selfplay import steps, trainer
+from gasp_jax.selfplay import phases, trainer
 from gasp_jax.selfplay.types import Episode, SourceResult
 from tests.test_sandbox_support import CAN_ISOLATE
 
@@ -104,7 +104,7 @@ class ParitySource:
     def collect(self, ctx):
         episodes = []
         for role in ("propose", "solve"):
-            completions = steps.generate(ctx, role, list(self.PROMPTS), num_samples=2)
+            completions = phases.generate(ctx, role, list(self.PROMPTS), num_samples=2)
             for c in completions:
                 reward = float(np.mean(c.tokens % 2 == 0))
                 episodes.append(Episode.from_completion(c, role=role, group=("parity", role), reward=reward,

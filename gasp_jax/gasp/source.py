@@ -5,7 +5,7 @@ One iteration (``collect``), read top to bottom:
     goalposts  draw ``lemmas_per_step`` active goalposts uniformly, each with an axis uniform over ``axes``
     lemma      the teacher sees one goalpost + axis and writes an easier induction task (program f,
                ``num_inputs`` inputs, a message)
-    check      parse + sandbox validation (tasks layer, via selfplay.steps), then the near-duplicate filter
+    check      parse + sandbox validation (tasks layer, via selfplay.phases), then the near-duplicate filter
                (cosine >= threshold to any accepted question or to an earlier candidate) and the
                goalpost-copy check (a message that reproduces the goalpost statement)
     learn      n student samples of the induction form per valid, new lemma -> pass rate p (not trained on)
@@ -17,7 +17,7 @@ One iteration (``collect``), read top to bottom:
                variant; check / learn / reward (lift_reward, window [0.1, 0.5]) / accept as above
     student    this iteration's accepted lemmas and lifts first, then uniform draws from the buffer, up to
                ``solve_batch`` tasks; each presented uniformly as induction, deduction or abduction
-    solve      one student rollout per task, judged by execution (selfplay.steps.solve)
+    solve      one student rollout per task, judged by execution (selfplay.phases.solve)
     record     one curriculum.jsonl line per lemma and lift; TensorBoard scalars, histograms, lineages
     evaluate   after the update of every ``eval.every``-th iteration and the last (``after_step``, the one
                periodic evaluation of ``evaluation/periodic.py``): the student's pass@k on the active goalposts
@@ -25,7 +25,7 @@ One iteration (``collect``), read top to bottom:
                ones are retired and replacements promoted
 
 The phases that exist for every task source (generate, parse, validate, learnability, solve, judge,
-metrics) are `gasp_jax.selfplay.steps`; this module adds only what is GASP's.
+metrics) are `gasp_jax.selfplay.phases`; this module adds only what is GASP's.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from gasp_jax.gasp.curriculum import CurriculumLog, QuestionBuffer, make_row
 from gasp_jax.gasp.dynamic import POLICIES, GoalpostSchedule
 from gasp_jax.gasp.goalposts import Goalpost, load_goalposts
 from gasp_jax.gasp.rewards import FORMAT_PENALTY, STAGES, accepted_rate, teacher_reward
-from gasp_jax.selfplay import steps
+from gasp_jax.selfplay import phases
 from gasp_jax.selfplay.types import SourceResult
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ class _Candidate:
     axis: str
     prompt: str
     parent: dict | None = None  # the lemma's buffer entry (lifts)
-    proposal: Any = None  # selfplay.steps.Proposal
+    proposal: Any = None  # selfplay.phases.Proposal
     duplicate: bool = False
     duplicate_reason: str = ""
     p: float | None = None
@@ -263,7 +263,7 @@ class GaspSource:
 
     def _seed(self, ctx: Any) -> None:
         """Pre-fills the buffer with the seed file's induction tasks that pass validation (raw AZR rows can
-        have non-plain or truncated outputs), once; through `steps.sharded_call`, so every process keeps
+        have non-plain or truncated outputs), once; through `phases.sharded_call`, so every process keeps
         the same records."""
         limit = int(self.config.seed_max_snippet_chars)
         if self.config.seed_from_warmstart:
@@ -272,7 +272,7 @@ class GaspSource:
             rows, origin = tasks.load_seed_file(self.config.seed_file), self.config.seed_file
         rows = [r for r in rows if "inputs" in r and (not limit or len(r["snippet"]) <= limit)]
         check = ctx.settings.validation
-        results = steps.sharded_call(
+        results = phases.sharded_call(
             ctx, lambda items: tasks.validate_records(ctx.sandbox, items, config=check), [("induction", r) for r in rows]
         ).result()
         kept = 0
@@ -346,12 +346,12 @@ class GaspSource:
         if not cands:
             return
         stage = cands[0].stage
-        completions = steps.generate(ctx, "propose", [c.prompt for c in cands])
+        completions = phases.generate(ctx, "propose", [c.prompt for c in cands])
         metas = [{"stage": stage, "goalpost_id": c.goalpost.id, "axis": c.axis,
                   "parent_ids": [c.parent["id"]] if c.parent else [],
                   "parse_kwargs": {"program": None, "num_inputs": int(self.config.num_inputs)}} for c in cands]
-        proposals = steps.parse_proposals(["induction"] * len(cands), completions, metas=metas)
-        proposals = steps.validate(ctx, proposals, origin=f"{self.name}-{stage}").result()
+        proposals = phases.parse_proposals(["induction"] * len(cands), completions, metas=metas)
+        proposals = phases.validate(ctx, proposals, origin=f"{self.name}-{stage}").result()
         for cand, prop in zip(cands, proposals):
             cand.proposal = prop
             if prop.status == "duplicate":  # an exact copy of an earlier proposal of this batch
@@ -361,7 +361,7 @@ class GaspSource:
             self._dedup(cands)
         todo = [c for c in cands if c.valid and not c.duplicate]
         with ctx.timers.phase(f"gasp_{stage}_pass_rate"):  # n student samples + judging per proposal
-            rates, judged = steps.estimate_learnability(ctx, [("induction", c.proposal.record) for c in todo],
+            rates, judged = phases.estimate_learnability(ctx, [("induction", c.proposal.record) for c in todo],
                                                         n=int(self.config.learnability_samples),
                                                         with_counts=True).result()
         for cand, rate, count in zip(todo, rates, judged):
@@ -383,7 +383,7 @@ class GaspSource:
         invalid, as in AZR (a task must fit the solver's prompt): the format penalty, never estimated, never
         in the buffer. Checked before dedup, so it blocks no later candidate."""
         live = [c for c in cands if c.valid]
-        prompts = steps.solve_prompts(ctx, [("induction", c.proposal.record) for c in live])
+        prompts = phases.solve_prompts(ctx, [("induction", c.proposal.record) for c in live])
         for cand, prompt in zip(live, prompts):
             if prompt is None:
                 cand.too_long = True
@@ -509,7 +509,7 @@ class GaspSource:
         # Student phase.
         with ctx.timers.phase("gasp_student"):
             batch = self.student_tasks(new, ctx.rng)
-            solved = steps.solve(ctx, batch, group=self._solve_group, source=self.name)
+            solved = phases.solve(ctx, batch, group=self._solve_group, source=self.name)
             solve_episodes = solved.result()
 
         # Teacher episodes (proposals viewed as their stage for the metrics and groups).
@@ -518,11 +518,11 @@ class GaspSource:
         for p, x in zip(staged, cands):
             if x.duplicate:
                 p.status, p.reason = "duplicate", x.duplicate_reason
-        propose_eps = steps.proposer_episodes(staged, [x.reward for x in cands],
+        propose_eps = phases.proposer_episodes(staged, [x.reward for x in cands],
                                               group=lambda p: self._propose_group(p.kind), source=self.name)
         episodes = propose_eps + solve_episodes
         pass_rates = {i: (x.p if x.p is not None else float("nan")) for i, x in enumerate(cands) if x.valid and not x.duplicate}
-        scalars, hists = steps.kind_metrics(episodes, staged, pass_rates)
+        scalars, hists = phases.kind_metrics(episodes, staged, pass_rates)
         scalars.update(self._metrics(lemmas, lifts))
         texts = {"gasp/lineages": self._lineage_text(lifts + lemmas)}
         self._record(ctx, cands)

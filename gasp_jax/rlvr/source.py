@@ -17,7 +17,7 @@ any live problem is left). A later non-constant group revives it. Counts are log
 (`rlvr/dead_problems`, `rlvr/skipped_dead`); the order, the cursor and the streaks are in
 `state_dict()`, so a resumed run draws the same problems as a straight one.
 
-Grading is process-sharded and gathered (`steps.sharded_call`), like every reward in the trainer.
+Grading is process-sharded and gathered (`phases.sharded_call`), like every reward in the trainer.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from gasp_jax.evaluation.extraction import extract_code
 from gasp_jax.evaluation.grading import SampleGrade, SandboxGrader
 from gasp_jax.evaluation.periodic import policy_prompt_fn
 from gasp_jax.sandbox import GradeJob, Limits
-from gasp_jax.selfplay import steps
+from gasp_jax.selfplay import phases
 from gasp_jax.selfplay.types import Episode, Pending, RolloutContext, SourceResult
 
 log = logging.getLogger(__name__)
@@ -216,7 +216,7 @@ class LcbSource:
                 self.unusable[pid] = "bad tests: none decodable"
         chosen = [p for p in chosen if p not in self.unusable]
         n = int(cfg.samples_per_problem)
-        completions = steps.generate(ctx, "solve", [self._prompts[p] for p in chosen], num_samples=n,
+        completions = phases.generate(ctx, "solve", [self._prompts[p] for p in chosen], num_samples=n,
                                      temperature=float(cfg.temperature) or None,
                                      max_new_tokens=int(cfg.max_new_tokens) or None)
         codes = [extract_code(c.text, cfg.extraction) for c in completions]
@@ -225,9 +225,9 @@ class LcbSource:
         episodes, scalars = self.episodes(chosen, completions, codes, grades, n)
         scalars[f"{self.name}/skipped_dead"] = float(passed_over)
         scalars[f"{self.name}/epoch"] = float(self.epoch)
-        kind_scalars, hists = steps.kind_metrics(episodes)
+        kind_scalars, hists = phases.kind_metrics(episodes)
         scalars.update(kind_scalars)
-        texts = steps.sample_texts((), episodes, per_kind=2)
+        texts = phases.sample_texts((), episodes, per_kind=2)
         return SourceResult(episodes=episodes, scalars=scalars, histograms=hists, texts=texts)
 
     def grade(self, ctx: RolloutContext, chosen: Sequence[str], codes: Sequence[str], n: int) -> Pending[list[list[SampleGrade]]]:
@@ -249,7 +249,7 @@ class LcbSource:
             self.last_grading["programs"] += sum(len(b[2]) for b in batch)
             return out
 
-        return steps.sharded_call(ctx, run, items)
+        return phases.sharded_call(ctx, run, items)
 
     def episodes(self, chosen: Sequence[str], completions: Sequence[Any], codes: Sequence[str],
                  grades: Sequence[Sequence[SampleGrade]], n: int) -> tuple[list[Episode], dict[str, float]]:

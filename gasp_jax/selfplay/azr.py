@@ -23,7 +23,7 @@ import ml_collections
 import numpy as np
 
 from gasp_jax import tasks, warmstart
-from gasp_jax.selfplay import steps
+from gasp_jax.selfplay import phases
 from gasp_jax.selfplay.buffers import KINDS, TaskBuffers, identity_records
 from gasp_jax.selfplay.types import RolloutContext, SourceResult
 
@@ -105,7 +105,7 @@ class AzrSource:
         io = self.buffers["deduction"].records
         induction = self.buffers["induction"].records
         items = [("deduction", r) for r in io] + [("induction", r) for r in induction]
-        results = steps.sharded_call(ctx, lambda batch: tasks.validate_records(ctx.sandbox, batch, config=config),
+        results = phases.sharded_call(ctx, lambda batch: tasks.validate_records(ctx.sandbox, batch, config=config),
                                      items).result()
         valid_io = [v.record for v in results[: len(io)] if v.ok]
         valid_ind = [v.record for v in results[len(io):] if v.ok]
@@ -132,7 +132,7 @@ class AzrSource:
     def propose_prompts(self, ctx: RolloutContext) -> tuple[list[str], list[str], list[dict]]:
         """(kinds, prompt texts, metas): `propose_per_kind` prompts per task type with K references."""
         c = self.config
-        opts = steps.prompt_kwargs(ctx)
+        opts = phases.prompt_kwargs(ctx)
         banned = tuple(m.strip() for m in str(c.banned_modules).split(",") if m.strip())
         if banned:
             opts["banned_modules"] = banned
@@ -174,32 +174,32 @@ class AzrSource:
             self.validate_seeds(ctx)
         # 1. Propose.
         kinds, prompts, metas = self.propose_prompts(ctx)
-        completions = steps.generate(ctx, "propose", prompts)
-        proposals = steps.parse_proposals(kinds, completions, metas=metas)
+        completions = phases.generate(ctx, "propose", prompts)
+        proposals = phases.parse_proposals(kinds, completions, metas=metas)
         # 2. Validate (sandbox; this wait is not hidden: nothing can run before the tasks exist).
-        proposals = steps.validate(ctx, proposals, buffers=self.buffers).result()
+        proposals = phases.validate(ctx, proposals, buffers=self.buffers).result()
         accepted = [i for i, p in enumerate(proposals) if p.accepted]
         # 3. Learnability: generate now, judge in the background.
-        learn = steps.estimate_learnability(ctx, [(proposals[i].kind, proposals[i].record) for i in accepted],
+        learn = phases.estimate_learnability(ctx, [(proposals[i].kind, proposals[i].record) for i in accepted],
                                             n=int(c.learnability_samples))
         # 4. Buffers take every new valid task; 5. the student batch puts them first.
         new = {k: [p.record for p in proposals if p.status == "valid" and p.kind == k] for k in KINDS}
         for kind, records in new.items():
             self.buffers[kind].add(records)
-        batch = steps.student_tasks(self.buffers, new, per_kind=int(c.solve_per_kind), rng=ctx.rng, kinds=self.kinds)
+        batch = phases.student_tasks(self.buffers, new, per_kind=int(c.solve_per_kind), rng=ctx.rng, kinds=self.kinds)
         # 6. Solve (student generation overlaps the learnability judging), then judge.
-        solved = steps.solve(ctx, batch, source=self.name)
+        solved = phases.solve(ctx, batch, source=self.name)
         pass_rates = dict(zip(accepted, learn.result()))
-        rewards = steps.azr_proposer_rewards(ctx, proposals, pass_rates)
-        episodes = steps.proposer_episodes(proposals, rewards, source=self.name) + solved.result()
+        rewards = phases.azr_proposer_rewards(ctx, proposals, pass_rates)
+        episodes = phases.proposer_episodes(proposals, rewards, source=self.name) + solved.result()
 
-        scalars, hists = steps.kind_metrics(episodes, proposals, pass_rates)
+        scalars, hists = phases.kind_metrics(episodes, proposals, pass_rates)
         for kind, size in self.buffers.sizes().items():
             scalars[f"buffer/{kind}/size"] = float(size)
         scalars[f"{self.name}/propose_prompts_too_long"] = float(self.too_long)
         scalars[f"{self.name}/seed_rejected"] = float(self.seed_rejected)
         return SourceResult(episodes=episodes, scalars=scalars, histograms=hists,
-                            texts=steps.sample_texts(proposals, episodes))
+                            texts=phases.sample_texts(proposals, episodes))
 
 
 SelfPlaySource = AzrSource  # the name before GASP and RLVR sources existed; configs and imports may use it

@@ -2,7 +2,7 @@
 
 `validation`, `judge`, `rewards` and `prompts` are read here and nowhere else: the trainer resolves them
 when it builds a run and hands the result to every source in `RolloutContext.settings`, so the phases in
-`steps.py` take typed values instead of reading the ConfigDict, and a bad block fails at set-up.
+`phases.py` take typed values instead of reading the ConfigDict, and a bad block fails at set-up.
 """
 
 from __future__ import annotations
