@@ -122,6 +122,13 @@ def test_imports_run_one_way(edges, lower, upper, name):
     assert not upward, f"{name}: {upward}"
 
 
+def test_evaluation_never_imports_gasp(edges):
+    # The periodic evaluation is every method's; GASP hands it the goalposts measure (selfplay/sources.py).
+    sideways = sorted(f"{_short(a)} -> {_short(b)}" for a, targets in edges.items() for b in targets
+                      if _in(a, ("evaluation",)) and _in(b, ("gasp",)))
+    assert not sideways, sideways
+
+
 def test_the_checker_sees_imports_inside_functions(edges):
     # `aot` imports the trainer inside a function only: the graph must still hold that edge, or the
     # checks above could pass on a graph that misses lazy imports.

@@ -220,6 +220,7 @@ def test_periodic_eval_counts_completed_iterations_and_keeps_the_solved_union(tm
     after every `every`-th completed iteration and the last; `solved_union` never decreases, across a resume."""
     from configs import common, rlvr
     from gasp_jax.evaluation import periodic
+    from gasp_jax.selfplay import sources
     from gasp_jax.selfplay.policy import ScriptedPolicy
     from gasp_jax.selfplay.types import RolloutContext, Timers
     from gasp_jax.tokenizer import build_byte_tokenizer
@@ -240,11 +241,11 @@ def test_periodic_eval_counts_completed_iterations_and_keeps_the_solved_union(tm
     ctx = lambda: RolloutContext(step=0, rng=np.random.default_rng(0), key=jax.random.key(0),
                                  policies={"teacher": policy, "student": policy}, sandbox=sb, timers=Timers(),
                                  config=c, source_config=c.eval)
-    hook = periodic.PeriodicEval(c, str(tmp_path))
+    hook = sources.resolve(periodic.HOOK)(c, str(tmp_path))  # the trainer's hook: GASP's measure passed in
     assert hook.after_step(1, ctx()) == {}
     at2 = hook.after_step(2, ctx())
     solves["abc333_a"] = False
-    resumed = periodic.PeriodicEval(c, str(tmp_path))
+    resumed = sources.resolve(periodic.HOOK)(c, str(tmp_path))
     resumed.load_state_dict(json.loads(json.dumps(hook.state_dict())))
     at4 = resumed.after_step(4, ctx())
     assert at2["eval/goalposts/solved_count"] == 1.0 and at2["eval/goalposts/solved_union"] == 1.0

@@ -9,7 +9,6 @@ import pytest
 
 from configs import common
 from gasp_jax import tasks
-from gasp_jax.evaluation.periodic import PeriodicEval
 from gasp_jax.gasp.source import GaspSource
 from gasp_jax.rlvr.source import LcbSource
 from gasp_jax.selfplay import azr, phases, sources
@@ -65,8 +64,8 @@ def test_source_and_hook_names_map_to_imported_classes():
     assert sources.SOURCE_TYPES == {"azr": azr.AzrSource, "gasp": GaspSource, "lcb_rlvr": LcbSource}
     assert azr.SelfPlaySource is azr.AzrSource  # the old name still imports
     for path, cls in (("gasp_jax.selfplay.azr:SelfPlaySource", azr.AzrSource),
-                      ("gasp_jax.evaluation.periodic:PeriodicEval", PeriodicEval),
-                      ("gasp_jax.rlvr.evaluation:PeriodicEval", PeriodicEval),
+                      ("gasp_jax.evaluation.periodic:PeriodicEval", sources.periodic_eval),
+                      ("gasp_jax.rlvr.evaluation:PeriodicEval", sources.periodic_eval),
                       ("tests.test_selfplay_settings:_Hook", _Hook)):
         assert sources.resolve(path) is cls
     with pytest.raises(ValueError, match="unknown source type 'azr2'"):

@@ -7,11 +7,14 @@ Two users, one machinery:
 * GASP's own goalpost evaluation (`sources.gasp.eval`), which adds only goalpost retirement on top
   (`gasp/source.py`: `GaspSource.after_step`).
 
+The goalposts-solved measure is GASP's (`gasp.evaluation.GoalpostsSolved`); the hook table
+(`selfplay/sources.py`) passes it in as `goalposts=`, so this package never imports `gasp/`.
+
 Both run after the update of every `every`-th iteration and after the last one (`is_due`, counted in
 completed iterations), with the live student policy; both sample, extract and grade with the LCB runner
 (`gasp.evaluation.evaluate_goalposts`); process 0's report is broadcast, so every process sees (and
 retires) the same goalposts; both keep the running union of goalposts solved at any evaluation so far
-(`GoalpostEvaluation.solved_union`, checkpointed), which is the paper's "goalposts solved".
+(`gasp.evaluation.GoalpostEvaluation.solved_union`, checkpointed), which is the paper's "goalposts solved".
 
 Outputs of `PeriodicEval`: TensorBoard `eval/lcb/pass_at_<k>`, `eval/goalposts/solved_count`,
 `eval/goalposts/solved_union`, `eval/goalposts/pass_at_<k>`; reports `WORKDIR/eval/lcb/step_<N>.json`,
@@ -22,13 +25,12 @@ Samples of each evaluation are kept next to its report (`step_<N>/samples.jsonl`
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import ml_collections
 
@@ -39,7 +41,7 @@ from gasp_jax.evaluation import prompts as lcb_prompts
 from gasp_jax.evaluation.common import load_config_problems, make_prompt_fn, write_json
 from gasp_jax.evaluation.eval_job import build_report, usable_ks
 from gasp_jax.evaluation.grading import SandboxGrader
-from gasp_jax.evaluation.runner import SampleStore, sample_and_grade
+from gasp_jax.evaluation.runner import SampleStore, policy_generate_fn, sample_and_grade
 
 log = logging.getLogger(__name__)
 
@@ -119,76 +121,26 @@ def _tag(key: str) -> str:
     return key.replace("@", "_at_")
 
 
-@dataclasses.dataclass(frozen=True)
-class GoalpostSettings:
-    """How one goalposts-solved evaluation samples and what counts as solved."""
+class GoalpostMeasure(Protocol):
+    """Goalposts solved by the live student at one evaluation and over all so far (checkpointed)."""
 
-    num_samples: int
-    ks: tuple[int, ...]
-    temperature: float
-    max_new_tokens: int
-    batch_problems: int = 4
-    solved_min_correct: int = 1
+    def __call__(self, ctx: Any, *, step: int, prompt_fn: Callable[[Problem], str],
+                 out_dir: str | os.PathLike) -> dict[str, Any]: ...
 
+    def scalars(self, report: dict[str, Any]) -> dict[str, float]: ...
 
-class GoalpostEvaluation:
-    """Goalposts solved by the live student at one evaluation, and the running union over evaluations.
+    def state_dict(self) -> dict: ...
 
-    `__call__` samples `num_samples` programs per goalpost, grades them with the LCB grader, adds
-    `solved_union` / `solved_union_count` (distinct goalposts solved at this or any earlier evaluation;
-    never decreases) to the report, writes `<out_dir>/step_<N>.json` (process 0) and returns process 0's
-    report on every process. `scalars` names them `<prefix>/solved_count`, `<prefix>/solved_union`, ...
-    """
-
-    def __init__(self, settings: GoalpostSettings, *, prefix: str, per_goalpost_prefix: str | None = None):
-        self.settings = settings
-        self.prefix = prefix
-        self.per_goalpost_prefix = per_goalpost_prefix
-        self.solved_union: set[str] = set()
-
-    def __call__(self, ctx: Any, goalposts: Sequence[Any], *, step: int, prompt_fn: Callable[[Problem], str],
-                 out_dir: str | os.PathLike) -> dict[str, Any]:
-        from gasp_jax.gasp import evaluation as gasp_eval
-
-        s = self.settings
-        generate_fn = gasp_eval.policy_generate_fn(ctx.policies["student"], temperature=s.temperature,
-                                                   max_new_tokens=s.max_new_tokens, next_key=ctx.next_key)
-        out_dir = Path(out_dir)
-        if not multihost.is_main():
-            out_dir = out_dir / f"p{multihost.process_index()}"
-        report = gasp_eval.evaluate_goalposts(
-            goalposts, step=step, generate_fn=generate_fn, prompt_fn=prompt_fn, grader=SandboxGrader(ctx.sandbox),
-            out_dir=out_dir, num_samples=s.num_samples, ks=usable_ks(s.ks, s.num_samples),
-            batch_problems=s.batch_problems, solved_min_correct=s.solved_min_correct,
-            solved_before=self.solved_union)
-        report = multihost.broadcast_object(report)
-        self.solved_union.update(report["solved"])
-        return report
-
-    def scalars(self, report: dict[str, Any]) -> dict[str, float]:
-        from gasp_jax.gasp import evaluation as gasp_eval
-
-        return gasp_eval.report_scalars(report, prefix=self.prefix, per_goalpost_prefix=self.per_goalpost_prefix)
-
-    def state_dict(self) -> dict:
-        return {"solved_union": sorted(self.solved_union)}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.solved_union = set(state.get("solved_union", ()))
-
-
-def goalpost_settings(block: Any) -> GoalpostSettings:
-    """`GoalpostSettings` from an `eval.goalposts` block."""
-    return GoalpostSettings(num_samples=int(block.n), ks=tuple(int(k) for k in block.ks),
-                            temperature=float(block.temperature), max_new_tokens=int(block.max_new_tokens),
-                            batch_problems=int(block.batch_problems), solved_min_correct=int(block.solved_min_correct))
+    def load_state_dict(self, state: dict) -> None: ...
 
 
 class PeriodicEval:
     """Trainer hook (`Cls(run_config, workdir)`, `after_step(step, ctx)`, `state_dict`); see the module
-    docstring."""
+    docstring. `goalposts(block, prefix=)` builds the goalposts-solved measure from the `eval.goalposts`
+    block (`gasp.evaluation.GoalpostsSolved`, passed in by the hook table); needed when that block is on."""
 
-    def __init__(self, run_config: ml_collections.ConfigDict, workdir: str):
+    def __init__(self, run_config: ml_collections.ConfigDict, workdir: str, *,
+                 goalposts: Callable[..., GoalpostMeasure] | None = None):
         if "eval" not in run_config:
             raise ValueError("hooks: PeriodicEval needs an `eval` block (gasp_jax.evaluation.periodic.default_config())")
         self.config = run_config.eval
@@ -196,8 +148,7 @@ class PeriodicEval:
         self.workdir = Path(workdir)
         self.steps = int(run_config.steps)
         self._lcb = None
-        self._goalposts = None
-        self.goalpost_eval = GoalpostEvaluation(goalpost_settings(self.config.goalposts), prefix="eval/goalposts")
+        self.goalpost_eval: GoalpostMeasure | None = None
         if self.config.prompt_style not in PROMPT_STYLES:
             raise ValueError(f"eval.prompt_style: unknown LCB prompt style {self.config.prompt_style!r}; "
                              f"expected one of {PROMPT_STYLES}")
@@ -206,18 +157,20 @@ class PeriodicEval:
             if not self._lcb[0]:
                 raise ValueError(f"eval.lcb.data: no LCB problem in {self._lcb[2]}")
         if self.config.goalposts.enabled:
-            from gasp_jax.gasp.goalposts import load_goalposts
-
-            self._goalposts = load_goalposts(self.config.goalposts.select).goalposts
+            if goalposts is None:
+                raise ValueError("eval.goalposts.enabled: PeriodicEval needs the goalposts measure "
+                                 "(goalposts=gasp_jax.gasp.evaluation.GoalpostsSolved; the hook table passes it)")
+            self.goalpost_eval = goalposts(self.config.goalposts, prefix="eval/goalposts")
 
     def due(self, step: int) -> bool:
         return is_due(int(self.config.every), step, self.steps)
 
     def state_dict(self) -> dict:
-        return {"goalposts": self.goalpost_eval.state_dict()}
+        return {"goalposts": self.goalpost_eval.state_dict() if self.goalpost_eval else {}}
 
     def load_state_dict(self, state: dict) -> None:
-        self.goalpost_eval.load_state_dict(state.get("goalposts", {}))
+        if self.goalpost_eval is not None:
+            self.goalpost_eval.load_state_dict(state.get("goalposts", {}))
 
     def after_step(self, step: int, ctx: Any) -> dict[str, float]:
         if not self.due(step):
@@ -232,8 +185,8 @@ class PeriodicEval:
                 overall = report["pass_at_k"]["overall"]
                 scalars.update({f"eval/lcb/{_tag(k)}": float(v) for k, v in overall.items() if k.startswith("pass@")})
                 entry["lcb"] = {k: v for k, v in overall.items() if k.startswith("pass@")} | {"problems": report["problems"]}
-            if self._goalposts is not None:
-                report = self.goalpost_eval(ctx, self._goalposts, step=step, prompt_fn=prompt_fn,
+            if self.goalpost_eval is not None:
+                report = self.goalpost_eval(ctx, step=step, prompt_fn=prompt_fn,
                                             out_dir=self.workdir / "eval" / "goalposts")
                 scalars.update(self.goalpost_eval.scalars(report))
                 entry["goalposts"] = {k: report[k] for k in ("solved", "solved_count", "solved_union",
@@ -246,13 +199,11 @@ class PeriodicEval:
         return scalars
 
     def lcb(self, step: int, ctx: Any, policy: Any, prompt_fn: Any, grader: Any) -> dict[str, Any]:
-        from gasp_jax.gasp import evaluation as gasp_eval
-
         problems, load_report, window = self._lcb
         c = self.config.lcb
         n = int(c.n)
         ks = usable_ks(c.ks, n)
-        generate_fn = gasp_eval.policy_generate_fn(policy, temperature=float(c.temperature),
+        generate_fn = policy_generate_fn(policy, temperature=float(c.temperature),
                                                    max_new_tokens=int(c.max_new_tokens), next_key=ctx.next_key)
         out_dir = self.workdir / "eval" / "lcb"
         store = SampleStore(out_dir / f"step_{step:06d}")

@@ -40,6 +40,17 @@ GenerateFn = Callable[[list[str], int], list[list[str]]]
 """``generate_fn(prompts, n)`` -> ``n`` completions (strings) for each prompt, in prompt order."""
 
 
+def policy_generate_fn(policy: Any, *, temperature: float, max_new_tokens: int, next_key: Callable[[], Any]) -> GenerateFn:
+    """``generate_fn(prompts, n)`` for the LCB runner on top of a trainer ``Policy`` (prompt-major rows)."""
+    def generate(prompts: list[str], n: int) -> list[list[str]]:
+        completions = policy.generate(prompts, num_samples=n, temperature=temperature,
+                                      max_new_tokens=max_new_tokens, rng=next_key())
+        texts = [c.text for c in completions]
+        return [texts[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+    return generate
+
+
 @dataclasses.dataclass
 class ProblemRecord:
     """Everything sampled and judged for one problem (one line of ``samples.jsonl``)."""

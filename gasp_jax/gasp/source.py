@@ -44,6 +44,7 @@ from gasp_jax import multihost, tasks, warmstart
 from gasp_jax.data.livecodebench import HUB_DATASET, LCB_CUTOFF
 from gasp_jax.evaluation import periodic
 from gasp_jax.gasp import dedup as dedup_lib
+from gasp_jax.gasp import evaluation as gasp_eval
 from gasp_jax.gasp import prompts as gasp_prompts
 from gasp_jax.gasp import tensorboard
 from gasp_jax.gasp.curriculum import CurriculumLog, QuestionBuffer, make_row
@@ -196,7 +197,7 @@ class GaspSource:
             num_inputs=int(c.num_inputs), template=self.template, chat=self.chat,
             max_statement_chars=int(c.prompt.max_statement_chars), lift_shown_pairs=int(c.prompt.lift_shown_pairs))
         _choice(f"sources.{name}.eval.prompt_style", c.eval.prompt_style, periodic.PROMPT_STYLES)
-        self.goalpost_eval = periodic.GoalpostEvaluation(periodic.GoalpostSettings(
+        self.goalpost_eval = gasp_eval.GoalpostEvaluation(gasp_eval.GoalpostSettings(
             num_samples=int(c.eval.num_samples), ks=tuple(int(k) for k in _csv(c.eval.ks)),
             temperature=float(c.eval.temperature), max_new_tokens=int(c.eval.max_new_tokens),
             batch_problems=int(c.eval.batch_problems), solved_min_correct=int(c.eval.solved_min_correct)),

@@ -13,11 +13,19 @@ import importlib
 import ml_collections
 
 from gasp_jax.evaluation.periodic import PeriodicEval
+from gasp_jax.gasp.evaluation import GoalpostsSolved
 from gasp_jax.gasp.source import GaspSource
 from gasp_jax.rlvr.source import LcbSource
 from gasp_jax.selfplay.azr import AzrSource
 
 SOURCE_TYPES = {"azr": AzrSource, "gasp": GaspSource, "lcb_rlvr": LcbSource}
+
+
+def periodic_eval(run_config: ml_collections.ConfigDict, workdir: str) -> PeriodicEval:
+    """The periodic evaluation hook with GASP's goalposts-solved measure (the evaluation package does not
+    import GASP; it is handed the measure here)."""
+    return PeriodicEval(run_config, workdir, goalposts=GoalpostsSolved)
+
 
 # Config names of the project's classes, the paths configs and checkpoints have used included.
 KNOWN_PATHS = {
@@ -25,8 +33,8 @@ KNOWN_PATHS = {
     "gasp_jax.selfplay.azr:SelfPlaySource": AzrSource,
     "gasp_jax.gasp.source:GaspSource": GaspSource,
     "gasp_jax.rlvr.source:LcbSource": LcbSource,
-    "gasp_jax.evaluation.periodic:PeriodicEval": PeriodicEval,
-    "gasp_jax.rlvr.evaluation:PeriodicEval": PeriodicEval,
+    "gasp_jax.evaluation.periodic:PeriodicEval": periodic_eval,
+    "gasp_jax.rlvr.evaluation:PeriodicEval": periodic_eval,
 }
 
 
