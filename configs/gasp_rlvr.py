@@ -48,7 +48,7 @@ def combine(gasp: ml_collections.ConfigDict, rlvr: ml_collections.ConfigDict) ->
     every prompt fits it is checked at start-up, gasp_jax/selfplay/fit_check.py)."""
     c = gasp
     c.sources.lcb = rlvr.sources.lcb
-    if not int(c.sources.lcb.max_new_tokens):  # RLVR's answers keep RLVR's token budget, not GASP's
+    if not c.sources.lcb.max_new_tokens:  # unset: RLVR's answers keep RLVR's token budget, not GASP's
         c.sources.lcb.max_new_tokens = int(rlvr.sampling.max_new_tokens)
     c.eval = rlvr.eval
     c.hooks = rlvr.hooks

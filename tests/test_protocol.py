@@ -89,6 +89,24 @@ def test_finished_runs_are_not_redone_and_crashed_runs_resume(tmp_path, monkeypa
         protocol.run(changed, str(tmp_path), stages=("train",))
 
 
+def test_a_run_config_stored_with_zero_for_the_runs_sampling_values_still_resumes(tmp_path):
+    """LCB sources once wrote temperature / max_new_tokens 0 for "the run's sampling value" (None now;
+    0 is greedy): such a run directory is the same run, and its stored config is rewritten in today's form."""
+    spec = build_plan(small(), tmp_path).runs[0]
+    training.prepare(spec)
+    path = spec.workdir / "run_config.json"
+    stored = json.loads(path.read_text())
+    assert stored["sources"]["lcb"]["temperature"] is None and stored["sources"]["lcb"]["max_new_tokens"] is None
+    stored["sources"]["lcb"].update(temperature=0.0, max_new_tokens=0)
+    path.write_text(json.dumps(stored))
+    training.prepare(spec)
+    assert json.loads(path.read_text())["sources"]["lcb"]["temperature"] is None
+    stored["sources"]["lcb"].update(temperature=0.5)
+    path.write_text(json.dumps(stored))
+    with pytest.raises(ExperimentError, match="different experiment .*sources.lcb.temperature"):
+        training.prepare(spec)
+
+
 def test_last_error_line_of_a_run_log(tmp_path):
     log = tmp_path / "train.log"
     log.write_text("\n=== 2026-01-01 attempt 1\nTraceback (most recent call last):\n  File x\nOSError: disk full\n"

@@ -56,7 +56,7 @@ def _ctx(source, policy, sandbox, step, run_config):
 
     return RolloutContext(step=step, rng=np.random.default_rng(step), key=jax.random.key(step),
                           policies={"teacher": policy, "student": policy}, sandbox=sandbox, timers=Timers(),
-                          config=run_config, source_config=source.config)
+                          config=run_config, source_config=run_config.sources[source.name])
 
 
 class Script:
@@ -140,7 +140,7 @@ def _constant_grades(source, chosen, passed):
     from gasp_jax.evaluation.grading import SampleGrade
     from gasp_jax.selfplay.types import Completion
 
-    n = int(source.config.samples_per_problem)
+    n = source.settings.samples_per_problem
     comp = Completion("x", np.array([1], np.int32), np.array([2, 3], np.int32), np.zeros(2, np.float32), False, 1.0)
     grades = [[SampleGrade("PASS" if passed[p] else "WA", passed[p], None if passed[p] else -2)] * n for p in chosen]
     return source.episodes(chosen, [comp] * (len(chosen) * n), ["code"] * (len(chosen) * n), grades, n)
@@ -191,6 +191,31 @@ def test_problem_order_zero_signal_and_resume():
         bad = _run_config()
         bad.sources.lcb.group_by = "prompt"
         LcbSource("lcb", bad.sources.lcb, bad)
+
+
+def test_lcb_source_temperature_unset_is_the_runs_and_zero_is_greedy_so_refused(sb, official):
+    from gasp_jax import overrides
+    from gasp_jax.rlvr.source import LcbSource
+    from gasp_jax.selfplay.policy import ScriptedPolicy
+    from gasp_jax.tokenizer import build_byte_tokenizer
+
+    config = _run_config(problems_per_step=1, samples_per_problem=1)
+    assert config.sources.lcb.temperature is None and config.sources.lcb.max_new_tokens is None
+    for value, expected in ((None, 0.7), (0.3, 0.3)):  # None: the policy's (the run's) temperature
+        config.sources.lcb.temperature = value
+        source = LcbSource("lcb", config.sources.lcb, config)
+        policy = ScriptedPolicy(build_byte_tokenizer(), Script(official, source.problems), temperature=0.7)
+        episodes = source.collect(_ctx(source, policy, sb, 0, config)).episodes
+        assert episodes and {e.temperature for e in episodes} == {expected}, value
+    overrides.apply_overrides(config, {"sources.lcb.temperature": 1, "sources.lcb.max_new_tokens": 64}, where="test")
+    settings = LcbSource("lcb", config.sources.lcb, config).settings
+    assert (settings.temperature, settings.max_new_tokens) == (1.0, 64)  # typed overrides of the placeholders
+    config.sources.lcb.max_new_tokens = 0  # what configs wrote for "the run's value": still that
+    assert LcbSource("lcb", config.sources.lcb, config).settings.max_new_tokens is None
+    config.sources.lcb.temperature = 0.0  # greedy, as everywhere (it used to mean the run's value): refused
+    with pytest.raises(ValueError, match=r"^sources.lcb.temperature: must be > 0 \(0 is greedy") as e:
+        LcbSource("lcb", config.sources.lcb, config)
+    assert "\n" not in str(e.value)
 
 
 def test_gasp_rlvr_mix_rule():

@@ -53,16 +53,29 @@ def prepare(spec: RunSpec) -> None:
     path = spec.workdir / "run_config.json"
     resolved = config_json(spec.config)
     if path.exists():
-        old = json.loads(path.read_text())
+        stored = json.loads(path.read_text())
+        old = upgrade_run_config(json.loads(path.read_text()))
         if old != resolved:
             keys = sorted(k for k in set(_flat(old)) | set(_flat(resolved)) if _flat(old).get(k) != _flat(resolved).get(k))
             raise ExperimentError(f"{spec.workdir} holds run {spec.name} of a different experiment (changed: "
                                   f"{', '.join(keys[:8])}); use a new --workdir")
-        return
+        if old == stored:
+            return
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(resolved, indent=1, sort_keys=True))
     os.replace(tmp, path)
     (spec.workdir / "run_config.py").write_text(RUN_CONFIG_PY)
+
+
+def upgrade_run_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A stored run config in today's form: LCB sources wrote 0 for "the run's sampling value" in
+    `temperature` / `max_new_tokens`, which is None now (0 is greedy). Same experiment, same run."""
+    for block in (config.get("sources") or {}).values():
+        if isinstance(block, dict) and block.get("type") == "lcb_rlvr":
+            for key in ("temperature", "max_new_tokens"):
+                if block.get(key) == 0:
+                    block[key] = None
+    return config
 
 
 def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:

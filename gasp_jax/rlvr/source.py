@@ -22,13 +22,15 @@ Grading is process-sharded and gathered (`phases.sharded_call`), like every rewa
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import ml_collections
 import numpy as np
+from ml_collections import config_dict
 
 from gasp_jax.config_checks import checker
 from gasp_jax.data.livecodebench import HUB_DATASET, LCB_CUTOFF, DataError, Problem
@@ -68,8 +70,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.max_prompt_tokens = 0  # problems whose prompt is longer are left out (logged); 0 = only the KV-cache bound
     c.problems_per_step = 16
     c.samples_per_problem = 8  # the group size
-    c.temperature = 0.0  # 0: the run's sampling.temperature
-    c.max_new_tokens = 0  # 0: the run's sampling.max_new_tokens
+    c.temperature = config_dict.placeholder(float)  # None: the run's sampling.temperature (0 would be greedy)
+    c.max_new_tokens = config_dict.placeholder(int)  # None: the run's sampling.max_new_tokens
     c.group_by = "problem"  # "problem" (GRPO groups) | "source" (one group, TRR++ style)
     c.extraction = "lcb"  # "lcb" (LCB parity) | "lenient"
     c.tests = "all"  # "all" (public + private) | "public"
@@ -80,35 +82,95 @@ def default_config() -> ml_collections.ConfigDict:
     return c
 
 
-def _check(block: ml_collections.ConfigDict, name: str) -> None:
-    need = checker(f"sources.{name}.")
-    known = set(default_config().keys())
-    extra = sorted(set(block.keys()) - known)
-    need(not extra, extra[0] if extra else "", f"unknown field (known: {', '.join(sorted(known))})")
-    need(int(block.problems_per_step) >= 1, "problems_per_step", "must be >= 1")
-    need(int(block.samples_per_problem) >= 1, "samples_per_problem", "must be >= 1")
-    need(block.group_by in GROUP_BY, "group_by", f"must be one of {GROUP_BY}, got {block.group_by!r}")
-    need(block.extraction in ("lcb", "lenient"), "extraction", f"must be 'lcb' or 'lenient', got {block.extraction!r}")
-    need(block.tests in ("all", "public"), "tests", f"must be 'all' or 'public', got {block.tests!r}")
-    need(block.zero_signal.policy in ZERO_SIGNAL_POLICIES, "zero_signal.policy",
-         f"must be one of {ZERO_SIGNAL_POLICIES}, got {block.zero_signal.policy!r}")
-    need(int(block.zero_signal.after) >= 1, "zero_signal.after", "must be >= 1")
-    need(0.0 <= float(block.zero_signal.weight) <= 1.0, "zero_signal.weight", "must be in [0, 1]")
-    need(bool(block.data.sources) or block.data.get("hub", False), "data.sources",
-         "is empty: give LCB JSONL files or a release directory (or data.hub=True)")
+@dataclasses.dataclass(frozen=True)
+class ZeroSignal:
+    """What happens to a problem whose groups had one reward for every sample `after` visits in a row."""
+
+    after: int
+    policy: str  # one of ZERO_SIGNAL_POLICIES
+    weight: float  # "downweight": the chance a dead problem is still drawn on its turn
+
+
+@dataclasses.dataclass(frozen=True)
+class LcbRewards:
+    correct: float
+    wrong: float
+    no_code: float
+
+
+@dataclasses.dataclass(frozen=True)
+class LcbSettings:
+    """A `sources.<name>` block of type "lcb_rlvr", checked and typed once at set-up (see `default_config`).
+
+    `temperature` / `max_new_tokens` None: the run's `sampling` values. `data` stays the loader's block
+    (`evaluation.common.load_config_problems` reads it)."""
+
+    data: Any
+    prompt_style: str
+    max_prompt_tokens: int
+    problems_per_step: int
+    samples_per_problem: int
+    temperature: float | None
+    max_new_tokens: int | None
+    group_by: str
+    extraction: str
+    tests: str
+    rewards: LcbRewards
+    limits: Limits
+    infra_retries: int
+    zero_signal: ZeroSignal
+
+    @classmethod
+    def from_config(cls, block: Mapping, name: str = "lcb") -> "LcbSettings":
+        """Errors are one line naming the key (`sources.<name>.<key>: ...`)."""
+        need = checker(f"sources.{name}.")
+        known = set(default_config().keys())
+        extra = sorted(set(block.keys()) - known)
+        need(not extra, extra[0] if extra else "", f"unknown field (known: {', '.join(sorted(known))})")
+        need(int(block.problems_per_step) >= 1, "problems_per_step", "must be >= 1")
+        need(int(block.samples_per_problem) >= 1, "samples_per_problem", "must be >= 1")
+        need(block.group_by in GROUP_BY, "group_by", f"must be one of {GROUP_BY}, got {block.group_by!r}")
+        need(block.extraction in ("lcb", "lenient"), "extraction", f"must be 'lcb' or 'lenient', got {block.extraction!r}")
+        need(block.tests in ("all", "public"), "tests", f"must be 'all' or 'public', got {block.tests!r}")
+        need(block.zero_signal.policy in ZERO_SIGNAL_POLICIES, "zero_signal.policy",
+             f"must be one of {ZERO_SIGNAL_POLICIES}, got {block.zero_signal.policy!r}")
+        need(int(block.zero_signal.after) >= 1, "zero_signal.after", "must be >= 1")
+        need(0.0 <= float(block.zero_signal.weight) <= 1.0, "zero_signal.weight", "must be in [0, 1]")
+        need(bool(block.data.sources) or block.data.get("hub", False), "data.sources",
+             "is empty: give LCB JSONL files or a release directory (or data.hub=True)")
+        temperature, max_new = block.get("temperature"), block.get("max_new_tokens")
+        need(temperature is None or float(temperature) > 0, "temperature",
+             f"must be > 0 (0 is greedy: PPO on greedy samples has no ratio) or unset, None (the run's "
+             f"sampling.temperature), got {temperature}")
+        # 0 new tokens samples nothing: a 0 here (what configs wrote for "the run's value") still means that.
+        need(max_new is None or int(max_new) >= 0, "max_new_tokens",
+             f"must be > 0 or None (the run's sampling.max_new_tokens), got {max_new}")
+        return cls(
+            data=block.data, prompt_style=str(block.prompt_style), max_prompt_tokens=int(block.max_prompt_tokens),
+            problems_per_step=int(block.problems_per_step), samples_per_problem=int(block.samples_per_problem),
+            temperature=None if temperature is None else float(temperature),
+            max_new_tokens=int(max_new or 0) or None,
+            group_by=str(block.group_by), extraction=str(block.extraction), tests=str(block.tests),
+            rewards=LcbRewards(**{k: float(block.rewards[k]) for k in ("correct", "wrong", "no_code")}),
+            limits=Limits(cpu_s=float(block.limits.cpu_s), memory_bytes=int(block.limits.memory_mb) << 20),
+            infra_retries=int(block.infra_retries),
+            zero_signal=ZeroSignal(after=int(block.zero_signal.after), policy=str(block.zero_signal.policy),
+                                   weight=float(block.zero_signal.weight)))
 
 
 class LcbSource:
     """RLVR rollout source on LiveCodeBench problems (see the module docstring)."""
 
-    def __init__(self, name: str, config: ml_collections.ConfigDict, run_config: ml_collections.ConfigDict):
-        _check(config, name)
+    def __init__(self, name: str, config: ml_collections.ConfigDict | LcbSettings,
+                 run_config: ml_collections.ConfigDict):
+        """`config`: the `sources.<name>` block, or its `LcbSettings` already resolved."""
         self.name = name
-        self.config = config
+        self.settings = config if isinstance(config, LcbSettings) else LcbSettings.from_config(config, name)
         self.run_config = run_config
-        problems, self.load_report, self.window = load_config_problems(config.data, where=f"config.sources.{name}.data")
+        data = self.settings.data
+        problems, self.load_report, self.window = load_config_problems(data, where=f"config.sources.{name}.data")
         if not problems:
-            raise ValueError(f"sources.{name}.data: no LCB problem in {self.window} of {list(config.data.sources)}")
+            raise ValueError(f"sources.{name}.data: no LCB problem in {self.window} of {list(data.sources)}")
         self.problems: dict[str, Problem] = {p.id: p for p in problems}
         self.seed = int(run_config.get("seed", 0))
         self.epoch = 0
@@ -142,12 +204,12 @@ class LcbSource:
         return [ids[i] for i in perm]
 
     def dead(self, pid: str) -> bool:
-        return self.streak.get(pid, 0) >= int(self.config.zero_signal.after)
+        return self.streak.get(pid, 0) >= self.settings.zero_signal.after
 
     def choose(self, rng: np.random.Generator) -> tuple[list[str], int]:
         """The next `problems_per_step` usable problems (walking epochs), and how many dead ones were passed over."""
-        policy = self.config.zero_signal.policy
-        want = min(int(self.config.problems_per_step), len(self.problems) - len(self.unusable))
+        policy = self.settings.zero_signal.policy
+        want = min(self.settings.problems_per_step, len(self.problems) - len(self.unusable))
         live_left = any(not self.dead(p) for p in self.problems if p not in self.unusable)
         chosen: list[str] = []
         passed_over = 0
@@ -163,7 +225,7 @@ class LcbSource:
             if pid in self.unusable or pid in chosen:
                 continue
             if self.dead(pid) and live_left and policy != "keep":
-                if policy == "skip" or rng.random() >= float(self.config.zero_signal.weight):
+                if policy == "skip" or rng.random() >= self.settings.zero_signal.weight:
                     passed_over += 1
                     continue
             chosen.append(pid)
@@ -176,12 +238,12 @@ class LcbSource:
         if self._prompts is not None:
             return
         policy = ctx.policies["student"]
-        prompt_fn = policy_prompt_fn(self.config.prompt_style, policy.tokenizer, run_config=self.run_config)
-        limit = int(self.config.max_prompt_tokens)
+        prompt_fn = policy_prompt_fn(self.settings.prompt_style, policy.tokenizer, run_config=self.run_config)
+        limit = self.settings.max_prompt_tokens
         sampling = self.run_config.get("sampling", {})
         cache = int(sampling.get("max_cache_length", 0) or 0)
         if cache:  # the prompt and its completion must fit the sampler's KV cache
-            room = cache - (int(self.config.max_new_tokens) or int(sampling.get("max_new_tokens", 0)))
+            room = cache - (self.settings.max_new_tokens or int(sampling.get("max_new_tokens", 0)))
             limit = min(limit, room) if limit else room
         self._prompts = {}
         for pid, problem in sorted(self.problems.items()):
@@ -200,7 +262,7 @@ class LcbSource:
         if pid not in self._tests:
             problem = self.problems[pid]
             try:
-                tests = problem.public_tests if self.config.tests == "public" else problem.tests
+                tests = problem.public_tests if self.settings.tests == "public" else problem.tests
             except DataError as e:
                 tests = ()
                 log.warning("sources.%s: %s: bad tests: %s", self.name, pid, e)
@@ -209,16 +271,15 @@ class LcbSource:
 
     def collect(self, ctx: RolloutContext) -> SourceResult:
         self._prepare(ctx)
-        cfg = self.config
+        cfg = self.settings
         chosen, passed_over = self.choose(ctx.rng)
         for pid in chosen:
             if not self._tests_of(pid):
                 self.unusable[pid] = "bad tests: none decodable"
         chosen = [p for p in chosen if p not in self.unusable]
-        n = int(cfg.samples_per_problem)
+        n = cfg.samples_per_problem
         completions = phases.generate(ctx, "solve", [self._prompts[p] for p in chosen], num_samples=n,
-                                     temperature=float(cfg.temperature) or None,
-                                     max_new_tokens=int(cfg.max_new_tokens) or None)
+                                     temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
         codes = [extract_code(c.text, cfg.extraction) for c in completions]
         pending = self.grade(ctx, chosen, codes, n)
         grades = pending.result()
@@ -232,8 +293,7 @@ class LcbSource:
 
     def grade(self, ctx: RolloutContext, chosen: Sequence[str], codes: Sequence[str], n: int) -> Pending[list[list[SampleGrade]]]:
         """Grades of each chosen problem's `n` programs (process-sharded over problems, gathered)."""
-        limits = Limits(cpu_s=float(self.config.limits.cpu_s), memory_bytes=int(self.config.limits.memory_mb) << 20)
-        grader = SandboxGrader(LimitedSandbox(ctx.sandbox, limits), infra_retries=int(self.config.infra_retries))
+        grader = SandboxGrader(LimitedSandbox(ctx.sandbox, self.settings.limits), infra_retries=self.settings.infra_retries)
         items = [(self.problems[p], self._tests_of(p), list(codes[i * n:(i + 1) * n])) for i, p in enumerate(chosen)]
         self.last_grading = {"programs": 0, "seconds": 0.0}
 
@@ -254,7 +314,7 @@ class LcbSource:
     def episodes(self, chosen: Sequence[str], completions: Sequence[Any], codes: Sequence[str],
                  grades: Sequence[Sequence[SampleGrade]], n: int) -> tuple[list[Episode], dict[str, float]]:
         """Scored episodes (and source-level scalars); updates the zero-signal streaks."""
-        r = self.config.rewards
+        r = self.settings.rewards
         episodes: list[Episode] = []
         constant_groups = 0
         no_code = 0
@@ -269,13 +329,13 @@ class LcbSource:
                     infra += 1
                     continue
                 if not code.strip():
-                    reward, outcome = float(r.no_code), "format_error"
+                    reward, outcome = r.no_code, "format_error"
                     no_code += 1
                 elif grade.passed:
-                    reward, outcome = float(r.correct), "correct"
+                    reward, outcome = r.correct, "correct"
                 else:
-                    reward, outcome = float(r.wrong), "wrong"
-                group = (KIND, pid) if self.config.group_by == "problem" else (KIND, "solve")
+                    reward, outcome = r.wrong, "wrong"
+                group = (KIND, pid) if self.settings.group_by == "problem" else (KIND, "solve")
                 episodes.append(Episode.from_completion(
                     c, role="solve", group=group, reward=reward, source=self.name, kind=KIND, outcome=outcome,
                     truncated=c.truncated, task_id=pid, status=grade.status, text=c.text))

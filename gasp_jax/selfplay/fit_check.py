@@ -99,14 +99,15 @@ def run_demands(config: ml_collections.ConfigDict, sources: Mapping[str, Any], s
     for name, source in sources.items():
         block = config.sources[name]
         if str(block.type) == "lcb_rlvr":
-            fn = _lcb_prompt_fn(str(block.prompt_style), spec.tokenizer, config)
+            lcb = source.settings
+            fn = _lcb_prompt_fn(lcb.prompt_style, spec.tokenizer, config)
             lengths = _count(spec.tokenizer, {pid: fn(p) for pid, p in sorted(source.problems.items())}, chat)
-            new = int(block.max_new_tokens) or max_new
-            new_key = f"sources.{name}.max_new_tokens" if int(block.max_new_tokens) else "sampling.max_new_tokens"
-            out.append(Demand(f"sources.{name}: LCB problem (prompt_style={block.prompt_style!r})", lengths, new,
-                              new_key, bool(block.data.get("problem_ids", ()))))
-            if int(block.max_prompt_tokens):
-                out.append(Demand(f"sources.{name}.max_prompt_tokens", {"limit": int(block.max_prompt_tokens)}, new,
+            new = lcb.max_new_tokens or max_new
+            new_key = f"sources.{name}.max_new_tokens" if lcb.max_new_tokens else "sampling.max_new_tokens"
+            out.append(Demand(f"sources.{name}: LCB problem (prompt_style={lcb.prompt_style!r})", lengths, new,
+                              new_key, bool(lcb.data.get("problem_ids", ()))))
+            if lcb.max_prompt_tokens:
+                out.append(Demand(f"sources.{name}.max_prompt_tokens", {"limit": lcb.max_prompt_tokens}, new,
                                   new_key, True))
         elif str(block.type) == "gasp":
             goalposts = source.pool.goalposts
