@@ -106,7 +106,7 @@ def test_buffers_take_the_new_valid_tasks_once(iteration):
     assert source.buffers["induction"].records[1]["inputs"] == ["1", "2", "3", "4"]
     assert source.buffers["induction"].records[1]["outputs"] == ["1", "2", "3", "4"]
     # The state round-trips through JSON-able dicts (checkpoints).
-    clone = azr.AzrSource("azr", source.config, None)
+    clone = azr.AzrSource("azr", source.settings, None)  # the typed settings in place of the block
     clone.load_state_dict(source.state_dict())
     assert clone.state_dict() == source.state_dict()
 

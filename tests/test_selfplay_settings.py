@@ -85,3 +85,19 @@ def test_old_module_name_is_the_phases_module():
     from gasp_jax.selfplay import steps
 
     assert steps is phases  # one module object: patching either name patches what the sources call
+
+
+def test_source_blocks_resolve_once_into_frozen_settings():
+    """Each source's block is checked and typed at set-up; the source reads the settings, not the dict."""
+    c = common.base(steps=1)
+    block = azr.default_config()
+    block.kinds, block.banned_modules, block.references = "deduction,induction", "os, sys", 3
+    s = azr.AzrSettings.from_config(block, "azr")
+    assert s.kinds == ("deduction", "induction") and s.banned_modules == ("os", "sys") and s.references == 3
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.references = 4
+    source = azr.AzrSource("azr", s, c)  # the settings object in place of the block
+    assert source.settings is s and not hasattr(source, "config")
+    block.solve_per_kind = 0
+    with pytest.raises(ValueError, match=r"^sources.azr2.solve_per_kind must be positive, got 0$"):
+        azr.AzrSource("azr2", block, c)

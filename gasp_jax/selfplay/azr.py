@@ -16,8 +16,9 @@ The learnability judging runs in the sandbox while the student batch is generate
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import ml_collections
 import numpy as np
@@ -62,19 +63,52 @@ def _kinds(block) -> tuple[str, ...]:
     return kinds
 
 
+@dataclasses.dataclass(frozen=True)
+class AzrSettings:
+    """A `sources.<name>` block of type "azr", checked and typed once at set-up (see `default_config`)."""
+
+    kinds: tuple[str, ...]
+    propose_per_kind: int
+    solve_per_kind: int
+    references: int
+    induction_inputs: int
+    learnability_samples: int
+    seed_file: str
+    induction_seed_file: str
+    seed_max_snippet_chars: int
+    seed_from_warmstart: bool
+    buffer_max_size: int
+    buffer_drop: str
+    banned_modules: tuple[str, ...]  # empty: the sandbox policy's default list
+
+    @classmethod
+    def from_config(cls, block: Mapping, name: str = "azr") -> "AzrSettings":
+        """Errors are one line naming the key."""
+        for field in ("propose_per_kind", "solve_per_kind", "references", "learnability_samples", "buffer_max_size"):
+            if int(block[field]) < (0 if field == "propose_per_kind" else 1):
+                raise ValueError(f"sources.{name}.{field} must be positive, got {block[field]}")
+        return cls(
+            kinds=_kinds(block), propose_per_kind=int(block.propose_per_kind), solve_per_kind=int(block.solve_per_kind),
+            references=int(block.references), induction_inputs=int(block.induction_inputs),
+            learnability_samples=int(block.learnability_samples), seed_file=str(block.seed_file or ""),
+            induction_seed_file=str(block.induction_seed_file or ""),
+            seed_max_snippet_chars=int(block.get("seed_max_snippet_chars", 0)),
+            seed_from_warmstart=bool(block.get("seed_from_warmstart", False)),
+            buffer_max_size=int(block.buffer_max_size), buffer_drop=str(block.buffer_drop),
+            banned_modules=tuple(m.strip() for m in str(block.banned_modules).split(",") if m.strip()))
+
+
 class AzrSource:
     """AZR's propose/solve loop over deduction, abduction and induction (see the module docstring)."""
 
-    def __init__(self, name: str, config: ml_collections.ConfigDict, run_config: ml_collections.ConfigDict):
+    def __init__(self, name: str, config: ml_collections.ConfigDict | AzrSettings,
+                 run_config: ml_collections.ConfigDict):
+        """`config`: the `sources.<name>` block, or its `AzrSettings` already resolved."""
         self.name = name
-        self.config = config
+        self.settings = config if isinstance(config, AzrSettings) else AzrSettings.from_config(config, name)
         self.run_config = run_config
-        self.kinds = _kinds(config)
-        for field in ("propose_per_kind", "solve_per_kind", "references", "learnability_samples", "buffer_max_size"):
-            if int(config[field]) < (0 if field == "propose_per_kind" else 1):
-                raise ValueError(f"sources.{name}.{field} must be positive, got {config[field]}")
-        self.buffers = TaskBuffers(max_size=int(config.buffer_max_size), drop=str(config.buffer_drop),
-                                   kinds=KINDS)
+        self.kinds = self.settings.kinds
+        self.buffers = TaskBuffers(max_size=self.settings.buffer_max_size, drop=self.settings.buffer_drop, kinds=KINDS)
         self.seeds_validated = False
         self.seed_rejected = 0
         self._seed()
@@ -84,15 +118,16 @@ class AzrSource:
     def _seed(self) -> None:
         """Buffers from the shipped AZR seed files (the same io file seeds deduction and abduction, as in
         AZR), or from the identity program."""
-        if self.config.get("seed_from_warmstart", False):
+        c = self.settings
+        if c.seed_from_warmstart:
             seeds = warmstart.seed_tasks(self.run_config.init.warmstart.data).train
             for kind in KINDS:
                 self.buffers[kind].add(_tag_seed(seeds[kind], kind) if seeds[kind] else identity_records(kind))
             return
-        limit = int(self.config.get("seed_max_snippet_chars", 0))
+        limit = c.seed_max_snippet_chars
         keep = lambda records: [r for r in records if not limit or len(r["snippet"]) <= limit]
-        io = keep(tasks.load_seed_file(self.config.seed_file)) if self.config.seed_file else None
-        ind = keep(tasks.load_seed_file(self.config.induction_seed_file)) if self.config.induction_seed_file else None
+        io = keep(tasks.load_seed_file(c.seed_file)) if c.seed_file else None
+        ind = keep(tasks.load_seed_file(c.induction_seed_file)) if c.induction_seed_file else None
         for kind in ("deduction", "abduction"):
             self.buffers[kind].add(_tag_seed(io, kind) if io else identity_records(kind))
         self.buffers["induction"].add(_tag_seed(ind, "induction") if ind else identity_records("induction"))
@@ -131,15 +166,14 @@ class AzrSource:
 
     def propose_prompts(self, ctx: RolloutContext) -> tuple[list[str], list[str], list[dict]]:
         """(kinds, prompt texts, metas): `propose_per_kind` prompts per task type with K references."""
-        c = self.config
+        c = self.settings
         opts = phases.prompt_kwargs(ctx)
-        banned = tuple(m.strip() for m in str(c.banned_modules).split(",") if m.strip())
-        if banned:
-            opts["banned_modules"] = banned
+        if c.banned_modules:
+            opts["banned_modules"] = c.banned_modules
         kinds, prompts, metas = [], [], []
         self.too_long = 0
         for kind in self.kinds:
-            for _ in range(int(c.propose_per_kind)):
+            for _ in range(c.propose_per_kind):
                 for _attempt in range(8):  # a drawn program may not fit the prompt budget: draw again
                     try:
                         prompt, meta = self._propose_prompt(kind, ctx.rng, opts)
@@ -155,21 +189,21 @@ class AzrSource:
         return kinds, prompts, metas
 
     def _propose_prompt(self, kind: str, rng: np.random.Generator, opts: dict):
-        c = self.config
+        c = self.settings
         if kind == "induction":
             # AZR: the proposer gets one program drawn from the deduction and abduction buffers and
             # writes inputs + a message for it.
             pool = self.buffers["deduction"].records + self.buffers["abduction"].records
             program = pool[int(rng.integers(len(pool)))]
-            n = int(c.induction_inputs)
+            n = c.induction_inputs
             meta = {"parent_ids": [program.get("id", "")], "parse_kwargs": {"program": program, "num_inputs": n}}
-            refs = self.buffers["induction"].sample(int(c.references), rng)
+            refs = self.buffers["induction"].sample(c.references, rng)
             return tasks.propose_prompt(kind, refs, program=program, num_inputs=n, **opts), meta
-        refs = self.buffers[kind].sample(int(c.references), rng)
+        refs = self.buffers[kind].sample(c.references, rng)
         return tasks.propose_prompt(kind, refs, **opts), {"parent_ids": [r.get("id", "") for r in refs]}
 
     def collect(self, ctx: RolloutContext) -> SourceResult:
-        c = self.config
+        c = self.settings
         if not self.seeds_validated:
             self.validate_seeds(ctx)
         # 1. Propose.
@@ -181,12 +215,12 @@ class AzrSource:
         accepted = [i for i, p in enumerate(proposals) if p.accepted]
         # 3. Learnability: generate now, judge in the background.
         learn = phases.estimate_learnability(ctx, [(proposals[i].kind, proposals[i].record) for i in accepted],
-                                            n=int(c.learnability_samples))
+                                            n=c.learnability_samples)
         # 4. Buffers take every new valid task; 5. the student batch puts them first.
         new = {k: [p.record for p in proposals if p.status == "valid" and p.kind == k] for k in KINDS}
         for kind, records in new.items():
             self.buffers[kind].add(records)
-        batch = phases.student_tasks(self.buffers, new, per_kind=int(c.solve_per_kind), rng=ctx.rng, kinds=self.kinds)
+        batch = phases.student_tasks(self.buffers, new, per_kind=c.solve_per_kind, rng=ctx.rng, kinds=self.kinds)
         # 6. Solve (student generation overlaps the learnability judging), then judge.
         solved = phases.solve(ctx, batch, source=self.name)
         pass_rates = dict(zip(accepted, learn.result()))
