@@ -8,6 +8,7 @@ task correctly on exactly k of its n samples, so every pass rate, reward and acc
 import json
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -105,7 +106,7 @@ def _ctx(source, policy, sandbox, step, run_config):
 
     return RolloutContext(step=step, rng=np.random.default_rng(step), key=jax.random.key(step),
                           policies={"teacher": policy, "student": policy}, sandbox=sandbox, timers=Timers(),
-                          config=run_config, source_config=source.config)
+                          config=run_config, source_config=ml_collections.ConfigDict())
 
 
 def _run_config():

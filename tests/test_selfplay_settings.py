@@ -101,3 +101,17 @@ def test_source_blocks_resolve_once_into_frozen_settings():
     block.solve_per_kind = 0
     with pytest.raises(ValueError, match=r"^sources.azr2.solve_per_kind must be positive, got 0$"):
         azr.AzrSource("azr2", block, c)
+
+    from gasp_jax.gasp.source import GaspSettings, default_config
+
+    block = default_config()
+    block.axes, block.student_kinds, block.eval.ks, block.dedup.threshold = "io", "deduction", "1,4", 0.9
+    g = GaspSettings.from_config(block, "gasp")
+    assert g.axes == ("io",) and g.student_kinds == ("deduction",) and g.eval.measure.ks == (1, 4)
+    assert g.dedup.threshold == 0.9 and g.dedup.block is block.dedup  # the embedder builder's block
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        g.solve_batch = 1
+    block.solve_groups = "per_kind"
+    with pytest.raises(ValueError, match=r"^sources.g2.solve_groups: unknown value 'per_kind'") as e:
+        GaspSettings.from_config(block, "g2")
+    assert "\n" not in str(e.value)

@@ -141,6 +141,95 @@ def _choice(name: str, value: str, allowed: Sequence[str]) -> str:
     return value
 
 
+@dataclasses.dataclass(frozen=True)
+class DedupSettings:
+    """The `dedup` block: the near-duplicate filter's thresholds, typed; `block` is what
+    `dedup.build_embedder` reads (embedder dimension, encoder path, batch sizes)."""
+
+    embedder: str
+    threshold: float
+    copy_threshold: float
+    block_rows: int
+    block: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class GaspEvalSettings:
+    """The `eval` block: the goalposts-solved evaluation every `every` completed iterations (0: off)."""
+
+    every: int
+    prompt_style: str
+    measure: gasp_eval.GoalpostSettings
+
+
+@dataclasses.dataclass(frozen=True)
+class GaspSettings:
+    """A `sources.<name>` block of type "gasp", checked and typed once at set-up (see `default_config`).
+    `goalposts` stays the loader's block (`goalposts.load_goalposts` reads it)."""
+
+    goalposts: Any
+    dynamic: bool
+    promote: str
+    axes: tuple[str, ...]
+    lemmas_per_step: int
+    num_inputs: int
+    lifts_per_lemma: int
+    lift_from: str
+    learnability_samples: int
+    solve_batch: int
+    student_kinds: tuple[str, ...]
+    propose_groups: str
+    solve_groups: str
+    format_penalty: float
+    buffer_max_size: int
+    seed_file: str
+    seed_max_snippet_chars: int
+    seed_from_warmstart: bool
+    max_statement_chars: int
+    lift_shown_pairs: int
+    dedup: DedupSettings
+    eval: GaspEvalSettings
+    log_lineages: int
+
+    @classmethod
+    def from_config(cls, c: Any, name: str = "gasp") -> "GaspSettings":
+        """Errors are one line naming the key."""
+        axes = tuple(gasp_prompts.check_axis(a) for a in _csv(c.axes)) or gasp_prompts.AXES
+        student_kinds = tuple(_choice(f"sources.{name}.student_kinds", k, STUDENT_KINDS) for k in _csv(c.student_kinds))
+        if not student_kinds:
+            raise ValueError(f"sources.{name}.student_kinds is empty")
+        _choice(f"sources.{name}.propose_groups", c.propose_groups, PROPOSE_GROUPS)
+        _choice(f"sources.{name}.solve_groups", c.solve_groups, SOLVE_GROUPS)
+        _choice(f"sources.{name}.lift_from", c.lift_from, LIFT_FROM)
+        _choice(f"sources.{name}.goalposts.promote", c.goalposts.promote, POLICIES)
+        for field in ("lemmas_per_step", "num_inputs", "learnability_samples"):
+            if int(c[field]) < 1:
+                raise ValueError(f"sources.{name}.{field} must be >= 1, got {c[field]}")
+        for field in ("lifts_per_lemma", "solve_batch"):
+            if int(c[field]) < 0:
+                raise ValueError(f"sources.{name}.{field} must be >= 0, got {c[field]}")
+        _choice(f"sources.{name}.eval.prompt_style", c.eval.prompt_style, periodic.PROMPT_STYLES)
+        e = c.eval
+        measure = gasp_eval.GoalpostSettings(
+            num_samples=int(e.num_samples), ks=tuple(int(k) for k in _csv(e.ks)), temperature=float(e.temperature),
+            max_new_tokens=int(e.max_new_tokens), batch_problems=int(e.batch_problems),
+            solved_min_correct=int(e.solved_min_correct))
+        d = c.dedup
+        return cls(
+            goalposts=c.goalposts, dynamic=bool(c.goalposts.dynamic), promote=str(c.goalposts.promote), axes=axes,
+            lemmas_per_step=int(c.lemmas_per_step), num_inputs=int(c.num_inputs), lifts_per_lemma=int(c.lifts_per_lemma),
+            lift_from=str(c.lift_from), learnability_samples=int(c.learnability_samples), solve_batch=int(c.solve_batch),
+            student_kinds=student_kinds, propose_groups=str(c.propose_groups), solve_groups=str(c.solve_groups),
+            format_penalty=float(c.format_penalty), buffer_max_size=int(c.buffer_max_size),
+            seed_file=str(c.seed_file or ""), seed_max_snippet_chars=int(c.seed_max_snippet_chars),
+            seed_from_warmstart=bool(c.seed_from_warmstart), max_statement_chars=int(c.prompt.max_statement_chars),
+            lift_shown_pairs=int(c.prompt.lift_shown_pairs),
+            dedup=DedupSettings(embedder=str(d.embedder), threshold=float(d.threshold),
+                                copy_threshold=float(d.copy_threshold), block_rows=int(d.block_rows), block=d),
+            eval=GaspEvalSettings(every=int(e.every), prompt_style=str(e.prompt_style), measure=measure),
+            log_lineages=int(c.log.lineages))
+
+
 @dataclasses.dataclass
 class _Candidate:
     """One lemma or lift the teacher wrote, followed through every check of one iteration."""
@@ -171,42 +260,27 @@ class _Candidate:
 class GaspSource:
     """GASP guidance as a rollout source (see the module docstring)."""
 
-    def __init__(self, name: str, config: ml_collections.ConfigDict, run_config: ml_collections.ConfigDict,
-                 *, workdir: str | None = None):
+    def __init__(self, name: str, config: ml_collections.ConfigDict | GaspSettings,
+                 run_config: ml_collections.ConfigDict, *, workdir: str | None = None):
+        """`config`: the `sources.<name>` block, or its `GaspSettings` already resolved."""
         self.name = name
-        self.config = c = config
+        self.settings = c = config if isinstance(config, GaspSettings) else GaspSettings.from_config(config, name)
         self.run_config = run_config
-        self.axes = tuple(gasp_prompts.check_axis(a) for a in _csv(c.axes)) or gasp_prompts.AXES
-        self.student_kinds = tuple(_choice(f"sources.{name}.student_kinds", k, STUDENT_KINDS) for k in _csv(c.student_kinds))
-        if not self.student_kinds:
-            raise ValueError(f"sources.{name}.student_kinds is empty")
-        _choice(f"sources.{name}.propose_groups", c.propose_groups, PROPOSE_GROUPS)
-        _choice(f"sources.{name}.solve_groups", c.solve_groups, SOLVE_GROUPS)
-        _choice(f"sources.{name}.lift_from", c.lift_from, LIFT_FROM)
-        _choice(f"sources.{name}.goalposts.promote", c.goalposts.promote, POLICIES)
-        for field in ("lemmas_per_step", "num_inputs", "learnability_samples"):
-            if int(c[field]) < 1:
-                raise ValueError(f"sources.{name}.{field} must be >= 1, got {c[field]}")
-        for field in ("lifts_per_lemma", "solve_batch"):
-            if int(c[field]) < 0:
-                raise ValueError(f"sources.{name}.{field} must be >= 0, got {c[field]}")
+        self.axes = c.axes
+        self.student_kinds = c.student_kinds
         prompts_block = run_config.get("prompts", {})
         self.template = gasp_prompts.check_template(str(prompts_block.get("template", "full")))
         self.chat = bool(prompts_block.get("chat", False))
         self.prompts = gasp_prompts.TeacherPrompts(
-            num_inputs=int(c.num_inputs), template=self.template, chat=self.chat,
-            max_statement_chars=int(c.prompt.max_statement_chars), lift_shown_pairs=int(c.prompt.lift_shown_pairs))
-        _choice(f"sources.{name}.eval.prompt_style", c.eval.prompt_style, periodic.PROMPT_STYLES)
-        self.goalpost_eval = gasp_eval.GoalpostEvaluation(gasp_eval.GoalpostSettings(
-            num_samples=int(c.eval.num_samples), ks=tuple(int(k) for k in _csv(c.eval.ks)),
-            temperature=float(c.eval.temperature), max_new_tokens=int(c.eval.max_new_tokens),
-            batch_problems=int(c.eval.batch_problems), solved_min_correct=int(c.eval.solved_min_correct)),
-            prefix="gasp/goalposts", per_goalpost_prefix="gasp/goalpost")
+            num_inputs=c.num_inputs, template=self.template, chat=self.chat,
+            max_statement_chars=c.max_statement_chars, lift_shown_pairs=c.lift_shown_pairs)
+        self.goalpost_eval = gasp_eval.GoalpostEvaluation(c.eval.measure, prefix="gasp/goalposts",
+                                                          per_goalpost_prefix="gasp/goalpost")
         self._eval_texts: dict[str, str] = {}  # goalpost changes of the last evaluation, logged by the next collect
         self.pool = load_goalposts(c.goalposts, where=f"sources.{name}.goalposts")  # GoalpostError at start-up
         self.workdir = workdir or run_config.get("workdir", None)
         self.curriculum = CurriculumLog(Path(self.workdir) / "curriculum.jsonl") if self.workdir else None
-        self.buffer = QuestionBuffer(int(c.buffer_max_size))
+        self.buffer = QuestionBuffer(c.buffer_max_size)
         self._tokenizer: Any = None  # the teacher's (chat prompts only), set on the first collect
         self._embedder: dedup_lib.Embedder | None = None
         self._index: dedup_lib.DedupIndex | None = None
@@ -226,18 +300,18 @@ class GaspSource:
         """Builds the embedder, the index and the goalpost schedule. The policy embedder needs the teacher
         (`(model, params, tokenizer)`), so it is built on the first collect from a frozen copy of the teacher's
         step-0 weights: the same weights after a resume, so dedup decisions do not change across one."""
-        d = self.config.dedup
+        d = self.settings.dedup
         if policy is None:
-            self._embedder = dedup_lib.build_embedder(d)
+            self._embedder = dedup_lib.build_embedder(d.block)
         else:
             model, params, tokenizer = policy
-            self._embedder = dedup_lib.build_embedder(d, model=model, params=params, tokenizer=tokenizer)
-        self._index = dedup_lib.DedupIndex(self._embedder.dim, threshold=float(d.threshold), block_rows=int(d.block_rows))
+            self._embedder = dedup_lib.build_embedder(d.block, model=model, params=params, tokenizer=tokenizer)
+        self._index = dedup_lib.DedupIndex(self._embedder.dim, threshold=d.threshold, block_rows=d.block_rows)
         self._statement_vecs = {}
         state = self._pending_schedule or (self.schedule.state_dict() if self.schedule is not None else None)
         self._pending_schedule = None
-        self.schedule = GoalpostSchedule(self.pool, dynamic=bool(self.config.goalposts.dynamic),
-                                         policy=str(self.config.goalposts.promote), embed=self._embedder.embed)
+        self.schedule = GoalpostSchedule(self.pool, dynamic=self.settings.dynamic, policy=self.settings.promote,
+                                         embed=self._embedder.embed)
         if state is not None:
             self.schedule.load_state_dict(state)
         self._reindex()
@@ -266,11 +340,11 @@ class GaspSource:
         """Pre-fills the buffer with the seed file's induction tasks that pass validation (raw AZR rows can
         have non-plain or truncated outputs), once; through `phases.sharded_call`, so every process keeps
         the same records."""
-        limit = int(self.config.seed_max_snippet_chars)
-        if self.config.seed_from_warmstart:
+        limit = self.settings.seed_max_snippet_chars
+        if self.settings.seed_from_warmstart:
             rows, origin = warmstart.seed_tasks(self.run_config.init.warmstart.data).train["induction"], "the warm start"
         else:
-            rows, origin = tasks.load_seed_file(self.config.seed_file), self.config.seed_file
+            rows, origin = tasks.load_seed_file(self.settings.seed_file), self.settings.seed_file
         rows = [r for r in rows if "inputs" in r and (not limit or len(r["snippet"]) <= limit)]
         check = ctx.settings.validation
         results = phases.sharded_call(
@@ -321,8 +395,8 @@ class GaspSource:
         if self._embedder is None:
             self._pending_schedule = state.get("schedule")
             return
-        self._index = dedup_lib.DedupIndex(self._embedder.dim, threshold=float(self.config.dedup.threshold),
-                                           block_rows=int(self.config.dedup.block_rows))
+        self._index = dedup_lib.DedupIndex(self._embedder.dim, threshold=self.settings.dedup.threshold,
+                                           block_rows=self.settings.dedup.block_rows)
         self._reindex()
         if state.get("schedule") is not None:
             assert self.schedule is not None
@@ -350,7 +424,7 @@ class GaspSource:
         completions = phases.generate(ctx, "propose", [c.prompt for c in cands])
         metas = [{"stage": stage, "goalpost_id": c.goalpost.id, "axis": c.axis,
                   "parent_ids": [c.parent["id"]] if c.parent else [],
-                  "parse_kwargs": {"program": None, "num_inputs": int(self.config.num_inputs)}} for c in cands]
+                  "parse_kwargs": {"program": None, "num_inputs": self.settings.num_inputs}} for c in cands]
         proposals = phases.parse_proposals(["induction"] * len(cands), completions, metas=metas)
         proposals = phases.validate(ctx, proposals, origin=f"{self.name}-{stage}").result()
         for cand, prop in zip(cands, proposals):
@@ -363,7 +437,7 @@ class GaspSource:
         todo = [c for c in cands if c.valid and not c.duplicate]
         with ctx.timers.phase(f"gasp_{stage}_pass_rate"):  # n student samples + judging per proposal
             rates, judged = phases.estimate_learnability(ctx, [("induction", c.proposal.record) for c in todo],
-                                                        n=int(self.config.learnability_samples),
+                                                        n=self.settings.learnability_samples,
                                                         with_counts=True).result()
         for cand, rate, count in zip(todo, rates, judged):
             cand.n = int(count)
@@ -376,7 +450,7 @@ class GaspSource:
                 self.counters[f"infra_error_{stage}"] += 1
                 continue
             cand.reward = teacher_reward(stage, valid=cand.valid, duplicate=cand.duplicate, p=cand.p,
-                                         format_penalty=float(self.config.format_penalty))
+                                         format_penalty=self.settings.format_penalty)
             cand.accepted = cand.valid and not cand.duplicate and bool(accepted_rate(stage, cand.p))
 
     def _reject_too_long(self, ctx: Any, cands: list[_Candidate]) -> None:
@@ -407,7 +481,7 @@ class GaspSource:
         queries[where] = vecs[: len(where)]
         message_vecs = dedup_lib.normalize_rows(vecs[len(where):])
         result = self._index.check(queries, usable=usable)
-        threshold = float(self.config.dedup.threshold)
+        threshold = self.settings.dedup.threshold
         for k, i in enumerate(where):
             cand, record = cands[i], records[k]
             if result.duplicate[i]:
@@ -418,7 +492,7 @@ class GaspSource:
             # Copies of the goalpost statement: verbatim shingles, or the message embedding close to it.
             copied = dedup_lib.copied_fraction(f"{messages[k]}\n{record.get('snippet', '')}", cand.goalpost.statement)
             sim = float(message_vecs[k] @ self._statement_vec(cand.goalpost)) if messages[k].strip() else 0.0
-            if copied >= float(self.config.dedup.copy_threshold) or sim >= threshold:
+            if copied >= self.settings.dedup.copy_threshold or sim >= threshold:
                 cand.duplicate = True
                 cand.duplicate_reason = f"copies goalpost {cand.goalpost.id} ({copied:.0%} of its shingles, cosine {sim:.3f})"
                 self.counters["goalpost_copies"] += 1
@@ -456,7 +530,7 @@ class GaspSource:
     def student_tasks(self, new: list[dict], rng: np.random.Generator) -> list[tuple[str, dict]]:
         """New accepted questions first (shuffled), then uniform buffer draws; each presented as a uniform
         random type (deduction/abduction from one uniformly chosen input/output pair)."""
-        size = int(self.config.solve_batch)
+        size = self.settings.solve_batch
         chosen = [new[int(i)] for i in rng.permutation(len(new))[:size]] if new else []
         pool = self.buffer.entries()
         if len(chosen) < size and pool:
@@ -471,24 +545,24 @@ class GaspSource:
         return out
 
     def _propose_group(self, stage: str):
-        return (stage, "propose") if self.config.propose_groups == "per_stage" else ("induction", "propose")
+        return (stage, "propose") if self.settings.propose_groups == "per_stage" else ("induction", "propose")
 
     def _solve_group(self, kind: str):
-        return (kind, "solve") if self.config.solve_groups == "per_type" else ("gasp", "solve")
+        return (kind, "solve") if self.settings.solve_groups == "per_type" else ("gasp", "solve")
 
     # ---------------------------------------------------------------------------------------- collect
 
     def collect(self, ctx: Any):
         self._ensure_ready(ctx)
         assert self.schedule is not None
-        c = self.config
+        c = self.settings
         active = self.schedule.active_goalposts()
         if not active:
             raise RuntimeError(f"sources.{self.name}: no active goalposts left (all retired, reserve empty)")
 
         # Lemmas: one goalpost + one axis per prompt, both uniform.
         lemmas = []
-        for _ in range(int(c.lemmas_per_step)):
+        for _ in range(c.lemmas_per_step):
             g = active[int(ctx.rng.integers(len(active)))]
             axis = self.axes[int(ctx.rng.integers(len(self.axes)))]
             lemmas.append(_Candidate("lemma", g, axis, self.lemma_prompt(g, axis)))
@@ -502,7 +576,7 @@ class GaspSource:
             parents += [(x, self._pseudo_entry(ctx, x)) for x in lemmas
                         if x.valid and not x.duplicate and not x.accepted and x.p is not None]
         lifts = [_Candidate("lift", x.goalpost, x.axis, self.lift_prompt(entry["record"], x.axis), parent=entry)
-                 for x, entry in parents for _ in range(int(c.lifts_per_lemma))]
+                 for x, entry in parents for _ in range(c.lifts_per_lemma)]
         with ctx.timers.phase("gasp_lift"):
             self._propose(ctx, lifts)
         new += self._accept(ctx, lifts)
@@ -585,7 +659,7 @@ class GaspSource:
         """Markdown of whole lineages (goalpost -> lemma -> lift), accepted lifts first."""
         shown = []
         for x in sorted(cands, key=lambda x: (not x.accepted, x.stage != "lift")):
-            if len(shown) >= int(self.config.log.lineages) or not x.valid:
+            if len(shown) >= self.settings.log_lineages or not x.valid:
                 continue
             parts = [f"**goalpost {x.goalpost.id}** ({x.goalpost.title}, axis {x.axis}):\n\n> "
                      + x.goalpost.statement[:400].replace("\n", "\n> ")]
@@ -605,12 +679,12 @@ class GaspSource:
         """After the update of iteration `step` (completed iterations): the periodic goalposts-solved
         evaluation (`evaluation.periodic`, every `eval.every` and after the last iteration), then goalpost
         retirement (dynamic goalposts). The trainer calls it with the updated student policy."""
-        if not periodic.is_due(int(self.config.eval.every), step, int(self.run_config.steps)):
+        if not periodic.is_due(self.settings.eval.every, step, int(self.run_config.steps)):
             return {}
         self._ensure_ready(ctx)  # a source that has not collected yet (`start` > 0) still evaluates
         assert self.schedule is not None
         policy = ctx.policies["student"]
-        prompt_fn = periodic.policy_prompt_fn(str(self.config.eval.prompt_style), policy.tokenizer,
+        prompt_fn = periodic.policy_prompt_fn(self.settings.eval.prompt_style, policy.tokenizer,
                                               run_config=self.run_config)
         with ctx.timers.phase("goalposts_eval"):
             report = self.goalpost_eval(ctx, self.schedule.active_goalposts(), step=step, prompt_fn=prompt_fn,
