@@ -16,6 +16,7 @@ import pytest
 
 import gasp_jax
 from gasp_jax.sandbox import Limits, Sandbox, Status
+from gasp_jax.sandbox import pool
 from gasp_jax.sandbox.pool import default_kept_paths
 from tests.test_sandbox_support import CAN_ISOLATE, HostSnapshot, assert_host_clean
 
@@ -180,21 +181,71 @@ def test_cpu_of_unreaped_children_counts(sb):
 
 def test_command_line_and_top_level_files_tell_nothing(sb):
     """Neither the program's nor its PID 1's command line holds the worker's configuration or a
-    host path other than the interpreter's; top-level files of / read empty."""
-    files = [e.path for e in os.scandir("/") if e.is_file(follow_symlinks=False) and os.path.getsize(e.path)]
+    host path other than the interpreter's; top-level files of / are not there."""
+    files = [e.path for e in os.scandir("/") if e.is_file(follow_symlinks=False)]
     out = call(sb, f"""
+        import os
         def read(path):
             try:
                 with open(path, 'rb') as fh:
                     return fh.read()
             except OSError:
                 return b''
-        return repr((read('/proc/1/cmdline'), read('/proc/self/cmdline'), [read(p) for p in {files!r}]))""")[0]
+        return repr((read('/proc/1/cmdline'), read('/proc/self/cmdline'), [p for p in {files!r} if os.path.lexists(p)]))""")[0]
     assert out.status is Status.PASS, out.error
-    pid1, own, contents = eval(eval(out.output))
+    pid1, own, present = eval(eval(out.output))
     for cmdline in (pid1, own):
         text = cmdline.decode()
         assert "gasp_jax" not in text and '"hide"' not in text and "/work" not in text, text[:300]
+    assert present == [], present
+
+
+#: What a program's / holds besides the path down to the kept directories (where the host has them).
+SYSTEM_ENTRIES = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "sys")
+
+
+def _expected_root() -> set[str]:
+    names = {n for n in SYSTEM_ENTRIES if os.path.lexists("/" + n)} | {"dev", "proc", "tmp"}
+    return names | {p.strip("/").split("/")[0] for p in default_kept_paths()}
+
+
+def test_root_lists_only_what_programs_need(sb):
+    """A program's / is a root of its own: the system directories, /dev, /proc, /tmp and the
+    first step down to the interpreter prefix and site-packages; no other name of the host's /."""
+    assert sb.isolation.fresh_root, sb.isolation.details
+    out = call(sb, "import os\nreturn sorted(os.listdir('/'))")[0]
+    assert out.status is Status.PASS, out.error
+    assert set(eval(out.output)) == _expected_root(), (out.output, sorted(_expected_root()))
+    assert set(os.listdir("/")) - _expected_root(), "the host's / must hold more for this test to mean anything"
+
+
+def _lists_something(path: str) -> bool:
+    try:
+        return bool(os.listdir(path))
+    except OSError:  # rootless: not ours to read anyway
+        return False
+
+
+def test_without_a_fresh_root_the_host_tree_is_emptied_in_place(monkeypatch):
+    """Where the kernel refuses a new root, the old one is hidden in place: the other top-level
+    directories are empty, its regular files read empty (their names stay), the level is full
+    and the report says ``fresh_root=False``."""
+    real = pool.boot_blob
+    monkeypatch.setattr(pool, "boot_blob", lambda config: real(dict(config, fresh_root=False)))
+    hidden = [e.path for e in os.scandir("/") if e.is_dir(follow_symlinks=False)
+              and e.name not in _expected_root() and _lists_something(e.path)]
+    files = [e.path for e in os.scandir("/") if e.is_file(follow_symlinks=False) and os.path.getsize(e.path)]
+    with Sandbox(workers=1, limits=FAST) as box:
+        assert box.isolation.level == "full" and not box.isolation.fresh_root, box.isolation
+        out = call(box, f"""
+            import os
+            def read(path):
+                with open(path, 'rb') as fh:
+                    return fh.read()
+            return ([os.listdir(p) for p in {hidden!r}], [read(p) for p in {files!r}])""")[0]
+    assert out.status is Status.PASS, out.error
+    listed, contents = eval(out.output)
+    assert all(names == [] for names in listed), list(zip(hidden, listed))
     assert all(c == b"" for c in contents), [c[:40] for c in contents]
 
 

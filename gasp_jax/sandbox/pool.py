@@ -122,6 +122,7 @@ class WorkerConfig:
     site_paths: Sequence[str] = ()
     warm_modules: Sequence[str] = ()
     isolate: bool = True
+    fresh_root: bool = True  # False: hide in the old root (what a kernel refusing pivot_root gets)
     start_timeout_s: float = 30.0
     debug: bool = False
 
@@ -146,7 +147,7 @@ class WorkerProcess:
                                               cfg.cgroup_bytes)
         wcfg = {"stack": cfg.stack_bytes, "tmpfs": cfg.tmpfs_bytes, "hide": list(cfg.hide),
                 "keep": list(cfg.keep), "site_paths": list(cfg.site_paths), "isolate": cfg.isolate,
-                "cgroup": self.cgroup_path, "warm": list(cfg.warm_modules), "owner": os.getpid()}
+                "fresh_root": cfg.fresh_root, "cgroup": self.cgroup_path, "warm": list(cfg.warm_modules), "owner": os.getpid()}
         # subprocess uses vfork/exec here (no preexec_fn): the trainer process is never forked.
         # Not `-I`: it implies -E, which ignores PYTHONHASHSEED, and every worker would hash strings with
         # its own secret (set order, hence a program's output, would differ between workers). The

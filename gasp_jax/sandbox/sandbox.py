@@ -96,7 +96,10 @@ class IsolationReport:
     only). ``mode``: ``root`` (namespaces created with CAP_SYS_ADMIN; programs run as a per-worker
     uid), ``rootless`` (from a user namespace; programs run as an unprivileged uid of a nested
     one) or ``none``. ``memory_cgroup``: the whole worker is capped by a memory cgroup (else only
-    RLIMIT_AS per process and RLIMIT_NPROC bound a test's memory)."""
+    RLIMIT_AS per process and RLIMIT_NPROC bound a test's memory). ``fresh_root``: programs see
+    a root of their own (only the system directories, /dev, /proc, /tmp and the path down to the
+    interpreter prefix and site-packages); False where the kernel refused one (``pivot_root``):
+    then the other top-level entries of the host's root are empty but their names visible."""
 
     level: str
     network_namespace: bool
@@ -108,6 +111,7 @@ class IsolationReport:
     details: str = ""
     mode: str = "none"
     read_only_system: bool = False
+    fresh_root: bool = False
 
     @property
     def missing(self) -> tuple[str, ...]:
@@ -279,7 +283,7 @@ class Sandbox:
         self.isolation = iso = self._self_test()
         msg = (f"sandbox isolation level={iso.level} mode={iso.mode} net_ns={iso.network_namespace} "
                f"pid_ns={iso.pid_namespace} mount_ns={iso.mount_namespace} non_root_uid={iso.non_root_uid} "
-               f"read_only_system={iso.read_only_system} memory_cgroup={iso.memory_cgroup} workers={self.workers}")
+               f"read_only_system={iso.read_only_system} fresh_root={iso.fresh_root} memory_cgroup={iso.memory_cgroup} workers={self.workers}")
         if LEVELS.index(iso.level) < LEVELS.index(self.min_isolation):
             raise SandboxUnavailable(_refusal(iso.level, self.min_isolation, iso.missing, self._procs[0].facts,
                                               probed=True, isolate=self._config.isolate))
@@ -339,10 +343,13 @@ class Sandbox:
                  # a dedicated identity: not root, no capabilities, and not the trainer's own uid
                  "non_root_uid": facts.get("identity") is not None and int(seen.get("uid", 0)) != 0
                  and not any(seen.get("caps", [1]))}
+        errors = list(facts.get("errors", []))
+        if facts.get("fresh_root_error"):
+            errors.append(f"no fresh root ({facts['fresh_root_error']}): hidden in place")
         mode = "root" if facts.get("identity") == "uid" else ("rootless" if facts.get("identity") == "userns" else "none")
         return IsolationReport(_level(props), *props.values(), bool(facts.get("cgroup")),
-                               tuple(facts.get("hidden", [])), "; ".join(facts.get("errors", [])), mode,
-                               bool(seen.get("ro")))
+                               tuple(facts.get("hidden", [])), "; ".join(errors), mode,
+                               bool(seen.get("ro")), bool(facts.get("fresh_root")))
 
     def _break_isolation_for_test(self, slot: int = 0) -> None:
         """Tests only, with no job in flight: make worker ``slot`` lose its program identity (as

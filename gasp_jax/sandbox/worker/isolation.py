@@ -1,6 +1,7 @@
 """W's set-up: a fresh session keyring, the user namespace (rootless), network/IPC/UTS/mount
-namespaces, the minimal /dev, hidden paths, private temp dirs, read-only mounts, the program
-user namespace and the private procfs of J and each forker."""
+namespaces, a fresh root (or, where the kernel refuses one, hidden paths in the old root) with a
+minimal /dev and private temp dirs, read-only mounts, the program user namespace and the private
+procfs of J and each forker."""
 
 from __future__ import annotations
 
@@ -163,7 +164,8 @@ def _setup_isolation(cfg: dict, facts: dict) -> None:
     ``facts``. With CAP_SYS_ADMIN (root) the namespaces are created directly; without it, from
     a new user namespace (rootless mode) where that is allowed."""
     facts.update(root=os.geteuid() == 0, privileged=False, userns=False, userns_error=None, netns=False,
-                 mountns=False, pidns=False, cgroup=None, hidden=[], ro_mounts=0, errors=[], keyring=False)
+                 mountns=False, pidns=False, cgroup=None, hidden=[], ro_mounts=0, errors=[], keyring=False,
+                 fresh_root=False, fresh_root_error=None)
     _fresh_session_keyring(facts)
     if cfg.get("cgroup"):
         try:
@@ -195,7 +197,114 @@ def _setup_isolation(cfg: dict, facts: dict) -> None:
         return
     facts["mountns"] = True
     size = int(cfg["tmpfs"])
-    facts["dev"] = _minimal_dev(facts)
+    if not (cfg.get("fresh_root", True) and _fresh_root(cfg, facts, size)):
+        _hide_in_place(cfg, facts, size)
+    _read_only_mounts(facts)
+
+
+#: Top-level entries of a fresh root, as on the host (a directory is bound, a symlink copied: /bin
+#: -> usr/bin): the system a program needs to run (libraries, /etc's configuration, /sys).
+SYSTEM_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "sys")
+SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "ppc64le": 203, "s390x": 217}.get(os.uname().machine)
+MNT_DETACH = 2
+
+
+def _fresh_root(cfg: dict, facts: dict, size: int) -> bool:
+    """Make a new, empty root (a tmpfs) holding only what programs need and pivot into it: the
+    ``SYSTEM_DIRS``, /proc, a minimal /dev, private /tmp and /dev/shm, and the kept paths (the
+    interpreter prefix, site-packages) below directories that hold nothing else. The old root is
+    detached, so no name of the host's other top-level files and directories stays visible.
+    False (and nothing changed) where the kernel refuses; the caller then hides in place."""
+    n_errors = len(facts["errors"])
+    if SYS_PIVOT_ROOT is None:
+        facts["fresh_root_error"] = f"no pivot_root syscall number for {os.uname().machine}"
+        return False
+    # The kept paths by fd: the staging tmpfs below may cover one of them (a venv under /tmp).
+    keep = []
+    for path in cfg.get("keep", []):
+        try:
+            keep.append((path, os.open(path, os.O_PATH | os.O_DIRECTORY)))
+        except OSError as exc:
+            facts["errors"].append(f"keep {path}: {exc}")
+    stage = next((d for d in ("/tmp", "/mnt", "/dev") if os.path.isdir(d) and not os.path.islink(d)), None)
+    try:
+        if stage is None:
+            raise OSError("no directory to build it on (/tmp, /mnt, /dev)")
+        _mount("tmpfs", stage, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
+    except OSError as exc:
+        facts["fresh_root_error"] = str(exc)
+        del facts["errors"][n_errors:]
+        for _, fd in keep:
+            os.close(fd)
+        return False
+    try:
+        for name in SYSTEM_DIRS + ("proc",):
+            host, new = "/" + name, stage + "/" + name
+            if os.path.islink(host):
+                os.symlink(os.readlink(host), new)
+            elif os.path.isdir(host):
+                os.mkdir(new, 0o755)
+                _mount(host, new, None, MS_BIND | MS_REC, None)
+        facts["dev"] = _minimal_dev(facts, stage + "/dev")
+        os.mkdir(stage + "/tmp", 0o755)
+        _private_temp_dirs(facts, size, stage, ("/tmp", "/dev/shm") if facts["dev"] else ("/tmp",))
+        for path in cfg.get("hide", []):  # the host's hidden trees are absent; cover any inside a kept one
+            if os.path.isdir(stage + path):
+                _mount("tmpfs", stage + path, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
+            facts["hidden"].append(path)
+        for path, fd in keep:
+            try:
+                os.makedirs(stage + path, exist_ok=True)
+                _mount(f"/proc/self/fd/{fd}", stage + path, None, MS_BIND | MS_REC, None)
+            except OSError as exc:
+                facts["errors"].append(f"keep {path}: {exc}")
+        os.chdir(stage)
+        # pivot_root(".", "."): the old root ends up stacked on the new one, detached below
+        _check(_libc.syscall(SYS_PIVOT_ROOT, b".", b"."), "pivot_root")
+    except OSError as exc:  # nothing runs yet: drop the new root, undo its side effects, hide in place
+        os.chdir("/")
+        facts["fresh_root_error"] = str(exc)
+        del facts["errors"][n_errors:]
+        facts["hidden"].clear()
+        facts["dev"] = False
+        if _libc.umount2(stage.encode(), MNT_DETACH) != 0:
+            facts["errors"].append(f"removing the unused new root on {stage}: {os.strerror(ctypes.get_errno())}")
+        return False
+    finally:
+        for _, fd in keep:
+            os.close(fd)
+    # Past the pivot there is no way back: a failure here stops the worker (fail closed).
+    _check(_libc.umount2(b".", MNT_DETACH), "detaching the old root")
+    os.chdir("/")
+    facts["fresh_root"] = True
+    return True
+
+
+def _private_temp_dirs(facts: dict, size: int, root: str, paths) -> None:
+    """A private tmpfs on each of ``paths`` (under ``root``); rootless, /tmp/run as well."""
+    for path, mode in (("/tmp", "755"), ("/dev/shm", "1777"), ("/var/tmp", "755")):
+        if path in paths and os.path.isdir(root + path):
+            try:
+                _mount("tmpfs", root + path, "tmpfs", MS_NOSUID | MS_NODEV, f"size={size},mode={mode}")
+                facts["hidden"].append(path)
+            except OSError as exc:
+                facts["errors"].append(f"tmpfs {path}: {exc}")
+    if facts["userns"] and "/tmp" in facts["hidden"]:
+        # Rootless: the program's uid owns these tmpfs roots, so permissions cannot keep it out of
+        # /tmp and /var/tmp as in root mode; they become read-only below, and the working
+        # directory /tmp/run is a writable tmpfs of its own.
+        try:
+            os.mkdir(root + "/tmp/run", 0o700)
+            _mount("tmpfs", root + "/tmp/run", "tmpfs", MS_NOSUID | MS_NODEV, f"size={size},mode=700")
+        except OSError as exc:
+            facts["errors"].append(f"tmpfs /tmp/run: {exc}")
+
+
+def _hide_in_place(cfg: dict, facts: dict, size: int) -> None:
+    """Where no fresh root can be made: hide the host's trees in the old root. Every hidden
+    directory becomes an empty read-only tmpfs (the interpreter prefix and site-packages bound
+    back) and every regular file directly in / reads empty; their names stay visible."""
+    facts["dev"] = _minimal_dev(facts, "/dev")
     if facts["dev"]:
         _cover_top_level_files(facts)
     # Directories that must stay visible inside hidden trees (site-packages for numpy etc.).
@@ -207,22 +316,7 @@ def _setup_isolation(cfg: dict, facts: dict) -> None:
             facts["errors"].append(f"keep {path}: {exc}")
     # Private temp dirs first: a checkout or venv under /tmp is hidden by them, and the kept binds
     # below (site-packages of a venv under /tmp) are then mounted on top, not shadowed.
-    for path, mode in (("/tmp", "755"), ("/dev/shm", "1777"), ("/var/tmp", "755")):
-        if os.path.isdir(path) and path not in cfg.get("hide", []):
-            try:
-                _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"size={size},mode={mode}")
-                facts["hidden"].append(path)
-            except OSError as exc:
-                facts["errors"].append(f"tmpfs {path}: {exc}")
-    if facts["userns"] and "/tmp" in facts["hidden"]:
-        # Rootless: the program's uid owns these tmpfs roots, so permissions cannot keep it out of
-        # /tmp and /var/tmp as in root mode; they become read-only below, and the working
-        # directory /tmp/run is a writable tmpfs of its own.
-        try:
-            os.mkdir("/tmp/run", 0o700)
-            _mount("tmpfs", "/tmp/run", "tmpfs", MS_NOSUID | MS_NODEV, f"size={size},mode=700")
-        except OSError as exc:
-            facts["errors"].append(f"tmpfs /tmp/run: {exc}")
+    _private_temp_dirs(facts, size, "", [p for p in ("/tmp", "/dev/shm", "/var/tmp") if p not in cfg.get("hide", [])])
     for path in cfg.get("hide", []):
         try:
             _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
@@ -237,15 +331,13 @@ def _setup_isolation(cfg: dict, facts: dict) -> None:
             facts["errors"].append(f"keep {path}: {exc}")
         finally:
             os.close(fd)
-    for path in cfg.get("hide", []):
-        if path in facts["hidden"]:
-            try:  # read-only after the kept binds are in place
-                _mount(None, path, None, MS_REMOUNT | MS_NOSUID | MS_NODEV | MS_RDONLY, "size=1m,mode=755")
-            except OSError as exc:
-                facts["errors"].append(f"ro {path}: {exc}")
-    # Everything else read-only (defence in depth; the program also runs as a non-root uid).
-    # /sys and its submounts too: rootless, a program has the uid of the user's delegated cgroup
-    # files (systemd user slices), which it could otherwise write (the trainer's memory.max).
+
+
+def _read_only_mounts(facts: dict) -> None:
+    """Every mount read-only but the private temp dirs (defence in depth; the program also runs as
+    a non-root uid). /sys and its submounts too: rootless, a program has the uid of the user's
+    delegated cgroup files (systemd user slices), which it could otherwise write (the trainer's
+    memory.max)."""
     writable = ("/tmp/run", "/dev/shm") if facts["userns"] else ("/tmp", "/dev/shm", "/var/tmp")
     skip = writable + ("/proc", "/dev", "/dev/pts", "/dev/mqueue")
     try:
@@ -254,8 +346,7 @@ def _setup_isolation(cfg: dict, facts: dict) -> None:
     except OSError:
         points = []
     for mp in points:
-        if mp in skip or mp.startswith(("/proc/", "/dev/")) or (mp in facts["hidden"] and mp not in
-                                                                          ("/tmp", "/var/tmp")):
+        if mp in skip or mp.startswith(("/proc/", "/dev/")):
             continue
         try:
             _mount(None, mp, None, MS_REMOUNT | MS_BIND | MS_RDONLY | _mount_flags(mp), None)
@@ -292,11 +383,11 @@ def _cover_top_level_files(facts: dict) -> None:
 DEV_NODES = ("null", "zero", "full", "random", "urandom")
 
 
-def _minimal_dev(facts: dict) -> bool:
-    """Replace /dev by a tmpfs holding only ``DEV_NODES`` (bind mounts of the host's nodes: in a
-    user namespace new device nodes would not work), the /dev/fd and stdio links and an empty
-    /dev/shm (its private tmpfs comes next). Without it a program could open the host's GPU or
-    accelerator devices (often mode 0666) and disturb the trainer."""
+def _minimal_dev(facts: dict, dev: str) -> bool:
+    """Make ``dev`` (/dev, or the new root's) a tmpfs holding only ``DEV_NODES`` (bind mounts of
+    the host's nodes: in a user namespace new device nodes would not work), the /dev/fd and stdio
+    links and an empty /dev/shm (its private tmpfs comes next). Without it a program could open
+    the host's GPU or accelerator devices (often mode 0666) and disturb the trainer."""
     fds = {}
     for name in DEV_NODES:
         try:
@@ -304,15 +395,16 @@ def _minimal_dev(facts: dict) -> bool:
         except OSError:
             pass
     try:
-        _mount("tmpfs", "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=755")
+        os.makedirs(dev, 0o755, exist_ok=True)
+        _mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=755")
         for name, fd in fds.items():
-            with open(f"/dev/{name}", "w"):
+            with open(f"{dev}/{name}", "w"):
                 pass
-            _mount(f"/proc/self/fd/{fd}", f"/dev/{name}", None, MS_BIND, None)
+            _mount(f"/proc/self/fd/{fd}", f"{dev}/{name}", None, MS_BIND, None)
         for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
                              ("stderr", "/proc/self/fd/2")):
-            os.symlink(target, f"/dev/{name}")
-        os.mkdir("/dev/shm", 0o1777)
+            os.symlink(target, f"{dev}/{name}")
+        os.mkdir(f"{dev}/shm", 0o1777)
         return True
     except OSError as exc:
         facts["errors"].append(f"/dev: {exc}")
