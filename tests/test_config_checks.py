@@ -30,5 +30,5 @@ def test_every_validator_uses_it():
     block = rlvr_source.default_config()
     block.group_by = "nope"
     with pytest.raises(ConfigError, match=r"^sources\.lcb\.group_by: must be one of"):
-        rlvr_source._check(block, "lcb")
+        rlvr_source.LcbSettings.from_config(block, "lcb")
     assert trainer.ConfigError is ConfigError
