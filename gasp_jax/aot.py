@@ -44,9 +44,16 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from jax.experimental import topologies
 
 from gasp_jax import models, perf, rl, runtime
 from gasp_jax import sharding as shd
+from gasp_jax.sampling import buckets as bk
+from gasp_jax.sampling import core as sampling_core
+from gasp_jax.sampling import engine as engine_lib
+from gasp_jax.sampling import sampler as sampler_lib
+from gasp_jax.selfplay import policy as policy_lib
+from gasp_jax.selfplay import trainer as trainer_lib
 
 # family -> (topology name prefix, torus dims, TensorCores per JAX device); HBM and peak FLOP/s per
 # device come from `perf.PEAKS`. v4 / v5p: one JAX device per 2-core (megacore) chip.
@@ -135,7 +142,6 @@ def topology_devices(acc: Accelerator, num_slices: int = 1) -> list:
     """The devices of `num_slices` slices of `acc`, described by libtpu (no TPU needed)."""
     if importlib.util.find_spec("libtpu") is None:
         raise AotError(f"libtpu is not installed, so nothing can be compiled for a TPU: {INSTALL_HINT}")
-    from jax.experimental import topologies
 
     # Several compiles may run side by side (tests, launchers): none of them owns a TPU to lock.
     os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
@@ -285,13 +291,6 @@ def compile_iteration(config: ml_collections.ConfigDict, accelerator: str, num_s
                       model_config: models.ModelConfig, workload: dict, log: Callable[[str], None] | None = None) -> dict:
     """Compiles every program of one iteration of `config` for `num_slices` x `accelerator`; the report.
     `model_config` and `workload` (rows and lengths) come from `gasp_jax.plan`, as for the hand estimate."""
-    from gasp_jax.sampling import buckets as bk
-    from gasp_jax.sampling import core as sampling_core
-    from gasp_jax.sampling import engine as engine_lib
-    from gasp_jax.sampling import sampler as sampler_lib
-    from gasp_jax.selfplay import policy as policy_lib
-    from gasp_jax.selfplay import trainer as trainer_lib
-
     log = log or (lambda _: None)
     acc = parse_accelerator(accelerator)
     mesh_cfg = {a: int(config.mesh.get(a, 1)) for a in shd.MESH_AXES}

@@ -34,7 +34,7 @@ class MetricWriter:
         self._tb = None
         self._jsonl = None
         if self.enabled:
-            from tensorboardX import SummaryWriter
+            from tensorboardX import SummaryWriter  # heavy (protobuf): only the process that writes loads it
 
             os.makedirs(logdir, exist_ok=True)
             self._tb = SummaryWriter(logdir)

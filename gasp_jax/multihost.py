@@ -12,9 +12,15 @@ is called once from `runtime.initialize` (never on import).
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import pickle
+import socket
+import subprocess
+import sys
+import tempfile
+import time
 from typing import Any, Sequence, TypeVar
 
 import jax
@@ -166,8 +172,6 @@ def maybe_initialize(mode: Any = "auto") -> bool:
 
 
 def free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("localhost", 0))
         return s.getsockname()[1]
@@ -203,10 +207,6 @@ def run_local_processes(
     If one process fails the others are stopped (they would otherwise wait on the coordinator until its
     timeout), so a failure surfaces quickly with every process's output.
     """
-    import subprocess
-    import tempfile
-    import time
-
     port = free_port()
     procs, logs = [], []
     for i in range(num_processes):
@@ -238,9 +238,6 @@ def run_local_processes(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m gasp_jax.multihost --processes=2 --devices_per_process=4 -- python -m gasp_jax.main ...`"""
-    import argparse
-    import sys
-
     parser = argparse.ArgumentParser(description="Run a command as N cooperating JAX processes on this machine.")
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--devices_per_process", type=int, default=0, help="fake this many CPU devices each")

@@ -13,6 +13,7 @@ import sys
 from typing import Any, Mapping, Sequence
 
 import ml_collections
+from absl import flags
 
 
 def unknown_key(config: ml_collections.ConfigDict, key: str, *, noun: str = "config key") -> str | None:
@@ -73,8 +74,6 @@ def parse_flags(argv: Sequence[str], config_flags: Sequence[str] = ("config",)) 
     absl and ml_collections report a config file's `ValueError` with its traceback inside the message,
     and a `--config.<key>=` flag naming no field as a bare `KeyError` traceback; both become
     `error: <the reason>` naming the key."""
-    from absl import flags
-
     try:
         rest = flags.FLAGS(list(argv))
         message = next(filter(None, (_load_error(flags.FLAGS[n]) for n in config_flags if n in flags.FLAGS)), None)
@@ -108,8 +107,6 @@ def _innermost(e: BaseException) -> BaseException:
 
 def _unknown_flag_key(argv: Sequence[str], names: Sequence[str]) -> str | None:
     """`--<name>.<key>` flag naming no field: the message, from the config file reloaded by its flag."""
-    from absl import flags
-
     args = list(argv[1:])
     for name in names:
         path = next((a.split("=", 1)[1] for a in args if a.startswith(f"--{name}=")), None)

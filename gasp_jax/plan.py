@@ -22,7 +22,12 @@ from typing import Any, NamedTuple
 from absl import app, flags
 from ml_collections import config_flags
 
+from gasp_jax import aot, models, runtime
 from gasp_jax import sharding as shd
+from gasp_jax.rl.batch import DEFAULT_LENGTH_BUCKETS
+from gasp_jax.sampling import engine
+from gasp_jax.sampling import buckets as bk
+from gasp_jax.selfplay.policy import rollout_rules
 
 # GiB of accelerator memory per JAX device, and TensorCores per device (v4/v5p: one device per 2-core chip).
 CHIPS = {
@@ -116,8 +121,6 @@ def workload(config: Any) -> dict[str, int]:
 
 def padded_length(length: int) -> int:
     """The update's sequence length as the trainer pads it: the next `rl.DEFAULT_LENGTH_BUCKETS` bucket."""
-    from gasp_jax.rl.batch import DEFAULT_LENGTH_BUCKETS
-
     return next((b for b in DEFAULT_LENGTH_BUCKETS if b >= length), length)
 
 
@@ -125,9 +128,6 @@ def sampler_rows(config: Any, w: dict[str, int], mesh_shape: dict[str, int], rul
     """(rows, per-row cache length) the sampler holds a KV cache for: the continuous engine's slots
     (`sampling.max_slots`, or as many as `kv_cache_tokens` holds, never more than the call's rows) at its
     bucketed per-slot length; the static engine: every row of the largest call."""
-    from gasp_jax.sampling import buckets as bk
-    from gasp_jax.sampling import engine
-
     s = config.get("sampling", {})
     if s.get("engine", "static") != "continuous" or not w["sample_rows"]:
         return w["sample_rows"], w["cache_length"]
@@ -148,7 +148,6 @@ def _rollout_rules(config: Any, rules: shd.Rules) -> shd.Rules | None:
     """The sampler's weight layout (selfplay's `rollout` block), or None for jobs without one."""
     if "rollout" not in config:
         return None
-    from gasp_jax.selfplay.policy import rollout_rules
 
     return rollout_rules(config.rollout, rules)
 
@@ -156,8 +155,6 @@ def _rollout_rules(config: Any, rules: shd.Rules) -> shd.Rules | None:
 def model_config_of(config: Any):
     """(ModelConfig, notes) of `config.model` from the config alone: the HF `config.json` when
     readable, else the preset's shapes; dtypes, remat policy and vocab size as the trainer applies them."""
-    from gasp_jax import models
-
     mc = config.model
     if not mc.get("hf_path") and not mc.get("preset"):
         raise ValueError("config.model needs hf_path (a local HF checkpoint directory) or a preset to plan for")
@@ -183,8 +180,6 @@ def plan(config: Any, num_devices: int, device_gib: float | None, num_slices: in
 def estimate(config: Any, num_devices: int, device_gib: float | None, num_slices: int = 1
              ) -> tuple[str, bool, dict[str, int]]:
     """The hand model: (report text, fits, bytes per device by component incl. "total")."""
-    from gasp_jax import models, runtime
-
     mc = config.model
     model_config, notes = model_config_of(config)
     mesh_shape = mesh_shape_for(config, num_devices, num_slices)
@@ -245,8 +240,6 @@ def format_report(report: dict) -> str:
 
 def compile_report(config: Any, accelerator: str, num_slices: int = 1, log=None) -> dict:
     """`aot.compile_iteration` plus the hand estimate for the same topology under "estimate"."""
-    from gasp_jax import aot
-
     acc = aot.parse_accelerator(accelerator)
     try:
         _, _, est = estimate(config, acc.devices * num_slices, acc.hbm_bytes / 2**30, num_slices)
@@ -265,7 +258,6 @@ def main(argv, cli: Flags) -> None:
     if cli.compile.value:
         # Compiling for a TPU topology needs libtpu but no TPU: keep JAX's own backend on the CPU.
         os.environ.setdefault("JAX_PLATFORMS", "cpu")
-        from gasp_jax import aot
 
         if not cli.accelerator.value:
             raise app.UsageError("--compile needs --accelerator (a TPU type such as v5p-8)")

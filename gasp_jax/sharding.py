@@ -19,6 +19,7 @@ from typing import Any, Mapping, Sequence
 import jax
 import numpy as np
 from flax import linen as nn
+from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 log = logging.getLogger("gasp_jax")
@@ -124,7 +125,6 @@ def make_mesh(
     if len(devices) % num_slices:
         raise MeshError(f"{text} do not split evenly into {num_slices} slices")
     ici_sizes = _resolve_sizes(dict(shape or {"fsdp": -1}), len(devices) // num_slices, "mesh (per slice)", f"{len(devices) // num_slices} devices per slice of {text}")
-    from jax.experimental import mesh_utils
 
     grid = mesh_utils.create_hybrid_device_mesh(
         ici_sizes, dcn_sizes, devices, process_is_granule=not on_tpu_slices

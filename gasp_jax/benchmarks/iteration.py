@@ -22,7 +22,12 @@ import os
 import platform
 import tempfile
 
+import jax
 import numpy as np
+
+from gasp_jax import config_files, runtime
+from gasp_jax.gasp import bench as gasp_bench
+from gasp_jax.selfplay import trainer
 
 PHASES = ("teacher_generate", "student_generate", "sandbox_wait", "update", "reshard", "checkpoint")
 
@@ -58,9 +63,6 @@ def main(argv=None) -> dict:
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
 
-    from gasp_jax import config_files, runtime
-    from gasp_jax.selfplay import trainer
-    import jax
 
     runtime.setup_logging("WARNING")
     if a.gpu and a.preset == "gasp":
@@ -80,7 +82,6 @@ def main(argv=None) -> dict:
     result = {"config": f"configs/{a.preset}.py:{arg}", "machine": platform.node(), "cpus": os.cpu_count(),
               "backend": jax.default_backend(), "load_avg_1m": os.getloadavg()[0], **summarise(rows)}
     if a.preset == "gasp":  # lemma/lift/pass-rate/student phases and pass-rate cost vs the student phase
-        from gasp_jax.gasp import bench as gasp_bench
 
         result["gasp"] = gasp_bench.iteration_breakdown(rows)
     print(json.dumps(result, indent=2))

@@ -22,6 +22,14 @@ import os
 import threading
 import time
 
+import jax
+import ml_dtypes
+import numpy as np
+
+from gasp_jax import models, multihost, sharding
+from gasp_jax.models import hf
+from gasp_jax.models import safetensors_io as st
+
 
 def _status_kib(field: str) -> int:
     with open("/proc/self/status") as f:
@@ -60,13 +68,6 @@ class PeakMemory:
 
 def make_checkpoint(preset: str, out: str, *, dtype: str = "bfloat16", max_shard_bytes: int = 2 << 30, seed: int = 0) -> int:
     """Writes a random-weight HF checkpoint with `preset`'s shapes, one tensor at a time; returns bytes."""
-    import ml_dtypes
-    import numpy as np
-
-    from gasp_jax import models
-    from gasp_jax.models import hf
-    from gasp_jax.models import safetensors_io as st
-
     config = models.get_preset(preset, dtype=dtype, param_dtype=dtype)
     np_dtype = {"bfloat16": np.dtype(ml_dtypes.bfloat16), "float32": np.dtype(np.float32)}[dtype]
     rng = np.random.default_rng(seed)
@@ -100,11 +101,6 @@ def make_checkpoint(preset: str, out: str, *, dtype: str = "bfloat16", max_shard
 
 
 def measure_load(path: str, mesh_shape: dict, dtype: str = "bfloat16") -> dict:
-    import jax
-
-    from gasp_jax import models, sharding
-    from gasp_jax.models import safetensors_io as st
-
     mesh = sharding.make_mesh(mesh_shape)
     read = [0]
     original = st.SafetensorsFile.read
@@ -152,8 +148,6 @@ def main() -> None:
     if args.cmd == "make":
         print(json.dumps({"out": args.out, "bytes": make_checkpoint(args.preset, args.out, dtype=args.dtype)}))
     else:
-        from gasp_jax import multihost
-
         multihost.maybe_initialize()  # under `python -m gasp_jax.multihost`: one line per process
         print(json.dumps(measure_load(args.path, json.loads(args.mesh), args.dtype)))
 

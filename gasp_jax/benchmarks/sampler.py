@@ -54,6 +54,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import tempfile
 import time
 
@@ -61,7 +62,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gasp_jax import models, sampling
+from gasp_jax import models, sampling, sharding
+from gasp_jax.sampling import engine as engine_lib
+from gasp_jax.sampling import sampler as sampler_lib
+from gasp_jax.sampling.core import batch_shards
 
 # Peak HBM bandwidth (GB/s) by `device_kind` substring, for the roofline when --hbm-gbps is not given.
 HBM_GBPS = {
@@ -131,8 +135,8 @@ def matmul_floor_s(cfg: models.ModelConfig, batch: int, reps: int = 50) -> float
 
 
 def run_cpu_comparison(args) -> dict:
-    import torch
-    import transformers
+    import torch  # heavy, optional (the test extra): only the HF CPU comparison needs it
+    import transformers  # heavy: seconds to import, only this comparison uses it
 
     torch.set_num_threads(args.torch_threads or os.cpu_count())
     load_before = os.getloadavg()[0]  # other processes on the machine skew both timings
@@ -222,10 +226,6 @@ def static_utilisation(lengths: np.ndarray, rows_per_batch: int, shards: int = 1
 
 
 def run_ragged(args) -> dict:
-    from gasp_jax import sharding
-    from gasp_jax.sampling import engine as engine_lib
-    from gasp_jax.sampling.sampler import batch_shards
-
     load_before = os.getloadavg()[0]
     mesh = sharding.make_mesh() if jax.device_count() > 1 else None
     if args.ragged_preset:
@@ -320,8 +320,6 @@ def peer_workload(seed: int, num: int = 96, median: int = 32, sigma: float = 1.0
 
 def find_vllm_python(explicit: str = "") -> tuple[str | None, str]:
     """(a Python that imports vllm, or None; a line saying which or why not)."""
-    import subprocess
-
     candidates = [explicit] if explicit else [os.environ.get("GASP_VLLM_PYTHON", "")] + list(VLLM_PYTHONS)
     for c in [os.path.expanduser(c) for c in candidates if c]:
         if not os.path.exists(c):
@@ -340,8 +338,6 @@ class VllmPeer:
     """`vllm_peer.py` in vLLM's venv, kept warm across rounds (one JSON line per request and reply)."""
 
     def __init__(self, python: str, model_dir: str, requests_file: str, dtype: str, max_num_seqs: int):
-        import subprocess
-
         script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vllm_peer.py")
         env = dict(os.environ, VLLM_LOGGING_LEVEL="WARNING", VLLM_TARGET_DEVICE="cpu")
         self.proc = subprocess.Popen(
@@ -384,8 +380,6 @@ def _agreement(a: list[list[int]], b: list[list[int]]) -> float:
 
 def run_peers(args) -> list[dict]:
     """Interleaved rounds of continuous / static / vLLM (each admission order) per shape and dtype."""
-    from gasp_jax.sampling import engine as engine_lib
-
     peers = [p for p in args.peers.split(",") if p]
     unknown = sorted(set(peers) - {"vllm"})
     if unknown:
@@ -503,9 +497,6 @@ def decode_roofline_seconds(cfg, batch, prompt_len, new_tokens, weight_bytes, dt
 
 
 def run_roofline(args) -> list[dict]:
-    from gasp_jax import sharding
-    from gasp_jax.sampling import sampler as sampler_lib
-
     kind = jax.devices()[0].device_kind
     gbps = args.hbm_gbps or next((v for k, v in HBM_GBPS.items() if k.lower() in kind.lower()), None)
     if gbps is None:

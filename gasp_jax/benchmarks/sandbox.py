@@ -30,6 +30,7 @@ import platform
 import random
 import resource
 import subprocess
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence
@@ -360,8 +361,6 @@ def _print_report(report: dict[str, Any]) -> None:
 
 def _measure_unprivileged(args: argparse.Namespace) -> dict[str, Any]:
     """This benchmark's ``measure`` as an unprivileged uid (rootless mode), from root."""
-    import tempfile
-
     with tempfile.TemporaryDirectory(prefix="gasp_bench_") as tmp:
         os.chown(tmp, args.uid, args.uid)
         out = os.path.join(tmp, "report.json")

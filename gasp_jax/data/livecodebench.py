@@ -565,7 +565,7 @@ def load_problems_with_datasets(
     Arrow table; pyarrow's JSON reader is fragile on the 100 MB-scale rows of the full release files
     (datasets #2181/#5531), so the streaming loader is the default.
     """
-    import datasets  # local import: optional path
+    import datasets  # heavy (pyarrow): only the hub path loads it
 
     ds = datasets.load_dataset("json", data_files=data_files, split="train", cache_dir=cache_dir)
     return _problems_from_dataset(ds, window=window, report=report, max_private_bytes=max_private_bytes)
@@ -598,7 +598,7 @@ def load_problems_from_hub(
     into the ``datasets`` cache. The Hub repository's loading script is refused by ``datasets>=4``, so
     its release files are read with the JSON builder; rows are validated as in :func:`load_problems`.
     ``HubUnavailableError`` when the files cannot be fetched (offline, no such repository)."""
-    import datasets  # local import: optional path
+    import datasets  # heavy (pyarrow): only the hub path loads it
 
     files = hub_data_files(version_tag, repo)
     try:

@@ -29,6 +29,7 @@ from gasp_jax.data.mbpp import load_mbpp_plus
 from gasp_jax.evaluation import function_tests as ft
 from gasp_jax.evaluation.common import config_to_dict, limit_fields, open_sandbox, sandbox_limits, write_json
 from gasp_jax.evaluation.eval_job import usable_ks
+from gasp_jax.evaluation.generation import build_generate_fn, mesh_for
 from gasp_jax.evaluation.pass_at_k import pass_at_k_table
 from gasp_jax.evaluation.runner import GenerateFn, ProblemRecord, SampleStore, sample_and_grade
 
@@ -107,7 +108,7 @@ def build_report(
 
 
 def write_tensorboard(logdir: str | Path, report: dict[str, Any], step: int) -> None:
-    from tensorboardX import SummaryWriter
+    from tensorboardX import SummaryWriter  # heavy (protobuf): loaded only when a report is written
 
     name = report["benchmark"]
     with SummaryWriter(str(logdir)) as writer:
@@ -139,8 +140,6 @@ def run(config: Any, workdir: str, *, generate_fn: GenerateFn | None = None, tok
     ks = usable_ks(config.ks, n)
     style = config.prompt.style
     if generate_fn is None:
-        from gasp_jax.evaluation.generation import build_generate_fn, mesh_for
-
         generate_fn, tokenizer = build_generate_fn(config.model, config.sampling, mesh=mesh_for(config))
         generate_fn = profiling.profile_calls(generate_fn, config.get("profile"), name="code_eval",
                                               logdir=str(workdir_path / "tensorboard"))

@@ -26,6 +26,7 @@ from gasp_jax.data.livecodebench import (
     resolve_sources,
 )
 from gasp_jax.evaluation.prompts import load_few_shot, render_prompt
+from gasp_jax.sandbox import Limits, Sandbox
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +102,6 @@ def make_prompt_fn(prompt_cfg: Any, tokenizer: Any) -> Callable[[Problem], str]:
 @contextlib.contextmanager
 def open_sandbox(sandbox_cfg: Any) -> Iterator[Any]:
     """A started ``gasp_jax.sandbox.Sandbox`` configured from ``config.sandbox``."""
-    from gasp_jax.sandbox import Sandbox
-
     workers = int(sandbox_cfg.get("workers", 0) or 0) or (os.cpu_count() or 1)
     kwargs: dict[str, Any] = {"workers": workers}
     limits = sandbox_limits(sandbox_cfg.get("limits", {}) or {})
@@ -116,8 +115,6 @@ def sandbox_limits(limits_cfg: Mapping[str, Any]) -> Any:
     """``gasp_jax.sandbox.Limits`` from an evaluation config's ``sandbox.limits`` block (``None`` when
     empty). Memory is ``memory_mb`` as everywhere in the configs; the old ``memory_bytes`` key (non-zero)
     still works, with a deprecation warning, and may not disagree with ``memory_mb``."""
-    from gasp_jax.sandbox import Limits
-
     if limits_cfg and limits_cfg.get("memory_bytes"):
         warnings.warn("sandbox.limits.memory_bytes is deprecated: use sandbox.limits.memory_mb", DeprecationWarning,
                       stacklevel=2)

@@ -34,6 +34,7 @@ from gasp_jax.data.livecodebench import DateWindow, LoadReport, Problem
 from gasp_jax.evaluation.common import (
     config_to_dict, load_config_problems, make_prompt_fn, open_sandbox, run_fingerprint, write_json,
 )
+from gasp_jax.evaluation.generation import build_generate_fn, mesh_for
 from gasp_jax.evaluation.grading import Grader, SandboxGrader
 from gasp_jax.evaluation.pass_at_k import pass_at_k, pass_at_k_table
 from gasp_jax.evaluation.runner import GenerateFn, ProblemRecord, SampleStore, sample_and_grade
@@ -164,7 +165,7 @@ def write_tensorboard(logdir: str | Path, table: dict[str, Any], step: int, pref
 
     ('@' is not a legal TensorBoard tag character.)
     """
-    from tensorboardX import SummaryWriter
+    from tensorboardX import SummaryWriter  # heavy (protobuf): loaded only when a report is written
 
     def scalars(leaf: dict[str, Any]) -> list[tuple[str, float]]:
         return [(key.replace("@", "_at_"), value) for key, value in leaf.items() if key.startswith("pass@")]
@@ -205,8 +206,6 @@ def run(
     n = int(config.sampling.n)
     ks = usable_ks(config.ks, n)
     if generate_fn is None:
-        from gasp_jax.evaluation.generation import build_generate_fn, mesh_for
-
         generate_fn, tokenizer = build_generate_fn(config.model, config.sampling, mesh=mesh_for(config))
         generate_fn = profiling.profile_calls(generate_fn, config.get("profile"), name="lcb_eval",
                                               logdir=str(workdir_path / "tensorboard"))

@@ -39,6 +39,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from gasp_jax import multihost
 from gasp_jax.data.humaneval import HumanEvalProblem
 from gasp_jax.data.livecodebench import DataError
 from gasp_jax.data.mbpp import MbppPlusProblem, call_arguments
@@ -415,7 +416,6 @@ def expected_outputs_cached(
         if cached.get("key") == key:
             return cached["expected"]
     expected = mbpp_expected_outputs(sandbox, problems, limits=limits)
-    from gasp_jax import multihost
 
     if multihost.is_main():  # every process computes the same outputs; one writes the cache
         path.parent.mkdir(parents=True, exist_ok=True)

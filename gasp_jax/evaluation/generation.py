@@ -15,7 +15,12 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+import jax
+
+from gasp_jax import models, runtime, sampling
+from gasp_jax import sharding as shd
 from gasp_jax.evaluation.runner import GenerateFn
+from gasp_jax.tokenizer import build_byte_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +69,6 @@ def sampler_generate_fn(
     context, which for 32k-context models is far more memory than LCB prompts need), bounding the
     KV cache. Longer prompts are refused with a ValueError (the job skips that problem).
     """
-    import jax
-
-    from gasp_jax import sampling
-
     base_key = jax.random.key(seed)
     stop = tuple(dict.fromkeys([*eos_ids, *sampling.default_eos_ids(tokenizer, model)]))
     calls = 0
@@ -109,11 +110,6 @@ def load_model_and_tokenizer(model_cfg: Any, *, mesh: Any = None, rules: Any = N
     tokenizer is ``model.tokenizer`` or the checkpoint's own; a preset without one gets the
     project's byte-level tokenizer.
     """
-    import jax
-
-    from gasp_jax import models, runtime
-    from gasp_jax import sharding as shd
-
     if not model_cfg.get("hf_path") and not model_cfg.get("preset"):
         raise ValueError("config.model needs hf_path (a local HF checkpoint directory) or a preset")
     if not model_cfg.get("hf_path"):
@@ -124,8 +120,6 @@ def load_model_and_tokenizer(model_cfg: Any, *, mesh: Any = None, rules: Any = N
     if tokenizer_path:
         tokenizer = models.load_tokenizer(tokenizer_path)
     else:
-        from gasp_jax.tokenizer import build_byte_tokenizer
-
         tokenizer = build_byte_tokenizer()
     return model, params, tokenizer
 
@@ -159,6 +153,5 @@ def mesh_for(config: Any) -> Any:
     """The device mesh from ``config.mesh`` when ``config.use_mesh`` is set, else None (one device)."""
     if not config.get("use_mesh", False):
         return None
-    from gasp_jax import runtime
 
     return runtime.mesh_from_config(config)

@@ -32,6 +32,7 @@ from gasp_jax.data.livecodebench import Problem
 from gasp_jax.evaluation.common import (
     config_to_dict, load_config_problems, make_prompt_fn, open_sandbox, run_fingerprint, write_json,
 )
+from gasp_jax.evaluation.generation import build_generate_fn, mesh_for
 from gasp_jax.evaluation.grading import Grader, SandboxGrader
 from gasp_jax.evaluation.pass_at_k import pass_at_k
 from gasp_jax.evaluation.runner import GenerateFn, ProblemRecord, SampleStore, sample_and_grade
@@ -50,8 +51,6 @@ def checkpoint_name(ckpt_cfg: Any, index: int) -> str:
 
 def _default_factory(config: Any) -> GenerateFnFactory:
     def factory(ckpt_cfg: Any) -> tuple[GenerateFn, Any]:
-        from gasp_jax.evaluation.generation import build_generate_fn, mesh_for
-
         return build_generate_fn(ckpt_cfg, config.sampling, mesh=mesh_for(config))
 
     return factory

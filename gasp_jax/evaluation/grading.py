@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from gasp_jax.data.livecodebench import DataError, Problem, Test
+from gasp_jax.sandbox import TestCase
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +111,6 @@ def grade_from_verdict(verdict: Any) -> SampleGrade:
 
 def sandbox_tests(tests: Sequence[Test]) -> list[Any]:
     """LCB tests as sandbox ``TestCase`` objects (raises DataError when there are none)."""
-    from gasp_jax.sandbox import TestCase
-
     if not tests:
         raise DataError("problem has no tests")
     return [TestCase(input=t.input, output=t.output) for t in tests]

@@ -15,12 +15,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import tempfile
 import time
 from collections.abc import Sequence
 
+import jax
 import numpy as np
 
+from gasp_jax import config_files, models, tasks
+from gasp_jax.data import paths
 from gasp_jax.gasp import dedup
+from gasp_jax.gasp.source import GaspSource
+from gasp_jax.sandbox import Sandbox
+from gasp_jax.selfplay.policy import SamplerPolicy, ScriptedPolicy
+from gasp_jax.selfplay.types import RolloutContext, Timers
+from gasp_jax.tokenizer import build_byte_tokenizer
 
 def _median_time(fn, repeats: int) -> float:
     times = []
@@ -95,18 +104,6 @@ def pass_rate_cost(*, config_path: str = "configs/gasp.py:tiny", steps: int = 3,
     on a random-init tiny model (it writes ``max_new_tokens`` almost always: the worst case). Returns mean
     seconds per phase over ``steps - 1`` iterations (the first compiles) and the ratio of pass-rate
     estimation (lemmas + lifts) to the student phase."""
-    import tempfile
-
-    import jax
-
-    from gasp_jax import config_files, models, tasks
-    from gasp_jax.data import paths
-    from gasp_jax.gasp.source import GaspSource
-    from gasp_jax.sandbox import Sandbox
-    from gasp_jax.selfplay.policy import SamplerPolicy, ScriptedPolicy
-    from gasp_jax.selfplay.types import RolloutContext, Timers
-    from gasp_jax.tokenizer import build_byte_tokenizer
-
     config = config_files.load(config_path)
     config.steps = steps
     config.init.warmstart.enabled = False

@@ -26,7 +26,11 @@ import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+
+from gasp_jax import models
 
 log = logging.getLogger(__name__)
 
@@ -133,9 +137,6 @@ class TransformerEmbedder:
     """
 
     def __init__(self, model: Any, params: Any, tokenizer: Any, *, max_tokens: int = 512, batch_size: int = 16):
-        import jax
-        import jax.numpy as jnp
-
         self.model = model
         self.params = params
         self.tokenizer = tokenizer
@@ -153,9 +154,6 @@ class TransformerEmbedder:
     @staticmethod
     def frozen_copy(params: Any) -> Any:
         """A device copy of ``params`` that later (donating) updates of the policy cannot touch."""
-        import jax
-        import jax.numpy as jnp
-
         return jax.tree.map(jnp.copy, params)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
@@ -323,8 +321,6 @@ def build_embedder(cfg: Any, *, model: Any = None, params: Any = None, tokenizer
         return TransformerEmbedder(model, TransformerEmbedder.frozen_copy(params), tokenizer,
                                    max_tokens=int(cfg.get("max_tokens", 512)), batch_size=int(cfg.get("batch_size", 16)))
     if kind == "encoder":
-        from gasp_jax import models
-
         path = cfg.get("encoder_path", "")
         if not path:
             raise ValueError("dedup.embedder='encoder' needs dedup.encoder_path (a local HF checkpoint directory)")

@@ -35,8 +35,6 @@ from gasp_jax.gasp.goalposts import Goalpost, load_goalposts
 
 log = logging.getLogger(__name__)
 
-__all__ = ["policy_generate_fn"]  # re-exported: the LCB runner's generate_fn over a live policy
-
 
 def goalpost_report(goalposts: Sequence[Goalpost], records: dict[str, Any], ks: Sequence[int], *,
                     step: int, solved_min_correct: int = 1, solved_before: Iterable[str] = ()) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from gasp_jax.data.livecodebench import DataError, DateWindow, LoadReport, Problem, load_problems
+from gasp_jax.evaluation.common import load_config_problems
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +136,6 @@ def _load_window(cfg: Any, where: str) -> tuple[list[Problem], LoadReport]:
 
 
 def _load_hub_window(cfg: Any, where: str) -> tuple[list[Problem], LoadReport]:
-    from gasp_jax.evaluation.common import load_config_problems
-
     problems, report, window = load_config_problems(cfg, where=f"config.{where}")
     if not problems:
         raise GoalpostError(f"no LCB problems of {cfg.get('hub_repo')} ({cfg.get('release') or 'release_v5'}) in {window}")

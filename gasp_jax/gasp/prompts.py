@@ -25,6 +25,9 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from gasp_jax import tasks
+from gasp_jax.sandbox.policy import DEFAULT_BANNED_MODULES
+
 AXES = ("io", "algorithm")
 
 AXIS_TEXT = {
@@ -61,8 +64,6 @@ def check_template(template: str) -> str:
 
 def default_banned_modules() -> tuple[str, ...]:
     """The modules sandbox validation rejects: what a full prompt lists as not allowed."""
-    from gasp_jax.sandbox.policy import DEFAULT_BANNED_MODULES
-
     return tuple(sorted(DEFAULT_BANNED_MODULES))
 
 
@@ -100,8 +101,6 @@ class TeacherPrompts:
 def wrap_prompt(body: str, *, template: str = "full", chat: bool = False, tokenizer: Any = None) -> str:
     """The prompt the model sees around a body: the tasks layer's wrapper, so that GASP's proposals are
     answered (and parsed) exactly like every other proposal of the project."""
-    from gasp_jax import tasks
-
     return tasks.wrap_prompt(body, template=template, chat=chat, tokenizer=tokenizer)
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import ml_collections
 
 from gasp_jax import multihost, profiling, tasks, warmstart
+from gasp_jax.sandbox import Limits, Sandbox
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
             os.symlink(path, link)
     m = config.get("measure", None)
     if m is not None and int(m.samples) > 0 and multihost.is_main():
-        from gasp_jax.sandbox import Limits, Sandbox
-
         vcfg = tasks.ValidationConfig(limits=Limits(cpu_s=float(m.cpu_s)))
         jcfg = tasks.JudgeConfig(limits=Limits(cpu_s=float(m.cpu_s)))
         with Sandbox(workers=int(m.workers) or (os.cpu_count() or 1), allow_unsafe=bool(m.allow_unsafe)) as sb:

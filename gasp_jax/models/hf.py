@@ -294,6 +294,6 @@ def save_hf(
 
 def load_tokenizer(path: str):
     """`transformers.AutoTokenizer` from a local directory (never a hub)."""
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # heavy: seconds to import, needed only for HF tokenizers
 
     return AutoTokenizer.from_pretrained(path, local_files_only=True)

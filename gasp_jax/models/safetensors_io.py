@@ -15,6 +15,7 @@ from typing import Iterator, Mapping
 
 import ml_dtypes
 import numpy as np
+from safetensors import SafetensorError, safe_open
 
 _DTYPES = {
     "F64": np.dtype(np.float64),
@@ -49,8 +50,6 @@ class SafetensorsFile:
     """Lazy view of one `.safetensors` file: `keys()`, `shape(name)`, `get(name)`, `read(name, index)`."""
 
     def __init__(self, path: str):
-        from safetensors import SafetensorError, safe_open
-
         self.path = path
         self._error = SafetensorError
         if not os.path.isfile(path):

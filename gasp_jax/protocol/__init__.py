@@ -21,6 +21,8 @@ from typing import Any
 
 import ml_collections
 
+from gasp_jax.evaluation.common import write_json
+from gasp_jax.protocol import evaluation, table, training
 from gasp_jax.protocol.experiment import METHODS, ExperimentError, Plan, build_plan
 
 log = logging.getLogger(__name__)
@@ -30,8 +32,6 @@ STAGES = ("train", "eval", "table")
 
 def run(experiment: ml_collections.ConfigDict, workdir: str, *, stages: tuple[str, ...] = STAGES) -> dict[str, Any]:
     """Validates the experiment, then trains, evaluates and tabulates (the stages asked for)."""
-    from gasp_jax.protocol import evaluation, table, training
-
     bad = [s for s in stages if s not in STAGES]
     if bad:
         raise ExperimentError(f"unknown stage(s) {bad}; known: {', '.join(STAGES)}")
@@ -92,8 +92,6 @@ def _eval_errors(name: str, result: dict[str, Any]) -> dict[str, str]:
 
 
 def _write_status(plan: Plan, statuses: dict[str, Any]) -> None:
-    from gasp_jax.evaluation.common import write_json
-
     write_json(plan.workdir / "status.json", {k: {kk: vv for kk, vv in v.items() if kk != "summary"}
                                               for k, v in statuses.items()})
 

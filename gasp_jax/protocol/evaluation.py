@@ -19,8 +19,16 @@ from typing import Any
 
 import ml_collections
 
+from gasp_jax import warmstart
+from gasp_jax.evaluation import code_eval, eval_job
+from gasp_jax.evaluation.common import open_sandbox, sandbox_limits
+from gasp_jax.evaluation.generation import eos_ids_for, load_model_and_tokenizer, mesh_for, sampler_generate_fn
+from gasp_jax.evaluation.grading import SandboxGrader
 from gasp_jax.protocol.experiment import Plan, RunSpec
 from gasp_jax.protocol.training import config_json
+from gasp_jax.rlvr.source import LimitedSandbox
+from gasp_jax.sandbox import Limits
+from gasp_jax.selfplay import trainer
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +46,6 @@ def export(spec: RunSpec, step: int) -> Path:
     out = spec.workdir / "export" / f"step_{step:06d}"
     if (out / "config.json").exists():
         return out
-    from gasp_jax.selfplay import trainer
 
     tmp = out.with_name(out.name + ".tmp")
     trainer.export_policy(spec.config, str(spec.workdir), str(tmp), step=step)
@@ -50,7 +57,6 @@ def base_checkpoint(plan: Plan) -> str:
     """The base model's HF directory (with base.warmstart: the cached warm start, trained if missing)."""
     if plan.base_hf_path:
         return plan.base_hf_path
-    from gasp_jax import warmstart
 
     return warmstart.ensure_warmstart(plan.warmstart)
 
@@ -64,8 +70,6 @@ def _finished(out: Path, config: ml_collections.ConfigDict) -> bool:
 
 def _generate_fn(model: Any, params: Any, tokenizer: Any, config: ml_collections.ConfigDict, hf_path: str):
     """The eval job's `generate_fn` on an already loaded model (as `generation.build_generate_fn` builds it)."""
-    from gasp_jax.evaluation.generation import eos_ids_for, sampler_generate_fn
-
     s = config.sampling
     max_new = int(s.max_new_tokens)
     max_prompt = int(s.get("max_prompt_tokens", 0) or 0)
@@ -95,12 +99,6 @@ def evaluate_checkpoint(plan: Plan, hf_path: str, out_dir: Path, sandbox: Any, *
     if not todo:
         log.info("protocol: %s already evaluated", out_dir)
         return results
-    from gasp_jax.evaluation import code_eval, eval_job
-    from gasp_jax.evaluation.common import sandbox_limits
-    from gasp_jax.evaluation.generation import load_model_and_tokenizer, mesh_for
-    from gasp_jax.evaluation.grading import SandboxGrader
-    from gasp_jax.rlvr.source import LimitedSandbox
-    from gasp_jax.sandbox import Limits
 
     first = next(iter(todo.values()))
     model, params, tokenizer = load_model_and_tokenizer(first.model, mesh=mesh_for(first))
@@ -125,8 +123,6 @@ def evaluate_checkpoint(plan: Plan, hf_path: str, out_dir: Path, sandbox: Any, *
 @contextlib.contextmanager
 def shared_sandbox(plan: Plan) -> Iterator[Any]:
     """One sandbox for every evaluation (workers / limits of the first evaluation config)."""
-    from gasp_jax.evaluation.common import open_sandbox
-
     first = next(iter(plan.evals.values()))
     with open_sandbox(first.sandbox) as sb:
         yield sb

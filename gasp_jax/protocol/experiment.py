@@ -41,7 +41,9 @@ from gasp_jax import config_files
 from gasp_jax import overrides as overrides_lib
 from gasp_jax import warmstart as warmstart_lib
 from gasp_jax.evaluation import periodic
-from gasp_jax.selfplay import fit_check
+from gasp_jax.evaluation.common import load_config_problems
+from gasp_jax.selfplay import fit_check, trainer
+from gasp_jax.selfplay import sources as sources_lib
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -192,7 +194,6 @@ def run_config(exp: ml_collections.ConfigDict, method: str, seed: int, goalposts
     for key in ("all", method):
         if key in overrides:
             apply_overrides(c, overrides[key], where=f"overrides.{key}")
-    from gasp_jax.selfplay import trainer
 
     try:
         trainer.check_config(c)
@@ -218,8 +219,6 @@ def eval_config(exp: ml_collections.ConfigDict, name: str, goalposts: tuple[str,
 
 def _check_eval_data(name: str, c: ml_collections.ConfigDict) -> None:
     if name in ("lcb", "goalposts"):
-        from gasp_jax.evaluation.common import load_config_problems
-
         try:
             problems, _, window = load_config_problems(c.data)
         except (ValueError, FileNotFoundError) as e:
@@ -281,7 +280,6 @@ def build_plan(exp: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Pl
             if warmstart is None and c.init.warmstart.get("enabled", False):
                 warmstart = c.init.warmstart
             runs.append(RunSpec(method, int(seed), workdir / "runs" / method / f"seed{seed}", c))
-        from gasp_jax.selfplay import sources as sources_lib
 
         try:  # the sources load their data (LCB problems, goalposts, seed files): fail here, not mid-run
             sources = sources_lib.build_sources(runs[-1].config)

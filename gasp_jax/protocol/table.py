@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from gasp_jax.evaluation.common import write_json
 from gasp_jax.protocol.experiment import METHODS, Plan
 
 MISSING = "—"
@@ -210,7 +211,6 @@ def render_markdown(table: dict[str, Any]) -> str:
 
 def write_table(plan: Plan) -> dict[str, Any]:
     table = build_table(plan)
-    from gasp_jax.evaluation.common import write_json
 
     write_json(plan.workdir / "table1.json", table)
     (plan.workdir / "table1.md").write_text(render_markdown(table))

@@ -24,6 +24,7 @@ from typing import Any
 
 import ml_collections
 
+from gasp_jax import main as entry
 from gasp_jax.protocol.experiment import REPO, ExperimentError, RunSpec
 
 log = logging.getLogger(__name__)
@@ -101,8 +102,6 @@ def status(spec: RunSpec) -> dict[str, Any]:
 def launch(spec: RunSpec, executor: str) -> int:
     """Runs (or resumes) the training job; returns its exit status (0 = success)."""
     if executor == "inprocess":
-        from gasp_jax import main as entry
-
         try:
             entry.run_job(spec.config, str(spec.workdir))
             return 0

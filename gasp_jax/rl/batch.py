@@ -18,6 +18,8 @@ import flax
 import jax
 import numpy as np
 
+from gasp_jax.rl.advantages import compute_advantages
+
 DEFAULT_LENGTH_BUCKETS = (128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 
 
@@ -204,8 +206,6 @@ def batch_from_rollouts(
     Dr.GRPO. TRR++ weights by completion length, taken from `completions`. `bucket_kwargs` go to
     `make_batch`. Returns `(batch, advantage_stats)`; log the stats (zero-advantage fraction).
     """
-    from gasp_jax.rl.advantages import compute_advantages  # host-only module; avoid a cycle at import
-
     lengths = np.array([len(c) for c in completions], np.int64)
     result = compute_advantages(advantage_config, rewards, groups, lengths)
     batch = make_batch(prompts, completions, sampler_logprobs, result.advantages, **bucket_kwargs)

@@ -22,22 +22,21 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
+
+from gasp_jax import config_files
+from gasp_jax.data import paths
+from gasp_jax.evaluation.grading import SandboxGrader
+from gasp_jax.rlvr.source import LcbSource
+from gasp_jax.sandbox import Limits, Sandbox
+from gasp_jax.selfplay.policy import ScriptedPolicy
+from gasp_jax.selfplay.types import RolloutContext, Timers
+from gasp_jax.tokenizer import build_byte_tokenizer
 
 
 def grading(problems: int, samples: int, steps: int, workers: int, exclude: tuple[str, ...] = (), *,
             config_path: str = "configs/rlvr.py:tiny") -> dict:
-    import jax
-
-    from gasp_jax import config_files
-    from gasp_jax.data import paths
-    from gasp_jax.evaluation.grading import SandboxGrader
-    from gasp_jax.rlvr.source import LcbSource
-    from gasp_jax.sandbox import Limits, Sandbox
-    from gasp_jax.selfplay.policy import ScriptedPolicy
-    from gasp_jax.selfplay.types import RolloutContext, Timers
-    from gasp_jax.tokenizer import build_byte_tokenizer
-
     official = {r["question_id"]: r["code_list"][0] for r in paths.read_json(paths.data_file(paths.LCB_O1_SUBMISSION))}
     config = config_files.load(config_path)
     config.init.warmstart.enabled = False

@@ -23,6 +23,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from gasp_jax import sharding as shd
@@ -277,8 +278,6 @@ def batch_shards(mesh: Mesh | None, rules: shd.Rules) -> int:
 def to_host(x: jax.Array) -> np.ndarray:
     """One device array as NumPy, gathered across processes when multi-host."""
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(jax.device_get(x))
 

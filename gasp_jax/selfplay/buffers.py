@@ -18,6 +18,8 @@ from typing import Iterable, Mapping
 import jax
 import numpy as np
 
+from gasp_jax.tasks import record_key
+
 KINDS = ("deduction", "abduction", "induction")
 DROP_POLICIES = ("newest", "oldest")
 
@@ -41,8 +43,6 @@ def identity_records(kind: str) -> list[dict]:
 def task_key(kind: str, record: Mapping) -> str:
     """Identity of a task for the duplicate check: the tasks layer's content hash (program, imports,
     inputs)."""
-    from gasp_jax.tasks import record_key
-
     return record_key(kind, dict(record))
 
 

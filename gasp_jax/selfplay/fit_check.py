@@ -23,7 +23,13 @@ from typing import Any
 
 import ml_collections
 
-from gasp_jax import models
+from gasp_jax import models, sampling, warmstart
+from gasp_jax.evaluation import function_tests
+from gasp_jax.evaluation.code_eval import load_benchmark
+from gasp_jax.evaluation.common import load_config_problems, make_prompt_fn
+from gasp_jax.evaluation.periodic import policy_prompt_fn
+from gasp_jax.gasp.goalposts import load_goalposts
+from gasp_jax.tokenizer import build_byte_tokenizer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,8 +44,6 @@ class ModelSpec:
 def warmstart_spec(ws: ml_collections.ConfigDict, key: str = "init.warmstart") -> ModelSpec:
     """The warm start's model and tokenizer (a BPE one is trained on the warm start's rows) from the warm
     start's host-only preparation: nothing is trained, no weight exists yet."""
-    from gasp_jax import warmstart
-
     prep = warmstart.prepare(ws)
     return ModelSpec(int(prep.model_config.max_position_embeddings), prep.tokenizer,
                      f"{key}.model {ws.model.hf_path or ws.model.preset!r}")
@@ -52,7 +56,6 @@ def model_spec(config: ml_collections.ConfigDict) -> ModelSpec:
         return warmstart_spec(ws)
     if config.model.get("hf_path"):
         return hf_spec(config.model.hf_path, "model.hf_path")
-    from gasp_jax.tokenizer import build_byte_tokenizer
 
     mc = models.get_preset(config.model.preset)
     return ModelSpec(int(mc.max_position_embeddings), build_byte_tokenizer(), f"model.preset {config.model.preset!r}")
@@ -76,15 +79,11 @@ class Demand:
 
 
 def _count(tokenizer: Any, texts: Mapping[str, str], chat_template: bool) -> dict[str, int]:
-    from gasp_jax import sampling
-
     ids = sampling.encode_prompts(tokenizer, list(texts.values()), chat_template=chat_template)
     return {k: len(v) for k, v in zip(texts, ids)}
 
 
 def _lcb_prompt_fn(style: str, tokenizer: Any, config: ml_collections.ConfigDict) -> Callable[[Any], str]:
-    from gasp_jax.evaluation.periodic import policy_prompt_fn  # what the LCB source and the evaluations use
-
     return policy_prompt_fn(style, tokenizer, run_config=config)
 
 
@@ -130,7 +129,6 @@ def periodic_eval_demands(config: ml_collections.ConfigDict, spec: ModelSpec, ch
     e = config.get("eval", None)
     if e is None or int(e.get("every", 0) or 0) <= 0 or not config.get("hooks", ()):
         return []
-    from gasp_jax.evaluation.common import load_config_problems
 
     fn = _lcb_prompt_fn(str(e.get("prompt_style", "auto")), spec.tokenizer, config)
     out = []
@@ -140,8 +138,6 @@ def periodic_eval_demands(config: ml_collections.ConfigDict, spec: ModelSpec, ch
                           _count(spec.tokenizer, {p.id: fn(p) for p in problems}, chat), int(e.lcb.max_new_tokens),
                           "eval.lcb.max_new_tokens", bool(e.lcb.data.get("problem_ids", ()))))
     if e.goalposts.get("enabled", False) and tuple(e.goalposts.select.get("ids", ()) or ()):
-        from gasp_jax.gasp.goalposts import load_goalposts
-
         pool = load_goalposts(e.goalposts.select, where="eval.goalposts.select")
         out.append(Demand(f"eval.goalposts: goalpost (prompt_style={e.get('prompt_style', 'auto')!r})",
                           _count(spec.tokenizer, {g.id: fn(g.problem) for g in pool.goalposts}, chat),
@@ -189,15 +185,10 @@ def eval_demand(name: str, config: ml_collections.ConfigDict, spec: ModelSpec) -
         if max_prompt else f"eval.{name}.sampling.max_prompt_tokens=0"
     style = str(config.prompt.style)
     if config.job == "code_eval":
-        from gasp_jax.evaluation import function_tests
-        from gasp_jax.evaluation.code_eval import load_benchmark
-
         problems, _ = load_benchmark(config.data, config.benchmark)
         texts = {p.id: function_tests.render_prompt(p, style, tokenizer=spec.tokenizer) for p in problems}
         every = True  # a benchmark's problems are all scored
     else:
-        from gasp_jax.evaluation.common import load_config_problems, make_prompt_fn
-
         problems, _, _ = load_config_problems(config.data)
         fn = make_prompt_fn(config.prompt, spec.tokenizer)
         texts = {p.id: fn(p) for p in problems}

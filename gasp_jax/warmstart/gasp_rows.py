@@ -12,7 +12,9 @@ import ml_collections
 import numpy as np
 
 from gasp_jax import tasks
+from gasp_jax.data.livecodebench import DateWindow, load_problems
 from gasp_jax.gasp.prompts import AXES, TeacherPrompts
+from gasp_jax.sandbox import Limits, Sandbox
 from gasp_jax.warmstart.config import LCB_CUTOFF, cache_root
 from gasp_jax.warmstart.rows import Row, SeedTasks, cut_induction, is_short, solve_row
 
@@ -68,8 +70,6 @@ def gasp_gold_tasks(ws, seed: SeedTasks) -> list[dict]:
         with open(path) as f:
             valid = json.load(f)
     else:
-        from gasp_jax.sandbox import Limits, Sandbox
-
         config = tasks.ValidationConfig(limits=Limits(cpu_s=2.0))
         with Sandbox(workers=2, allow_unsafe=bool(ws.data.gasp.allow_unsafe)) as sb:
             results = tasks.validate_records(sb, [("induction", r) for r in cands], config=config)
@@ -89,8 +89,6 @@ def gasp_gold_tasks(ws, seed: SeedTasks) -> list[dict]:
 
 def lcb_statements(ws) -> list[tuple[str, str]]:
     """`(problem id, statement)` of the LCB problems before LCB_CUTOFF (GASP's goalpost window), by date."""
-    from gasp_jax.data.livecodebench import DateWindow, load_problems
-
     problems = load_problems(ws.data.gasp.problems_file, window=DateWindow.of(end=LCB_CUTOFF))
     return [(p.id, p.statement) for p in problems]
 

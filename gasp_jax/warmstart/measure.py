@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
-from gasp_jax import models, tasks
+from gasp_jax import models, sampling, tasks
 from gasp_jax.gasp.prompts import AXES
 from gasp_jax.warmstart.gasp_rows import lcb_statements, teacher_prompts
 from gasp_jax.warmstart.rows import propose_row, solve_row
@@ -32,8 +32,6 @@ def measure(path: str, ws, sandbox, *, samples: int = 4, temperature: float = 1.
     `max_tasks` tasks / records per (split, kind), the first ones. With GASP rows: `gasp/*` rates the
     same way for the lemma / lift prompts (`gasp_max_new_tokens`: their gold is up to ~400 tokens).
     """
-    from gasp_jax import sampling
-
     prep = prepare(ws)
     mesh = local_mesh(ws)
     model, params = models.load_hf(path, dtype=ws.model.dtype, mesh=mesh)

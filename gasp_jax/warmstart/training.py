@@ -21,6 +21,7 @@ import numpy as np
 from gasp_jax import models, multihost, rl
 from gasp_jax import sharding as shd
 from gasp_jax.rl import sft
+from gasp_jax.tokenizer import build_bpe_tokenizer, build_byte_tokenizer
 from gasp_jax.warmstart.config import CACHE_VERSION, MANIFEST, cache_root, rl_config, validate_config
 from gasp_jax.warmstart.gasp_rows import gasp_gold_tasks, gasp_rows, lcb_statements
 from gasp_jax.warmstart.rows import Row, SeedTasks, build_rows, encode_rows, row_limit, seed_tasks
@@ -33,7 +34,6 @@ def base_tokenizer(ws, rows: Sequence[Row] = ()):
     byte-level BPE trained on `rows`' text (deterministic: the rows are; saved with the checkpoint)."""
     if ws.model.hf_path:
         return models.load_tokenizer(ws.model.hf_path)
-    from gasp_jax.tokenizer import build_bpe_tokenizer, build_byte_tokenizer
 
     if ws.model.get("tokenizer", "byte") == "bpe" and rows:
         return build_bpe_tokenizer([r.prompt + r.response for r in rows], int(ws.model.bpe_vocab_size))
