@@ -63,7 +63,8 @@ def tiny() -> ml_collections.ConfigDict:
     c.prompts.chat = ws.chat
     c.prompts.token_budget = int(ws.max_length)
     c.sampling.max_new_tokens = 192  # proposals need up to ~200 tokens, answers ~60
-    c.sampling.max_cache_length = 0  # 0: the model's max_position_embeddings
+    c.sampling.max_cache_length = int(ws.max_length) + c.sampling.max_new_tokens  # a prompt + its answer
+    common.fixed_rollout_shapes(c, slots=32, prompt_buckets=(64, int(ws.max_length)))  # programs: iteration 1
     a = c.sources.azr = azr_source()
     a.propose_per_kind = 4
     a.solve_per_kind = 4

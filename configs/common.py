@@ -53,10 +53,13 @@ def sampling() -> ml_collections.ConfigDict:
     `chunk_steps` steps; 2-3x the static engine's tokens/s on ragged self-play work, docs/benchmarks.md)
     or "static" (one batch until its longest row stops). `max_slots` / `kv_cache_tokens`: the slot count,
     or the cached-token budget it is derived from (0: the engine's default, at most the call's rows).
+    `fixed_shapes` (continuous; needs `max_slots` or `kv_cache_tokens`): every call runs the same slot
+    count and cache length, and the first call compiles the admit program of every prompt bucket, so
+    nothing compiles after the run's first iteration (docs/sampling.md, "Fixed shapes").
     """
     return ml_collections.ConfigDict(dict(
         temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=8096, engine="continuous", chat_template=False,
-        prompt_buckets=(), max_cache_length=0, max_slots=0, kv_cache_tokens=0, chunk_steps=16,
+        prompt_buckets=(), max_cache_length=0, max_slots=0, kv_cache_tokens=0, chunk_steps=16, fixed_shapes=False,
     ))
 
 
@@ -116,8 +119,12 @@ def roles() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(dict(placement="same"))
 
 
-def runtime() -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict(dict(distributed="auto", compilation_cache_dir=""))
+def runtime(compilation_cache_dir: str = "") -> ml_collections.ConfigDict:
+    """`compilation_cache_dir`: JAX's persistent compilation cache: "" off, "auto" (the CPU presets:
+    `$GASP_JAX_CACHE/xla`, else ~/.cache/gasp_jax/xla), or a directory every host can read (pods:
+    a `gs://` path); `gasp_jax.runtime.initialize`."""
+    return ml_collections.ConfigDict(dict(distributed="auto", compilation_cache_dir=compilation_cache_dir,
+                                          compilation_cache_min_compile_s=1.0))
 
 
 def warmstart(enabled: bool) -> ml_collections.ConfigDict:
@@ -166,6 +173,16 @@ def tiny_base(*, steps: int) -> ml_collections.ConfigDict:
     c.rl.optimizer.learning_rate = 1e-4  # a tiny warm-started model, not a 7B fine-tune (AZR: 1e-6)
     c.rl.logprob_chunk_size = 128
     c.sandbox.workers = 2
+    c.runtime = runtime(compilation_cache_dir="auto")  # a rerun loads its programs from the disk
+    return c
+
+
+def fixed_rollout_shapes(c: ml_collections.ConfigDict, *, slots: int, prompt_buckets: tuple[int, ...]
+                         ) -> ml_collections.ConfigDict:
+    """Every rollout call of the run on `slots` slots, the whole `sampling.max_cache_length` and these
+    prompt buckets (list each cache limit - max_new_tokens a call uses, or the engine adds it): the
+    programs compile in the first iteration, later ones compile nothing."""
+    c.sampling.update(fixed_shapes=True, max_slots=int(slots), prompt_buckets=tuple(int(b) for b in prompt_buckets))
     return c
 
 

@@ -84,6 +84,9 @@ def tiny() -> ml_collections.ConfigDict:
     c.sampling.max_cache_length = 640  # < the warm-start model's 1024; the longest eval prompt + 64 new tokens fit
     c.prompts.template = "compact"
     c.prompts.token_budget = c.sampling.max_cache_length - c.sampling.max_new_tokens  # a task prompt + its answer fit
+    # 32 slots and a 640-slot cache for every call; buckets up to the rollouts' 448- and the evaluation's
+    # 576-token prompt limits: iteration 1 compiles every rollout and evaluation program.
+    common.fixed_rollout_shapes(c, slots=32, prompt_buckets=(128, 256, 448, 576))
     g = c.sources.gasp = gasp_source()
     g.goalposts.ids = TINY_GOALPOSTS
     g.lemmas_per_step = 10  # two per goalpost a step

@@ -57,6 +57,8 @@ def get_config(arg=None):
     c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1))
     c.sharding = ml_collections.ConfigDict()
     c.sharding.rules = [list(rule) for rule in DEFAULT_RULES]
-    c.runtime = ml_collections.ConfigDict(dict(distributed=False, compilation_cache_dir=""))
+    # "auto": JAX's persistent compilation cache under $GASP_JAX_CACHE/xla (~/.cache/gasp_jax/xla)
+    c.runtime = ml_collections.ConfigDict(dict(distributed=False, compilation_cache_dir="auto",
+                                               compilation_cache_min_compile_s=1.0))
     c.profile = profiling.default_config()  # toy_rl: jax.profiler window, recompilation warm-up
     return c

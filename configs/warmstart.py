@@ -42,7 +42,9 @@ def get_config(arg=None):
         workers=2,
         allow_unsafe=False,  # machines without user namespaces (see docs/sandbox.md)
     ))
-    c.runtime = ml_collections.ConfigDict(dict(distributed=False, compilation_cache_dir=""))
+    # "auto": JAX's persistent compilation cache under $GASP_JAX_CACHE/xla (~/.cache/gasp_jax/xla)
+    c.runtime = ml_collections.ConfigDict(dict(distributed=False, compilation_cache_dir="auto",
+                                               compilation_cache_min_compile_s=1.0))
     c.profile = profiling.default_config()  # SFT steps start_step.. traced when the job trains (docs/profiling.md)
     if preset == "quick":
         c.model.preset = "tiny"

@@ -163,18 +163,23 @@ class CompileWatch:
     _watches: list["CompileWatch"] = []
     _registered = False
     _filter = _CompileLog()
+    total = 0  # programs built in this process since the first watch (or `compile_count` call)
 
     def __init__(self):
         self._programs: list[CompiledProgram] = []
         with CompileWatch._lock:
-            if not CompileWatch._registered:
-                jax.monitoring.register_event_duration_secs_listener(CompileWatch._listen)
-                pxla = logging.getLogger("jax._src.interpreters.pxla")
-                pxla.addFilter(CompileWatch._filter)
-                if pxla.getEffectiveLevel() > logging.DEBUG:
-                    pxla.setLevel(logging.DEBUG)  # the filter above keeps its debug records off the console
-                CompileWatch._registered = True
+            CompileWatch._register()
             CompileWatch._watches.append(self)
+
+    @staticmethod
+    def _register() -> None:  # under _lock
+        if not CompileWatch._registered:
+            jax.monitoring.register_event_duration_secs_listener(CompileWatch._listen)
+            pxla = logging.getLogger("jax._src.interpreters.pxla")
+            pxla.addFilter(CompileWatch._filter)
+            if pxla.getEffectiveLevel() > logging.DEBUG:
+                pxla.setLevel(logging.DEBUG)  # the filter above keeps its debug records off the console
+            CompileWatch._registered = True
 
     @staticmethod
     def _listen(event: str, duration: float, **kwargs) -> None:
@@ -184,6 +189,7 @@ class CompileWatch:
         CompileWatch._filter.local.shapes = ""
         program = CompiledProgram(str(kwargs.get("fun_name", "?")), shapes, float(duration))
         with CompileWatch._lock:
+            CompileWatch.total += 1
             for watch in CompileWatch._watches:
                 watch._programs.append(program)
 
@@ -197,6 +203,15 @@ class CompileWatch:
         with CompileWatch._lock:
             if self in CompileWatch._watches:
                 CompileWatch._watches.remove(self)
+
+
+def compile_count() -> int:
+    """XLA programs built in this process so far (counted from the first call or `CompileWatch`): the
+    difference around a call is what it compiled (or loaded from the persistent cache). Unlike a jit
+    cache's size, a new cache entry for an executable built before does not count."""
+    with CompileWatch._lock:
+        CompileWatch._register()
+        return CompileWatch.total
 
 
 def alarm_recompilation(programs: Sequence[CompiledProgram], step: int, *, warmup: int, first_step: int = 0) -> None:

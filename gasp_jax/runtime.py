@@ -16,6 +16,29 @@ from gasp_jax import sharding as shd
 
 log = logging.getLogger("gasp_jax")
 
+CACHE_ENV = "GASP_JAX_CACHE"  # the root of every per-machine cache (warm starts, XLA programs)
+COMPILATION_CACHE_ENV = "GASP_JAX_COMPILATION_CACHE"  # "off", or a directory: what "auto" means here
+
+
+def cache_root(*parts: str) -> str:
+    """`$GASP_JAX_CACHE/<parts>`, else `~/.cache/gasp_jax/<parts>`."""
+    base = os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "gasp_jax")
+    return os.path.join(base, *parts)
+
+
+def compilation_cache_dir(value: str) -> str:
+    """`runtime.compilation_cache_dir` as a directory ("" = off). "auto" (the tiny presets) is
+    `$GASP_JAX_COMPILATION_CACHE` when set ("off" turns it off: the test suite does, so compile counts
+    never depend on the disk), else `cache_root("xla")`. Anything else is a path (`~` expanded; a
+    `gs://` URL works too: jax writes through its own file layer)."""
+    value = str(value or "")
+    if value != "auto":
+        return os.path.expanduser(value) if value and "://" not in value else value
+    override = os.environ.get(COMPILATION_CACHE_ENV, "")
+    if override:
+        return "" if override == "off" else os.path.expanduser(override)
+    return cache_root("xla")
+
 
 def setup_logging(level: str = "INFO") -> None:
     logging.basicConfig(
@@ -34,13 +57,18 @@ def initialize(config: ml_collections.ConfigDict) -> None:
 
     `config.runtime.distributed`: "auto" (default: initialise when the launcher environment describes
     several processes), True or False; see `multihost.maybe_initialize`.
+    `config.runtime.compilation_cache_dir`: "" (off), "auto" or a directory (`compilation_cache_dir`);
+    programs that took at least `compilation_cache_min_compile_s` (default 1.0, jax's) to compile are
+    written there and loaded by later runs of the same program, jax/XLA version and device kind.
     """
     runtime = config.get("runtime", ml_collections.ConfigDict())
     multihost.maybe_initialize(runtime.get("distributed", "auto"))
-    cache_dir = runtime.get("compilation_cache_dir", "")
+    cache_dir = compilation_cache_dir(runtime.get("compilation_cache_dir", ""))
     if cache_dir:
-        jax.config.update("jax_compilation_cache_dir", os.path.expanduser(cache_dir))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+        jax.config.update("jax_compilation_cache_dir", cache_dir)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                          float(runtime.get("compilation_cache_min_compile_s", 1.0)))
+        log.info("persistent compilation cache: %s", cache_dir)
     log.info(
         "JAX %s: process %d/%d, %d devices (%s)",
         jax.__version__, jax.process_index(), jax.process_count(), jax.device_count(),

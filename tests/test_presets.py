@@ -40,12 +40,6 @@ def quick_warmstart(block: ml_collections.ConfigDict, cache_dir: str) -> ml_coll
     return block
 
 
-@pytest.fixture(scope="session")
-def warmstart_cache(tmp_path_factory) -> str:
-    """One warm-start cache for every smoke of the session: the quick warm start is trained once."""
-    return str(tmp_path_factory.mktemp("warmstart_cache"))
-
-
 def _main(*args: str, module: str = "gasp_jax.main", timeout: int = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env, capture_output=True, text=True,

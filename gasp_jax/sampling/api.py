@@ -37,6 +37,7 @@ def generate(
     max_slots: int | None = None,
     kv_cache_tokens: int | None = None,
     chunk_steps: int | None = None,
+    fixed_shapes: bool = False,
 ) -> core.SampleOutput:
     """Samples `num_samples` continuations of each prompt (lists of token ids).
 
@@ -65,6 +66,8 @@ def generate(
         run in consecutive batches of at most this many rows (default: all in one batch).
       kv_cache_tokens, chunk_steps: continuous engine only: the slot cache budget in cached tokens
         (slots = budget // per-slot cache length) and decode steps per device call (default 16).
+      fixed_shapes: continuous engine only: the same programs for every call of these settings, warmed
+        by the first (`engine.run_requests`); a run's later calls compile nothing.
 
     Returns:
       `SampleOutput(tokens, logprobs, lengths)` as NumPy arrays with `len(prompts) * num_samples` rows,
@@ -95,10 +98,11 @@ def generate(
             model, params, requests, rng=rng, max_slots=max_slots, kv_cache_tokens=kv_cache_tokens,
             chunk_steps=continuous_engine.DEFAULT_CHUNK_STEPS if chunk_steps is None else chunk_steps,
             prompt_buckets=prompt_buckets, max_cache_length=max_cache_length, unroll_layers=unroll_layers,
+            fixed_shapes=fixed_shapes,
         )
         return out
-    if kv_cache_tokens is not None or chunk_steps is not None:
-        raise ValueError("kv_cache_tokens and chunk_steps apply to engine='continuous' only")
+    if kv_cache_tokens is not None or chunk_steps is not None or fixed_shapes:
+        raise ValueError("kv_cache_tokens, chunk_steps and fixed_shapes apply to engine='continuous' only")
     arrays = [core.check_prompt(i, p, model.config.vocab_size) for i, p in enumerate(prompts)]
     return static_engine.generate_static(
         model, params, arrays, limits, rng=core.as_key(rng), temperature=temperature, top_k=top_k, top_p=top_p,

@@ -66,7 +66,7 @@ from typing import Any, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from gasp_jax import sharding as shd
 from gasp_jax.models.transformer import (
@@ -354,6 +354,8 @@ class _Plan:
     row_offsets: list  # first output row per request
     total_rows: int
     width: int  # output columns: the largest max_new_tokens
+    fixed_shapes: bool = False  # slots, cache_len and admit rows from the settings alone (see run_requests)
+    warm_buckets: tuple = ()  # fixed_shapes: every prompt bucket this call's settings can use
 
 
 def cache_length_bucket(length: int, limit: int) -> int:
@@ -368,11 +370,14 @@ def slots_for_budget(kv_cache_tokens: int, cache_len: int, shards: int = 1) -> i
     return (int(kv_cache_tokens) // int(cache_len)) // shards * shards
 
 
-def _plan(model: Transformer, requests, *, max_slots, kv_cache_tokens, prompt_buckets, max_cache_length) -> _Plan:
+def _plan(model: Transformer, requests, *, max_slots, kv_cache_tokens, prompt_buckets, max_cache_length,
+          fixed_shapes: bool = False) -> _Plan:
     """Validates every request and sizes the slots; raises ValueError before anything compiles."""
     cfg = model.config
     if isinstance(requests, (str, bytes)) or not isinstance(requests, Sequence) or len(requests) == 0:
         raise ValueError("requests must be a non-empty list of engine.Request")
+    if fixed_shapes and max_slots is None and kv_cache_tokens is None:
+        raise ValueError("fixed_shapes needs max_slots or kv_cache_tokens (the slot count every call uses)")
     cache_limit = int(max_cache_length or cfg.max_position_embeddings)
     if max_cache_length is not None and not 1 <= max_cache_length <= cfg.max_position_embeddings:
         raise ValueError(
@@ -383,6 +388,9 @@ def _plan(model: Transformer, requests, *, max_slots, kv_cache_tokens, prompt_bu
     shards = core.batch_shards(model.mesh, model.rules)
     prompts, buckets_, variant_of, variants, needed, offsets = [], [], [], [], 1, []
     rows, max_eos, max_samples = 0, 1, 1
+    # fixed_shapes: the buckets any request of these settings can land in, whatever its max_new_tokens.
+    warm = set(bk.effective_prompt_buckets(_base_buckets(prompt_buckets, cache_limit, 1, True), cache_limit - 1)
+               if fixed_shapes else ())
     for k, r in enumerate(requests):
         if not isinstance(r, Request):
             raise ValueError(f"request {k} must be an engine.Request, got {type(r).__name__}")
@@ -399,9 +407,9 @@ def _plan(model: Transformer, requests, *, max_slots, kv_cache_tokens, prompt_bu
             )
         if prompt_buckets is not None and a.size > max(int(b) for b in prompt_buckets):
             raise ValueError(f"a prompt of {a.size} tokens is longer than the largest prompt bucket ({max(prompt_buckets)})")
-        own = bk.effective_prompt_buckets(
-            prompt_buckets if prompt_buckets is not None else bk.default_prompt_buckets(cache_limit - n), cache_limit - n
-        )
+        own = bk.effective_prompt_buckets(_base_buckets(prompt_buckets, cache_limit, n, fixed_shapes), cache_limit - n)
+        if fixed_shapes:
+            warm.update(own)
         p = bk.pick_bucket(a.size, own)
         mode = core.sampling_mode(cfg.vocab_size, r.temperature, r.top_k, r.top_p)
         if mode not in variants:
@@ -414,7 +422,7 @@ def _plan(model: Transformer, requests, *, max_slots, kv_cache_tokens, prompt_bu
         rows += r.num_samples
         max_eos = max(max_eos, len(r.eos_ids))
         max_samples = max(max_samples, r.num_samples)
-    cache_len = cache_length_bucket(needed, cache_limit)
+    cache_len = cache_limit if fixed_shapes else cache_length_bucket(needed, cache_limit)
     if max_slots is not None:
         if isinstance(max_slots, bool) or not isinstance(max_slots, (int, np.integer)) or max_slots < 1:
             raise ValueError(f"max_slots must be a positive int, got {max_slots!r}")
@@ -437,14 +445,24 @@ def _plan(model: Transformer, requests, *, max_slots, kv_cache_tokens, prompt_bu
             )
     else:
         slots = DEFAULT_MAX_SLOTS // shards * shards or shards
-    slots = min(slots, bk.batch_bucket(rows, shards))  # never more slots than the call has rows
+    if not fixed_shapes:
+        slots = min(slots, bk.batch_bucket(rows, shards))  # never more slots than the call has rows
     if max_samples > slots:
         raise ValueError(f"num_samples={max_samples} exceeds the {slots} decode slots (its rows share one prefill)")
     return _Plan(
         prompts=prompts, prompt_buckets=buckets_, slots=slots, cache_len=cache_len,
         eos_width=-(-max_eos // core.EOS_SLOTS) * core.EOS_SLOTS, variants=tuple(variants), variant_of=variant_of,
         row_offsets=offsets, total_rows=rows, width=max(int(r.max_new_tokens) for r in requests),
+        fixed_shapes=bool(fixed_shapes), warm_buckets=tuple(sorted(warm)),
     )
+
+
+def _base_buckets(prompt_buckets, cache_limit: int, max_new_tokens: int, fixed_shapes: bool):
+    """The prompt buckets before the per-request cap (cache limit - max_new_tokens): the given ones, else
+    powers of two; with fixed_shapes the defaults do not depend on max_new_tokens either."""
+    if prompt_buckets is not None:
+        return prompt_buckets
+    return bk.default_prompt_buckets(cache_limit if fixed_shapes else cache_limit - max_new_tokens)
 
 
 # ------------------------------------------------------------------------------------------ public API
@@ -465,6 +483,7 @@ def run_requests(
     unroll_layers: bool = True,
     longest_first: bool = True,
     refill_slots: int | None = None,
+    fixed_shapes: bool = False,
 ) -> tuple[SampleOutput, EngineStats]:
     """Generates every request's `num_samples` rows over a fixed set of refilled decode slots.
 
@@ -478,6 +497,11 @@ def run_requests(
       longest_first: admit requests in decreasing `max_new_tokens` (stable); False: in order.
       refill_slots: while requests wait, a decode chunk ends early once this many more slots are free
         (default: slots // 16, at least 1), so finished slots refill without waiting for the chunk's end.
+      fixed_shapes: every call with the same settings runs the same programs, whatever its requests:
+        `max_slots` (or the budget's) slots even for fewer rows, the cache at the full cache limit,
+        every admit at `slots` rows; the first call compiles the admit program of every prompt bucket
+        its settings allow (`warm_admits`), so a run's later calls compile nothing. Needs `max_slots`
+        or `kv_cache_tokens`.
       Others as `sampling.generate`.
 
     Returns:
@@ -496,9 +520,11 @@ def run_requests(
         raise ValueError(f"refill_slots must be a positive int, got {refill_slots!r}")
     plan = _plan(
         model, requests, max_slots=max_slots, kv_cache_tokens=kv_cache_tokens, prompt_buckets=prompt_buckets,
-        max_cache_length=max_cache_length,
+        max_cache_length=max_cache_length, fixed_shapes=fixed_shapes,
     )
     rng = core.as_key(rng)
+    if model.mesh is not None:  # on the mesh like the params: the slot state's sharding, part of every
+        rng = jax.device_put(rng, NamedSharding(model.mesh, PartitionSpec()))  # program's key, is then one
     shards = core.batch_shards(model.mesh, model.rules)
     compiled_before = core.compiled_program_count()
     if model.mesh is not None:
@@ -513,6 +539,8 @@ def run_requests(
     stats = EngineStats(slots=plan.slots, cache_len=plan.cache_len, chunk_steps=int(chunk_steps))
     refill_slots = max(1, plan.slots // 16) if refill_slots is None else int(refill_slots)
     sizes = admit_sizes(plan.slots, shards)
+    if plan.fixed_shapes:
+        state = warm_admits(admit, decode, params, decode_params, state, rng, plan, sizes, model)
 
     tokens = np.full((plan.total_rows, plan.width), PAD_ID, np.int32)
     logprobs = np.zeros((plan.total_rows, plan.width), np.float32)
@@ -609,7 +637,7 @@ def _admit_batch(admit, params, state, rng, plan, requests, batch, bucket, free,
             prompt_lens[i] = plan.prompts[k].size
     pad_lens = (bucket - prompt_lens).astype(np.int32)
     rows = [(i, k, j) for i, k in enumerate(batch) if k is not None for j in range(requests[k].num_samples)]
-    width = bk.batch_bucket(len(rows))
+    width = plan.slots if plan.fixed_shapes else bk.batch_bucket(len(rows))
     slots_, sources, req_ids, sample_ids = (np.zeros((width,), np.int32) for _ in range(4))
     slots_[:] = plan.slots  # out of range: dropped by the scatter
     limits = np.ones((width,), np.int32)
@@ -633,3 +661,33 @@ def _admit_batch(admit, params, state, rng, plan, requests, batch, bucket, free,
         slots_, sources, req_ids, sample_ids, limits, temps, top_ps, variant_ids, eos,
     )
     return state, (out_rows, first_tokens, first_logprobs)
+
+
+_WARMED: set = set()  # (admit program, decode program, slots, cache_len, eos width, bucket): already run
+
+
+def warm_admits(admit, decode, params, decode_params, state, rng, plan, sizes, model):
+    """fixed_shapes: runs the admit program once for every (admit size, prompt bucket) of `plan` not run
+    before in this process, and the decode chunk once, with every row dropped (slot id = slots), so
+    they compile now and a later call of the same settings compiles nothing. Returns the (unchanged)
+    state. Costs one small prefill per new program, once per process."""
+    width = plan.slots
+    drop = np.full((width,), plan.slots, np.int32)
+    zeros = np.zeros((width,), np.int32)
+    ones = np.ones((width,), np.float32)
+    eos = np.full((width, plan.eos_width), -1, np.int32)
+    common = (admit, decode, plan.slots, plan.cache_len, plan.eos_width)
+    for size in sizes:
+        for bucket in plan.warm_buckets:
+            key = (*common, size, bucket)
+            if key in _WARMED:
+                continue
+            block = np.full((size, bucket), PAD_ID, np.int32)
+            pad_lens = np.full((size,), bucket - 1, np.int32)
+            state, _, _ = admit(params, state, core.place_rows(model, block), core.place_rows(model, pad_lens), rng,
+                                drop, zeros, zeros, zeros, np.ones((width,), np.int32), ones, ones, zeros, eos)
+            _WARMED.add(key)
+    if common not in _WARMED:  # every slot is free: the chunk's loop exits before its first step
+        state = decode(decode_params, state, np.int32(plan.slots + 1))[0]
+        _WARMED.add(common)
+    return state

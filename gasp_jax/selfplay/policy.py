@@ -11,15 +11,18 @@ the sampler reads the trainer's arrays.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable, Sequence
 
 import jax
 import ml_collections
 import numpy as np
 
-from gasp_jax import models, sampling
+from gasp_jax import models, profiling, sampling
 from gasp_jax import sharding as shd
 from gasp_jax.selfplay.types import Completion
+
+log = logging.getLogger(__name__)
 
 # Logical weight axes (see sharding.DEFAULT_RULES). Under the rollout rules each keeps only `tensor`.
 WEIGHT_AXES = ("vocab", "embed", "q_heads", "kv_heads", "head_dim", "mlp", "layers", "norm")
@@ -130,6 +133,7 @@ class SamplerPolicy:
         # each call decodes at least as many steps as its longest row) and KV-cache positions attended.
         self.decode_steps = 0
         self.kv_positions_read = 0
+        self.programs_compiled = 0  # running count of XLA programs this policy's calls built (profiling.compile_count)
 
     def set_params(self, params) -> None:
         self.params = params
@@ -155,17 +159,25 @@ class SamplerPolicy:
             for name in ("kv_cache_tokens", "chunk_steps"):
                 if c.get(name):
                     kwargs[name] = int(c.get(name))
+            if c.get("fixed_shapes", False):
+                kwargs["fixed_shapes"] = True
         if c.get("max_slots"):
             kwargs["max_slots"] = int(c.max_slots)
         if c.get("prompt_buckets"):
             kwargs["prompt_buckets"] = tuple(int(b) for b in c.prompt_buckets)
         if c.get("max_cache_length"):
             kwargs["max_cache_length"] = int(c.max_cache_length)
+        compiled0 = profiling.compile_count()
         out = sampling.generate(
             self.model, self.params, prompt_ids, max_new_tokens=max_new_tokens, temperature=temperature,
             top_k=int(c.get("top_k", 0)), top_p=float(c.get("top_p", 1.0)), eos_ids=self.eos_ids,
             num_samples=int(num_samples), rng=rng, **kwargs,
         )
+        compiled = profiling.compile_count() - compiled0
+        if compiled:
+            self.programs_compiled += compiled
+            log.info("sampling %d prompts x %d (max_new_tokens=%d) compiled %d programs", len(prompt_ids),
+                     int(num_samples), max_new_tokens, compiled)
         self.tokens_generated += int(np.sum(out.lengths))
         self.decode_steps += int(np.max(out.lengths))
         prompt_lens = np.repeat([len(p) for p in prompt_ids], int(num_samples)).astype(np.int64)

@@ -504,9 +504,10 @@ def iteration_scalars(results: Mapping[str, SourceResult], update_scalars, phase
 
 
 def generation_counts(run: Run) -> np.ndarray:
-    """Running (tokens, decode steps, KV positions read) of every rollout policy (perf.decode_bytes_per_device)."""
+    """Running (tokens, decode steps, KV positions read, sampling programs compiled) of every rollout policy
+    (perf.decode_bytes_per_device; `perf/sampling_programs_compiled`)."""
     return np.array([sum(getattr(s.policy, k, 0) for s in run.slots.values())
-                     for k in ("tokens_generated", "decode_steps", "kv_positions_read")], np.int64)
+                     for k in ("tokens_generated", "decode_steps", "kv_positions_read", "programs_compiled")], np.int64)
 
 
 def observe_iteration(run: Run, observer: profiling.StepObserver, step: int, exclusive: Mapping[str, float],
@@ -519,7 +520,8 @@ def observe_iteration(run: Run, observer: profiling.StepObserver, step: int, exc
     mc = run.model_config
     scalars.update(profiling.update_perf(mc, update_lens, scalars["time/goodput/update_s"],
                                          passes=int(run.rl_config.get("ppo_epochs", 1) or 1)))
-    tokens, decode_steps, kv_positions = generation_counts(run) - generation0
+    tokens, decode_steps, kv_positions, sampling_programs = generation_counts(run) - generation0
+    scalars["perf/sampling_programs_compiled"] = float(sampling_programs)  # of perf/compilations: the sampler's
     rollout_dtype = run.config.rollout.get("dtype") or mc.param_dtype
     mesh = next(iter(run.slots.values())).sampler_model.mesh
     axes = dict(mesh.shape) if mesh is not None else {}

@@ -6,7 +6,7 @@ import os
 
 import ml_collections
 
-from gasp_jax import models, rl, tasks
+from gasp_jax import models, rl, runtime, tasks
 from gasp_jax.config_checks import checker
 from gasp_jax.data import paths
 from gasp_jax.data.livecodebench import LCB_CUTOFF  # noqa: F401  (re-exported: goalposts are before it, never after)
@@ -145,5 +145,4 @@ def rl_config(ws) -> ml_collections.ConfigDict:
 def cache_root(ws) -> str:
     if ws.cache_dir:
         return os.path.abspath(os.path.expanduser(ws.cache_dir))
-    base = os.environ.get("GASP_JAX_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "gasp_jax")
-    return os.path.join(base, "warmstart")
+    return runtime.cache_root("warmstart")
