@@ -101,6 +101,9 @@ def test_source_blocks_resolve_once_into_frozen_settings():
     block.solve_per_kind = 0
     with pytest.raises(ValueError, match=r"^sources.azr2.solve_per_kind must be positive, got 0$"):
         azr.AzrSource("azr2", block, c)
+    block.solve_per_kind, block.kinds = 1, "deduction,sorting"
+    with pytest.raises(ValueError, match=r"^sources.azr2.kinds: unknown task type\(s\) \['sorting'\]"):
+        azr.AzrSettings.from_config(block, "azr2")  # the block's own name, not "azr"
 
     from gasp_jax.gasp.source import GaspSettings, default_config
 

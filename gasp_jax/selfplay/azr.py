@@ -55,11 +55,11 @@ def default_config() -> ml_collections.ConfigDict:
     return c
 
 
-def _kinds(block) -> tuple[str, ...]:
+def _kinds(block, name: str) -> tuple[str, ...]:
     kinds = tuple(k.strip() for k in str(block.kinds).split(",") if k.strip())
     bad = [k for k in kinds if k not in KINDS]
     if bad or not kinds:
-        raise ValueError(f"sources.azr.kinds: unknown task type(s) {bad or kinds}; expected a subset of {KINDS}")
+        raise ValueError(f"sources.{name}.kinds: unknown task type(s) {bad or kinds}; expected a subset of {KINDS}")
     return kinds
 
 
@@ -88,7 +88,7 @@ class AzrSettings:
             if int(block[field]) < (0 if field == "propose_per_kind" else 1):
                 raise ValueError(f"sources.{name}.{field} must be positive, got {block[field]}")
         return cls(
-            kinds=_kinds(block), propose_per_kind=int(block.propose_per_kind), solve_per_kind=int(block.solve_per_kind),
+            kinds=_kinds(block, name), propose_per_kind=int(block.propose_per_kind), solve_per_kind=int(block.solve_per_kind),
             references=int(block.references), induction_inputs=int(block.induction_inputs),
             learnability_samples=int(block.learnability_samples), seed_file=str(block.seed_file or ""),
             induction_seed_file=str(block.induction_seed_file or ""),
