@@ -219,13 +219,7 @@ def _fresh_root(cfg: dict, facts: dict, size: int) -> bool:
     if SYS_PIVOT_ROOT is None:
         facts["fresh_root_error"] = f"no pivot_root syscall number for {os.uname().machine}"
         return False
-    # The kept paths by fd: the staging tmpfs below may cover one of them (a venv under /tmp).
-    keep = []
-    for path in cfg.get("keep", []):
-        try:
-            keep.append((path, os.open(path, os.O_PATH | os.O_DIRECTORY)))
-        except OSError as exc:
-            facts["errors"].append(f"keep {path}: {exc}")
+    keep = _open_kept(cfg, facts)  # the staging tmpfs below may cover one of them (a venv under /tmp)
     stage = next((d for d in ("/tmp", "/mnt", "/dev") if os.path.isdir(d) and not os.path.islink(d)), None)
     try:
         if stage is None:
@@ -252,12 +246,7 @@ def _fresh_root(cfg: dict, facts: dict, size: int) -> bool:
             if os.path.isdir(stage + path):
                 _mount("tmpfs", stage + path, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
             facts["hidden"].append(path)
-        for path, fd in keep:
-            try:
-                os.makedirs(stage + path, exist_ok=True)
-                _mount(f"/proc/self/fd/{fd}", stage + path, None, MS_BIND | MS_REC, None)
-            except OSError as exc:
-                facts["errors"].append(f"keep {path}: {exc}")
+        _bind_kept(keep, stage, facts)
         os.chdir(stage)
         # pivot_root(".", "."): the old root ends up stacked on the new one, detached below
         _check(_libc.syscall(SYS_PIVOT_ROOT, b".", b"."), "pivot_root")
@@ -278,6 +267,28 @@ def _fresh_root(cfg: dict, facts: dict, size: int) -> bool:
     os.chdir("/")
     facts["fresh_root"] = True
     return True
+
+
+def _open_kept(cfg: dict, facts: dict) -> list:
+    """(path, O_PATH fd) of each kept directory (the interpreter prefix, site-packages), opened
+    before anything is mounted over the way to them."""
+    keep = []
+    for path in cfg.get("keep", []):
+        try:
+            keep.append((path, os.open(path, os.O_PATH | os.O_DIRECTORY)))
+        except OSError as exc:
+            facts["errors"].append(f"keep {path}: {exc}")
+    return keep
+
+
+def _bind_kept(keep: list, root: str, facts: dict) -> None:
+    """Bind each kept directory back at its own path under ``root`` (its parents created empty)."""
+    for path, fd in keep:
+        try:
+            os.makedirs(root + path, exist_ok=True)
+            _mount(f"/proc/self/fd/{fd}", root + path, None, MS_BIND | MS_REC, None)
+        except OSError as exc:
+            facts["errors"].append(f"keep {path}: {exc}")
 
 
 def _private_temp_dirs(facts: dict, size: int, root: str, paths) -> None:
@@ -307,13 +318,7 @@ def _hide_in_place(cfg: dict, facts: dict, size: int) -> None:
     facts["dev"] = _minimal_dev(facts, "/dev")
     if facts["dev"]:
         _cover_top_level_files(facts)
-    # Directories that must stay visible inside hidden trees (site-packages for numpy etc.).
-    keep = []
-    for path in cfg.get("keep", []):
-        try:
-            keep.append((path, os.open(path, os.O_PATH | os.O_DIRECTORY)))
-        except OSError as exc:
-            facts["errors"].append(f"keep {path}: {exc}")
+    keep = _open_kept(cfg, facts)
     # Private temp dirs first: a checkout or venv under /tmp is hidden by them, and the kept binds
     # below (site-packages of a venv under /tmp) are then mounted on top, not shadowed.
     _private_temp_dirs(facts, size, "", [p for p in ("/tmp", "/dev/shm", "/var/tmp") if p not in cfg.get("hide", [])])
@@ -323,14 +328,9 @@ def _hide_in_place(cfg: dict, facts: dict, size: int) -> None:
             facts["hidden"].append(path)
         except OSError as exc:
             facts["errors"].append(f"hide {path}: {exc}")
-    for path, fd in keep:
-        try:
-            os.makedirs(path, exist_ok=True)
-            _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC, None)
-        except OSError as exc:
-            facts["errors"].append(f"keep {path}: {exc}")
-        finally:
-            os.close(fd)
+    _bind_kept(keep, "", facts)
+    for _, fd in keep:
+        os.close(fd)
 
 
 def _read_only_mounts(facts: dict) -> None:
