@@ -30,6 +30,7 @@ def test_tiny_gasp_run_compiles_nothing_after_its_first_iteration(tmp_path, warm
     c.sandbox.allow_unsafe = not CAN_ISOLATE
     c.sources.gasp.eval.every = 2  # the goalposts evaluation (its own prompts and max_new_tokens) at step 2
     c.checkpoint.every = 10  # the last step's save only
+    c.sampling.max_slots = 8  # the 8-device test mesh's one admit size: 4 admit programs, not 12
     summary = main.run_job(c, str(tmp_path))
     assert summary["final_step"] == 3
     metrics = _metrics(tmp_path)
@@ -39,6 +40,53 @@ def test_tiny_gasp_run_compiles_nothing_after_its_first_iteration(tmp_path, warm
     for step in (2, 3):
         assert metrics[step]["perf/compilations"] == 0, (step, metrics[step]["perf/compilations"])
         assert metrics[step]["perf/sampling_programs_compiled"] == 0
+
+
+def test_fixed_shapes_calls_after_the_first_compile_nothing_on_a_one_device_mesh():
+    """Calls with other row counts, prompt buckets and max_new_tokens reuse the first call's programs.
+    On a 1-device mesh (the CPU main command) the slot state made by the init / decode programs and the
+    one made by an admit differed in sharding, so every admit compiled again for the first refill of a
+    call; the key on the mesh fixes it."""
+    import jax
+    import numpy as np
+
+    from gasp_jax import models, profiling, sharding as shd
+    from gasp_jax.sampling import core, engine
+
+    mesh = shd.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
+    model = models.build_model(models.get_preset("tiny", num_layers=1, max_position_embeddings=256), mesh=mesh,
+                               rules=shd.DEFAULT_RULES)
+    params = jax.device_put(models.init_params(model, jax.random.key(0)), core.param_shardings(model))
+
+    def call(lengths, max_new_tokens, num_samples=1):
+        requests = [engine.Request(prompt=list(np.arange(n) % 50 + 3), max_new_tokens=max_new_tokens,
+                                   num_samples=num_samples, temperature=0.5, eos_ids=(2,)) for n in lengths]
+        return engine.run_requests(model, params, requests, rng=jax.random.key(len(lengths)), max_slots=8,
+                                   prompt_buckets=(32, 128), max_cache_length=256, fixed_shapes=True)
+
+    watch = profiling.CompileWatch()
+    try:
+        out, stats = call([20] * 5, 8)
+        assert stats.slots == 8 and stats.cache_len == 256 and watch.take()
+        for lengths, n, samples in (([100], 8, 1), ([20, 20, 20, 20], 16, 1), ([100] * 3, 4, 2), ([20], 120, 4)):
+            out, stats = call(lengths, n, samples)
+            assert stats.slots == 8 and stats.cache_len == 256
+            assert out.lengths.shape == (len(lengths) * samples,) and (out.lengths > 0).all()
+            assert [(p.name, p.shapes) for p in watch.take()] == [], (lengths, n, samples)
+    finally:
+        watch.close()
+
+
+def test_fixed_shapes_needs_a_slot_count():
+    import jax
+
+    from gasp_jax import models
+    from gasp_jax.sampling import engine
+
+    model = models.build_model(models.get_preset("tiny", num_layers=1))
+    with pytest.raises(ValueError, match="fixed_shapes needs max_slots or kv_cache_tokens"):
+        engine.run_requests(model, None, [engine.Request(prompt=[3, 4], max_new_tokens=2)], rng=jax.random.key(0),
+                            fixed_shapes=True)
 
 
 @pytest.mark.parametrize("value, env, expected", [
