@@ -196,8 +196,10 @@ def test_ragged_call_compiles_a_bounded_set_of_programs(tiny):
                                                max_slots=8, chunk_steps=4)
     out, stats = call(params, 0)
     assert 4 <= stats.programs_compiled == sampling.compiled_program_count()
+    windows = engine.attention_windows(stats.cache_len, 4)
+    assert windows == (24, 48, 96) and stats.cache_len == 96
     _, other = call(params, 1)  # other lengths and limits: at most the admit shapes the first call missed
-    assert stats.programs_compiled + other.programs_compiled <= 2 * 3 + 3
+    assert stats.programs_compiled + other.programs_compiled <= 2 * 3 + len(windows) + 2
     with count_compiles() as compiles:
         _, again = call(jax.tree.map(lambda x: x * 1.01, params), 0)
     assert again.programs_compiled == 0 and compiles["n"] == 0
@@ -205,6 +207,24 @@ def test_ragged_call_compiles_a_bounded_set_of_programs(tiny):
                             max_new_tokens=[r.max_new_tokens for r in _ragged_requests(0)], temperature=0.0,
                             rng=jax.random.key(0))
     _assert_same(out, ref, atol=3e-5)  # 24 rows over 96 cache slots vs 87: float rounding of the reductions
+
+
+def test_decode_chunks_attend_over_the_smallest_window_that_holds_their_writes(tiny):
+    """Early chunks (every slot near its prompt) run a window of a quarter or half the slot cache, later
+    ones the whole cache; every step runs in some window and the tokens and log-probs are the static
+    sampler's (attention over the window is attention over the whole cache: the rest is masked)."""
+    model, params = tiny
+    prompts = [[7] * 14, [9, 4], [3] * 12, [11] * 5]
+    limits = [70, 6, 40, 3]
+    requests = [engine.Request(prompt=p, max_new_tokens=n, temperature=0.0) for p, n in zip(prompts, limits)]
+    out, stats = engine.run_requests(model, params, requests, rng=jax.random.key(0), max_slots=2, chunk_steps=4)
+    assert stats.cache_len == 96  # prompt bucket 16 + 70 - 1 = 85 slots
+    assert set(stats.window_steps) == {24, 48, 96}
+    assert sum(stats.window_steps.values()) == stats.decode_steps
+    ref = sampling.generate(model, params, prompts, max_new_tokens=limits, temperature=0.0, rng=jax.random.key(0))
+    _assert_same(out, ref, atol=3e-5)
+    assert engine.pick_window((24, 48, 96), 25) == 48 and engine.pick_window((24, 48, 96), 200) == 96
+    assert engine.attention_windows(24, 4) == (24,) and engine.attention_windows(512, 16) == (128, 256, 512)
 
 
 def test_finished_slots_refill_before_the_chunk_ends(tiny):

@@ -33,6 +33,10 @@ Design (see docs/sampling.md, "Continuous batching")
   log-probs `[slots, chunk_steps]`, the per-slot counters and done flags. Finished and free slots keep
   computing (static shapes) but emit nothing. The slot state is donated into every insert and decode
   call, so the cache is updated in place and never copied between chunks.
+- **Attention window.** A chunk attends over (and writes) only the first `window` cache slots: the
+  smallest of cache_len / 4, cache_len / 2, cache_len (`attention_windows`) that holds every active
+  slot's writes of the chunk. Early in the slots' lives (and for short requests) a step reads a quarter
+  or half of the KV bytes; the masked slots past the window contributed nothing anyway.
 - **Same results as the static sampler.** Same prefill, same cache layout inside a slot (prompt
   left-padded to its bucket at slots [0, P), generated tokens from slot P, RoPE positions from the
   prompt length), same `sample_tokens` / greedy pick, same RNG. Greedy tokens therefore equal the
@@ -50,8 +54,9 @@ Design (see docs/sampling.md, "Continuous batching")
   exactly what the static sampler gives it with its own settings.
 - **Compiles.** Programs are cached per (model, static settings) in `core.program`; shapes come from
   buckets: admit per (admit size, prompt bucket, inserted rows), decode per (slots, cache_len,
-  chunk_steps, variants, stop-id width), plus one state init and one layer split. A ragged call with
-  16 slots and prompt buckets 16/32/64 compiles at most 3 x 3 admits + 3 (`EngineStats.programs_compiled`
+  chunk_steps, variants, stop-id width, attention window), plus one state init and one layer split. A
+  ragged call with 16 slots and prompt buckets 16/32/64 compiles at most 3 x 3 admits + 3 decodes + 2
+  (`EngineStats.programs_compiled`
   says how many a call compiled). Params, temperatures, top-p values, stop ids, limits and prompts within
   a bucket are traced: they never recompile. `admit_program`, `decode_program`, `init_program` and
   `unstack_program` return the jitted programs for given static settings, so they can be lowered and
@@ -113,6 +118,7 @@ class EngineStats:
     prefilled_prompts: int = 0  # prompts run through a prefill: one per request, whatever its num_samples
     tokens: int = 0  # generated tokens, every row's stop token included
     programs_compiled: int = 0  # XLA executables this call compiled (0 once its buckets are warm)
+    window_steps: dict = dataclasses.field(default_factory=dict)  # attention window -> decode steps run with it
 
     @property
     def slot_utilisation(self) -> float:
@@ -238,15 +244,33 @@ def _admit(params, state: SlotState, tokens, pad_lens, rng, slot_ids, source_row
                    sample_ids, limits, temperatures, top_ps, variant_ids, eos, model=model, variants=variants)
 
 
+def _map_cache(fn, *caches: KVCache) -> KVCache:
+    """`fn` applied to every (k or v) buffer of `caches`, stacked or per layer."""
+    if isinstance(caches[0].k, (tuple, list)):
+        return KVCache(*(tuple(fn(*bufs) for bufs in zip(*parts)) for parts in zip(*caches)))
+    return KVCache(*(fn(*parts) for parts in zip(*caches)))
+
+
 def _decode_chunk(params, state: SlotState, refill_after, *, model: Transformer, chunk_steps: int,
-                  variants: tuple[SamplingMode, ...]):
+                  variants: tuple[SamplingMode, ...], window: int = 0):
     """Up to `chunk_steps` decode steps over every slot: fewer when all are done, or as soon as
     `refill_after` (int32) more slots are done than at the start, so the host can refill them without
     waiting for the chunk's end (pass slots + 1 when nothing waits).
 
+    `window` (static; 0: the whole cache): the chunk attends over and writes only cache slots
+    [0, window), which must hold every active slot's writes of this chunk (write index + chunk_steps).
+    The window is cut from the cache once before the loop and written back once after it, so a chunk
+    early in the slots' lives reads a fraction of the KV bytes per step. Results are unchanged: slots
+    past an active row's write index are masked anyway. Free and finished rows may write their
+    (ignored) token at the window's last slot, which their next occupant's prompt or causality hides.
+
     Returns (state, tokens [slots, chunk_steps], logprobs [slots, chunk_steps], steps run). A slot
     active at the start emits one token per step until it stops, so its tokens are the first
     `step_after - step_before` columns; the rest are PAD_ID / 0."""
+    full_cache = state.cache
+    if window and window < full_cache.length:
+        state = state._replace(cache=_map_cache(lambda b: jax.lax.slice_in_dim(b, 0, window, axis=b.ndim - 2),
+                                                full_cache))
     slots, cache_len = state.step.shape[0], state.cache.length
     key_slots = jnp.arange(cache_len, dtype=jnp.int32)[None, :]
 
@@ -289,6 +313,9 @@ def _decode_chunk(params, state: SlotState, refill_after, *, model: Transformer,
         jnp.full((slots, chunk_steps), PAD_ID, jnp.int32), jnp.zeros((slots, chunk_steps), jnp.float32),
     )
     steps, state, tokens, logprobs = jax.lax.while_loop(cond, body, carry)
+    if state.cache.length < full_cache.length:
+        put_back = lambda full, part: jax.lax.dynamic_update_slice_in_dim(full, part, 0, axis=full.ndim - 2)
+        state = state._replace(cache=_map_cache(put_back, full_cache, state.cache))
     return _constrain_state(state, model), tokens, logprobs, steps
 
 
@@ -316,11 +343,35 @@ def admit_program(model: Transformer, *, variants: tuple[SamplingMode, ...]):
     return core.program(_admit, model, donate_argnums=(1,), variants=tuple(variants))
 
 
-def decode_program(decode_model: Transformer, *, chunk_steps: int, variants: tuple[SamplingMode, ...]):
+def decode_program(decode_model: Transformer, *, chunk_steps: int, variants: tuple[SamplingMode, ...],
+                   window: int = 0):
     """jit of `_decode_chunk(params, state, refill_after)` for the decode model (`scan_layers=False` when
-    the layers run unrolled over `unstack_layer_params`); the state is donated."""
+    the layers run unrolled over `unstack_layer_params`) attending over cache slots [0, window) (0: all);
+    the state is donated."""
     return core.program(_decode_chunk, decode_model, donate_argnums=(1,), chunk_steps=int(chunk_steps),
-                        variants=tuple(variants))
+                        variants=tuple(variants), window=int(window))
+
+
+WINDOW_HALVINGS = 2  # attention windows: cache_len, cache_len / 2, cache_len / 4 (decode programs per call)
+
+
+def attention_windows(cache_len: int, chunk_steps: int) -> tuple[int, ...]:
+    """Decode attention windows for a slot cache of `cache_len`, smallest first: the cache length halved
+    up to `WINDOW_HALVINGS` times while a window still holds a chunk past the smallest prompt bucket
+    (the last one is the whole cache). Few and fixed per cache length, so a run meets the same programs
+    every call; each chunk runs the smallest one that holds every active slot's writes."""
+    out, w = [cache_len], cache_len
+    for _ in range(WINDOW_HALVINGS):
+        if w % 2 or w // 2 < bk.MIN_PROMPT_BUCKET + chunk_steps:
+            break
+        w //= 2
+        out.append(w)
+    return tuple(reversed(out))
+
+
+def pick_window(windows: Sequence[int], needed: int) -> int:
+    """The smallest window >= `needed` cache slots (the last, the whole cache, otherwise)."""
+    return next((w for w in windows if w >= needed), windows[-1])
 
 
 def _unstack(params, *, model: Transformer):
@@ -532,7 +583,9 @@ def run_requests(
     decode_model = model.clone(scan_layers=False) if unroll_layers else model
     decode_params = unstack_program(model)(params) if unroll_layers else params
     admit = admit_program(model, variants=plan.variants)
-    decode = decode_program(decode_model, chunk_steps=chunk_steps, variants=plan.variants)
+    windows = attention_windows(plan.cache_len, int(chunk_steps))
+    decodes = {w: decode_program(decode_model, chunk_steps=chunk_steps, variants=plan.variants,
+                                 window=0 if w == plan.cache_len else w) for w in windows}
     state = init_program(
         model, slots=plan.slots, cache_len=plan.cache_len, eos_width=plan.eos_width, per_layer=unroll_layers
     )(rng)
@@ -540,7 +593,7 @@ def run_requests(
     refill_slots = max(1, plan.slots // 16) if refill_slots is None else int(refill_slots)
     sizes = admit_sizes(plan.slots, shards)
     if plan.fixed_shapes:
-        state = warm_admits(admit, decode, params, decode_params, state, rng, plan, sizes, model)
+        state = warm_admits(admit, tuple(decodes.values()), params, decode_params, state, rng, plan, sizes, model)
 
     tokens = np.full((plan.total_rows, plan.width), PAD_ID, np.int32)
     logprobs = np.zeros((plan.total_rows, plan.width), np.float32)
@@ -551,6 +604,7 @@ def run_requests(
     queue = list(order)
     free = list(range(plan.slots))
     owner: dict[int, int] = {}  # slot -> output row
+    row_bucket = np.repeat(plan.prompt_buckets, [r.num_samples for r in requests])  # a row's first cache write
 
     while True:
         # Refill: admit queued requests (all their samples at once) while they fit the free slots.
@@ -571,7 +625,11 @@ def run_requests(
             break
         # The chunk ends early once enough slots free up for the next waiting request (or `refill_slots`).
         wanted = max(refill_slots, requests[queue[0]].num_samples - len(free)) if queue else plan.slots + 1
-        state, chunk_tokens, chunk_logprobs, steps = decode(decode_params, state, np.int32(wanted))
+        # Attend over the smallest window that holds this chunk's writes (row r writes slot bucket + length - 1 next).
+        live = np.fromiter(owner.values(), np.int64)
+        window = pick_window(windows, int((row_bucket[live] + np.maximum(lengths[live], 1)).max()) - 1 + chunk_steps)
+        stats.window_steps[window] = stats.window_steps.get(window, 0)
+        state, chunk_tokens, chunk_logprobs, steps = decodes[window](decode_params, state, np.int32(wanted))
         # One transfer (one sync) per chunk: the chunk's outputs and the first tokens of this refill.
         (chunk_tokens, chunk_logprobs, step, done, steps), firsts = core.fetch(
             ((chunk_tokens, chunk_logprobs, state.step, state.done, steps), [p[1:] for p in pending])
@@ -582,6 +640,7 @@ def run_requests(
         steps = int(steps)
         stats.chunks += 1
         stats.decode_steps += steps
+        stats.window_steps[window] += steps
         for slot, row in list(owner.items()):
             emitted = int(step[slot]) - int(lengths[row])
             tokens[row, lengths[row] : step[slot]] = chunk_tokens[slot, :emitted]
@@ -666,17 +725,17 @@ def _admit_batch(admit, params, state, rng, plan, requests, batch, bucket, free,
 _WARMED: set = set()  # (admit program, decode program, slots, cache_len, eos width, bucket): already run
 
 
-def warm_admits(admit, decode, params, decode_params, state, rng, plan, sizes, model):
+def warm_admits(admit, decodes, params, decode_params, state, rng, plan, sizes, model):
     """fixed_shapes: runs the admit program once for every (admit size, prompt bucket) of `plan` not run
-    before in this process, and the decode chunk once, with every row dropped (slot id = slots), so
-    they compile now and a later call of the same settings compiles nothing. Returns the (unchanged)
-    state. Costs one small prefill per new program, once per process."""
+    before in this process, and each decode chunk program (one per attention window) once, with every
+    row dropped (slot id = slots), so they compile now and a later call of the same settings compiles
+    nothing. Returns the (unchanged) state. Costs one small prefill per new program, once per process."""
     width = plan.slots
     drop = np.full((width,), plan.slots, np.int32)
     zeros = np.zeros((width,), np.int32)
     ones = np.ones((width,), np.float32)
     eos = np.full((width, plan.eos_width), -1, np.int32)
-    common = (admit, decode, plan.slots, plan.cache_len, plan.eos_width)
+    common = (admit, decodes, plan.slots, plan.cache_len, plan.eos_width)
     for size in sizes:
         for bucket in plan.warm_buckets:
             key = (*common, size, bucket)
@@ -688,6 +747,7 @@ def warm_admits(admit, decode, params, decode_params, state, rng, plan, sizes, m
                                 drop, zeros, zeros, zeros, np.ones((width,), np.int32), ones, ones, zeros, eos)
             _WARMED.add(key)
     if common not in _WARMED:  # every slot is free: the chunk's loop exits before its first step
-        state = decode(decode_params, state, np.int32(plan.slots + 1))[0]
+        for decode in decodes:
+            state = decode(decode_params, state, np.int32(plan.slots + 1))[0]
         _WARMED.add(common)
     return state
