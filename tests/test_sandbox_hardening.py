@@ -200,12 +200,10 @@ def test_command_line_and_top_level_files_tell_nothing(sb):
     assert present == [], present
 
 
-#: What a program's / holds besides the path down to the kept directories (where the host has them).
-SYSTEM_ENTRIES = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "sys")
-
-
 def _expected_root() -> set[str]:
-    names = {n for n in SYSTEM_ENTRIES if os.path.lexists("/" + n)} | {"dev", "proc", "tmp"}
+    """What a program's / holds: the system entries the host has, /dev, /proc, /tmp and the first
+    step down to each kept directory."""
+    names = {n for n in pool.SYSTEM_DIRS if os.path.lexists("/" + n)} | {"dev", "proc", "tmp"}
     return names | {p.strip("/").split("/")[0] for p in default_kept_paths()}
 
 

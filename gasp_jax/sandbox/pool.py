@@ -146,8 +146,9 @@ class WorkerProcess:
             self.cgroup_path = cgroups.create(f"gasp_sandbox_{os.getpid()}_{self.slot}_{time.monotonic_ns()}",
                                               cfg.cgroup_bytes)
         wcfg = {"stack": cfg.stack_bytes, "tmpfs": cfg.tmpfs_bytes, "hide": list(cfg.hide),
-                "keep": list(cfg.keep), "site_paths": list(cfg.site_paths), "isolate": cfg.isolate,
-                "fresh_root": cfg.fresh_root, "cgroup": self.cgroup_path, "warm": list(cfg.warm_modules), "owner": os.getpid()}
+                "keep": list(cfg.keep), "system": list(SYSTEM_DIRS), "site_paths": list(cfg.site_paths),
+                "isolate": cfg.isolate, "fresh_root": cfg.fresh_root, "cgroup": self.cgroup_path,
+                "warm": list(cfg.warm_modules), "owner": os.getpid()}
         # subprocess uses vfork/exec here (no preexec_fn): the trainer process is never forked.
         # Not `-I`: it implies -E, which ignores PYTHONHASHSEED, and every worker would hash strings with
         # its own secret (set order, hence a program's output, would differ between workers). The
@@ -284,11 +285,13 @@ def site_package_dirs() -> list[str]:
     return [p for p in sys.path if p.rstrip("/").endswith(("site-packages", "dist-packages")) and os.path.isdir(p)]
 
 
-#: Top-level directories a sandboxed program sees (read-only; /tmp and /dev/shm are private).
+#: The host's top-level entries a program's root holds, read-only (a directory bound, a symlink
+#: copied: /bin -> usr/bin): the system it needs to run (libraries, /etc's configuration, /sys).
+SYSTEM_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "sys")
+#: Top-level directories a sandboxed program sees (/dev minimal, /proc its own, /tmp private).
 #: Every other one (/home, /root, /work, /scratch, /opt, /var, /run with the sockets of the
 #: trainer's user, ...) is hidden; the interpreter and its site-packages are bound back.
-VISIBLE_TOP_LEVEL = frozenset({"bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "etc", "dev", "proc",
-                               "sys", "tmp"})
+VISIBLE_TOP_LEVEL = frozenset(SYSTEM_DIRS) | {"dev", "proc", "tmp"}
 
 
 def default_hidden_paths() -> list[str]:

@@ -14,7 +14,8 @@ Process layout::
 
     parent (trainer; holds expected outputs; compares)      <- never runs untrusted code
       └─ W  worker supervisor, root: private mount + network + IPC + UTS namespaces,
-            private /tmp and /dev/shm tmpfs, project/data paths hidden, optional cgroup
+            a fresh root (system dirs, /dev, /proc, private /tmp and /dev/shm, the interpreter
+            and site-packages; nothing else of the host), optional cgroup
            └─ J  trusted runner = PID 1 of a private PID namespace; serves jobs over W's pipes;
               │  does every test's bookkeeping, never forks per test
               ├─ Z  persistent root fork servers for jobs of 1-2 tests (plain, and one with the

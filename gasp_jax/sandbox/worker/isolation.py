@@ -202,19 +202,17 @@ def _setup_isolation(cfg: dict, facts: dict) -> None:
     _read_only_mounts(facts)
 
 
-#: Top-level entries of a fresh root, as on the host (a directory is bound, a symlink copied: /bin
-#: -> usr/bin): the system a program needs to run (libraries, /etc's configuration, /sys).
-SYSTEM_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "sys")
 SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "ppc64le": 203, "s390x": 217}.get(os.uname().machine)
 MNT_DETACH = 2
 
 
 def _fresh_root(cfg: dict, facts: dict, size: int) -> bool:
     """Make a new, empty root (a tmpfs) holding only what programs need and pivot into it: the
-    ``SYSTEM_DIRS``, /proc, a minimal /dev, private /tmp and /dev/shm, and the kept paths (the
-    interpreter prefix, site-packages) below directories that hold nothing else. The old root is
-    detached, so no name of the host's other top-level files and directories stays visible.
-    False (and nothing changed) where the kernel refuses; the caller then hides in place."""
+    host's top-level ``cfg["system"]`` entries (``pool.SYSTEM_DIRS``), /proc, a minimal /dev,
+    private /tmp and /dev/shm, and the kept paths (the interpreter prefix, site-packages) below
+    directories that hold nothing else. The old root is detached, so no name of the host's other
+    top-level files and directories stays visible. False (and nothing changed) where the kernel
+    refuses; the caller then hides in place."""
     n_errors = len(facts["errors"])
     if SYS_PIVOT_ROOT is None:
         facts["fresh_root_error"] = f"no pivot_root syscall number for {os.uname().machine}"
@@ -232,7 +230,7 @@ def _fresh_root(cfg: dict, facts: dict, size: int) -> bool:
             os.close(fd)
         return False
     try:
-        for name in SYSTEM_DIRS + ("proc",):
+        for name in [*cfg["system"], "proc"]:
             host, new = "/" + name, stage + "/" + name
             if os.path.islink(host):
                 os.symlink(os.readlink(host), new)
