@@ -416,6 +416,7 @@ def run_peers(args) -> list[dict]:
                 "static": lambda: sampling.generate(model, params, prompts, max_new_tokens=limits, rng=key,
                                                     temperature=0.0, max_slots=args.slots, engine="static"),
             }
+            engines = {name: fn for name, fn in engines.items() if name == "continuous" or not args.skip_static}
             row = {"shape": shape, "dtype": dtype, "tokens": total, "requests": len(prompts), "slots": args.slots,
                    "config": dict(layers=layers, width=width, mlp=mlp, vocab=vocab, params=cfg.num_params)}
             outputs, calls = {}, {}
@@ -595,6 +596,7 @@ def main(argv=None):
     p.add_argument("--shapes", default="4x256,8x512", help=f"peers: model shapes, of {sorted(PEER_SHAPES)}")
     p.add_argument("--dtypes", default="float32,bfloat16", help="peers: compute dtypes")
     p.add_argument("--rounds", type=int, default=3, help="peers: interleaved timed rounds")
+    p.add_argument("--skip-static", action="store_true", help="peers: leave out the static engine (shorter runs)")
     p.add_argument("--peer-requests", type=int, default=96, help="peers: requests in the workload")
     p.add_argument("--roofline", action="store_true", help="accelerator roofline mode (no transformers run)")
     p.add_argument("--preset", default="qwen2.5-coder-1.5b")
