@@ -375,7 +375,10 @@ class VllmPeer:
 def _summary(calls: list[dict], tokens: int, cores: int) -> dict:
     rates = [tokens / c["seconds"] for c in calls]
     quiet = [tokens / c["seconds"] for c in calls if c["load"][0] < cores]
+    # CPU seconds per wall second of our engines' calls: how many cores the call kept busy.
+    busy = [c["cpu_seconds"] / c["seconds"] for c in calls if "cpu_seconds" in c]
     return {"best_tok_s": max(rates), "median_tok_s": float(np.median(rates)),
+            "cores_busy": round(float(np.median(busy)), 2) if busy else None,
             "quiet_best_tok_s": max(quiet) if quiet else None, "quiet_calls": len(quiet), "calls": len(calls),
             "loads": [[round(x, 2) for x in c["load"]] for c in calls]}
 
@@ -462,9 +465,10 @@ def run_peers(args) -> list[dict]:
                             outputs[name] = reply["tokens"]
                         else:
                             load = os.getloadavg()[0]
-                            t0 = time.perf_counter()
+                            t0, cpu0 = time.perf_counter(), time.process_time()
                             engines[name]()
                             calls[name].append({"seconds": time.perf_counter() - t0,
+                                                "cpu_seconds": time.process_time() - cpu0,
                                                 "load": [load, os.getloadavg()[0]]})
                 for peer in peers.values():
                     peer.close()
@@ -489,6 +493,7 @@ def _print_peer_row(row: dict, names: list[str]) -> None:
         print(f"  {name:22s} best {x['best_tok_s']:8.1f} tok/s  median {x['median_tok_s']:8.1f}  quiet best {quiet} "
               f"({x['quiet_calls']}/{x['calls']} calls)  first call {x['first_call_s']:6.1f}s  "
               f"agreement {x['token_agreement']:.3f}"
+              + (f"  cores busy {x['cores_busy']:.2f}" if x.get("cores_busy") is not None else "")
               + (f"  programs {x['programs_compiled']}" if "programs_compiled" in x else ""))
     vllm = [n for n in names if n.startswith("vllm_")]
     if vllm:
