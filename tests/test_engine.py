@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from gasp_jax import models, sampling, sharding
-from gasp_jax.sampling import engine
+from gasp_jax.models.transformer import unstack_layer_params
+from gasp_jax.sampling import core, engine
 from tests.test_sampling import count_compiles
 
 VOCAB = 320
@@ -225,6 +226,23 @@ def test_decode_chunks_attend_over_the_smallest_window_that_holds_their_writes(t
     _assert_same(out, ref, atol=3e-5)
     assert engine.pick_window((24, 48, 96), 25) == 48 and engine.pick_window((24, 48, 96), 200) == 96
     assert engine.attention_windows(24, 4) == (24,) and engine.attention_windows(512, 16) == (128, 256, 512)
+
+
+def test_unrolled_prefill_equals_the_scanned_one(tiny):
+    """The engine's admits prefill with the unrolled model over the split layers (no per-layer weight
+    slices): a per-layer prompt cache and last-slot logits equal to the scanned prefill's."""
+    model, params = tiny
+    tokens = np.array([[0, 0, 5, 17, 250, 3], [9, 44, 45, 46, 47, 48]], np.int32)
+    pad_lens = np.array([2, 0], np.int32)
+    cache, logits = core.prefill(params, tokens, pad_lens, model=model)
+    unrolled = model.clone(scan_layers=False)
+    cache_u, logits_u = core.prefill(unstack_layer_params(params, model.config.num_layers), tokens, pad_lens,
+                                     model=unrolled)
+    assert isinstance(cache_u.k, tuple) and len(cache_u.k) == model.config.num_layers
+    np.testing.assert_allclose(logits_u, logits, atol=1e-5, rtol=0)
+    for i in range(model.config.num_layers):
+        np.testing.assert_allclose(cache_u.k[i], cache.k[i], atol=1e-5, rtol=0)
+        np.testing.assert_allclose(cache_u.v[i], cache.v[i], atol=1e-5, rtol=0)
 
 
 def test_finished_slots_refill_before_the_chunk_ends(tiny):

@@ -193,7 +193,7 @@ def _insert(
     """Copies prompt `source_rows[r]` of a prefill into slot `slot_ids[r]` (rows past the live ones
     carry slot id = slots and are dropped), samples each row's first token from the prefill logits
     and starts the slot. Returns (state, first tokens [R], their log-probs [R])."""
-    prompt_slots = prompt_cache.k.shape[CACHE_AXES.index("cache_length")]
+    prompt_slots = prompt_cache.length
     row_keys = core.row_keys(rng, request_ids, sample_ids)
     first_keys = core.step_keys(row_keys, 0)
     logits = jnp.take(last_logits, source_rows, axis=0)
@@ -339,7 +339,9 @@ def admit_program(model: Transformer, *, variants: tuple[SamplingMode, ...]):
     """jit of `_admit(params, state, tokens [Rp, P], pad_lens [Rp], rng, slot_ids [R], source_rows [R],
     request_ids [R], sample_ids [R], limits [R], temperatures [R], top_ps [R], variant_ids [R], eos [R, E])
     -> (state, first tokens [R], first log-probs [R])`; the state is donated (the slot cache is updated in
-    place). One executable per (slots, cache_len, Rp, P, R): Rp is one of `admit_sizes`, P a prompt bucket."""
+    place). One executable per (slots, cache_len, Rp, P, R): Rp is one of `admit_sizes`, P a prompt bucket.
+    `run_requests` passes the decode model (`scan_layers=False` over the split layers when they run
+    unrolled): the prefill then slices no layer out of the stacked weights either."""
     return core.program(_admit, model, donate_argnums=(1,), variants=tuple(variants))
 
 
@@ -582,7 +584,7 @@ def run_requests(
         params = jax.device_put(params, core.param_shardings(model))
     decode_model = model.clone(scan_layers=False) if unroll_layers else model
     decode_params = unstack_program(model)(params) if unroll_layers else params
-    admit = admit_program(model, variants=plan.variants)
+    admit = admit_program(decode_model, variants=plan.variants)  # unrolled prefill on the split layers too
     windows = attention_windows(plan.cache_len, int(chunk_steps))
     decodes = {w: decode_program(decode_model, chunk_steps=chunk_steps, variants=plan.variants,
                                  window=0 if w == plan.cache_len else w) for w in windows}
@@ -593,7 +595,7 @@ def run_requests(
     refill_slots = max(1, plan.slots // 16) if refill_slots is None else int(refill_slots)
     sizes = admit_sizes(plan.slots, shards)
     if plan.fixed_shapes:
-        state = warm_admits(admit, tuple(decodes.values()), params, decode_params, state, rng, plan, sizes, model)
+        state = warm_admits(admit, tuple(decodes.values()), decode_params, decode_params, state, rng, plan, sizes, model)
 
     tokens = np.full((plan.total_rows, plan.width), PAD_ID, np.int32)
     logprobs = np.zeros((plan.total_rows, plan.width), np.float32)
@@ -617,7 +619,8 @@ def run_requests(
         for bucket in sorted({plan.prompt_buckets[k] for k in admitted}):
             group = [k for k in admitted if plan.prompt_buckets[k] == bucket]
             for batch in split_batches(group, sizes):
-                state, first = _admit_batch(admit, params, state, rng, plan, requests, batch, bucket, free, owner, model)
+                state, first = _admit_batch(admit, decode_params, state, rng, plan, requests, batch, bucket, free, owner,
+                                            model)
                 pending.append(first)
                 stats.prefills += 1
                 stats.prefilled_prompts += len([k for k in batch if k is not None])
