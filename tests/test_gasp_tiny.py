@@ -109,7 +109,7 @@ def test_lineage_text_shows_goalpost_lemma_and_its_lift():
                    "id": "q-9"}
     lift = _Candidate("lift", goalpost, "io", "prompt", parent=lemma, p=0.25, accepted=True,
                       proposal=NS(status="valid", record=lift_record))
-    text = GaspSource._lineage_text(NS(config=NS(log=NS(lineages=3))), [lift])
+    text = GaspSource._lineage_text(NS(settings=NS(log_lineages=3)), [lift])
     chain = ["goalpost 3466", "**lemma** `q-7` p=0.5", "Add the numbers up.", "return sum(xs)",
              "**lift** `q-9` p=0.25", "Add up each row.", "return [sum(r) for r in rows]"]
     at = [text.find(part) for part in chain]
