@@ -396,11 +396,12 @@ def compile_iteration(config: ml_collections.ConfigDict, accelerator: str, num_s
             width = bk.batch_bucket(bp * samples_bp)
             block, pads = rows_struct((bp, bucket), jnp.int32), rows_struct((bp,), jnp.int32)
             vec = lambda dtype: jax.ShapeDtypeStruct((width,), dtype, sharding=replicated)
-            admit = engine_lib.admit_program(sampler_model, variants=ep.variants)
-            add("prefill", admit, (rollout_params, slot_state, block, pads, rng, vec(jnp.int32), vec(jnp.int32),
+            # As `run_requests` admits: the unrolled prefill over the per-layer weights the decode holds.
+            admit = engine_lib.admit_program(decode_model, variants=ep.variants)
+            add("prefill", admit, (decode_params, slot_state, block, pads, rng, vec(jnp.int32), vec(jnp.int32),
                                    vec(jnp.int32), vec(jnp.int32), vec(jnp.int32), vec(jnp.float32), vec(jnp.float32),
                                    vec(jnp.int32), jax.ShapeDtypeStruct((width, ep.eos_width), jnp.int32, sharding=replicated)),
-                base - own + unstacked_bytes, admits, layers)
+                base, admits, 1)
             chunk = int(s.get("chunk_steps", 0) or engine_lib.DEFAULT_CHUNK_STEPS)
             decode = engine_lib.decode_program(decode_model, chunk_steps=chunk, variants=ep.variants)
             waves = sum(-(-(c * n) // ep.slots) for c, n in all_calls)
