@@ -114,3 +114,18 @@ def test_lineage_text_shows_goalpost_lemma_and_its_lift():
              "**lift** `q-9` p=0.25", "Add up each row.", "return [sum(r) for r in rows]"]
     at = [text.find(part) for part in chain]
     assert -1 not in at and at == sorted(at), text
+
+
+def test_iteration_summary_names_each_accepted_question():
+    from types import SimpleNamespace as NS
+
+    from gasp_jax.gasp.source import _Candidate, iteration_summary
+
+    valid, invalid = NS(status="valid", record={"id": "q"}), NS(status="invalid", record={})
+    g1, g2 = NS(id="3394"), NS(id="3337")
+    lemmas = [_Candidate("lemma", g1, "io", "", proposal=valid, p=0.375, accepted=True),
+              _Candidate("lemma", g2, "io", "", proposal=valid, duplicate=True),
+              _Candidate("lemma", g2, "algorithm", "", proposal=invalid)]
+    lifts = [_Candidate("lift", g1, "io", "", proposal=valid, p=1.0)]
+    assert iteration_summary(lemmas, lifts) == (
+        "lemmas 3 written, 2 valid, 1 duplicate, 1 accepted (3394 p=0.38) | lifts 1 written, 1 valid, 0 duplicate, 0 accepted")

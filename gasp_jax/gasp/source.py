@@ -257,6 +257,20 @@ class _Candidate:
         return self.proposal.record["id"] if self.valid else None
 
 
+def iteration_summary(lemmas: list[_Candidate], lifts: list[_Candidate]) -> str:
+    """One console line of an iteration's curriculum: per stage written / valid / duplicates / accepted,
+    and each accepted question's goalpost and pass rate (what TensorBoard's lineages show in full)."""
+    parts = []
+    for stage, cands in (("lemmas", lemmas), ("lifts", lifts)):
+        accepted = [x for x in cands if x.accepted]
+        line = (f"{stage} {len(cands)} written, {sum(x.valid for x in cands)} valid, "
+                f"{sum(x.duplicate for x in cands)} duplicate, {len(accepted)} accepted")
+        if accepted:
+            line += " (" + ", ".join(f"{x.goalpost.id} p={x.p:.2f}" for x in accepted) + ")"
+        parts.append(line)
+    return " | ".join(parts)
+
+
 class GaspSource:
     """GASP guidance as a rollout source (see the module docstring)."""
 
@@ -600,6 +614,7 @@ class GaspSource:
         scalars, hists = phases.kind_metrics(episodes, staged, pass_rates)
         scalars.update(self._metrics(lemmas, lifts))
         texts = {"gasp/lineages": self._lineage_text(lifts + lemmas)}
+        log.info("gasp: %s", iteration_summary(lemmas, lifts))
         self._record(ctx, cands)
         texts.update(self._eval_texts)
         self._eval_texts = {}
