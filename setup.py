@@ -10,7 +10,11 @@ setup(
     long_description_content_type="text/markdown",
     packages=find_packages(include=["gasp_jax", "gasp_jax.*"]),
     # The data jobs and tests read (gasp_jax/data/files/SOURCES.md): installed with the package.
-    package_data={"gasp_jax.data": ["files/SHA256SUMS", "files/*.md", "files/LICENSES/*", "files/*/*", "files/*/*/*"]},
+    package_data={
+        "gasp_jax.data": ["files/SHA256SUMS", "files/*.md", "files/LICENSES/*", "files/*/*", "files/*/*/*"],
+        # Compiled on the user's machine at first use (gasp_jax/kernels/cpu_gemm.py).
+        "gasp_jax.kernels": ["*.cc"],
+    },
     python_requires=">=3.11",
     install_requires=[
         "jax>=0.6.0",
