@@ -8,7 +8,8 @@ layer the fused q/k/v projection, the attention output, the fused gate/up and th
 the cheap elementwise glue between them), then the tied LM head. Shapes: 8 layers x 512 (mlp 2048, 8 heads
 / 2 kv heads x 64, vocab 32,768; weights stream from DRAM) and 4 layers x 256 (mlp 1024, 4 / 1 x 64,
 vocab 8,192; weights fit L3). Reported: median ms over `--repeats` calls, GFLOP/s (2 * M * weight params
-per call) and the load average before each shape, since the box is shared.
+per call), the cores the calls kept busy (process CPU time / wall time) and the load average, since the box
+is shared.
 """
 
 from __future__ import annotations
@@ -51,14 +52,18 @@ def chain(shape: str, dot):
     return run
 
 
-def time_ms(fn, args, repeats: int) -> float:
+def time_ms(fn, args, repeats: int) -> tuple[float, float]:
+    """Median ms per call, and the process's CPU seconds per wall second over the timed calls (how many of
+    the cores the calls kept busy; less than the core count when another process takes a core)."""
     jax.block_until_ready(fn(*args))
     times = []
+    cpu0, wall0 = sum(os.times()[:2]), time.perf_counter()
     for _ in range(repeats):
         t = time.perf_counter()
         jax.block_until_ready(fn(*args))
         times.append(time.perf_counter() - t)
-    return float(np.median(times)) * 1e3
+    busy = (sum(os.times()[:2]) - cpu0) / (time.perf_counter() - wall0)
+    return float(np.median(times)) * 1e3, busy
 
 
 def main() -> None:
@@ -77,14 +82,16 @@ def main() -> None:
         packed = jax.jit(lambda ws: jax.tree.map(cpu_gemm.pack, ws))(weights)  # once, as per rollout
         run_xla, run_packed = jax.jit(chain(shape, xla_dot)), jax.jit(chain(shape, cpu_gemm.matmul))
         print(f"\n{shape} ({params / 1e6:.1f}M weight params), load average {os.getloadavg()}")
-        print(f"{'M':>5} {'XLA ms':>8} {'GFLOP/s':>8} {'packed ms':>10} {'GFLOP/s':>8} {'speedup':>8}")
+        print(f"{'M':>5} {'XLA ms':>8} {'GFLOP/s':>8} {'cores':>6} {'packed ms':>10} {'GFLOP/s':>8} {'cores':>6} "
+              f"{'speedup':>8}  load")
         for m in args.m:
             x = jnp.asarray(np.random.default_rng(1).standard_normal((m, SHAPES[shape][1]), np.float32))
-            ms_xla = time_ms(run_xla, (x, weights), args.repeats)
-            ms_packed = time_ms(run_packed, (x, packed), args.repeats)
+            ms_xla, busy_xla = time_ms(run_xla, (x, weights), args.repeats)
+            ms_packed, busy_packed = time_ms(run_packed, (x, packed), args.repeats)
             gflop = 2 * m * params / 1e9
-            print(f"{m:>5} {ms_xla:>8.2f} {gflop / ms_xla * 1e3:>8.1f} {ms_packed:>10.2f} "
-                  f"{gflop / ms_packed * 1e3:>8.1f} {ms_xla / ms_packed:>7.2f}x")
+            print(f"{m:>5} {ms_xla:>8.2f} {gflop / ms_xla * 1e3:>8.1f} {busy_xla:>6.2f} {ms_packed:>10.2f} "
+                  f"{gflop / ms_packed * 1e3:>8.1f} {busy_packed:>6.2f} {ms_xla / ms_packed:>7.2f}x  "
+                  f"{os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":
