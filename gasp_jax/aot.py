@@ -374,11 +374,10 @@ def compile_iteration(config: ml_collections.ConfigDict, accelerator: str, num_s
             ep = engine_lib._plan(sampler_model, requests, max_slots=int(s.get("max_slots", 0) or 0) or None,
                                   kv_cache_tokens=int(s.get("kv_cache_tokens", 0) or 0) or None, **kwargs)
             unroll = True  # SamplerPolicy decodes with the engine's default (unrolled layers)
-            decode_model = sampler_model.clone(scan_layers=False)
-            unstack = engine_lib.unstack_program(sampler_model)
+            decode_model = sampling_core.decode_model(sampler_model)
+            unstack = sampling_core.unstack_program(sampler_model)
             compiled = add("unstack", unstack, (rollout_params,), base - own, 1)
             decode_params = _outputs(compiled, jax.eval_shape(unstack, rollout_params))
-            unstacked_bytes = _device_bytes(decode_params)
             init = engine_lib.init_program(sampler_model, slots=ep.slots, cache_len=ep.cache_len, eos_width=ep.eos_width,
                                            per_layer=unroll)
             init_compiled, _ = _compile("init", init, rng)
@@ -413,18 +412,23 @@ def compile_iteration(config: ml_collections.ConfigDict, accelerator: str, num_s
             sp = sampler_lib._plan(sampler_model, [np.zeros(prompt_len, np.int32)] * prompts, max_new_tokens=new_tokens,
                                    temperature=temperature, top_k=top_k, top_p=top_p, **kwargs)
             bp, bucket = sp.padded_prompts, sp.prompt_bucket
-            prefill = sampling_core.prefill_program(sampler_model)
+            # As `generate_static` runs: the layers split once per call, prefill and decode unrolled over them.
+            decode_model = sampling_core.decode_model(sampler_model)
+            unstack = sampling_core.unstack_program(sampler_model)
+            compiled = add("unstack", unstack, (rollout_params,), base - own, 1)
+            decode_params = _outputs(compiled, jax.eval_shape(unstack, rollout_params))
+            prefill = sampling_core.prefill_program(decode_model)
             block, pads = rows_struct((bp, bucket), jnp.int32), rows_struct((bp,), jnp.int32)
-            compiled = add("prefill", prefill, (rollout_params, block, pads), base - own, len(all_calls), layers)
-            prompt_cache, last_logits = _outputs(compiled, jax.eval_shape(prefill, rollout_params, block, pads))
-            decode = sampler_lib.decode_program(sampler_model, num_samples=samples, max_new_tokens=new_tokens,
-                                                mode=sp.mode, unroll_layers=True)
+            compiled = add("prefill", prefill, (decode_params, block, pads), base, len(all_calls), 1)
+            prompt_cache, last_logits = _outputs(compiled, jax.eval_shape(prefill, decode_params, block, pads))
+            decode = sampler_lib.decode_program(decode_model, num_samples=samples, max_new_tokens=new_tokens,
+                                                mode=sp.mode)
             scalar = lambda dtype: jax.ShapeDtypeStruct((), dtype, sharding=replicated)
-            add("decode", decode, (rollout_params, prompt_cache, last_logits, pads, pads, rows_struct((bp,), jnp.bool_),
+            add("decode", decode, (decode_params, prompt_cache, last_logits, pads, pads, rows_struct((bp,), jnp.bool_),
                                    pads, pads, rng, scalar(jnp.float32), scalar(jnp.float32),
                                    jax.ShapeDtypeStruct(sampling_core.padded_stop_ids((0,)).shape, jnp.int32,
                                                         sharding=replicated)),
-                base - own, len(all_calls), new_tokens)
+                base, len(all_calls), new_tokens)
             sampler_info = {"engine": "static", "rows": bp * samples, "prompt_bucket": bucket,
                             "cache_len": bucket + new_tokens - 1}
 

@@ -11,19 +11,13 @@ import jax
 import ml_collections
 
 from gasp_jax import models
+from gasp_jax.cache_dirs import CACHE_ENV, cache_root  # noqa: F401 (runtime.cache_root is public)
 from gasp_jax import multihost
 from gasp_jax import sharding as shd
 
 log = logging.getLogger("gasp_jax")
 
-CACHE_ENV = "GASP_JAX_CACHE"  # the root of every per-machine cache (warm starts, XLA programs)
 COMPILATION_CACHE_ENV = "GASP_JAX_COMPILATION_CACHE"  # "off", or a directory: what "auto" means here
-
-
-def cache_root(*parts: str) -> str:
-    """`$GASP_JAX_CACHE/<parts>`, else `~/.cache/gasp_jax/<parts>`."""
-    base = os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "gasp_jax")
-    return os.path.join(base, *parts)
 
 
 def compilation_cache_dir(value: str) -> str:

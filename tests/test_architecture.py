@@ -18,7 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, "gasp_jax")
 
 #: Lowest layer: infrastructure that knows nothing of tasks, policies or methods.
-FOUNDATION = ("data", "sharding", "tokenizer", "checkpoint", "metrics", "multihost", "overrides",
+FOUNDATION = ("cache_dirs", "data", "kernels", "sharding", "tokenizer", "checkpoint", "metrics", "multihost", "overrides",
               "config_checks", "config_files", "perf", "sandbox", "models", "tasks", "rl", "sampling",
               "runtime", "profiling")
 #: Method layer: self-play, GASP, RLVR, evaluation, warm start.

@@ -284,10 +284,11 @@ def test_decode_loop_exits_when_every_row_is_done(qwen2):
     plan = sampler._plan(model, arrays, max_new_tokens=128, temperature=1.0, top_k=0, top_p=1.0, prompt_buckets=None,
                          max_cache_length=None)
     tokens, pad_lens, prompt_lens, live = sampler._left_pad(arrays, plan)
-    prompt_cache, last_logits = core.prefill_program(model)(params, tokens, pad_lens)
-    decode = sampler.decode_program(model, num_samples=1, max_new_tokens=128, mode=plan.mode, unroll_layers=True)
+    decode_model, decode_params = core.decode_model(model), core.unstack_program(model)(params)
+    prompt_cache, last_logits = core.prefill_program(decode_model)(decode_params, tokens, pad_lens)
+    decode = sampler.decode_program(decode_model, num_samples=1, max_new_tokens=128, mode=plan.mode)
     rows = np.arange(plan.padded_prompts, dtype=np.int32)
-    run = lambda stop_ids: decode(params, prompt_cache, last_logits, pad_lens, prompt_lens, live, rows,
+    run = lambda stop_ids: decode(decode_params, prompt_cache, last_logits, pad_lens, prompt_lens, live, rows,
                                   np.full_like(rows, 128), jax.random.key(0), np.float32(1.0), np.float32(1.0),
                                   core.padded_stop_ids(stop_ids))
     out_tokens, _, lengths, steps = run(tuple(range(VOCAB)))

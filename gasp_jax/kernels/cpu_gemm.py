@@ -35,7 +35,7 @@ import tempfile
 import jax
 import jax.numpy as jnp
 
-from gasp_jax import runtime
+from gasp_jax import cache_dirs
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def _build() -> str:
     key = hashlib.sha256(
         repr((source, compiler, version, FLAGS, jax.__version__, platform.machine(), _cpu_flags())).encode()
     ).hexdigest()[:20]
-    cache = runtime.cache_root("kernels")
+    cache = cache_dirs.cache_root("kernels")
     path = os.path.join(cache, f"packed_gemm-{key}.so")
     if os.path.exists(path):
         return path

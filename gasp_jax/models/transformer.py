@@ -17,6 +17,10 @@ Conventions
   `dynamic_update_slice`, rather than a scanned input/output (which would copy every layer's cache
   into a freshly stacked output at every decode step). With `scan_layers=False` the cache is instead a
   tuple of per-layer buffers (`init_cache(..., per_layer=True)`).
+- Packed projections (`packed_weights=True`, decode on CPU): the unrolled layers read q|k|v, o,
+  gate|up, down and the LM head from weights packed once per rollout for `kernels.cpu_gemm`
+  (`pack_decode_params`). XLA:CPU's dot repacks its weight operand on every call, which at decode's
+  few rows costs as much as the matmul; same math, fp32 only.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from flax import linen as nn
 from jax.sharding import Mesh
 
 from gasp_jax import sharding as shd
+from gasp_jax.kernels import cpu_gemm
 from gasp_jax.models.config import ModelConfig
 
 _NEG_INF = -0.7 * float(jnp.finfo(jnp.float32).max)  # finite: fully-masked (padding) rows stay NaN-free
@@ -69,6 +74,16 @@ def _param(module: nn.Module, name: str, init, shape, axes, dtype):
 
 
 _KERNEL_INIT = nn.initializers.normal(stddev=0.02)
+
+
+def _packed_dense(module: nn.Module, name: str, x, n_in: int, n_out: int):
+    """`x [..., n_in] @ W [n_in, n_out]` with W stored in `cpu_gemm`'s packed layout (`pack_decode_params`)."""
+    w = module.param(name, nn.initializers.zeros, _packed_shape(n_in, n_out), jnp.float32)
+    return cpu_gemm.matmul(x, w, n_out)
+
+
+def _packed_shape(n_in: int, n_out: int) -> tuple[int, ...]:
+    return jax.eval_shape(cpu_gemm.pack, jax.ShapeDtypeStruct((n_in, n_out), jnp.float32)).shape
 
 
 class RMSNorm(nn.Module):
@@ -129,6 +144,7 @@ class Attention(nn.Module):
     config: ModelConfig
     mesh: Mesh | None
     rules: shd.Rules
+    packed: bool = False  # q|k|v and o from packed weights (`pack_decode_params`)
 
     @nn.compact
     def __call__(self, x, positions, mask, cache_kv, layer, cache_index):
@@ -137,14 +153,17 @@ class Attention(nn.Module):
         cfg = self.config
         e, h, k, d = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         pdt, dt = cfg.param_dtype, cfg.dtype
-        wq = _param(self, "q_proj", _KERNEL_INIT, (e, h, d), ("embed", "q_heads", "head_dim"), pdt)
-        wk = _param(self, "k_proj", _KERNEL_INIT, (e, k, d), ("embed", "kv_heads", "head_dim"), pdt)
-        wv = _param(self, "v_proj", _KERNEL_INIT, (e, k, d), ("embed", "kv_heads", "head_dim"), pdt)
-        wo = _param(self, "o_proj", _KERNEL_INIT, (h, d, e), ("q_heads", "head_dim", "embed"), pdt)
-
-        q = jnp.einsum("bte,ehd->bthd", x, wq.astype(dt))
-        key = jnp.einsum("bte,ekd->btkd", x, wk.astype(dt))
-        val = jnp.einsum("bte,ekd->btkd", x, wv.astype(dt))
+        if self.packed:
+            qkv = _packed_dense(self, "qkv_proj", x, e, (h + 2 * k) * d)
+            q, key, val = jnp.split(qkv, [h * d, (h + k) * d], axis=-1)
+            q, key, val = (a.reshape(*x.shape[:2], -1, d) for a in (q, key, val))
+        else:
+            wq = _param(self, "q_proj", _KERNEL_INIT, (e, h, d), ("embed", "q_heads", "head_dim"), pdt)
+            wk = _param(self, "k_proj", _KERNEL_INIT, (e, k, d), ("embed", "kv_heads", "head_dim"), pdt)
+            wv = _param(self, "v_proj", _KERNEL_INIT, (e, k, d), ("embed", "kv_heads", "head_dim"), pdt)
+            q = jnp.einsum("bte,ehd->bthd", x, wq.astype(dt))
+            key = jnp.einsum("bte,ekd->btkd", x, wk.astype(dt))
+            val = jnp.einsum("bte,ekd->btkd", x, wv.astype(dt))
         if cfg.qkv_bias:
             zeros = nn.initializers.zeros
             q = q + _param(self, "q_bias", zeros, (h, d), ("q_heads", "head_dim"), pdt).astype(dt)
@@ -202,7 +221,11 @@ class Attention(nn.Module):
         # [B, T, K, G, D] directly makes XLA:CPU fall back to a slow dot (10x at decode shapes).
         out = jnp.einsum("bkgts,bksd->bkgtd", probs, val).transpose(0, 3, 1, 2, 4).reshape(b, t, h, d)
         out = shd.constrain(out, ("act_batch", "act_length", "act_heads", None), self.mesh, self.rules)
-        out = jnp.einsum("bthd,hde->bte", out, wo.astype(dt))
+        if self.packed:
+            out = _packed_dense(self, "o_proj", out.reshape(b, t, h * d), h * d, e)
+        else:
+            wo = _param(self, "o_proj", _KERNEL_INIT, (h, d, e), ("q_heads", "head_dim", "embed"), pdt)
+            out = jnp.einsum("bthd,hde->bte", out, wo.astype(dt))
         out = checkpoint_name(out, "attn_out")
         return out, new_cache_kv
 
@@ -211,11 +234,15 @@ class MLP(nn.Module):
     config: ModelConfig
     mesh: Mesh | None
     rules: shd.Rules
+    packed: bool = False  # gate|up and down from packed weights (`pack_decode_params`)
 
     @nn.compact
     def __call__(self, x):
         cfg = self.config
         e, f, pdt, dt = cfg.hidden_size, cfg.intermediate_size, cfg.param_dtype, cfg.dtype
+        if self.packed:
+            gate, up = jnp.split(_packed_dense(self, "gate_up_proj", x, e, 2 * f), 2, axis=-1)
+            return _packed_dense(self, "down_proj", nn.silu(gate) * up, f, e)
         wg = _param(self, "gate_proj", _KERNEL_INIT, (e, f), ("embed", "mlp"), pdt)
         wu = _param(self, "up_proj", _KERNEL_INIT, (e, f), ("embed", "mlp"), pdt)
         wd = _param(self, "down_proj", _KERNEL_INIT, (f, e), ("mlp", "embed"), pdt)
@@ -229,6 +256,7 @@ class DecoderLayer(nn.Module):
     config: ModelConfig
     mesh: Mesh | None
     rules: shd.Rules
+    packed: bool = False
 
     @nn.compact
     def __call__(self, carry, positions, mask, layer, cache_index):
@@ -236,11 +264,11 @@ class DecoderLayer(nn.Module):
         x, cache_kv = carry
         cfg = self.config
         norm = lambda name: RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg.dtype, cfg.param_dtype, name=name)
-        attn_out, new_cache_kv = Attention(cfg, self.mesh, self.rules, name="attn")(
+        attn_out, new_cache_kv = Attention(cfg, self.mesh, self.rules, self.packed, name="attn")(
             norm("input_norm")(x), positions, mask, cache_kv, layer, cache_index
         )
         x = x + attn_out
-        x = x + MLP(cfg, self.mesh, self.rules, name="mlp")(norm("post_attn_norm")(x))
+        x = x + MLP(cfg, self.mesh, self.rules, self.packed, name="mlp")(norm("post_attn_norm")(x))
         x = shd.constrain(x, ("act_batch", "act_length", "act_embed"), self.mesh, self.rules)
         return (x, new_cache_kv), None
 
@@ -272,22 +300,33 @@ class Transformer(nn.Module):
     `layers_0 ... layers_{L-1}` (see `unstack_layer_params`). Same math; meant for decoding, where a
     scanned stack slices (and on CPU copies) every layer's weights out of the stacked arrays at every
     step, while separate per-layer arrays are read in place.
+
+    `packed_weights=True` (with `scan_layers=False`, fp32, one CPU device) takes params from
+    `pack_decode_params`: the projections and the LM head run through `kernels.cpu_gemm`.
     """
 
     config: ModelConfig
     mesh: Mesh | None = None
     rules: shd.Rules = shd.DEFAULT_RULES
     scan_layers: bool = True
+    packed_weights: bool = False
 
     def setup(self):
         cfg = self.config
+        if self.packed_weights and self.scan_layers:
+            raise ValueError("packed_weights=True needs scan_layers=False (params from pack_decode_params)")
         self.embedding = self.param(
             "embedding",
             nn.with_logical_partitioning(nn.initializers.normal(stddev=0.02), ("vocab", "embed")),
             (cfg.vocab_size, cfg.hidden_size),
             cfg.param_dtype,
         )
-        if not cfg.tie_word_embeddings:
+        if self.packed_weights:
+            self.lm_head_packed = self.param(
+                "lm_head_packed", nn.initializers.zeros, _packed_shape(cfg.hidden_size, cfg.vocab_size),
+                jnp.float32,
+            )
+        elif not cfg.tie_word_embeddings:
             self.lm_head = self.param(
                 "lm_head",
                 nn.with_logical_partitioning(_KERNEL_INIT, ("embed", "vocab")),
@@ -298,7 +337,8 @@ class Transformer(nn.Module):
         if cfg.remat_policy != "none":
             layer_cls = nn.remat(layer_cls, policy=_remat_policy(cfg.remat_policy), prevent_cse=False)
         if not self.scan_layers:
-            self.layer_list = [layer_cls(cfg, self.mesh, self.rules, name=f"layers_{i}") for i in range(cfg.num_layers)]
+            self.layer_list = [layer_cls(cfg, self.mesh, self.rules, self.packed_weights, name=f"layers_{i}")
+                               for i in range(cfg.num_layers)]
             self.final_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg.dtype, cfg.param_dtype)
             return
         self.layers = nn.scan(
@@ -360,6 +400,8 @@ class Transformer(nn.Module):
     def unembed(self, hidden):
         """fp32 logits from final hidden states `[..., E]`."""
         dt = self.config.dtype
+        if self.packed_weights:
+            return cpu_gemm.matmul(hidden.astype(jnp.float32), self.lm_head_packed, self.config.vocab_size)
         if self.config.tie_word_embeddings:
             logits = jnp.einsum("...e,ve->...v", hidden.astype(dt), self.embedding.astype(dt))
         else:
@@ -372,4 +414,25 @@ def unstack_layer_params(params: Any, num_layers: int) -> Any:
     out = {k: v for k, v in params.items() if k != "layers"}
     for i in range(num_layers):
         out[f"layers_{i}"] = jax.tree.map(lambda x, i=i: x[i], params["layers"])
+    return out
+
+
+def pack_decode_params(params: Any, config: ModelConfig) -> Any:
+    """Unrolled params (`unstack_layer_params`) -> the `packed_weights=True` layout: per layer one packed
+    q|k|v projection, o, one gate|up projection and down; the LM head (the embedding's transpose when
+    tied) packed as `lm_head_packed`. Norms, biases and the embedding (token lookup) stay as they are."""
+    e, h, k, d = config.hidden_size, config.num_heads, config.num_kv_heads, config.head_dim
+    out = {name: v for name, v in params.items() if not name.startswith("layers_") and name != "lm_head"}
+    head = params["embedding"].T if config.tie_word_embeddings else params["lm_head"]
+    out["lm_head_packed"] = cpu_gemm.pack(head.astype(jnp.float32))
+    for i in range(config.num_layers):
+        layer = params[f"layers_{i}"]
+        attn = {n: v for n, v in layer["attn"].items() if not n.endswith("_proj")}
+        qkv = [layer["attn"][n].reshape(e, -1) for n in ("q_proj", "k_proj", "v_proj")]
+        attn["qkv_proj"] = cpu_gemm.pack(jnp.concatenate(qkv, axis=1).astype(jnp.float32))
+        attn["o_proj"] = cpu_gemm.pack(layer["attn"]["o_proj"].reshape(h * d, e).astype(jnp.float32))
+        mlp = layer["mlp"]
+        gate_up = jnp.concatenate([mlp["gate_proj"], mlp["up_proj"]], axis=1).astype(jnp.float32)
+        packed_mlp = {"gate_up_proj": cpu_gemm.pack(gate_up), "down_proj": cpu_gemm.pack(mlp["down_proj"].astype(jnp.float32))}
+        out[f"layers_{i}"] = {**layer, "attn": attn, "mlp": packed_mlp}
     return out

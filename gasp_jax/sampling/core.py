@@ -27,8 +27,16 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from gasp_jax import sharding as shd
+from gasp_jax.kernels import cpu_gemm
 from gasp_jax.models import init as init_lib
-from gasp_jax.models.transformer import CACHE_AXES, KVCache, Transformer, init_cache
+from gasp_jax.models.transformer import (
+    CACHE_AXES,
+    KVCache,
+    Transformer,
+    init_cache,
+    pack_decode_params,
+    unstack_layer_params,
+)
 
 PAD_ID = 0  # token written after a row's stop token (use `lengths` to know where a row ends)
 EOS_SLOTS = 4  # stop ids are padded with -1 (never a token) to a multiple of this: few distinct shapes
@@ -275,6 +283,28 @@ def batch_shards(mesh: Mesh | None, rules: shd.Rules) -> int:
     return math.prod(mesh.shape[a] for a in axes if a in mesh.shape)
 
 
+def use_cpu_kernels(model: Transformer, requested: bool | None = None) -> bool:
+    """Whether the unrolled decode reads packed weights through `kernels.cpu_gemm` (`pack_decode_params`).
+
+    `requested=None` (the default everywhere): yes where it applies, an fp32 model on one CPU device with
+    the kernel built; False: never; True: yes, or ValueError saying why it cannot."""
+    if requested is False:
+        return False
+    cfg = model.config
+    devices = model.mesh.devices.flat if model.mesh is not None else jax.devices()[:1]
+    platforms = {d.platform for d in devices}
+    why = (
+        "the model is not fp32" if jnp.dtype(cfg.dtype) != jnp.float32 or jnp.dtype(cfg.param_dtype) != jnp.float32
+        else f"the model runs on {sorted(platforms)}, not one CPU device"
+        if platforms != {"cpu"} or (model.mesh is not None and model.mesh.size > 1)
+        else "the kernel is not built (see the log line of gasp_jax.kernels.cpu_gemm)" if not cpu_gemm.available()
+        else ""
+    )
+    if why and requested:
+        raise ValueError(f"cpu_kernels=True but {why}")
+    return not why
+
+
 def to_host(x: jax.Array) -> np.ndarray:
     """One device array as NumPy, gathered across processes when multi-host."""
     if jax.process_count() > 1:
@@ -324,6 +354,24 @@ def prefill(params, tokens, pad_lens, *, model: Transformer):
     return cache, last_logits
 
 
+def decode_model(model: Transformer, packed: bool = False) -> Transformer:
+    """The model both engines prefill and decode with when the layers run unrolled (`packed`: over weights
+    packed for `kernels.cpu_gemm`, `use_cpu_kernels`); its params come from `unstack_program`."""
+    return model.clone(scan_layers=False, packed_weights=bool(packed))
+
+
+def _unstack(params, *, model: Transformer, packed: bool):
+    params = unstack_layer_params(params, model.config.num_layers)
+    return pack_decode_params(params, model.config) if packed else params
+
+
+def unstack_program(model: Transformer, packed: bool = False):
+    """jit of `params -> ` the `decode_model(model, packed)` params: the per-layer split of the scanned
+    params (`unstack_layer_params`), packed (`pack_decode_params`) with `packed`. One copy of the layer
+    weights per call, made once before the first prefill."""
+    return program(_unstack, model, packed=bool(packed))
+
+
 def prefill_program(model: Transformer):
     """jit of `prefill(params, tokens [B, P], pad_lens [B])`; one executable per (B, P)."""
     return program(prefill, model)
@@ -337,7 +385,7 @@ _PROGRAMS_LOCK = threading.Lock()
 
 
 def _model_key(model: Transformer) -> tuple:
-    return (model.config, model.mesh, tuple(model.rules), model.scan_layers)
+    return (model.config, model.mesh, tuple(model.rules), model.scan_layers, model.packed_weights)
 
 
 def program(fn: Callable, model: Transformer, *, donate_argnums: tuple[int, ...] = (), **static) -> Any:

@@ -59,7 +59,7 @@ Design (see docs/sampling.md, "Continuous batching")
   (`EngineStats.programs_compiled`
   says how many a call compiled). Params, temperatures, top-p values, stop ids, limits and prompts within
   a bucket are traced: they never recompile. `admit_program`, `decode_program`, `init_program` and
-  `unstack_program` return the jitted programs for given static settings, so they can be lowered and
+  `core.unstack_program` return the jitted programs for given static settings, so they can be lowered and
   compiled ahead of time from abstract shapes (`abstract_state` gives the slot state's).
 """
 
@@ -79,7 +79,6 @@ from gasp_jax.models.transformer import (
     KVCache,
     Transformer,
     init_cache,
-    unstack_layer_params,
 )
 from gasp_jax.sampling import buckets as bk
 from gasp_jax.sampling import core
@@ -376,15 +375,6 @@ def pick_window(windows: Sequence[int], needed: int) -> int:
     return next((w for w in windows if w >= needed), windows[-1])
 
 
-def _unstack(params, *, model: Transformer):
-    return unstack_layer_params(params, model.config.num_layers)
-
-
-def unstack_program(model: Transformer):
-    """jit of the per-layer split of the params the unrolled decode runs on."""
-    return core.program(_unstack, model)
-
-
 # ------------------------------------------------------------------------------------ host-side plan
 
 
@@ -537,6 +527,7 @@ def run_requests(
     longest_first: bool = True,
     refill_slots: int | None = None,
     fixed_shapes: bool = False,
+    cpu_kernels: bool | None = None,
 ) -> tuple[SampleOutput, EngineStats]:
     """Generates every request's `num_samples` rows over a fixed set of refilled decode slots.
 
@@ -555,6 +546,8 @@ def run_requests(
         every admit at `slots` rows; the first call compiles the admit program of every prompt bucket
         its settings allow (`warm_admits`), so a run's later calls compile nothing. Needs `max_slots`
         or `kv_cache_tokens`.
+      cpu_kernels: the unrolled layers' projections and LM head through `kernels.cpu_gemm` over weights
+        packed once per call (`core.use_cpu_kernels`); None: where that applies (fp32 on one CPU device).
       Others as `sampling.generate`.
 
     Returns:
@@ -582,8 +575,9 @@ def run_requests(
     compiled_before = core.compiled_program_count()
     if model.mesh is not None:
         params = jax.device_put(params, core.param_shardings(model))
-    decode_model = model.clone(scan_layers=False) if unroll_layers else model
-    decode_params = unstack_program(model)(params) if unroll_layers else params
+    packed = unroll_layers and core.use_cpu_kernels(model, cpu_kernels)
+    decode_model = core.decode_model(model, packed) if unroll_layers else model
+    decode_params = core.unstack_program(model, packed)(params) if unroll_layers else params
     admit = admit_program(decode_model, variants=plan.variants)  # unrolled prefill on the split layers too
     windows = attention_windows(plan.cache_len, int(chunk_steps))
     decodes = {w: decode_program(decode_model, chunk_steps=chunk_steps, variants=plan.variants,

@@ -22,8 +22,10 @@ Design (see docs/sampling.md)
   buckets keep to a small set. Temperature, top-p and the stop ids are traced values (changing them
   never recompiles); greedy-vs-sampled, top-k (`lax.top_k` needs a static k) and whether top-p is on
   are static, so the top-p threshold search is only compiled in when it is used.
-- The decode step runs the layers unrolled over per-layer weights and cache buffers (split once per
-  call) instead of the scanned stack, which would slice (copy) every layer's weights each step.
+- Prefill and decode run the layers unrolled over per-layer weights and cache buffers (split once per
+  call, `core.unstack_program`; packed for `kernels.cpu_gemm` on one CPU device, `core.use_cpu_kernels`)
+  instead of the scanned stack, which would slice (copy) every layer's weights each step: the same
+  model, weights and prefill as the continuous engine, so both give the same tokens and log-probs.
 - Randomness: row (prompt i, sample j) gets key `fold_in(fold_in(rng, i), j)` and step t of that row
   `fold_in(row_key, t)`. A row's draws therefore depend only on (rng, i, j) and the model, not on
   `num_samples`, the batch bucket or the mesh: sample 0 of a `num_samples=8` call equals the
@@ -46,7 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gasp_jax import sharding as shd
-from gasp_jax.models.transformer import CACHE_AXES, CACHE_LENGTH_AXIS, KVCache, Transformer, unstack_layer_params
+from gasp_jax.models.transformer import CACHE_AXES, KVCache, Transformer
 from gasp_jax.sampling import buckets as bk
 from gasp_jax.sampling import core
 
@@ -82,7 +84,6 @@ def decode(
     num_samples: int,
     max_new_tokens: int,
     mode: core.SamplingMode,
-    unroll_layers: bool,
 ):
     """Samples `max_new_tokens` per row, `num_samples` rows per prompt, from a prefilled prompt cache.
 
@@ -92,14 +93,15 @@ def decode(
     Returns `(tokens [B, N], logprobs [B, N], lengths [B], steps)` with `B = Bp * num_samples` and `steps`
     the tokens sampled per row before the loop exited (1 when every row stops at its first token).
 
-    With `unroll_layers` the loop body runs the layers as straight-line code over per-layer weights
-    and per-layer cache buffers (split once, before the loop), so a step reads every weight and cache
-    entry in place. A scanned layer stack instead slices each layer's weights and cache out of the
-    stacked arrays at every step, which XLA materialises as copies on CPU (and without dynamic-slice
-    fusion on GPU): up to 3x the bytes moved per step.
+    `model` is the model the prefill ran: with `scan_layers=False` (`params` from `core.unstack_program`,
+    packed or not, split once per call) the loop body runs the layers as straight-line code over per-layer
+    weights and per-layer cache buffers, so a step reads every weight and cache entry in place. A scanned
+    layer stack instead slices each layer's weights and cache out of the stacked arrays at every step,
+    which XLA materialises as copies on CPU (and without dynamic-slice fusion on GPU): up to 3x the bytes
+    moved per step.
     """
     mesh, rules = model.mesh, model.rules
-    num_prompts, prompt_slots = pad_lens.shape[0], prompt_cache.k.shape[CACHE_LENGTH_AXIS]
+    num_prompts, prompt_slots = pad_lens.shape[0], prompt_cache.length
     batch = num_prompts * num_samples
     cache_len = prompt_slots + max_new_tokens - 1  # the last sampled token is never fed back
 
@@ -111,9 +113,7 @@ def decode(
         return shd.constrain(jnp.pad(c, widths), axes, mesh, rules)
 
     num_layers = model.config.num_layers
-    if unroll_layers:
-        params = unstack_layer_params(params, num_layers)
-        model = model.clone(scan_layers=False)
+    if not model.scan_layers:  # the prefill's per-layer prompt cache
         cache = KVCache(
             tuple(expand(prompt_cache.k[i], CACHE_AXES[1:]) for i in range(num_layers)),
             tuple(expand(prompt_cache.v[i], CACHE_AXES[1:]) for i in range(num_layers)),
@@ -179,13 +179,13 @@ def decode(
 
 
 
-def decode_program(model: Transformer, *, num_samples: int, max_new_tokens: int, mode: core.SamplingMode,
-                   unroll_layers: bool):
+def decode_program(model: Transformer, *, num_samples: int, max_new_tokens: int, mode: core.SamplingMode):
     """jit of `decode(params, prompt_cache, last_logits, pad_lens, prompt_lens, live, prompt_ids, row_limits,
     rng, temperature, top_p, eos_ids)` for these static settings; one executable per prompt batch and
-    bucket. No donation: no output has the prompt cache's shape, so XLA could not reuse its buffer."""
+    bucket. No donation: no output has the prompt cache's shape, so XLA could not reuse its buffer.
+    `model` is the prefill's: the decode model (`core.decode_model`) when the layers run unrolled."""
     return core.program(decode, model, num_samples=int(num_samples), max_new_tokens=int(max_new_tokens),
-                        mode=mode, unroll_layers=bool(unroll_layers))
+                        mode=mode)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -272,10 +272,17 @@ def generate_static(model: Transformer, params: Any, arrays: Sequence[np.ndarray
               top_k=top_k, top_p=top_p, prompt_buckets=prompt_buckets, max_cache_length=max_cache_length)
         for b in batches
     ]
+    if model.mesh is not None:
+        params = jax.device_put(params, core.param_shardings(model))  # no-op when already placed
+    # Both programs of every batch run the decode model over weights split (and packed) once per call.
+    decode_model, decode_params = model, params
+    if unroll_layers:
+        packed = core.use_cpu_kernels(model)
+        decode_model = core.decode_model(model, packed)
+        decode_params = core.unstack_program(model, packed)(params)
     outs = [
-        _generate_batch(model, params, [arrays[i] for i in b], plan, [limits[i] for i in b], b.start, rng=rng,
-                        temperature=temperature, top_p=top_p, eos_ids=eos_ids, num_samples=num_samples,
-                        unroll_layers=unroll_layers)
+        _generate_batch(decode_model, decode_params, [arrays[i] for i in b], plan, [limits[i] for i in b], b.start,
+                        rng=rng, temperature=temperature, top_p=top_p, eos_ids=eos_ids, num_samples=num_samples)
         for b, plan in zip(batches, plans)
     ]
     width = max(limits)
@@ -288,19 +295,17 @@ def generate_static(model: Transformer, params: Any, arrays: Sequence[np.ndarray
 
 
 def _generate_batch(model, params, arrays, plan, limits, first_prompt_id, *, rng, temperature, top_p, eos_ids,
-                    num_samples, unroll_layers) -> core.SampleOutput:
+                    num_samples) -> core.SampleOutput:
     """One static batch: prefill, then decode until every row stops (or reaches its limit)."""
     tokens, pad_lens, prompt_lens, live = _left_pad(arrays, plan)
     prompt_ids = np.arange(plan.padded_prompts, dtype=np.int32) + first_prompt_id
     row_limits = np.ones((plan.padded_prompts,), np.int32)
     row_limits[: len(limits)] = limits
     if model.mesh is not None:
-        params = jax.device_put(params, core.param_shardings(model))  # no-op when already placed
         tokens, pad_lens, prompt_lens, live, prompt_ids, row_limits = (
             core.place_rows(model, x) for x in (tokens, pad_lens, prompt_lens, live, prompt_ids, row_limits)
         )
-    decode_fn = decode_program(model, num_samples=num_samples, max_new_tokens=max(limits), mode=plan.mode,
-                               unroll_layers=unroll_layers)
+    decode_fn = decode_program(model, num_samples=num_samples, max_new_tokens=max(limits), mode=plan.mode)
     prompt_cache, last_logits = core.prefill_program(model)(params, tokens, pad_lens)
     out = decode_fn(
         params, prompt_cache, last_logits, pad_lens, prompt_lens, live, prompt_ids, row_limits, rng,
