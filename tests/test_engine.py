@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from gasp_jax import models, sampling, sharding
-from gasp_jax.models.transformer import unstack_layer_params
+from gasp_jax.kernels import cpu_gemm
+from gasp_jax.models.transformer import pack_decode_params, unstack_layer_params
 from gasp_jax.sampling import core, engine
 from tests.test_sampling import count_compiles
 
@@ -149,6 +150,67 @@ def test_sharded_engine_equals_single_device(tiny, mesh_shape):
     ref = sampling.generate(model, params, RAGGED, **common)
     out = sampling.generate(model, params, RAGGED, mesh=mesh, **common)
     _assert_same(out, ref, atol=1e-4)
+
+
+# ----------------------------------------------------------------------- packed CPU projections
+
+needs_kernel = pytest.mark.skipif(not cpu_gemm.available(), reason="no packed CPU GEMM here (see its log line)")
+
+
+@needs_kernel
+@pytest.mark.parametrize("tied", [False, True])
+def test_packed_decode_model_equals_the_unrolled_one(tied):
+    """`pack_decode_params` + `packed_weights=True` (fused q|k|v and gate|up, the LM head packed from the
+    embedding when tied): the same logits and KV cache as the unrolled model, prefill and a decode step."""
+    cfg = _config().replace(tie_word_embeddings=tied)
+    model = models.build_model(cfg)
+    params = unstack_layer_params(models.init_params(model, jax.random.key(5)), cfg.num_layers)
+    unrolled, packed = core.decode_model(model), core.decode_model(model, packed=True)
+    packed_params = pack_decode_params(params, cfg)
+    assert "lm_head_packed" in packed_params and "lm_head" not in packed_params
+    assert set(packed_params["layers_0"]["attn"]) == {"qkv_proj", "o_proj", "q_bias", "k_bias", "v_bias"}
+    tokens = jnp.asarray(np.random.default_rng(1).integers(0, VOCAB, (3, 7)), jnp.int32)
+    step = jnp.asarray([[4], [9], [300]], jnp.int32)
+
+    def run(m, p):
+        apply = jax.jit(lambda p, x, pos, c, i: m.apply({"params": p}, x, pos, cache=c, cache_index=i))
+        cache = models.init_cache(cfg, 3, 16, per_layer=True)
+        first, cache = apply(p, tokens, None, cache, jnp.int32(0))
+        second, cache = apply(p, step, jnp.full((3, 1), 7, jnp.int32), cache, jnp.int32(7))
+        return first, second, cache
+
+    for got, want in zip(jax.tree.leaves(run(packed, packed_params)), jax.tree.leaves(run(unrolled, params))):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=2e-5, rtol=1e-5)
+
+
+@needs_kernel
+def test_engine_with_cpu_kernels_gives_the_same_rows(tiny):
+    """The packed projections change no token and log-probs only by float rounding; both engines use them."""
+    model, params = tiny
+    requests = [engine.Request(prompt=p, max_new_tokens=n, temperature=0.0) for p, n in zip(RAGGED, LIMITS)]
+    on, _ = engine.run_requests(model, params, requests, rng=jax.random.key(0), max_slots=2, chunk_steps=4,
+                                cpu_kernels=True)
+    off, _ = engine.run_requests(model, params, requests, rng=jax.random.key(0), max_slots=2, chunk_steps=4,
+                                 cpu_kernels=False)
+    _assert_same(on, off, atol=1e-4)
+
+
+def test_cpu_kernels_apply_to_fp32_on_one_cpu_device(tiny, monkeypatch):
+    model, _ = tiny
+    assert core.use_cpu_kernels(model) == cpu_gemm.available()
+    assert not core.use_cpu_kernels(model, False)
+    bf16 = model.clone(config=model.config.replace(dtype="bfloat16", param_dtype="bfloat16"))
+    assert not core.use_cpu_kernels(bf16)
+    with pytest.raises(ValueError, match="not fp32"):
+        core.use_cpu_kernels(bf16, True)
+    sharded = model.clone(mesh=sharding.make_mesh({"fsdp": 2}, devices=jax.devices()[:2]))
+    assert not core.use_cpu_kernels(sharded)
+    with pytest.raises(ValueError, match="not one CPU device"):
+        core.use_cpu_kernels(sharded, True)
+    monkeypatch.setattr(cpu_gemm, "available", lambda: False)
+    assert not core.use_cpu_kernels(model)
+    with pytest.raises(ValueError, match="kernel is not built"):
+        core.use_cpu_kernels(model, True)
 
 
 # ------------------------------------------------------------------------------------ compilation
