@@ -340,6 +340,11 @@ def test_peer_benchmark_skips_vllm_cleanly_when_absent(monkeypatch, capsys):
     rows = [json.loads(l) for l in printed.splitlines() if l.startswith("{")]
     assert len(rows) == 1 and rows[0]["static"]["token_agreement"] == 1.0
     assert rows[0]["continuous"]["calls"] == 1 and rows[0]["compiles_after_first_calls"] == 0
+    # With the packed CPU GEMM on, the same engine over XLA's dot runs beside it, with the same tokens.
+    assert rows[0]["cpu_kernels"] == cpu_gemm.available()
+    assert ("continuous_xla_dot" in rows[0]) == rows[0]["cpu_kernels"]
+    if rows[0]["cpu_kernels"]:
+        assert rows[0]["continuous_xla_dot"]["token_agreement"] == 1.0
     with pytest.raises(SystemExit, match="unknown peer"):
         bench.main(["--workload", "ragged", "--peers", "sglang"])
 

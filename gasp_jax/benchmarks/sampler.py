@@ -67,7 +67,7 @@ import numpy as np
 from gasp_jax import models, sampling, sharding
 from gasp_jax.sampling import engine as engine_lib
 from gasp_jax.sampling import sampler as sampler_lib
-from gasp_jax.sampling.core import batch_shards
+from gasp_jax.sampling.core import batch_shards, use_cpu_kernels
 
 # Peak HBM bandwidth (GB/s) by `device_kind` substring, for the roofline when --hbm-gbps is not given.
 HBM_GBPS = {
@@ -420,7 +420,13 @@ def run_peers(args) -> list[dict]:
                                                     temperature=0.0, max_slots=args.slots, engine="static"),
             }
             engines = {name: fn for name, fn in engines.items() if name == "continuous" or not args.skip_static}
+            kernels = use_cpu_kernels(model)
+            if kernels and not args.skip_xla_dot:  # the same engine with XLA's dot: what the packed GEMM buys
+                engines["continuous_xla_dot"] = lambda: engine_lib.run_requests(
+                    model, params, requests, rng=key, max_slots=args.slots, chunk_steps=args.chunk_steps,
+                    cpu_kernels=False)[0]
             row = {"shape": shape, "dtype": dtype, "tokens": total, "requests": len(prompts), "slots": args.slots,
+                   "cpu_kernels": kernels,
                    "config": dict(layers=layers, width=width, mlp=mlp, vocab=vocab, params=cfg.num_params)}
             outputs, calls = {}, {}
             compile_stats = {"compiles": 0, "seconds": 0.0}
@@ -486,7 +492,7 @@ def run_peers(args) -> list[dict]:
 def _print_peer_row(row: dict, names: list[str]) -> None:
     print(json.dumps(row), flush=True)
     print(f"\n{row['shape']} {row['dtype']} {row['config']}: {row['requests']} requests, {row['tokens']} tokens, "
-          f"{row['slots']} sequences at once")
+          f"{row['slots']} sequences at once; packed CPU GEMM {'on' if row['cpu_kernels'] else 'off'}")
     for name in names:
         x = row[name]
         quiet = f"{x['quiet_best_tok_s']:8.1f}" if x["quiet_best_tok_s"] else "       -"
@@ -602,6 +608,8 @@ def main(argv=None):
     p.add_argument("--dtypes", default="float32,bfloat16", help="peers: compute dtypes")
     p.add_argument("--rounds", type=int, default=3, help="peers: interleaved timed rounds")
     p.add_argument("--skip-static", action="store_true", help="peers: leave out the static engine (shorter runs)")
+    p.add_argument("--skip-xla-dot", action="store_true",
+                   help="peers: leave out the continuous engine on XLA's dot (run when the packed CPU GEMM is on)")
     p.add_argument("--peer-requests", type=int, default=96, help="peers: requests in the workload")
     p.add_argument("--roofline", action="store_true", help="accelerator roofline mode (no transformers run)")
     p.add_argument("--preset", default="qwen2.5-coder-1.5b")
