@@ -65,6 +65,8 @@ constexpr int kNV = kNB / kLanes;  // vectors per panel row
 // one core alone does not keep enough DRAM reads in flight otherwise (8x512 chain at M=16 on one core:
 // 20.3 -> 16.1 ms). Harmless where the panel is already in L1/L2 (the second and later row tiles).
 constexpr int64_t kPrefetchRows = 64;
+// A weight up to this size stays in a core's L2 (1 MiB on Zen 4) while row tiles stream past it.
+constexpr int64_t kL2WeightBytes = 512 << 10;
 
 // y[0:MR, 0:ncols] = xt @ panel, where xt is the row tile packed k-major ([K, MR]) and panel is [K, NB].
 // Small tiles would be bound by the FMA latency chain of too few accumulators, so they keep KU independent
@@ -120,18 +122,82 @@ constexpr auto MakeTiles(std::integer_sequence<int, MRs...>) {
 constexpr auto kTiles = MakeTiles(std::make_integer_sequence<int, kMR>{});
 
 struct Problem {
-  const float* xt;     // x packed in row tiles: tile t (rows t*kMR ...) is [K, rows] k-major
+  const float* x;      // [M, K]
+  float* xt;           // x packed in row tiles (tile t, rows t*kMR..., is [K, rows] k-major); null: per item
   const float* w;      // [P, K, NB]
   float* y;            // [M, N]
   int64_t M, K, N, P;
   int64_t panels_per_item, tiles_per_item, row_items;
 };
 
+#if defined(__AVX512F__)
+// In-register transpose of a 16 x 16 block (row i of the input becomes lane i of every output row).
+inline void Transpose16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
+    __m512d c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
+    r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+    r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+    r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+    r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+  }
+  for (int i = 0; i < 2; ++i)
+    for (int j = 0; j < 4; ++j) {
+      t[8 * i + j] = _mm512_shuffle_f32x4(r[8 * i + j], r[8 * i + 4 + j], 0x88);
+      t[8 * i + 4 + j] = _mm512_shuffle_f32x4(r[8 * i + j], r[8 * i + 4 + j], 0xdd);
+    }
+  for (int j = 0; j < 8; ++j) {
+    r[j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0x88);
+    r[8 + j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0xdd);
+  }
+}
+#endif
+
+// Packs row tile t of x k-major, so the microkernel's broadcasts are consecutive floats of one cache line.
+// (Broadcasting from x in place reads kMR rows K floats apart; at K a multiple of 1024 they share one L1
+// set and evict each other: 1024 x 2048 x 512 ran at half speed.)
+void PackTile(const float* x, int64_t M, int64_t K, int64_t t, float* dst) {
+  const int64_t r0 = t * kMR;
+  const int64_t rows = std::min<int64_t>(kMR, M - r0);
+  const float* src = x + r0 * K;
+  int64_t k = 0;
+#if defined(__AVX512F__)
+  if (rows == 16) {  // 16 x 16 blocks through registers: ~8x fewer instructions than element by element
+    for (; k + 16 <= K; k += 16) {
+      __m512 r[16];
+      for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * K + k);
+      Transpose16(r);
+      for (int j = 0; j < 16; ++j) _mm512_storeu_ps(dst + (k + j) * 16, r[j]);
+    }
+  }
+#endif
+  for (; k < K; ++k)  // contiguous writes; the reads are `rows` sequential streams
+    for (int64_t i = 0; i < rows; ++i) dst[k * rows + i] = src[i * K + k];
+}
+
 void RunItem(const Problem& p, int64_t item) {
   const int64_t p0 = (item / p.row_items) * p.panels_per_item;
   const int64_t p1 = std::min(p.P, p0 + p.panels_per_item);
   const int64_t t0 = (item % p.row_items) * p.tiles_per_item;
   const int64_t t1 = std::min((p.M + kMR - 1) / kMR, t0 + p.tiles_per_item);
+  if (p.xt == nullptr) {  // every panel stays in L2: tile-outer, each tile packed here into L1/L2
+    static thread_local std::vector<float> tile;
+    if (static_cast<int64_t>(tile.size()) < kMR * p.K) tile.resize(kMR * p.K);
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t rows = std::min<int64_t>(kMR, p.M - t * kMR);
+      PackTile(p.x, p.M, p.K, t, tile.data());
+      for (int64_t j = p0; j < p1; ++j)
+        kTiles[rows - 1](tile.data(), p.w + j * p.K * kNB, p.K, p.y + t * kMR * p.N + j * kNB, p.N,
+                         std::min(kNB, p.N - j * kNB));
+    }
+    return;
+  }
+  // Panel-outer: each panel is read from DRAM once and reused from L1/L2 by the item's row tiles.
   for (int64_t j = p0; j < p1; ++j) {
     const float* panel = p.w + j * p.K * kNB;
     const int64_t ncols = std::min(kNB, p.N - j * kNB);
@@ -144,30 +210,24 @@ void RunItem(const Problem& p, int64_t item) {
 }
 
 // Shared by the caller and its pool tasks; a task may start after the call returned, so it holds a reference.
+// Two phases, each claimed item by item: pack x's row tiles (unless the items pack their own), then, once
+// every tile is packed, the products.
 struct Job {
   Problem problem;
-  int64_t items;
-  std::atomic<int64_t> next{0};
-  std::atomic<int64_t> done{0};
+  int64_t tiles, items;
+  std::atomic<int64_t> next_tile{0}, packed{0}, next{0}, done{0};
 
   void Work() {
     int64_t finished = 0;
+    for (int64_t t; (t = next_tile.fetch_add(1, std::memory_order_relaxed)) < tiles; ++finished)
+      PackTile(problem.x, problem.M, problem.K, t, problem.xt + t * kMR * problem.K);
+    if (finished) packed.fetch_add(finished, std::memory_order_acq_rel);
+    while (packed.load(std::memory_order_acquire) < tiles) std::this_thread::yield();
+    finished = 0;
     for (int64_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < items; ++finished) RunItem(problem, i);
     if (finished) done.fetch_add(finished, std::memory_order_acq_rel);
   }
 };
-
-// Pack x row tiles k-major so the microkernel broadcasts consecutive floats of one cache line.
-void PackRows(const float* x, int64_t M, int64_t K, float* xt) {
-  for (int64_t r0 = 0; r0 < M; r0 += kMR) {
-    const int64_t rows = std::min<int64_t>(kMR, M - r0);
-    float* dst = xt + r0 * K;
-    for (int64_t i = 0; i < rows; ++i) {
-      const float* src = x + (r0 + i) * K;
-      for (int64_t k = 0; k < K; ++k) dst[k * rows + i] = src[k];
-    }
-  }
-}
 
 ffi::Error PackedGemm(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
                       ffi::ResultBuffer<ffi::F32> y) {
@@ -185,34 +245,34 @@ ffi::Error PackedGemm(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer
     return ffi::Error::Success();
   }
 
-  // Small x (decode) lives in a reused per-thread buffer: no allocation, no page faults per call.
-  static thread_local std::vector<float> reused;
-  std::unique_ptr<float[]> large;
-  float* xt;
-  if (M * K <= (int64_t{1} << 20)) {
-    if (static_cast<int64_t>(reused.size()) < M * K) reused.resize(M * K);
-    xt = reused.data();
-  } else {
-    large.reset(new float[M * K]);
-    xt = large.get();
-  }
-  PackRows(x.typed_data(), M, K, xt);
-
-  // Items: ~8 per thread so an uneven start or a busy core evens out; rows are split only when there are
-  // too few panels to keep every thread busy (prefill through a narrow projection).
   const int64_t threads = std::max<int64_t>(1, pool.num_threads());
   const int64_t tiles = (M + kMR - 1) / kMR;
-  const int64_t want = threads == 1 ? 1 : 8 * threads;
-  Problem prob{xt, w.typed_data(), y->typed_data(), M, K, N, P, 0, 0, 0};
-  prob.panels_per_item = std::max<int64_t>(1, (P + want - 1) / want);
-  const int64_t panel_items = (P + prob.panels_per_item - 1) / prob.panels_per_item;
-  prob.row_items = std::min(tiles, std::max<int64_t>(1, want / panel_items));
-  prob.tiles_per_item = (tiles + prob.row_items - 1) / prob.row_items;
+  const int64_t want = threads == 1 ? 1 : 8 * threads;  // items: an uneven start or a busy core evens out
+  Problem prob{x.typed_data(), nullptr, w.typed_data(), y->typed_data(), M, K, N, P, 0, 0, 0};
+  const bool weights_in_l2 = P * K * kNB * int64_t{sizeof(float)} <= kL2WeightBytes;
+  if (tiles >= want && weights_in_l2) {
+    // Prefill through a small weight (a narrow projection): split rows only, every item packs its own row
+    // tiles and runs them over all panels from L2, so x is read once and never written back packed.
+    prob.panels_per_item = P;
+    prob.tiles_per_item = (tiles + want - 1) / want;
+  } else {
+    // Panel ranges (rows split too only when there are fewer panels than items), x packed up front.
+    // The packed copy lives in a per-thread buffer that only grows (to the largest M * K this thread has
+    // run): a fresh allocation per call costs page faults worth as much as the packing itself.
+    static thread_local std::vector<float> packed_x;
+    if (static_cast<int64_t>(packed_x.size()) < M * K) packed_x.resize(M * K);
+    prob.xt = packed_x.data();
+    prob.panels_per_item = std::max<int64_t>(1, (P + want - 1) / want);
+    const int64_t panel_items = (P + prob.panels_per_item - 1) / prob.panels_per_item;
+    const int64_t row_split = std::min(tiles, std::max<int64_t>(1, want / panel_items));
+    prob.tiles_per_item = (tiles + row_split - 1) / row_split;
+  }
   prob.row_items = (tiles + prob.tiles_per_item - 1) / prob.tiles_per_item;
 
   auto job = std::make_shared<Job>();
   job->problem = prob;
-  job->items = panel_items * prob.row_items;
+  job->tiles = prob.xt ? tiles : 0;
+  job->items = (P + prob.panels_per_item - 1) / prob.panels_per_item * prob.row_items;
   // Tiny products (a few microseconds of work) are not worth a pool round trip.
   const bool parallel = threads > 1 && job->items > 1 && 2 * M * K * N >= (int64_t{1} << 21);
   if (parallel)
