@@ -122,6 +122,29 @@ def test_unavailable_is_false_with_one_logged_reason(tmp_path, env, reason):
     assert not glob.glob(str(tmp_path / "kernels" / "*")) and not glob.glob(str(tmp_path / "kernels" / ".*"))
 
 
+_PORTABLE = """
+import numpy as np, jax
+from gasp_jax.kernels import cpu_gemm
+assert cpu_gemm.available()
+rng = np.random.default_rng(0)
+for m, k, n in [(1, 64, 16), (7, 201, 100), (17, 512, 1024), (300, 64, 40)]:
+    x, w = rng.standard_normal((m, k), dtype=np.float32), rng.standard_normal((k, n), dtype=np.float32)
+    y = np.asarray(jax.jit(cpu_gemm.matmul, static_argnums=2)(x, cpu_gemm.pack(w), n), np.float64)
+    want, scale = x.astype(np.float64) @ w, np.abs(x.astype(np.float64)) @ np.abs(w)
+    assert (np.abs(y - want) <= 1e-5 * (np.abs(want) + scale)).all(), (m, k, n)
+print("ok")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flags", ["-mno-avx512f", "-mno-avx512f -mno-avx2 -mno-fma"])
+def test_portable_paths_match_matmul(kernel, tmp_path, flags):
+    """The AVX2 and plain vector-extension microkernels (what other machines build), here by masking ISAs."""
+    done = subprocess.run([sys.executable, "-c", _PORTABLE], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, runtime.CACHE_ENV: str(tmp_path), "CXX": f"c++ {flags}"})
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
 def test_a_second_process_reuses_the_cached_build(kernel):
     (built,) = glob.glob(os.path.join(kernel, "kernels", "*"))
     before = os.stat(built).st_mtime_ns

@@ -5,11 +5,14 @@
 // NB = 16 columns, zero-padded): one panel is one contiguous stream that the hardware prefetcher follows, and a
 // panel row (16 floats) is one 64-byte line = one AVX-512 register.
 //
+// x is packed per call into row tiles of kMR rows, k-major, so the microkernel's broadcasts come from one
+// cache line per k (x is small next to W at decode; at prefill the packing is ~1 / (2 * panels) of the work).
+//
 // Work split: the output is cut into (panel range, row range) items; the calling thread and the tasks it
 // schedules on XLA's intra-op pool claim items from a shared atomic counter, so the call never waits on a
 // pool thread that has not started (with no pool, the caller does every item). Within an item the loop is
 // panel-outer, row-tile-inner: a panel (K * 64 bytes) is read from DRAM once and reused from L1/L2 by every
-// row tile, while x (small at decode, L2/L3-resident at prefill) is re-read per panel.
+// row tile. A weight small enough to stay in L2 runs row-tile-outer instead (each item packs its own tiles).
 
 #include <algorithm>
 #include <array>
