@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gasp_jax import runtime
+from gasp_jax import cache_dirs
 from gasp_jax.kernels import cpu_gemm
 
 M_ROWS = (1, 3, 16, 17, 64, 300)
@@ -24,16 +24,17 @@ def kernel(tmp_path_factory):
     """Builds once per session into a fresh cache directory; skips every test that needs it when unavailable."""
     cache = str(tmp_path_factory.mktemp("kernel_cache"))
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(runtime.CACHE_ENV, cache)
+        mp.setenv(cache_dirs.CACHE_ENV, cache)
         if not cpu_gemm.available():
             pytest.skip("cpu_gemm.available() is False here (no C++ compiler or not a CPU backend; see the log)")
+        cpu_gemm._build()  # into this cache too when an earlier test module built the process's copy elsewhere
     return cache
 
 
 @pytest.fixture(autouse=True)
 def fresh_cache(tmp_path, monkeypatch):
     """Nothing here reads or writes the user's ~/.cache."""
-    monkeypatch.setenv(runtime.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(cache_dirs.CACHE_ENV, str(tmp_path / "cache"))
 
 
 def _check(y, x, w):
@@ -114,7 +115,7 @@ def _probe(env: dict) -> str:
 ])
 def test_unavailable_is_false_with_one_logged_reason(tmp_path, env, reason):
     """Runs without the kernel: in a subprocess, so this process's build stays untouched."""
-    out = _probe({runtime.CACHE_ENV: str(tmp_path), **env})
+    out = _probe({cache_dirs.CACHE_ENV: str(tmp_path), **env})
     lines = [line for line in out.splitlines() if "cpu_gemm" in line]
     assert out.splitlines()[-1] == "available False"
     assert len(lines) == 1 and "unavailable" in lines[0], out
@@ -141,14 +142,14 @@ print("ok")
 def test_portable_paths_match_matmul(kernel, tmp_path, flags):
     """The AVX2 and plain vector-extension microkernels (what other machines build), here by masking ISAs."""
     done = subprocess.run([sys.executable, "-c", _PORTABLE], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, runtime.CACHE_ENV: str(tmp_path), "CXX": f"c++ {flags}"})
+                          env={**os.environ, cache_dirs.CACHE_ENV: str(tmp_path), "CXX": f"c++ {flags}"})
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
 def test_a_second_process_reuses_the_cached_build(kernel):
     (built,) = glob.glob(os.path.join(kernel, "kernels", "*"))
     before = os.stat(built).st_mtime_ns
-    out = _probe({runtime.CACHE_ENV: kernel})
+    out = _probe({cache_dirs.CACHE_ENV: kernel})
     assert out.splitlines()[-1] == "available True", out
     assert glob.glob(os.path.join(kernel, "kernels", "*")) == [built]
     assert os.stat(built).st_mtime_ns == before

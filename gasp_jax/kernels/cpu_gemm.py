@@ -100,7 +100,7 @@ def available() -> bool:
             jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(library.GaspPackedGemm), platform="cpu")
             _available = True
         except Exception as e:  # noqa: BLE001 - any failure means "use XLA's dot", said once
-            log.warning("cpu_gemm: packed CPU GEMM unavailable (%s: %s); XLA's dot is used", type(e).__name__, e)
+            log.warning("cpu_gemm: the packed CPU GEMM is unavailable (%s: %s)", type(e).__name__, e)
             _available = False
     return _available
 
