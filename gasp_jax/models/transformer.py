@@ -157,10 +157,11 @@ class Attention(nn.Module):
             qkv = _packed_dense(self, "qkv_proj", x, e, (h + 2 * k) * d)
             q, key, val = jnp.split(qkv, [h * d, (h + k) * d], axis=-1)
             q, key, val = (a.reshape(*x.shape[:2], -1, d) for a in (q, key, val))
-        else:
+        else:  # declared in this order (o before the biases): init draws each param's key in turn
             wq = _param(self, "q_proj", _KERNEL_INIT, (e, h, d), ("embed", "q_heads", "head_dim"), pdt)
             wk = _param(self, "k_proj", _KERNEL_INIT, (e, k, d), ("embed", "kv_heads", "head_dim"), pdt)
             wv = _param(self, "v_proj", _KERNEL_INIT, (e, k, d), ("embed", "kv_heads", "head_dim"), pdt)
+            wo = _param(self, "o_proj", _KERNEL_INIT, (h, d, e), ("q_heads", "head_dim", "embed"), pdt)
             q = jnp.einsum("bte,ehd->bthd", x, wq.astype(dt))
             key = jnp.einsum("bte,ekd->btkd", x, wk.astype(dt))
             val = jnp.einsum("bte,ekd->btkd", x, wv.astype(dt))
@@ -224,7 +225,6 @@ class Attention(nn.Module):
         if self.packed:
             out = _packed_dense(self, "o_proj", out.reshape(b, t, h * d), h * d, e)
         else:
-            wo = _param(self, "o_proj", _KERNEL_INIT, (h, d, e), ("q_heads", "head_dim", "embed"), pdt)
             out = jnp.einsum("bthd,hde->bte", out, wo.astype(dt))
         out = checkpoint_name(out, "attn_out")
         return out, new_cache_kv
