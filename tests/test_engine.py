@@ -334,7 +334,7 @@ def test_peer_benchmark_skips_vllm_cleanly_when_absent(monkeypatch, capsys):
     assert python is None and line.startswith("vllm: skipped (no Python with vLLM at /nonexistent")
     monkeypatch.setitem(bench.PEER_SHAPES, "tiny", (1, 32, 64, 256))
     bench.main(["--workload", "ragged", "--peers", "vllm", "--vllm-python", "/nonexistent/python", "--shapes", "tiny",
-                "--dtypes", "float32", "--rounds", "1", "--peer-requests", "6", "--slots", "4"])
+                "--dtypes", "float32", "--rounds", "1", "--peer-requests", "6", "--slots", "4", "--settle-s", "0"])
     printed = capsys.readouterr().out
     assert printed.count("vllm: skipped") == 1 and "vllm_given" not in printed
     rows = [json.loads(l) for l in printed.splitlines() if l.startswith("{")]

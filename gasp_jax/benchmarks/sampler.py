@@ -464,6 +464,7 @@ def run_peers(args) -> list[dict]:
                 names = list(calls)
                 for r in range(args.rounds):
                     for name in names[r % len(names):] + names[: r % len(names)]:  # rotate who goes first
+                        time.sleep(args.settle_s)  # the previous engine's threads spin down before the next call
                         prefix = next((p for p in peers if name.startswith(p) and name[len(p):] in VLLM_ORDERS), None)
                         if prefix is not None:
                             reply = peers[prefix].run(name[len(prefix):])
@@ -608,6 +609,8 @@ def main(argv=None):
     p.add_argument("--dtypes", default="float32,bfloat16", help="peers: compute dtypes")
     p.add_argument("--rounds", type=int, default=3, help="peers: interleaved timed rounds")
     p.add_argument("--skip-static", action="store_true", help="peers: leave out the static engine (shorter runs)")
+    p.add_argument("--settle-s", type=float, default=1.0,
+                   help="peers: seconds of pause before each timed call (idle threads of the previous engine spin down)")
     p.add_argument("--skip-xla-dot", action="store_true",
                    help="peers: leave out the continuous engine on XLA's dot (run when the packed CPU GEMM is on)")
     p.add_argument("--peer-requests", type=int, default=96, help="peers: requests in the workload")
