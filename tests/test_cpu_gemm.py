@@ -61,7 +61,7 @@ def test_matches_matmul_for_every_m(kernel, k, n):
 def test_pack_layout_is_column_panels_zero_padded(kernel):
     w = np.arange(3 * 20, dtype=np.float32).reshape(3, 20)
     packed = np.asarray(cpu_gemm.pack(w))
-    assert packed.shape == (2, 3, 16)
+    assert packed.shape == (2, 3, 16) == cpu_gemm.packed_shape(3, 20)
     np.testing.assert_array_equal(packed[0], w[:, :16])
     np.testing.assert_array_equal(packed[1, :, :4], w[:, 16:])
     assert not packed[1, :, 4:].any()

@@ -105,6 +105,11 @@ def available() -> bool:
     return _available
 
 
+def packed_shape(k: int, n: int) -> tuple[int, int, int]:
+    """The shape of `pack(w)` for one `[k, n]` weight."""
+    return (-(-n // PANEL), k, PANEL)
+
+
 def pack(w: jax.Array) -> jax.Array:
     """`[..., K, N]` fp32 -> `[..., ceil(N / PANEL), K, PANEL]` column panels, zero past column N."""
     *lead, k, n = w.shape
@@ -118,9 +123,9 @@ def matmul(x: jax.Array, packed: jax.Array, n: int) -> jax.Array:
     if not available():
         raise RuntimeError("cpu_gemm.matmul: the kernel is unavailable here (see the logged reason); use x @ w")
     k = x.shape[-1]
-    if packed.shape != (-(-n // PANEL), k, PANEL) or packed.dtype != jnp.float32:
+    if packed.shape != packed_shape(k, n) or packed.dtype != jnp.float32:
         raise ValueError(f"cpu_gemm.matmul: packed {packed.shape} {packed.dtype} is not pack(w) of a float32 "
-                         f"[{k}, {n}] weight (want {(-(-n // PANEL), k, PANEL)})")
+                         f"[{k}, {n}] weight (want {packed_shape(k, n)})")
     if x.dtype != jnp.float32:
         raise ValueError(f"cpu_gemm.matmul: x is {x.dtype}; the kernel is float32 only")
     lead = x.shape[:-1]

@@ -78,12 +78,8 @@ _KERNEL_INIT = nn.initializers.normal(stddev=0.02)
 
 def _packed_dense(module: nn.Module, name: str, x, n_in: int, n_out: int):
     """`x [..., n_in] @ W [n_in, n_out]` with W stored in `cpu_gemm`'s packed layout (`pack_decode_params`)."""
-    w = module.param(name, nn.initializers.zeros, _packed_shape(n_in, n_out), jnp.float32)
+    w = module.param(name, nn.initializers.zeros, cpu_gemm.packed_shape(n_in, n_out), jnp.float32)
     return cpu_gemm.matmul(x, w, n_out)
-
-
-def _packed_shape(n_in: int, n_out: int) -> tuple[int, ...]:
-    return jax.eval_shape(cpu_gemm.pack, jax.ShapeDtypeStruct((n_in, n_out), jnp.float32)).shape
 
 
 class RMSNorm(nn.Module):
@@ -323,7 +319,7 @@ class Transformer(nn.Module):
         )
         if self.packed_weights:
             self.lm_head_packed = self.param(
-                "lm_head_packed", nn.initializers.zeros, _packed_shape(cfg.hidden_size, cfg.vocab_size),
+                "lm_head_packed", nn.initializers.zeros, cpu_gemm.packed_shape(cfg.hidden_size, cfg.vocab_size),
                 jnp.float32,
             )
         elif not cfg.tie_word_embeddings:
@@ -424,15 +420,15 @@ def pack_decode_params(params: Any, config: ModelConfig) -> Any:
     e, h, k, d = config.hidden_size, config.num_heads, config.num_kv_heads, config.head_dim
     out = {name: v for name, v in params.items() if not name.startswith("layers_") and name != "lm_head"}
     head = params["embedding"].T if config.tie_word_embeddings else params["lm_head"]
-    out["lm_head_packed"] = cpu_gemm.pack(head.astype(jnp.float32))
+    out["lm_head_packed"] = cpu_gemm.pack(head)  # pack() casts to fp32
     for i in range(config.num_layers):
         layer = params[f"layers_{i}"]
         attn = {n: v for n, v in layer["attn"].items() if not n.endswith("_proj")}
         qkv = [layer["attn"][n].reshape(e, -1) for n in ("q_proj", "k_proj", "v_proj")]
-        attn["qkv_proj"] = cpu_gemm.pack(jnp.concatenate(qkv, axis=1).astype(jnp.float32))
-        attn["o_proj"] = cpu_gemm.pack(layer["attn"]["o_proj"].reshape(h * d, e).astype(jnp.float32))
+        attn["qkv_proj"] = cpu_gemm.pack(jnp.concatenate(qkv, axis=1))
+        attn["o_proj"] = cpu_gemm.pack(layer["attn"]["o_proj"].reshape(h * d, e))
         mlp = layer["mlp"]
-        gate_up = jnp.concatenate([mlp["gate_proj"], mlp["up_proj"]], axis=1).astype(jnp.float32)
-        packed_mlp = {"gate_up_proj": cpu_gemm.pack(gate_up), "down_proj": cpu_gemm.pack(mlp["down_proj"].astype(jnp.float32))}
+        packed_mlp = {"gate_up_proj": cpu_gemm.pack(jnp.concatenate([mlp["gate_proj"], mlp["up_proj"]], axis=1)),
+                      "down_proj": cpu_gemm.pack(mlp["down_proj"])}
         out[f"layers_{i}"] = {**layer, "attn": attn, "mlp": packed_mlp}
     return out
