@@ -12,7 +12,7 @@ setup(
     # The data jobs and tests read (gasp_jax/data/files/SOURCES.md): installed with the package.
     package_data={
         "gasp_jax.data": ["files/SHA256SUMS", "files/*.md", "files/LICENSES/*", "files/*/*", "files/*/*/*"],
-        # Compiled on the user's machine at first use (gasp_jax/kernels/cpu_gemm.py).
+        # Compiled on the user's machine at first use (gasp_jax/kernels/library.py).
         "gasp_jax.kernels": ["*.cc"],
     },
     python_requires=">=3.11",

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from gasp_jax import cache_dirs
-from gasp_jax.kernels import cpu_gemm
+from gasp_jax.kernels import cpu_gemm, library
 
 M_ROWS = (1, 3, 16, 17, 64, 300)
 # Every K with N in {16, 100, 1024}, and the LM-head width at the smaller K (a 2048 x 32768 weight is 256 MiB).
@@ -27,7 +27,7 @@ def kernel(tmp_path_factory):
         mp.setenv(cache_dirs.CACHE_ENV, cache)
         if not cpu_gemm.available():
             pytest.skip("cpu_gemm.available() is False here (no C++ compiler or not a CPU backend; see the log)")
-        cpu_gemm._build()  # into this cache too when an earlier test module built the process's copy elsewhere
+        library.build()  # into this cache too when an earlier test module built the process's copy elsewhere
     return cache
 
 
@@ -116,7 +116,7 @@ def _probe(env: dict) -> str:
 def test_unavailable_is_false_with_one_logged_reason(tmp_path, env, reason):
     """Runs without the kernel: in a subprocess, so this process's build stays untouched."""
     out = _probe({cache_dirs.CACHE_ENV: str(tmp_path), **env})
-    lines = [line for line in out.splitlines() if "cpu_gemm" in line]
+    lines = [line for line in out.splitlines() if "gasp_jax.kernels" in line]
     assert out.splitlines()[-1] == "available False"
     assert len(lines) == 1 and "unavailable" in lines[0], out
     assert __import__("re").search(reason, lines[0]), lines[0]
@@ -125,7 +125,7 @@ def test_unavailable_is_false_with_one_logged_reason(tmp_path, env, reason):
 
 _PORTABLE = """
 import numpy as np, jax
-from gasp_jax.kernels import cpu_gemm
+from gasp_jax.kernels import cpu_attention, cpu_gemm
 assert cpu_gemm.available()
 rng = np.random.default_rng(0)
 for m, k, n in [(1, 64, 16), (7, 201, 100), (17, 512, 1024), (300, 64, 40)]:
@@ -133,6 +133,13 @@ for m, k, n in [(1, 64, 16), (7, 201, 100), (17, 512, 1024), (300, 64, 40)]:
     y = np.asarray(jax.jit(cpu_gemm.matmul, static_argnums=2)(x, cpu_gemm.pack(w), n), np.float64)
     want, scale = x.astype(np.float64) @ w, np.abs(x.astype(np.float64)) @ np.abs(w)
     assert (np.abs(y - want) <= 1e-5 * (np.abs(want) + scale)).all(), (m, k, n)
+q, kv = rng.standard_normal((2, 3, 4, 20), dtype=np.float32), rng.standard_normal((2, 2, 2, 9, 20), dtype=np.float32)
+mask = rng.random((2, 3, 9)) < 0.7
+mask[..., 0] = True
+scores = np.einsum("btkgd,bksd->btkgs", q.reshape(2, 3, 2, 2, 20), kv[0]) / np.sqrt(20)
+probs = np.exp(np.where(mask[:, :, None, None], scores, -np.inf) - scores.max(-1, keepdims=True))
+want = np.einsum("btkgs,bksd->btkgd", probs / probs.sum(-1, keepdims=True), kv[1]).reshape(2, 3, 4, 20)
+assert np.allclose(np.asarray(cpu_attention.attention(q, kv[0], kv[1], mask)), want, atol=1e-5)
 print("ok")
 """
 
@@ -140,7 +147,8 @@ print("ok")
 @pytest.mark.slow
 @pytest.mark.parametrize("flags", ["-mno-avx512f", "-mno-avx512f -mno-avx2 -mno-fma"])
 def test_portable_paths_match_matmul(kernel, tmp_path, flags):
-    """The AVX2 and plain vector-extension microkernels (what other machines build), here by masking ISAs."""
+    """The AVX2 and plain vector-extension code paths of both kernels (what other machines build), here by
+    masking ISAs."""
     done = subprocess.run([sys.executable, "-c", _PORTABLE], capture_output=True, text=True, timeout=300,
                           env={**os.environ, cache_dirs.CACHE_ENV: str(tmp_path), "CXX": f"c++ {flags}"})
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

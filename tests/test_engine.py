@@ -280,12 +280,18 @@ def test_decode_chunks_attend_over_the_smallest_window_that_holds_their_writes(t
     prompts = [[7] * 14, [9, 4], [3] * 12, [11] * 5]
     limits = [70, 6, 40, 3]
     requests = [engine.Request(prompt=p, max_new_tokens=n, temperature=0.0) for p, n in zip(prompts, limits)]
-    out, stats = engine.run_requests(model, params, requests, rng=jax.random.key(0), max_slots=2, chunk_steps=4)
+    out, stats = engine.run_requests(model, params, requests, rng=jax.random.key(0), max_slots=2, chunk_steps=4,
+                                     cpu_kernels=False)  # XLA's attention: the windows are for it
     assert stats.cache_len == 96  # prompt bucket 16 + 70 - 1 = 85 slots
     assert set(stats.window_steps) == {24, 48, 96}
     assert sum(stats.window_steps.values()) == stats.decode_steps
     ref = sampling.generate(model, params, prompts, max_new_tokens=limits, temperature=0.0, rng=jax.random.key(0))
     _assert_same(out, ref, atol=3e-5)
+    if core.use_cpu_kernels(model):  # the kernel reads only valid slots: one window, the whole cache
+        packed, packed_stats = engine.run_requests(model, params, requests, rng=jax.random.key(0), max_slots=2,
+                                                   chunk_steps=4)
+        assert set(packed_stats.window_steps) == {96}
+        _assert_same(packed, ref, atol=3e-5)
     assert engine.pick_window((24, 48, 96), 25) == 48 and engine.pick_window((24, 48, 96), 200) == 96
     assert engine.attention_windows(24, 4) == (24,) and engine.attention_windows(512, 16) == (128, 256, 512)
 

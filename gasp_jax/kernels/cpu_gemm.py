@@ -14,95 +14,21 @@ columns `p*16 .. p*16+15` as `packed[p, k, j] = w[k, p*16 + j]`, the columns pas
         wp = jax.jit(cpu_gemm.pack)(w)                 # once
         y = jax.jit(cpu_gemm.matmul, static_argnums=2)(x, wp, w.shape[1])   # == x @ w
 
-`available()` compiles packed_gemm.cc on first use with `$CXX` (default c++) `-O3 -march=native` into
-`$GASP_JAX_CACHE/kernels` (else `~/.cache/gasp_jax/kernels`), keyed on the source, compiler, flags, jax
-version, machine and CPU flags, and registers the FFI target; any failure is one logged line and False.
-`GASP_JAX_CPU_KERNELS=0` turns it off. Forward only (no gradient rule); fp32 only; CPU backend only.
+`available()` (`kernels.library`) compiles the kernels on first use and says whether they run here; any
+failure is one logged line and False. Forward only (no gradient rule); fp32 only; CPU backend only.
 """
 
 from __future__ import annotations
 
-import ctypes
-import hashlib
-import logging
 import math
-import os
-import platform
-import shlex
-import subprocess
-import tempfile
 
 import jax
 import jax.numpy as jnp
 
-from gasp_jax import cache_dirs
-
-log = logging.getLogger(__name__)
+from gasp_jax.kernels.library import DISABLE_ENV, available  # noqa: F401 - part of this module's API
 
 PANEL = 16  # columns per packed panel; packed_gemm.cc's kNB
 TARGET = "gasp_packed_gemm"
-DISABLE_ENV = "GASP_JAX_CPU_KERNELS"
-FLAGS = ("-O3", "-march=native", "-shared", "-fPIC", "-std=c++17")
-_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "packed_gemm.cc")
-_available: bool | None = None  # the first call's answer, for the life of the process
-
-
-def _cpu_flags() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.split(":")[0].strip() in ("flags", "Features"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
-def _build() -> str:
-    """Path of the compiled library: from the cache, else compiled and renamed into place atomically."""
-    compiler = shlex.split(os.environ.get("CXX") or "c++")
-    with open(_SOURCE, "rb") as f:
-        source = f.read()
-    version = subprocess.run([*compiler, "--version"], capture_output=True, text=True, check=True).stdout
-    key = hashlib.sha256(
-        repr((source, compiler, version, FLAGS, jax.__version__, platform.machine(), _cpu_flags())).encode()
-    ).hexdigest()[:20]
-    cache = cache_dirs.cache_root("kernels")
-    path = os.path.join(cache, f"packed_gemm-{key}.so")
-    if os.path.exists(path):
-        return path
-    os.makedirs(cache, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache, prefix=".packed_gemm-", suffix=".so")
-    os.close(fd)
-    try:
-        cmd = [*compiler, *FLAGS, f"-I{jax.ffi.include_dir()}", _SOURCE, "-o", tmp]
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode:
-            errors = [l for l in done.stderr.splitlines() if "error" in l] or done.stderr.splitlines()[-1:]
-            raise RuntimeError(f"`{shlex.join(cmd)}` failed: {errors[0] if errors else done.returncode}")
-        os.replace(tmp, path)  # concurrent builders each rename a complete file; the last one wins
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
-
-
-def available() -> bool:
-    """Whether `matmul` can run here: builds and registers the kernel on the first call (cached after)."""
-    global _available
-    if _available is None:
-        try:
-            if os.environ.get(DISABLE_ENV, "1") == "0":
-                raise RuntimeError(f"disabled by {DISABLE_ENV}=0")
-            if jax.default_backend() != "cpu":
-                raise RuntimeError(f"the default backend is {jax.default_backend()}, not cpu")
-            library = ctypes.cdll.LoadLibrary(_build())
-            jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(library.GaspPackedGemm), platform="cpu")
-            _available = True
-        except Exception as e:  # noqa: BLE001 - any failure means "use XLA's dot", said once
-            log.warning("cpu_gemm: the packed CPU GEMM is unavailable (%s: %s)", type(e).__name__, e)
-            _available = False
-    return _available
 
 
 def packed_shape(k: int, n: int) -> tuple[int, int, int]:

@@ -20,7 +20,8 @@ Conventions
 - Packed projections (`packed_weights=True`, decode on CPU): the unrolled layers read q|k|v, o,
   gate|up, down and the LM head from weights packed once per rollout for `kernels.cpu_gemm`
   (`pack_decode_params`). XLA:CPU's dot repacks its weight operand on every call, which at decode's
-  few rows costs as much as the matmul; same math, fp32 only.
+  few rows costs as much as the matmul; same math, fp32 only. The packed model also attends through
+  `kernels.cpu_attention`, which reads only the slots each query's mask keeps.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from flax import linen as nn
 from jax.sharding import Mesh
 
 from gasp_jax import sharding as shd
-from gasp_jax.kernels import cpu_gemm
+from gasp_jax.kernels import cpu_attention, cpu_gemm
 from gasp_jax.models.config import ModelConfig
 
 _NEG_INF = -0.7 * float(jnp.finfo(jnp.float32).max)  # finite: fully-masked (padding) rows stay NaN-free
@@ -136,6 +137,21 @@ def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array) -> jax.A
 # ------------------------------------------------------------------------------------------ Attention
 
 
+def attend(q, key, val, mask):
+    """Grouped-query attention of `q [B, T, H, D]` over `key, val [B, K, S, D]` where `mask [B, T, S]`:
+    query head n reads kv head n // (H / K), as HF's repeat_kv. Returns `[B, T, H, D]` in q's dtype."""
+    b, t, h, d = q.shape
+    k = key.shape[1]
+    q = q.reshape(b, t, k, h // k, d)
+    scores = jnp.einsum("btkgd,bksd->bkgts", q, key, preferred_element_type=jnp.float32)
+    scores = scores * (1.0 / math.sqrt(d))
+    scores = jnp.where(mask[:, None, None, :, :], scores, _NEG_INF)
+    probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
+    # Output in the batched-matmul layout [B, K, G, T, D], then transpose: asking the einsum for
+    # [B, T, K, G, D] directly makes XLA:CPU fall back to a slow dot (10x at decode shapes).
+    return jnp.einsum("bkgts,bksd->bkgtd", probs, val).transpose(0, 3, 1, 2, 4).reshape(b, t, h, d)
+
+
 class Attention(nn.Module):
     config: ModelConfig
     mesh: Mesh | None
@@ -207,16 +223,9 @@ class Attention(nn.Module):
             read = lambda buf: jax.lax.dynamic_index_in_dim(buf, layer, 0, keepdims=False) if stacked else buf
             key, val = (read(buf).astype(dt) for buf in new_cache_kv)
 
-        # Grouped-query attention: query head n = kv_head * groups + g, as HF's repeat_kv.
         b, t = q.shape[:2]
-        q = q.reshape(b, t, k, h // k, d)
-        scores = jnp.einsum("btkgd,bksd->bkgts", q, key, preferred_element_type=jnp.float32)
-        scores = scores * (1.0 / math.sqrt(d))
-        scores = jnp.where(mask[:, None, None, :, :], scores, _NEG_INF)
-        probs = jax.nn.softmax(scores, axis=-1).astype(dt)
-        # Output in the batched-matmul layout [B, K, G, T, D], then transpose: asking the einsum for
-        # [B, T, K, G, D] directly makes XLA:CPU fall back to a slow dot (10x at decode shapes).
-        out = jnp.einsum("bkgts,bksd->bkgtd", probs, val).transpose(0, 3, 1, 2, 4).reshape(b, t, h, d)
+        # On CPU (packed weights) each query reads only the slots its mask keeps, in one call per layer.
+        out = cpu_attention.attention(q, key, val, mask) if self.packed else attend(q, key, val, mask)
         out = shd.constrain(out, ("act_batch", "act_length", "act_heads", None), self.mesh, self.rules)
         if self.packed:
             out = _packed_dense(self, "o_proj", out.reshape(b, t, h * d), h * d, e)

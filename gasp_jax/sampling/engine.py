@@ -36,7 +36,9 @@ Design (see docs/sampling.md, "Continuous batching")
 - **Attention window.** A chunk attends over (and writes) only the first `window` cache slots: the
   smallest of cache_len / 4, cache_len / 2, cache_len (`attention_windows`) that holds every active
   slot's writes of the chunk. Early in the slots' lives (and for short requests) a step reads a quarter
-  or half of the KV bytes; the masked slots past the window contributed nothing anyway.
+  or half of the KV bytes; the masked slots past the window contributed nothing anyway. With the CPU
+  kernels (`cpu_kernels`) attention reads only each row's valid slots whatever the window, so every
+  chunk runs the whole cache (one decode program, no window copies).
 - **Same results as the static sampler.** Same prefill, same cache layout inside a slot (prompt
   left-padded to its bucket at slots [0, P), generated tokens from slot P, RoPE positions from the
   prompt length), same `sample_tokens` / greedy pick, same RNG. Greedy tokens therefore equal the
@@ -579,7 +581,8 @@ def run_requests(
     decode_model = core.decode_model(model, packed) if unroll_layers else model
     decode_params = core.unstack_program(model, packed)(params) if unroll_layers else params
     admit = admit_program(decode_model, variants=plan.variants)  # unrolled prefill on the split layers too
-    windows = attention_windows(plan.cache_len, int(chunk_steps))
+    # The CPU kernel's attention reads only each row's valid slots: a smaller window saves it nothing.
+    windows = (plan.cache_len,) if packed else attention_windows(plan.cache_len, int(chunk_steps))
     decodes = {w: decode_program(decode_model, chunk_steps=chunk_steps, variants=plan.variants,
                                  window=0 if w == plan.cache_len else w) for w in windows}
     state = init_program(
