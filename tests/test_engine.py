@@ -12,7 +12,7 @@ import pytest
 from gasp_jax import models, sampling, sharding
 from gasp_jax.kernels import cpu_gemm
 from gasp_jax.models.transformer import pack_decode_params, unstack_layer_params
-from gasp_jax.sampling import core, engine
+from gasp_jax.sampling import buckets as bk, core, engine
 from tests.test_sampling import count_compiles
 
 VOCAB = 320
@@ -247,9 +247,9 @@ def _ragged_requests(seed: int, num: int = 24):
 
 
 def test_ragged_call_compiles_a_bounded_set_of_programs(tiny):
-    """8 slots admit in batches of 4 and 1 prompts: every ragged call over prompt buckets 16/32/64 draws
-    from at most 2 sizes x 3 buckets admit programs plus decode, state init and layer split (the old
-    batch buckets 1, 2, 3, 4, 6, 8 gave a prefill and an insert program each); a repeated call with
+    """8 slots admit in batches of 4 and 1 prompts: every ragged call over prompt buckets 16/24/32/48/64
+    draws from at most 2 sizes x 5 buckets admit programs plus decode, state init and layer split (the
+    old batch buckets 1, 2, 3, 4, 6, 8 gave a prefill and an insert program each); a repeated call with
     new weights compiles none."""
     model, params = tiny
     sampling.clear_program_cache()
@@ -262,7 +262,8 @@ def test_ragged_call_compiles_a_bounded_set_of_programs(tiny):
     windows = engine.attention_windows(stats.cache_len, 4)
     assert windows == (24, 48, 96) and stats.cache_len == 96
     _, other = call(params, 1)  # other lengths and limits: at most the admit shapes the first call missed
-    assert stats.programs_compiled + other.programs_compiled <= 2 * 3 + len(windows) + 2
+    assert bk.fine_prompt_buckets(64) == (16, 24, 32, 48, 64)  # the buckets of prompts up to 60 tokens
+    assert stats.programs_compiled + other.programs_compiled <= 2 * 5 + len(windows) + 2
     with count_compiles() as compiles:
         _, again = call(jax.tree.map(lambda x: x * 1.01, params), 0)
     assert again.programs_compiled == 0 and compiles["n"] == 0

@@ -347,6 +347,8 @@ def test_batch_bucket_divides_over_batch_shards():
 
 def test_prompt_buckets():
     assert buckets.default_prompt_buckets(100) == (16, 32, 64, 100)
+    assert buckets.fine_prompt_buckets(100) == (16, 24, 32, 48, 64, 96, 100)
+    assert buckets.fine_prompt_buckets(40) == (16, 24, 32, 40) and buckets.fine_prompt_buckets(8) == (8,)
     assert buckets.effective_prompt_buckets((16, 64, 256), 100) == (16, 64, 100)
     assert buckets.pick_bucket(17, (16, 32, 64)) == 32 and buckets.pick_bucket(16, (16, 32)) == 16
 

@@ -5,7 +5,9 @@ both the prompt length and the batch to a small fixed set of sizes. A training r
 handful of programs, and every later call with any prompt lengths inside the same buckets reuses them.
 
 - Prompt buckets: powers of two from `MIN_PROMPT_BUCKET` (or a configured list), each capped so that
-  bucket + max_new_tokens fits the cache limit (the model's `max_position_embeddings` by default).
+  bucket + max_new_tokens fits the cache limit (the model's `max_position_embeddings` by default). The
+  continuous engine, which prefills one bucket per admitted batch, also uses 1.5x each power of two
+  (`fine_prompt_buckets`).
 - Batch buckets: 1, 2, 3, 4, 6, 8, 12, 16, 24, ... (powers of two and 1.5x powers of two, so padding
   wastes at most a third of a batch), rounded up to a multiple of the number of batch shards so that
   the batch divides evenly over the mesh's `data` x `fsdp` axes.
@@ -26,6 +28,22 @@ def default_prompt_buckets(max_length: int, min_bucket: int = MIN_PROMPT_BUCKET)
     out, b = [], min_bucket
     while b < max_length:
         out.append(b)
+        b *= 2
+    out.append(max_length)
+    return tuple(sorted(set(out)))
+
+
+def fine_prompt_buckets(max_length: int, min_bucket: int = MIN_PROMPT_BUCKET) -> tuple[int, ...]:
+    """Powers of two from `min_bucket` and 1.5x each (16, 24, 32, 48, 64, 96, ...) up to the first one >=
+    `max_length`, the last capped at it: a prompt is padded by at most a third of its bucket rather than
+    a half, for twice the buckets (the continuous engine's default: one admit program per bucket)."""
+    if max_length < 1:
+        raise ValueError(f"max_length must be >= 1, got {max_length}")
+    out, b = [], min_bucket
+    while b < max_length:
+        out.append(b)
+        if b * 3 // 2 < max_length:
+            out.append(b * 3 // 2)
         b *= 2
     out.append(max_length)
     return tuple(sorted(set(out)))

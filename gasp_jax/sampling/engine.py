@@ -57,9 +57,9 @@ Design (see docs/sampling.md, "Continuous batching")
 - **Compiles.** Programs are cached per (model, static settings) in `core.program`; shapes come from
   buckets: admit per (admit size, prompt bucket, inserted rows), decode per (slots, cache_len,
   chunk_steps, variants, stop-id width, attention window), plus one state init and one layer split. A
-  ragged call with 16 slots and prompt buckets 16/32/64 compiles at most 3 x 3 admits + 3 decodes + 2
-  (`EngineStats.programs_compiled`
-  says how many a call compiled). Params, temperatures, top-p values, stop ids, limits and prompts within
+  ragged call with 16 slots, one sample per prompt and prompts of up to 64 tokens (default buckets
+  16/24/32/48/64) compiles at most 3 x 5 admits + 3 decodes (1 with the CPU kernels) + 2
+  (`EngineStats.programs_compiled` says how many a call compiled). Params, temperatures, top-p values, stop ids, limits and prompts within
   a bucket are traced: they never recompile. `admit_program`, `decode_program`, `init_program` and
   `core.unstack_program` return the jitted programs for given static settings, so they can be lowered and
   compiled ahead of time from abstract shapes (`abstract_state` gives the slot state's).
@@ -504,10 +504,12 @@ def _plan(model: Transformer, requests, *, max_slots, kv_cache_tokens, prompt_bu
 
 def _base_buckets(prompt_buckets, cache_limit: int, max_new_tokens: int, fixed_shapes: bool):
     """The prompt buckets before the per-request cap (cache limit - max_new_tokens): the given ones, else
-    powers of two; with fixed_shapes the defaults do not depend on max_new_tokens either."""
+    powers of two and 1.5x each (`bk.fine_prompt_buckets`: an admit prefills its batch's bucket, so finer
+    buckets cut padded prefill tokens by about half for one admit program per extra bucket); with
+    fixed_shapes the defaults do not depend on max_new_tokens either."""
     if prompt_buckets is not None:
         return prompt_buckets
-    return bk.default_prompt_buckets(cache_limit if fixed_shapes else cache_limit - max_new_tokens)
+    return bk.fine_prompt_buckets(cache_limit if fixed_shapes else cache_limit - max_new_tokens)
 
 
 # ------------------------------------------------------------------------------------------ public API
