@@ -107,7 +107,9 @@ def test_sampled_rows_equal_static_and_num_samples_share_one_prefill(tiny):
     for longest_first in (True, False):  # different admission orders: rows finish in a different order
         out, stats = engine.run_requests(model, params, requests, rng=jax.random.key(7), max_slots=4, chunk_steps=4,
                                          longest_first=longest_first)
-        _assert_same(out, ref)
+        # Float rounding: the engine pads prompts to its own buckets and samples a row's first token in a
+        # decode step, the static sampler in its prefill.
+        _assert_same(out, ref, atol=3e-5)
         assert stats.slots == 4 and stats.prefilled_prompts == len(RAGGED)  # one prefill per prompt, 3 rows
         assert stats.tokens == int(ref.lengths.sum())
     # The three samples of a prompt are different draws.

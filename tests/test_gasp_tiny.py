@@ -12,10 +12,11 @@ from tests.test_sandbox_support import CAN_ISOLATE
 needs_lcb = pytest.mark.skipif(not paths.data_file(paths.LCB_PUBLIC_V5).exists(), reason="LCB sample data not present")
 
 
-def _config(steps: int, *, warmstart: bool = False, seed: int = 0):
+def _config(steps: int | None = None, *, warmstart: bool = False, seed: int = 0):
+    """The tiny preset (`steps=None`: its own step count, as the README's main command runs it)."""
     from configs import gasp as gasp_config
 
-    c = gasp_config.get_config(f"tiny,steps={steps},seed={seed}")
+    c = gasp_config.get_config(f"tiny,seed={seed}" + ("" if steps is None else f",steps={steps}"))
     c.init.warmstart.enabled = warmstart
     if not warmstart:  # the byte tokenizer of a random init: eval prompts up to ~970 tokens + 64 new
         c.sampling.max_cache_length = 2048
@@ -62,7 +63,7 @@ def test_main_command_plays_gasp_from_the_warm_start(tmp_path):
     model writes every question, the sandbox validates it, student samples give its p."""
     from gasp_jax import main
 
-    c = _config(int(_config(1).steps), warmstart=True)
+    c = _config(warmstart=True)
     main.run_job(c, str(tmp_path))
     rows = [json.loads(line) for line in (tmp_path / "curriculum.jsonl").read_text().splitlines()]
     accepted = [r for r in rows if r["stage"] == "lemma" and r["accepted"]]

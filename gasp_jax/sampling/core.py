@@ -337,6 +337,17 @@ def prefill(params, tokens, pad_lens, *, model: Transformer):
     With `model.scan_layers=False` (params from `unstack_layer_params`) the layers run unrolled and
     the cache is per layer: no layer's weights are sliced out of the stacked arrays, which XLA:CPU
     copies (the whole model once per prefill, a fifth of a one-prompt prefill at 8 layers x 512)."""
+    cache, hidden = _prefill(params, tokens, pad_lens, model=model)
+    # Left padding puts every prompt's last token in the last slot; only that row goes through the LM head.
+    return cache, model.apply({"params": params}, hidden[:, -1], method=Transformer.unembed)
+
+
+def prefill_cache(params, tokens, pad_lens, *, model: Transformer) -> KVCache:
+    """`prefill`'s P-slot cache alone (no LM head), for callers that sample the next token elsewhere."""
+    return _prefill(params, tokens, pad_lens, model=model)[0]
+
+
+def _prefill(params, tokens, pad_lens, *, model: Transformer):
     batch, length = tokens.shape
     slots = jnp.arange(length, dtype=jnp.int32)
     positions = jnp.maximum(slots[None, :] - pad_lens[:, None], 0)
@@ -349,9 +360,7 @@ def prefill(params, tokens, pad_lens, *, model: Transformer):
     hidden, cache = model.apply(
         {"params": params}, tokens, positions, kv_mask=kv_mask, cache=cache, cache_index=0, return_hidden=True
     )
-    # Left padding puts every prompt's last token in the last slot; only that row goes through the LM head.
-    last_logits = model.apply({"params": params}, hidden[:, -1], method=Transformer.unembed)
-    return cache, last_logits
+    return cache, hidden
 
 
 def decode_model(model: Transformer, packed: bool = False) -> Transformer:

@@ -18,10 +18,12 @@ Design (see docs/sampling.md, "Continuous batching")
 - **Refill.** Between chunks the host takes queued requests that fit the free slots (a request's
   `num_samples` rows go in together), groups them by prompt bucket and *admits* each group in batches
   of `admit_sizes` (1, 4, 16, ... prompts: the group size's base-4 digits, so no padded prompt rows and
-  few programs). One admit program prefills the batch (`core.prefill`, the static sampler's prefill:
-  left-padded, last position through the LM head), scatters each prompt's cache into its
-  `num_samples` free slots (the copies share the one prefill), samples each row's first token from
-  the prefill logits and sets the slots' state. The queue is admitted longest-`max_new_tokens`-first
+  few programs). One admit program prefills the batch but each prompt's last token
+  (`core.prefill_cache`: left-padded, no LM head), scatters each prompt's cache into its
+  `num_samples` free slots (the copies share the one prefill) and starts each slot on the prompt's
+  last token: the slot's first decode step writes it and samples the first token, through the LM
+  head that step runs for every slot anyway (a one-prompt admit would read the whole head for one
+  row: at 8 layers x 512 a fifth of its time). The queue is admitted longest-`max_new_tokens`-first
   (stable), so long requests do not start last and hold the tail; the order never changes the results
   (see Randomness).
 - **Early refill.** While requests wait, a decode chunk also ends as soon as enough slots have
@@ -39,13 +41,14 @@ Design (see docs/sampling.md, "Continuous batching")
   or half of the KV bytes; the masked slots past the window contributed nothing anyway. With the CPU
   kernels (`cpu_kernels`) attention reads only each row's valid slots whatever the window, so every
   chunk runs the whole cache (one decode program, no window copies).
-- **Same results as the static sampler.** Same prefill, same cache layout inside a slot (prompt
-  left-padded to its bucket at slots [0, P), generated tokens from slot P, RoPE positions from the
-  prompt length), same `sample_tokens` / greedy pick, same RNG. Greedy tokens therefore equal the
-  static sampler's token for token, and log-probs are the full-vocab `log_softmax(logits / T)` of
-  the sampled token (`log_softmax(logits)` when greedy). Only the width of the masked attention
-  reduction differs (cache_len vs P + N - 1 slots: masked slots contribute exact zeros), so log-probs
-  agree to float rounding.
+- **Same results as the static sampler, to float rounding.** Same math: the cache layout inside a
+  slot (prompt left-padded to its bucket at slots [0, P), generated tokens from slot P, RoPE positions
+  from the prompt length), same `sample_tokens` / greedy pick, same RNG, log-probs the full-vocab
+  `log_softmax(logits / T)` of the sampled token (`log_softmax(logits)` when greedy). What differs is
+  rounding: the engine's prompt buckets are finer (16, 24, 32, 48, ...: `bk.fine_prompt_buckets`), the
+  first token's logits come from a decode step rather than the prefill, and the masked attention
+  reduction is wider (cache_len vs P + N - 1 slots; masked slots contribute exact zeros). Tokens
+  equal the static sampler's in the tests; log-probs agree to ~1e-5.
 - **Randomness.** Request k's sample j uses `row_key = fold_in(fold_in(rng, k), j)` and its t-th
   token `fold_in(row_key, t)`, the static sampler's scheme with k the request's index in the call.
   A row's draws depend only on (rng, k, j, t) and the model: not on the slot it lands in, when it is
@@ -106,8 +109,8 @@ class Request:
 
 @dataclasses.dataclass
 class EngineStats:
-    """What one `run_requests` call did. Utilisation counts decode steps only (the first token of a
-    row comes from its prefill): active slot-steps over slots x steps run."""
+    """What one `run_requests` call did. Utilisation: active slot-steps over slots x decode steps run
+    (every token, the first included, comes from a decode step)."""
 
     slots: int
     cache_len: int
@@ -173,8 +176,8 @@ def _init_state(rng, *, model: Transformer, slots: int, cache_len: int, eos_widt
 
 def _insert(
     state: SlotState,
-    prompt_cache: KVCache,
-    last_logits,
+    prompt_cache: KVCache | None,
+    last_tokens,
     pad_lens,
     prompt_lens,
     rng,
@@ -189,23 +192,19 @@ def _insert(
     eos,
     *,
     model: Transformer,
-    variants: tuple[SamplingMode, ...],
 ):
-    """Copies prompt `source_rows[r]` of a prefill into slot `slot_ids[r]` (rows past the live ones
-    carry slot id = slots and are dropped), samples each row's first token from the prefill logits
-    and starts the slot. Returns (state, first tokens [R], their log-probs [R])."""
-    prompt_slots = prompt_cache.length
-    row_keys = core.row_keys(rng, request_ids, sample_ids)
-    first_keys = core.step_keys(row_keys, 0)
-    logits = jnp.take(last_logits, source_rows, axis=0)
-    tokens, logprobs = core.choose_tokens(logits, first_keys, temperatures, top_ps, variant_ids, variants)
-    done = jnp.any(tokens[:, None] == eos, axis=-1) | (limits <= 1)
+    """Copies prompt `source_rows[r]`'s prefilled cache (every prompt slot but the last) into slot
+    `slot_ids[r]` (rows past the live ones carry slot id = slots and are dropped) and starts the slot
+    on the prompt's last token: the slot's first decode step writes it and samples the first token."""
+    prompt_slots = 0 if prompt_cache is None else prompt_cache.length
 
-    def put(buf, rows):  # buf [slots, K, C, D] <- rows [R, K, P, D] into slots [0, P)
+    def put(buf, rows):  # buf [slots, K, C, D] <- rows [R, K, P - 1, D] into slots [0, P - 1)
         return buf.at[slot_ids, :, :prompt_slots, :].set(rows.astype(buf.dtype), mode="drop")
 
     per_layer = isinstance(state.cache.k, (tuple, list))
-    if per_layer:
+    if prompt_cache is None:  # one-slot prompts: nothing to prefill
+        cache = state.cache
+    elif per_layer:
         cache = KVCache(*(
             tuple(put(buf, jnp.take(src[i], source_rows, axis=0)) for i, buf in enumerate(part))
             for part, src in zip(state.cache, prompt_cache)
@@ -217,32 +216,35 @@ def _insert(
         ))
     set_ = lambda x, v: x.at[slot_ids].set(v, mode="drop")
     src = lambda x: jnp.take(x, source_rows, axis=0)
+    zeros = jnp.zeros_like(slot_ids)
     state = SlotState(
         cache=cache,
-        write_index=set_(state.write_index, jnp.full_like(slot_ids, prompt_slots)),
-        position=set_(state.position, src(prompt_lens)),
+        write_index=set_(state.write_index, zeros + prompt_slots),
+        position=set_(state.position, src(prompt_lens) - 1),
         pad_len=set_(state.pad_len, src(pad_lens)),
-        last_token=set_(state.last_token, tokens),
-        step=set_(state.step, jnp.ones_like(slot_ids)),
+        last_token=set_(state.last_token, src(last_tokens)),
+        step=set_(state.step, zeros),
         limit=set_(state.limit, limits),
-        done=set_(state.done, done),
-        row_key=set_(state.row_key, row_keys),
+        done=set_(state.done, zeros.astype(bool)),
+        row_key=set_(state.row_key, core.row_keys(rng, request_ids, sample_ids)),
         temperature=set_(state.temperature, temperatures),
         top_p=set_(state.top_p, top_ps),
         variant=set_(state.variant, variant_ids),
         eos=set_(state.eos, eos),
     )
-    return _constrain_state(state, model), tokens, logprobs
+    return _constrain_state(state, model)
 
 
 def _admit(params, state: SlotState, tokens, pad_lens, rng, slot_ids, source_rows, request_ids, sample_ids, limits,
-           temperatures, top_ps, variant_ids, eos, *, model: Transformer, variants: tuple[SamplingMode, ...]):
-    """Prefills the left-padded prompts `tokens [Rp, P]` (`core.prefill`) and inserts them (`_insert`) in
-    one program: one dispatch per admitted batch, and the prompt cache never leaves the device program."""
-    prompt_cache, last_logits = core.prefill(params, tokens, pad_lens, model=model)
+           temperatures, top_ps, variant_ids, eos, *, model: Transformer):
+    """Prefills the left-padded prompts `tokens [Rp, P]` but their last token (`core.prefill_cache`) and
+    inserts them (`_insert`) in one program: one dispatch per admitted batch, and the prompt cache never
+    leaves the device program. No LM head here: each slot's first token comes from its first decode step,
+    whose head runs for every slot anyway (an admit of one prompt would read the whole head for one row)."""
+    prompt_cache = core.prefill_cache(params, tokens[:, :-1], pad_lens, model=model) if tokens.shape[1] > 1 else None
     prompt_lens = tokens.shape[1] - pad_lens
-    return _insert(state, prompt_cache, last_logits, pad_lens, prompt_lens, rng, slot_ids, source_rows, request_ids,
-                   sample_ids, limits, temperatures, top_ps, variant_ids, eos, model=model, variants=variants)
+    return _insert(state, prompt_cache, tokens[:, -1], pad_lens, prompt_lens, rng, slot_ids, source_rows, request_ids,
+                   sample_ids, limits, temperatures, top_ps, variant_ids, eos, model=model)
 
 
 def _map_cache(fn, *caches: KVCache) -> KVCache:
@@ -336,14 +338,16 @@ def abstract_state(model: Transformer, *, slots: int, cache_len: int, eos_width:
     return jax.eval_shape(init, jax.random.key(0))
 
 
-def admit_program(model: Transformer, *, variants: tuple[SamplingMode, ...]):
+def admit_program(model: Transformer, *, variants: tuple[SamplingMode, ...] = ()):
     """jit of `_admit(params, state, tokens [Rp, P], pad_lens [Rp], rng, slot_ids [R], source_rows [R],
     request_ids [R], sample_ids [R], limits [R], temperatures [R], top_ps [R], variant_ids [R], eos [R, E])
-    -> (state, first tokens [R], first log-probs [R])`; the state is donated (the slot cache is updated in
-    place). One executable per (slots, cache_len, Rp, P, R): Rp is one of `admit_sizes`, P a prompt bucket.
+    -> state`; the state is donated (the slot cache is updated in place). One executable per (slots,
+    cache_len, Rp, P, R): Rp is one of `admit_sizes`, P a prompt bucket. `variants` is accepted for the
+    decode program's signature; the admit samples nothing (a slot's first token is its first decode step's).
     `run_requests` passes the decode model (`scan_layers=False` over the split layers when they run
     unrolled): the prefill then slices no layer out of the stacked weights either."""
-    return core.program(_admit, model, donate_argnums=(1,), variants=tuple(variants))
+    del variants
+    return core.program(_admit, model, donate_argnums=(1,))
 
 
 def decode_program(decode_model: Transformer, *, chunk_steps: int, variants: tuple[SamplingMode, ...],
@@ -614,31 +618,24 @@ def run_requests(
         while queue and requests[queue[0]].num_samples <= budget:
             budget -= requests[queue[0]].num_samples
             admitted.append(queue.pop(0))
-        pending = []
         for bucket in sorted({plan.prompt_buckets[k] for k in admitted}):
             group = [k for k in admitted if plan.prompt_buckets[k] == bucket]
             for batch in split_batches(group, sizes):
-                state, first = _admit_batch(admit, decode_params, state, rng, plan, requests, batch, bucket, free, owner,
-                                            model)
-                pending.append(first)
+                state = _admit_batch(admit, decode_params, state, rng, plan, requests, batch, bucket, free, owner, model)
                 stats.prefills += 1
                 stats.prefilled_prompts += len([k for k in batch if k is not None])
         if not owner:
             break
         # The chunk ends early once enough slots free up for the next waiting request (or `refill_slots`).
         wanted = max(refill_slots, requests[queue[0]].num_samples - len(free)) if queue else plan.slots + 1
-        # Attend over the smallest window that holds this chunk's writes (row r writes slot bucket + length - 1 next).
+        # Attend over the smallest window that holds this chunk's writes (row r writes slot bucket - 1 + length next).
         live = np.fromiter(owner.values(), np.int64)
-        window = pick_window(windows, int((row_bucket[live] + np.maximum(lengths[live], 1)).max()) - 1 + chunk_steps)
+        window = pick_window(windows, int((row_bucket[live] + lengths[live]).max()) - 1 + chunk_steps)
         stats.window_steps[window] = stats.window_steps.get(window, 0)
         state, chunk_tokens, chunk_logprobs, steps = decodes[window](decode_params, state, np.int32(wanted))
-        # One transfer (one sync) per chunk: the chunk's outputs and the first tokens of this refill.
-        (chunk_tokens, chunk_logprobs, step, done, steps), firsts = core.fetch(
-            ((chunk_tokens, chunk_logprobs, state.step, state.done, steps), [p[1:] for p in pending])
-        )
-        for (first_rows, *_), (first_tokens, first_logprobs) in zip(pending, firsts):
-            tokens[first_rows, 0], logprobs[first_rows, 0], lengths[first_rows] = first_tokens[: len(first_rows)], \
-                first_logprobs[: len(first_rows)], 1
+        # One transfer (one sync) per chunk.
+        chunk_tokens, chunk_logprobs, step, done, steps = core.fetch(
+            (chunk_tokens, chunk_logprobs, state.step, state.done, steps))
         steps = int(steps)
         stats.chunks += 1
         stats.decode_steps += steps
@@ -688,8 +685,7 @@ def split_batches(group: list[int], sizes: Sequence[int]) -> list[list[int | Non
 
 def _admit_batch(admit, params, state, rng, plan, requests, batch, bucket, free, owner, model):
     """Admits `batch` (requests of one prompt bucket; None = a padding row): one prefill shared by each
-    request's samples, every sample row into a free slot. Returns (state, (output rows, first tokens,
-    first log-probs)) with the last two on device."""
+    request's samples, every sample row into a free slot. Returns the state."""
     block = np.full((len(batch), bucket), PAD_ID, np.int32)
     prompt_lens = np.ones((len(batch),), np.int32)
     for i, k in enumerate(batch):
@@ -705,23 +701,18 @@ def _admit_batch(admit, params, state, rng, plan, requests, batch, bucket, free,
     temps, top_ps = np.ones((width,), np.float32), np.ones((width,), np.float32)
     variant_ids = np.zeros((width,), np.int32)
     eos = np.full((width, plan.eos_width), -1, np.int32)
-    out_rows = []
     for r, (i, k, j) in enumerate(rows):
         req = requests[k]
         slot = free.pop(0)
-        out_rows.append(plan.row_offsets[k] + j)
-        owner[slot] = out_rows[-1]
+        owner[slot] = plan.row_offsets[k] + j
         slots_[r], sources[r], req_ids[r], sample_ids[r] = slot, i, k, j
         limits[r] = req.max_new_tokens
         temps[r] = req.temperature if req.temperature > 0 else 1.0
         top_ps[r] = req.top_p
         variant_ids[r] = plan.variant_of[k]
         eos[r, : len(req.eos_ids)] = list(req.eos_ids)
-    state, first_tokens, first_logprobs = admit(
-        params, state, core.place_rows(model, block), core.place_rows(model, pad_lens), rng,
-        slots_, sources, req_ids, sample_ids, limits, temps, top_ps, variant_ids, eos,
-    )
-    return state, (out_rows, first_tokens, first_logprobs)
+    return admit(params, state, core.place_rows(model, block), core.place_rows(model, pad_lens), rng,
+                 slots_, sources, req_ids, sample_ids, limits, temps, top_ps, variant_ids, eos)
 
 
 _WARMED: set = set()  # (admit program, decode program, slots, cache_len, eos width, bucket): already run
@@ -745,8 +736,8 @@ def warm_admits(admit, decodes, params, decode_params, state, rng, plan, sizes, 
                 continue
             block = np.full((size, bucket), PAD_ID, np.int32)
             pad_lens = np.full((size,), bucket - 1, np.int32)
-            state, _, _ = admit(params, state, core.place_rows(model, block), core.place_rows(model, pad_lens), rng,
-                                drop, zeros, zeros, zeros, np.ones((width,), np.int32), ones, ones, zeros, eos)
+            state = admit(params, state, core.place_rows(model, block), core.place_rows(model, pad_lens), rng,
+                          drop, zeros, zeros, zeros, np.ones((width,), np.int32), ones, ones, zeros, eos)
             _WARMED.add(key)
     if common not in _WARMED:  # every slot is free: the chunk's loop exits before its first step
         for decode in decodes:
