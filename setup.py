@@ -13,7 +13,7 @@ setup(
     package_data={
         "gasp_jax.data": ["files/SHA256SUMS", "files/*.md", "files/LICENSES/*", "files/*/*", "files/*/*/*"],
         # Compiled on the user's machine at first use (gasp_jax/kernels/library.py).
-        "gasp_jax.kernels": ["*.cc"],
+        "gasp_jax.kernels": ["*.cc", "*.h"],
     },
     python_requires=">=3.11",
     install_requires=[

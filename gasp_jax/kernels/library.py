@@ -1,7 +1,8 @@
 """The one shared library behind `gasp_jax.kernels`: every `*.cc` here, compiled on first use and registered
-with the XLA FFI (`cpu_gemm`: packed fp32 GEMM; `cpu_attention`: attention over the valid KV slots).
+with the XLA FFI (`cpu_gemm`: packed fp32 GEMM; `cpu_attention`: attention over the valid KV slots;
+`cpu_sampling`: greedy token choice).
 
-`available()` compiles the sources with `$CXX` (default c++) `-O3 -march=native` into
+`available()` compiles the sources (and their headers) with `$CXX` (default c++) `-O3 -march=native` into
 `$GASP_JAX_CACHE/kernels` (else `~/.cache/gasp_jax/kernels`), keyed on the sources, compiler, flags, jax
 version, machine and CPU flags, and registers each FFI target; any failure is one logged line and False (the
 callers then use XLA's ops). `GASP_JAX_CPU_KERNELS=0` turns it off. CPU backend only.
@@ -28,8 +29,10 @@ log = logging.getLogger(__name__)
 DISABLE_ENV = "GASP_JAX_CPU_KERNELS"
 FLAGS = ("-O3", "-march=native", "-shared", "-fPIC", "-std=c++17")
 # FFI target name -> the handler symbol the library exports.
-TARGETS = {"gasp_packed_gemm": "GaspPackedGemm", "gasp_attention": "GaspAttention"}
-_SOURCES = tuple(sorted(glob.glob(os.path.join(os.path.dirname(os.path.abspath(__file__)), "*.cc"))))
+TARGETS = {"gasp_packed_gemm": "GaspPackedGemm", "gasp_attention": "GaspAttention", "gasp_greedy": "GaspGreedy"}
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_SOURCES = tuple(sorted(glob.glob(os.path.join(_HERE, "*.cc"))))
+_HEADERS = tuple(sorted(glob.glob(os.path.join(_HERE, "*.h"))))
 _available: bool | None = None  # the first call's answer, for the life of the process
 
 
@@ -48,7 +51,7 @@ def build() -> str:
     """Path of the compiled library: from the cache, else compiled and renamed into place atomically."""
     compiler = shlex.split(os.environ.get("CXX") or "c++")
     sources = []
-    for path in _SOURCES:
+    for path in _SOURCES + _HEADERS:
         with open(path, "rb") as f:
             sources.append((os.path.basename(path), f.read()))
     version = subprocess.run([*compiler, "--version"], capture_output=True, text=True, check=True).stdout

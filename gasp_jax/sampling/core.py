@@ -27,7 +27,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from gasp_jax import sharding as shd
-from gasp_jax.kernels import cpu_gemm
+from gasp_jax.kernels import cpu_gemm, cpu_sampling
 from gasp_jax.models import init as init_lib
 from gasp_jax.models.transformer import (
     CACHE_AXES,
@@ -194,7 +194,8 @@ def nucleus_threshold(probs: jax.Array, top_p: jax.Array) -> jax.Array:
 
 
 def sample_tokens(
-    logits: jax.Array, keys: jax.Array, temperature: jax.Array, top_p: jax.Array, mode: SamplingMode
+    logits: jax.Array, keys: jax.Array, temperature: jax.Array, top_p: jax.Array, mode: SamplingMode,
+    cpu_kernels: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
     """One token per row from fp32 `logits [B, V]` with per-row `keys [B]`.
 
@@ -202,11 +203,12 @@ def sample_tokens(
     remaining (renormalised) tokens whose mass reaches `top_p` (ties with its least likely member kept).
     The returned log-probabilities are under the *untruncated* distribution
     `softmax(logits / temperature)`, the quantity a PPO ratio compares against; for greedy decoding
-    (temperature 0) they are under `softmax(logits)`.
+    (temperature 0) they are under `softmax(logits)`. `cpu_kernels`: the greedy pick through
+    `kernels.cpu_sampling.greedy` (the packed CPU decode model's; same result, one pass per row).
     """
     logits = logits.astype(jnp.float32)
     if mode.greedy:
-        return greedy_tokens(logits)
+        return cpu_sampling.greedy(logits) if cpu_kernels else greedy_tokens(logits)
     scaled = logits / temperature
     if mode.top_k:
         # Sample among the k candidates (sorted, so top-p needs no further sort), then map back.
@@ -226,7 +228,8 @@ def sample_tokens(
     return tokens, token_logprobs(scaled, tokens)
 
 
-def choose_tokens(logits, keys, temperature, top_p, variant, variants: tuple[SamplingMode, ...]):
+def choose_tokens(logits, keys, temperature, top_p, variant, variants: tuple[SamplingMode, ...],
+                  cpu_kernels: bool = False):
     """Token and log-prob per row, each row under its own `variants[variant[row]]`.
 
     `temperature` and `top_p` are per row `[B]`. With one variant this is `sample_tokens`; with several,
@@ -234,7 +237,7 @@ def choose_tokens(logits, keys, temperature, top_p, variant, variants: tuple[Sam
     picks = []
     for mode in variants:
         if mode.greedy:
-            picks.append(greedy_tokens(logits.astype(jnp.float32)))
+            picks.append(sample_tokens(logits, keys, temperature, top_p, mode, cpu_kernels))
         else:  # per-row temperature [B, 1]; top-p [B, 1] against the k candidates, [B] for the nucleus
             picks.append(sample_tokens(logits, keys, temperature[:, None], top_p[:, None] if mode.top_k else top_p, mode))
     if len(picks) == 1:
@@ -284,7 +287,8 @@ def batch_shards(mesh: Mesh | None, rules: shd.Rules) -> int:
 
 
 def use_cpu_kernels(model: Transformer, requested: bool | None = None) -> bool:
-    """Whether the unrolled decode reads packed weights through `kernels.cpu_gemm` (`pack_decode_params`).
+    """Whether the unrolled decode reads packed weights through `kernels.cpu_gemm` (`pack_decode_params`),
+    attends through `kernels.cpu_attention` and picks greedy tokens through `kernels.cpu_sampling`.
 
     `requested=None` (the default everywhere): yes where it applies, an fp32 model on one CPU device with
     the kernel built; False: never; True: yes, or ValueError saying why it cannot."""
@@ -297,7 +301,7 @@ def use_cpu_kernels(model: Transformer, requested: bool | None = None) -> bool:
         "the model is not fp32" if jnp.dtype(cfg.dtype) != jnp.float32 or jnp.dtype(cfg.param_dtype) != jnp.float32
         else f"the model runs on {sorted(platforms)}, not one CPU device"
         if platforms != {"cpu"} or (model.mesh is not None and model.mesh.size > 1)
-        else "the kernel is not built (see the log line of gasp_jax.kernels.cpu_gemm)" if not cpu_gemm.available()
+        else "the kernel is not built (see the log line of gasp_jax.kernels)" if not cpu_gemm.available()
         else ""
     )
     if why and requested:

@@ -288,7 +288,8 @@ def _decode_chunk(params, state: SlotState, refill_after, *, model: Transformer,
             cache_index=st.write_index,
         )
         keys = core.step_keys(st.row_key, st.step)
-        token, logprob = core.choose_tokens(logits[:, 0], keys, st.temperature, st.top_p, st.variant, variants)
+        token, logprob = core.choose_tokens(logits[:, 0], keys, st.temperature, st.top_p, st.variant, variants,
+                                           cpu_kernels=model.packed_weights)
         active = ~st.done
         stopped = jnp.any(token[:, None] == st.eos, axis=-1) | (st.step + 1 >= st.limit)
         advance = (active & ~stopped).astype(jnp.int32)  # a finished row's next write would pass its region

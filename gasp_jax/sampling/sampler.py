@@ -128,7 +128,8 @@ def decode(
     row_keys = core.row_keys(rng, tile(prompt_ids), rows % num_samples)
 
     def choose(step, logits):
-        return core.sample_tokens(logits, core.step_keys(row_keys, step), temperature, top_p, mode)
+        return core.sample_tokens(logits, core.step_keys(row_keys, step), temperature, top_p, mode,
+                                  cpu_kernels=model.packed_weights)
 
     def record(state: _DecodeState, token, logprob) -> _DecodeState:
         active = ~state.done
