@@ -22,3 +22,19 @@ def warmstart_cache(tmp_path_factory) -> str:
     """One warm-start cache for every tiny-preset run of the session (tests/test_presets.py's
     `quick_warmstart`): the quick warm start is trained once."""
     return str(tmp_path_factory.mktemp("warmstart_cache"))
+
+
+@pytest.fixture(scope="session")
+def kernel(tmp_path_factory) -> str:
+    """The CPU kernels (gasp_jax/kernels), built once per session into a fresh cache directory, whose path
+    this returns; skips every test that needs them where they are unavailable (no C++ compiler, not CPU)."""
+    from gasp_jax import cache_dirs
+    from gasp_jax.kernels import library
+
+    cache = str(tmp_path_factory.mktemp("kernel_cache"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(cache_dirs.CACHE_ENV, cache)
+        if not library.available():
+            pytest.skip("the CPU kernels are unavailable here (no C++ compiler or not a CPU backend; see the log)")
+        library.build()  # into this cache too when an earlier test built the process's copy elsewhere
+    return cache

@@ -7,17 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gasp_jax import cache_dirs
 from gasp_jax.kernels import cpu_attention
 from gasp_jax.models.transformer import attend
-
-
-@pytest.fixture(scope="module")
-def kernel(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(cache_dirs.CACHE_ENV, str(tmp_path_factory.mktemp("kernel_cache")))
-        if not cpu_attention.available():
-            pytest.skip("the CPU kernels are unavailable here (no C++ compiler or not a CPU backend; see the log)")
 
 
 def _inputs(seed, b, t, h, k, s, d, keep=0.7):

@@ -12,23 +12,11 @@ import numpy as np
 import pytest
 
 from gasp_jax import cache_dirs
-from gasp_jax.kernels import cpu_gemm, library
+from gasp_jax.kernels import cpu_gemm
 
 M_ROWS = (1, 3, 16, 17, 64, 300)
 # Every K with N in {16, 100, 1024}, and the LM-head width at the smaller K (a 2048 x 32768 weight is 256 MiB).
 KN = [(k, n) for k in (64, 201, 512, 2048) for n in (16, 100, 1024)] + [(64, 32768), (201, 32768), (512, 32768)]
-
-
-@pytest.fixture(scope="session")
-def kernel(tmp_path_factory):
-    """Builds once per session into a fresh cache directory; skips every test that needs it when unavailable."""
-    cache = str(tmp_path_factory.mktemp("kernel_cache"))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(cache_dirs.CACHE_ENV, cache)
-        if not cpu_gemm.available():
-            pytest.skip("cpu_gemm.available() is False here (no C++ compiler or not a CPU backend; see the log)")
-        library.build()  # into this cache too when an earlier test module built the process's copy elsewhere
-    return cache
 
 
 @pytest.fixture(autouse=True)

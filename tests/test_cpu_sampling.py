@@ -6,17 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gasp_jax import cache_dirs
 from gasp_jax.kernels import cpu_sampling
 from gasp_jax.sampling import core
-
-
-@pytest.fixture(scope="module")
-def kernel(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(cache_dirs.CACHE_ENV, str(tmp_path_factory.mktemp("kernel_cache")))
-        if not cpu_sampling.available():
-            pytest.skip("the CPU kernels are unavailable here (no C++ compiler or not a CPU backend; see the log)")
 
 
 @pytest.mark.parametrize("vocab", [32768, 1000, 17, 16, 5])

@@ -9,19 +9,16 @@
 // The sum runs over a query's valid slots in increasing slot order whatever the window or batch, so its
 // result does not depend on the cache length it is read through or on its neighbours.
 //
-// Work split: items are (row, query, kv head) triples; the calling thread and the tasks it schedules on XLA's intra-op
-// pool claim them from a shared atomic counter (as packed_gemm.cc).
+// Work split: items are (row, query, kv head) triples, shared with XLA's intra-op pool (parallel.h).
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
-#include <memory>
-#include <thread>
 #include <vector>
 
+#include "parallel.h"
 #include "vec16.h"
 #include "xla/ffi/api/ffi.h"
 
@@ -29,7 +26,7 @@ namespace ffi = xla::ffi;
 
 namespace {
 
-using namespace gasp;  // V16, Load, Store, Splat, Sum, Exp
+using namespace gasp;  // ParallelFor; V16, Load, Store, Splat, Sum, Exp
 
 struct Problem {
   const float* q;   // [B, T, H, D]
@@ -104,18 +101,6 @@ void RunItem(const Problem& p, int64_t item) {
   std::memcpy(out, acc.data(), G * D * sizeof(float));
 }
 
-struct Job {
-  Problem problem;
-  int64_t items;
-  std::atomic<int64_t> next{0}, done{0};
-
-  void Work() {
-    int64_t finished = 0;
-    for (int64_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < items; ++finished) RunItem(problem, i);
-    if (finished) done.fetch_add(finished, std::memory_order_acq_rel);
-  }
-};
-
 ffi::Error Attention(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k,
                            ffi::Buffer<ffi::F32> v, ffi::Buffer<ffi::PRED> mask, ffi::ResultBuffer<ffi::F32> out) {
   const auto qd = q.dimensions(), kd = k.dimensions(), md = mask.dimensions();
@@ -130,16 +115,10 @@ ffi::Error Attention(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<
     std::memset(out->typed_data(), 0, B * T * H * D * sizeof(float));
     return ffi::Error::Success();
   }
-  auto job = std::make_shared<Job>();
-  job->problem = Problem{q.typed_data(), k.typed_data(), v.typed_data(), mask.typed_data(), out->typed_data(),
-                         B, T, H, K, S, D};
-  job->items = B * T * K;
-  const int64_t threads = std::max<int64_t>(1, pool.num_threads());
-  // A few microseconds of work is not worth a pool round trip.
-  if (threads > 1 && job->items > 1 && B * T * H * S * D >= (int64_t{1} << 16))
-    for (int64_t t = 0; t < std::min(threads, job->items) - 1; ++t) pool.Schedule([job] { job->Work(); });
-  job->Work();
-  while (job->done.load(std::memory_order_acquire) < job->items) std::this_thread::yield();
+  const Problem problem{q.typed_data(), k.typed_data(), v.typed_data(), mask.typed_data(), out->typed_data(),
+                        B, T, H, K, S, D};
+  ParallelFor(pool, B * T * K, B * T * H * S * D >= (int64_t{1} << 16),
+              [&problem](int64_t item) { RunItem(problem, item); });
   return ffi::Error::Success();
 }
 

@@ -3,17 +3,15 @@
 //
 // XLA:CPU runs that as three reductions over the logits (max, first index of the max, sum of exps), each
 // its own loop; here one row is one item: a vector max, a vector sum of exps, and a scan for the first
-// index of the max. Rows split over the calling thread and XLA's intra-op pool (as packed_gemm.cc).
+// index of the max. Rows split over the calling thread and XLA's intra-op pool (parallel.h).
 // A row with a NaN logit (or every logit -inf) gives the last index and a NaN log-probability.
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <limits>
-#include <memory>
-#include <thread>
 
+#include "parallel.h"
 #include "vec16.h"
 #include "xla/ffi/api/ffi.h"
 
@@ -21,16 +19,15 @@ namespace ffi = xla::ffi;
 
 namespace {
 
-using namespace gasp;  // V16, Load, Splat, Sum, Exp
+using namespace gasp;  // ParallelFor; V16, Load, Splat, Sum, Exp
 
-struct Job {
+struct Rows {
   const float* logits;
   int32_t* tokens;
   float* logprobs;
-  int64_t B, V;
-  std::atomic<int64_t> next{0}, done{0};
+  int64_t V;
 
-  void Row(int64_t b) const {
+  void operator()(int64_t b) const {
     const float* x = logits + b * V;
     const float inf = std::numeric_limits<float>::infinity();
     V16 peak = Splat(-inf);
@@ -63,12 +60,6 @@ struct Job {
     tokens[b] = static_cast<int32_t>(first);
     logprobs[b] = -std::log(sum);
   }
-
-  void Work() {
-    int64_t finished = 0;
-    for (int64_t b; (b = next.fetch_add(1, std::memory_order_relaxed)) < B; ++finished) Row(b);
-    if (finished) done.fetch_add(finished, std::memory_order_acq_rel);
-  }
 };
 
 ffi::Error Greedy(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> logits, ffi::ResultBuffer<ffi::S32> tokens,
@@ -76,17 +67,8 @@ ffi::Error Greedy(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> logits, ffi::Resul
   const auto d = logits.dimensions();
   if (d.size() != 2 || d[1] == 0 || tokens->dimensions().size() != 1 || tokens->dimensions()[0] != d[0])
     return ffi::Error::InvalidArgument("greedy: want logits [B, V > 0], tokens and log-probs [B]");
-  auto job = std::make_shared<Job>();
-  job->logits = logits.typed_data();
-  job->tokens = tokens->typed_data();
-  job->logprobs = logprobs->typed_data();
-  job->B = d[0];
-  job->V = d[1];
-  const int64_t threads = std::max<int64_t>(1, pool.num_threads());
-  if (threads > 1 && job->B > 1 && job->B * job->V >= (int64_t{1} << 16))
-    for (int64_t t = 0; t < std::min(threads, job->B) - 1; ++t) pool.Schedule([job] { job->Work(); });
-  job->Work();
-  while (job->done.load(std::memory_order_acquire) < job->B) std::this_thread::yield();
+  ParallelFor(pool, d[0], d[0] * d[1] >= (int64_t{1} << 16),
+              Rows{logits.typed_data(), tokens->typed_data(), logprobs->typed_data(), d[1]});
   return ffi::Error::Success();
 }
 
