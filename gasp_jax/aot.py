@@ -396,7 +396,7 @@ def compile_iteration(config: ml_collections.ConfigDict, accelerator: str, num_s
             block, pads = rows_struct((bp, bucket), jnp.int32), rows_struct((bp,), jnp.int32)
             vec = lambda dtype: jax.ShapeDtypeStruct((width,), dtype, sharding=replicated)
             # As `run_requests` admits: the unrolled prefill over the per-layer weights the decode holds.
-            admit = engine_lib.admit_program(decode_model, variants=ep.variants)
+            admit = engine_lib.admit_program(decode_model)
             add("prefill", admit, (decode_params, slot_state, block, pads, rng, vec(jnp.int32), vec(jnp.int32),
                                    vec(jnp.int32), vec(jnp.int32), vec(jnp.int32), vec(jnp.float32), vec(jnp.float32),
                                    vec(jnp.int32), jax.ShapeDtypeStruct((width, ep.eos_width), jnp.int32, sharding=replicated)),

@@ -102,7 +102,7 @@ void RunItem(const Problem& p, int64_t item) {
 }
 
 ffi::Error Attention(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k,
-                           ffi::Buffer<ffi::F32> v, ffi::Buffer<ffi::PRED> mask, ffi::ResultBuffer<ffi::F32> out) {
+                     ffi::Buffer<ffi::F32> v, ffi::Buffer<ffi::PRED> mask, ffi::ResultBuffer<ffi::F32> out) {
   const auto qd = q.dimensions(), kd = k.dimensions(), md = mask.dimensions();
   if (qd.size() != 4 || kd.size() != 4 || md.size() != 3)
     return ffi::Error::InvalidArgument("attention: want q [B, T, H, D], k and v [B, K, S, D], mask [B, T, S]");

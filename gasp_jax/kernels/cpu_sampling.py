@@ -2,9 +2,9 @@
 
 `greedy(logits)` is `sampling.core.greedy_tokens` in one call: per row of fp32 logits `[B, V]`, the first
 index of the maximum (int32 `[B]`) and its log-probability under softmax(logits) (fp32 `[B]`); a row with
-a NaN logit (or only -inf) gives the last index and a NaN log-probability (XLA's reductions may skip NaNs). XLA:CPU runs it as three separate reductions over the
-logits (a decode step's 16 x 32,768 logits: ~0.5 ms); here it is one pass per row for the max and one for
-the sum of exponentials, rows split over both cores.
+a NaN logit (or only -inf) gives the last index and a NaN log-probability (XLA's reductions may skip NaNs).
+XLA:CPU runs it as three separate reductions over the logits (a decode step's 16 x 32,768 logits: ~0.5 ms);
+here it is one pass per row for the max and one for the sum of exponentials, rows split over both cores.
 
     if cpu_sampling.available():
         tokens, logprobs = cpu_sampling.greedy(logits)

@@ -45,7 +45,8 @@ struct Rows {
     V16 total = V16{};
     for (i = 0; i + kLanes <= V;) {
       V16 part = V16{};
-      for (const int64_t end = std::min(V - kLanes + 1, i + kBlock); i < end; i += kLanes) part += Exp(Load(x + i) - top);
+      for (const int64_t end = std::min(V - kLanes + 1, i + kBlock); i < end; i += kLanes)
+        part += Exp(Load(x + i) - top);
       total += part;
     }
     float sum = Sum(total);

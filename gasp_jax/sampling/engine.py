@@ -62,8 +62,8 @@ Design (see docs/sampling.md, "Continuous batching")
   chunk_steps, variants, stop-id width, attention window), plus one state init and one layer split. A
   ragged call with 16 slots, one sample per prompt and prompts of up to 64 tokens (default buckets
   16/24/32/48/64) compiles at most 3 x 5 admits + 3 decodes (1 with the CPU kernels) + 2
-  (`EngineStats.programs_compiled` says how many a call compiled). Params, temperatures, top-p values, stop ids, limits and prompts within
-  a bucket are traced: they never recompile. `admit_program`, `decode_program`, `init_program` and
+  (`EngineStats.programs_compiled` says how many a call compiled). Params, temperatures, top-p values,
+  stop ids, limits and prompts within a bucket are traced: they never recompile. `admit_program`, `decode_program`, `init_program` and
   `core.unstack_program` return the jitted programs for given static settings, so they can be lowered and
   compiled ahead of time from abstract shapes (`abstract_state` gives the slot state's).
 """
@@ -339,15 +339,14 @@ def abstract_state(model: Transformer, *, slots: int, cache_len: int, eos_width:
     return jax.eval_shape(init, jax.random.key(0))
 
 
-def admit_program(model: Transformer, *, variants: tuple[SamplingMode, ...] = ()):
+def admit_program(model: Transformer):
     """jit of `_admit(params, state, tokens [Rp, P], pad_lens [Rp], rng, slot_ids [R], source_rows [R],
     request_ids [R], sample_ids [R], limits [R], temperatures [R], top_ps [R], variant_ids [R], eos [R, E])
     -> state`; the state is donated (the slot cache is updated in place). One executable per (slots,
-    cache_len, Rp, P, R): Rp is one of `admit_sizes`, P a prompt bucket. `variants` is accepted for the
-    decode program's signature; the admit samples nothing (a slot's first token is its first decode step's).
+    cache_len, Rp, P, R): Rp is one of `admit_sizes`, P a prompt bucket. It samples nothing, so it does
+    not depend on the sampling variants: a slot's first token is its first decode step's.
     `run_requests` passes the decode model (`scan_layers=False` over the split layers when they run
     unrolled): the prefill then slices no layer out of the stacked weights either."""
-    del variants
     return core.program(_admit, model, donate_argnums=(1,))
 
 
@@ -587,7 +586,7 @@ def run_requests(
     packed = unroll_layers and core.use_cpu_kernels(model, cpu_kernels)
     decode_model = core.decode_model(model, packed) if unroll_layers else model
     decode_params = core.unstack_program(model, packed)(params) if unroll_layers else params
-    admit = admit_program(decode_model, variants=plan.variants)  # unrolled prefill on the split layers too
+    admit = admit_program(decode_model)  # unrolled prefill on the split layers too
     # The CPU kernel's attention reads only each row's valid slots: a smaller window saves it nothing.
     windows = (plan.cache_len,) if packed else attention_windows(plan.cache_len, int(chunk_steps))
     decodes = {w: decode_program(decode_model, chunk_steps=chunk_steps, variants=plan.variants,
@@ -622,7 +621,8 @@ def run_requests(
         for bucket in sorted({plan.prompt_buckets[k] for k in admitted}):
             group = [k for k in admitted if plan.prompt_buckets[k] == bucket]
             for batch in split_batches(group, sizes):
-                state = _admit_batch(admit, decode_params, state, rng, plan, requests, batch, bucket, free, owner, model)
+                state = _admit_batch(admit, decode_params, state, rng, plan, requests, batch, bucket, free, owner,
+                                     model)
                 stats.prefills += 1
                 stats.prefilled_prompts += len([k for k in batch if k is not None])
         if not owner:
