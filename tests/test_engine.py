@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from gasp_jax import models, sampling, sharding
-from gasp_jax.kernels import cpu_gemm
+from gasp_jax.kernels import cpu_gemm, cpu_layer
 from gasp_jax.models.transformer import pack_decode_params, unstack_layer_params
 from gasp_jax.sampling import buckets as bk, core, engine
 from tests.test_sampling import count_compiles
@@ -162,15 +162,15 @@ needs_kernel = pytest.mark.skipif(not cpu_gemm.available(), reason="no packed CP
 @needs_kernel
 @pytest.mark.parametrize("tied", [False, True])
 def test_packed_decode_model_equals_the_unrolled_one(tied):
-    """`pack_decode_params` + `packed_weights=True` (fused q|k|v and gate|up, the LM head packed from the
-    embedding when tied): the same logits and KV cache as the unrolled model, prefill and a decode step."""
+    """`pack_decode_params` + `packed_weights=True` (each layer one `cpu_layer` call, the LM head packed from
+    the embedding when tied): the same logits and KV cache as the unrolled model, prefill and a decode step."""
     cfg = _config().replace(tie_word_embeddings=tied)
     model = models.build_model(cfg)
     params = unstack_layer_params(models.init_params(model, jax.random.key(5)), cfg.num_layers)
     unrolled, packed = core.decode_model(model), core.decode_model(model, packed=True)
     packed_params = pack_decode_params(params, cfg)
     assert "lm_head_packed" in packed_params and "lm_head" not in packed_params
-    assert set(packed_params["layers_0"]["attn"]) == {"qkv_proj", "o_proj", "q_bias", "k_bias", "v_bias"}
+    assert set(packed_params["layers_0"]) == set(cpu_layer.LayerWeights._fields)
     tokens = jnp.asarray(np.random.default_rng(1).integers(0, VOCAB, (3, 7)), jnp.int32)
     step = jnp.asarray([[4], [9], [300]], jnp.int32)
 

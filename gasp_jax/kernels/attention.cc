@@ -18,88 +18,17 @@
 #include <limits>
 #include <vector>
 
+#include "attention.h"
 #include "parallel.h"
-#include "vec16.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
 
 namespace {
 
-using namespace gasp;  // ParallelFor; V16, Load, Store, Splat, Sum, Exp
-
-struct Problem {
-  const float* q;   // [B, T, H, D]
-  const float* k;   // [B, K, S, D]
-  const float* v;   // [B, K, S, D]
-  const bool* mask; // [B, T, S]
-  float* out;       // [B, T, H, D]
-  int64_t B, T, H, K, S, D;
-};
-
-inline float Dot(const float* a, const float* b, int64_t d) {
-  V16 acc = V16{};
-  int64_t i = 0;
-  for (; i + kLanes <= d; i += kLanes) acc += Load(a + i) * Load(b + i);
-  float s = Sum(acc);
-  for (; i < d; ++i) s += a[i] * b[i];
-  return s;
-}
-
-inline void Axpy(float a, const float* x, float* y, int64_t d) {  // y += a x
-  int64_t i = 0;
-  for (; i + kLanes <= d; i += kLanes) Store(y + i, Load(y + i) + a * Load(x + i));
-  for (; i < d; ++i) y[i] += a * x[i];
-}
-
-// One (row b, query t, kv head kh): its G query heads against the query's valid slots.
-void RunItem(const Problem& p, int64_t item) {
-  const int64_t bt = item / p.K, b = bt / p.T, kh = item % p.K, G = p.H / p.K, D = p.D, S = p.S;
-  const float* q = p.q + (bt * p.H + kh * G) * D;
-  const float* kb = p.k + (b * p.K + kh) * S * D;
-  const float* vb = p.v + (b * p.K + kh) * S * D;
-  const bool* m = p.mask + bt * S;
-  float* out = p.out + (bt * p.H + kh * G) * D;
-
-  static thread_local std::vector<int32_t> slots;
-  static thread_local std::vector<float> scores, acc;
-  slots.clear();
-  for (int64_t s = 0; s < S; ++s)
-    if (m[s]) slots.push_back(static_cast<int32_t>(s));
-  const bool none = slots.empty();
-  if (none)
-    for (int64_t s = 0; s < S; ++s) slots.push_back(static_cast<int32_t>(s));
-  const int64_t n = static_cast<int64_t>(slots.size());
-  const int64_t stride = (n + kLanes - 1) / kLanes * kLanes;  // padded: Exp runs whole vectors
-  if (static_cast<int64_t>(scores.size()) < G * stride) scores.resize(G * stride);
-  if (static_cast<int64_t>(acc.size()) < G * D) acc.resize(G * D);
-
-  const float scale = 1.f / std::sqrt(static_cast<float>(D));
-  for (int64_t j = 0; j < n; ++j) {
-    const float* key = kb + slots[j] * D;
-    for (int64_t g = 0; g < G; ++g) scores[g * stride + j] = none ? 0.f : Dot(q + g * D, key, D) * scale;
-  }
-  std::fill(acc.begin(), acc.begin() + G * D, 0.f);
-  for (int64_t g = 0; g < G; ++g) {
-    float* sg = scores.data() + g * stride;
-    float peak = -std::numeric_limits<float>::infinity();
-    for (int64_t j = 0; j < n; ++j) peak = std::max(peak, sg[j]);
-    for (int64_t j = n; j < stride; ++j) sg[j] = -std::numeric_limits<float>::infinity();
-    V16 total = V16{};
-    for (int64_t j = 0; j < stride; j += kLanes) {
-      const V16 e = Exp(Load(sg + j) - peak);
-      Store(sg + j, e);
-      total += e;
-    }
-    const float inv = 1.f / Sum(total);
-    for (int64_t j = 0; j < n; ++j) sg[j] *= inv;
-  }
-  for (int64_t j = 0; j < n; ++j) {
-    const float* value = vb + slots[j] * D;
-    for (int64_t g = 0; g < G; ++g) Axpy(scores[g * stride + j], value, acc.data() + g * D, D);
-  }
-  std::memcpy(out, acc.data(), G * D * sizeof(float));
-}
+using gasp::ParallelFor;
+using gasp::attention::Problem;
+using gasp::attention::RunItem;
 
 ffi::Error Attention(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k,
                      ffi::Buffer<ffi::F32> v, ffi::Buffer<ffi::PRED> mask, ffi::ResultBuffer<ffi::F32> out) {
@@ -116,7 +45,7 @@ ffi::Error Attention(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<
     return ffi::Error::Success();
   }
   const Problem problem{q.typed_data(), k.typed_data(), v.typed_data(), mask.typed_data(), out->typed_data(),
-                        B, T, H, K, S, D};
+                        B, T, H, K, S, D, H * D, H * D};
   ParallelFor(pool, B * T * K, B * T * H * S * D >= (int64_t{1} << 16),
               [&problem](int64_t item) { RunItem(problem, item); });
   return ffi::Error::Success();

@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 DISABLE_ENV = "GASP_JAX_CPU_KERNELS"
 FLAGS = ("-O3", "-march=native", "-shared", "-fPIC", "-std=c++17")
 # FFI target name -> the handler symbol the library exports.
-TARGETS = {"gasp_packed_gemm": "GaspPackedGemm", "gasp_attention": "GaspAttention", "gasp_greedy": "GaspGreedy"}
+TARGETS = {"gasp_packed_gemm": "GaspPackedGemm", "gasp_attention": "GaspAttention", "gasp_greedy": "GaspGreedy",
+           "gasp_decoder_layer": "GaspDecoderLayer"}
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _SOURCES = tuple(sorted(glob.glob(os.path.join(_HERE, "*.cc"))))
 _HEADERS = tuple(sorted(glob.glob(os.path.join(_HERE, "*.h"))))

@@ -17,11 +17,11 @@ Conventions
   `dynamic_update_slice`, rather than a scanned input/output (which would copy every layer's cache
   into a freshly stacked output at every decode step). With `scan_layers=False` the cache is instead a
   tuple of per-layer buffers (`init_cache(..., per_layer=True)`).
-- Packed projections (`packed_weights=True`, decode on CPU): the unrolled layers read q|k|v, o,
-  gate|up, down and the LM head from weights packed once per rollout for `kernels.cpu_gemm`
-  (`pack_decode_params`). XLA:CPU's dot repacks its weight operand on every call, which at decode's
-  few rows costs as much as the matmul; same math, fp32 only. The packed model also attends through
-  `kernels.cpu_attention`, which reads only the slots each query's mask keeps.
+- Packed weights (`packed_weights=True`, decode on CPU): each unrolled layer is one
+  `kernels.cpu_layer.decoder_layer` call over weights packed once per rollout (`pack_decode_params`) and
+  the LM head one `kernels.cpu_gemm` call. XLA:CPU's dot repacks its weight operand on every call, which
+  at decode's few rows costs as much as the matmul, and a layer's dozen small ops around the matmuls cost
+  a third of a step; same math up to float rounding, fp32 only.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from flax import linen as nn
 from jax.sharding import Mesh
 
 from gasp_jax import sharding as shd
-from gasp_jax.kernels import cpu_attention, cpu_gemm
+from gasp_jax.kernels import cpu_gemm, cpu_layer
 from gasp_jax.models.config import ModelConfig
 
 _NEG_INF = -0.7 * float(jnp.finfo(jnp.float32).max)  # finite: fully-masked (padding) rows stay NaN-free
@@ -75,12 +75,6 @@ def _param(module: nn.Module, name: str, init, shape, axes, dtype):
 
 
 _KERNEL_INIT = nn.initializers.normal(stddev=0.02)
-
-
-def _packed_dense(module: nn.Module, name: str, x, n_in: int, n_out: int):
-    """`x [..., n_in] @ W [n_in, n_out]` with W stored in `cpu_gemm`'s packed layout (`pack_decode_params`)."""
-    w = module.param(name, nn.initializers.zeros, cpu_gemm.packed_shape(n_in, n_out), jnp.float32)
-    return cpu_gemm.matmul(x, w, n_out)
 
 
 class RMSNorm(nn.Module):
@@ -123,11 +117,15 @@ def rope_inv_freq(config: ModelConfig) -> jax.Array:
     )
 
 
+def rope_tables(positions: jax.Array, inv_freq: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """cos and sin `[B, T, D/2]` of the rotation angles of `positions: [B, T]`."""
+    angles = positions.astype(jnp.float32)[:, :, None] * inv_freq[None, None, :]
+    return jnp.cos(angles), jnp.sin(angles)
+
+
 def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array) -> jax.Array:
     """Rotates `x: [B, T, H, D]` by `positions: [B, T]` (HF's rotate-half layout), in fp32."""
-    angles = positions.astype(jnp.float32)[:, :, None] * inv_freq[None, None, :]  # [B, T, D/2]
-    cos = jnp.cos(angles)[:, :, None, :]
-    sin = jnp.sin(angles)[:, :, None, :]
+    cos, sin = (a[:, :, None, :] for a in rope_tables(positions, inv_freq))
     x32 = x.astype(jnp.float32)
     x1, x2 = jnp.split(x32, 2, axis=-1)
     out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
@@ -156,7 +154,6 @@ class Attention(nn.Module):
     config: ModelConfig
     mesh: Mesh | None
     rules: shd.Rules
-    packed: bool = False  # q|k|v and o from packed weights (`pack_decode_params`)
 
     @nn.compact
     def __call__(self, x, positions, mask, cache_kv, layer, cache_index):
@@ -165,18 +162,14 @@ class Attention(nn.Module):
         cfg = self.config
         e, h, k, d = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         pdt, dt = cfg.param_dtype, cfg.dtype
-        if self.packed:
-            qkv = _packed_dense(self, "qkv_proj", x, e, (h + 2 * k) * d)
-            q, key, val = jnp.split(qkv, [h * d, (h + k) * d], axis=-1)
-            q, key, val = (a.reshape(*x.shape[:2], -1, d) for a in (q, key, val))
-        else:  # declared in this order (o before the biases): init draws each param's key in turn
-            wq = _param(self, "q_proj", _KERNEL_INIT, (e, h, d), ("embed", "q_heads", "head_dim"), pdt)
-            wk = _param(self, "k_proj", _KERNEL_INIT, (e, k, d), ("embed", "kv_heads", "head_dim"), pdt)
-            wv = _param(self, "v_proj", _KERNEL_INIT, (e, k, d), ("embed", "kv_heads", "head_dim"), pdt)
-            wo = _param(self, "o_proj", _KERNEL_INIT, (h, d, e), ("q_heads", "head_dim", "embed"), pdt)
-            q = jnp.einsum("bte,ehd->bthd", x, wq.astype(dt))
-            key = jnp.einsum("bte,ekd->btkd", x, wk.astype(dt))
-            val = jnp.einsum("bte,ekd->btkd", x, wv.astype(dt))
+        # Declared in this order (o before the biases): init draws each param's key in turn.
+        wq = _param(self, "q_proj", _KERNEL_INIT, (e, h, d), ("embed", "q_heads", "head_dim"), pdt)
+        wk = _param(self, "k_proj", _KERNEL_INIT, (e, k, d), ("embed", "kv_heads", "head_dim"), pdt)
+        wv = _param(self, "v_proj", _KERNEL_INIT, (e, k, d), ("embed", "kv_heads", "head_dim"), pdt)
+        wo = _param(self, "o_proj", _KERNEL_INIT, (h, d, e), ("q_heads", "head_dim", "embed"), pdt)
+        q = jnp.einsum("bte,ehd->bthd", x, wq.astype(dt))
+        key = jnp.einsum("bte,ekd->btkd", x, wk.astype(dt))
+        val = jnp.einsum("bte,ekd->btkd", x, wv.astype(dt))
         if cfg.qkv_bias:
             zeros = nn.initializers.zeros
             q = q + _param(self, "q_bias", zeros, (h, d), ("q_heads", "head_dim"), pdt).astype(dt)
@@ -223,14 +216,9 @@ class Attention(nn.Module):
             read = lambda buf: jax.lax.dynamic_index_in_dim(buf, layer, 0, keepdims=False) if stacked else buf
             key, val = (read(buf).astype(dt) for buf in new_cache_kv)
 
-        b, t = q.shape[:2]
-        # On CPU (packed weights) each query reads only the slots its mask keeps, in one call per layer.
-        out = cpu_attention.attention(q, key, val, mask) if self.packed else attend(q, key, val, mask)
+        out = attend(q, key, val, mask)
         out = shd.constrain(out, ("act_batch", "act_length", "act_heads", None), self.mesh, self.rules)
-        if self.packed:
-            out = _packed_dense(self, "o_proj", out.reshape(b, t, h * d), h * d, e)
-        else:
-            out = jnp.einsum("bthd,hde->bte", out, wo.astype(dt))
+        out = jnp.einsum("bthd,hde->bte", out, wo.astype(dt))
         out = checkpoint_name(out, "attn_out")
         return out, new_cache_kv
 
@@ -239,15 +227,11 @@ class MLP(nn.Module):
     config: ModelConfig
     mesh: Mesh | None
     rules: shd.Rules
-    packed: bool = False  # gate|up and down from packed weights (`pack_decode_params`)
 
     @nn.compact
     def __call__(self, x):
         cfg = self.config
         e, f, pdt, dt = cfg.hidden_size, cfg.intermediate_size, cfg.param_dtype, cfg.dtype
-        if self.packed:
-            gate, up = jnp.split(_packed_dense(self, "gate_up_proj", x, e, 2 * f), 2, axis=-1)
-            return _packed_dense(self, "down_proj", nn.silu(gate) * up, f, e)
         wg = _param(self, "gate_proj", _KERNEL_INIT, (e, f), ("embed", "mlp"), pdt)
         wu = _param(self, "up_proj", _KERNEL_INIT, (e, f), ("embed", "mlp"), pdt)
         wd = _param(self, "down_proj", _KERNEL_INIT, (f, e), ("mlp", "embed"), pdt)
@@ -261,7 +245,6 @@ class DecoderLayer(nn.Module):
     config: ModelConfig
     mesh: Mesh | None
     rules: shd.Rules
-    packed: bool = False
 
     @nn.compact
     def __call__(self, carry, positions, mask, layer, cache_index):
@@ -269,13 +252,39 @@ class DecoderLayer(nn.Module):
         x, cache_kv = carry
         cfg = self.config
         norm = lambda name: RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg.dtype, cfg.param_dtype, name=name)
-        attn_out, new_cache_kv = Attention(cfg, self.mesh, self.rules, self.packed, name="attn")(
+        attn_out, new_cache_kv = Attention(cfg, self.mesh, self.rules, name="attn")(
             norm("input_norm")(x), positions, mask, cache_kv, layer, cache_index
         )
         x = x + attn_out
-        x = x + MLP(cfg, self.mesh, self.rules, self.packed, name="mlp")(norm("post_attn_norm")(x))
+        x = x + MLP(cfg, self.mesh, self.rules, name="mlp")(norm("post_attn_norm")(x))
         x = shd.constrain(x, ("act_batch", "act_length", "act_embed"), self.mesh, self.rules)
         return (x, new_cache_kv), None
+
+
+class PackedDecoderLayer(nn.Module):
+    """`DecoderLayer` over packed weights (`pack_decode_params`) as one `kernels.cpu_layer` call: fp32, one
+    CPU device, a per-layer cache (or none). Takes the RoPE tables instead of positions."""
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x, rope, mask, cache_kv, cache_index):
+        cfg = self.config
+        e, h, k, d, f = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.intermediate_size
+        shapes = cpu_layer.LayerWeights(
+            input_norm=(e,), qkv=cpu_gemm.packed_shape(e, (h + 2 * k) * d), qkv_bias=((h + 2 * k) * d,),
+            qk_norm=(2, d), o=cpu_gemm.packed_shape(h * d, e), post_attn_norm=(e,),
+            gate_up=(2 * cpu_gemm.packed_shape(e, f)[0], e, cpu_gemm.PANEL), down=cpu_gemm.packed_shape(f, e))
+        weights = cpu_layer.LayerWeights(*(self.param(n, nn.initializers.zeros, s, jnp.float32)
+                                           for n, s in zip(shapes._fields, shapes)))
+        b, t = x.shape[:2]
+        if cache_kv is None:  # attend within the call: a cache of its own T slots
+            cache_kv = (jnp.zeros((b, k, t, d), jnp.float32),) * 2
+            cache_index = 0
+        index = jnp.broadcast_to(jnp.asarray(cache_index, jnp.int32), (b,))
+        out, key, val = cpu_layer.decoder_layer(x, weights, *rope, index, mask, *cache_kv, num_heads=h,
+                                                eps=cfg.rms_norm_eps, qk_norm=cfg.qk_norm)
+        return out, (key, val)
 
 
 def _remat_policy(name: str):
@@ -338,11 +347,15 @@ class Transformer(nn.Module):
                 (cfg.hidden_size, cfg.vocab_size),
                 cfg.param_dtype,
             )
+        if self.packed_weights:
+            self.layer_list = [PackedDecoderLayer(cfg, name=f"layers_{i}") for i in range(cfg.num_layers)]
+            self.final_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg.dtype, cfg.param_dtype)
+            return
         layer_cls = DecoderLayer
         if cfg.remat_policy != "none":
             layer_cls = nn.remat(layer_cls, policy=_remat_policy(cfg.remat_policy), prevent_cse=False)
         if not self.scan_layers:
-            self.layer_list = [layer_cls(cfg, self.mesh, self.rules, self.packed_weights, name=f"layers_{i}")
+            self.layer_list = [layer_cls(cfg, self.mesh, self.rules, name=f"layers_{i}")
                                for i in range(cfg.num_layers)]
             self.final_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg.dtype, cfg.param_dtype)
             return
@@ -389,9 +402,13 @@ class Transformer(nn.Module):
             if cache_kv is not None and not isinstance(cache_kv[0], (tuple, list)):
                 raise ValueError("scan_layers=False needs a per-layer cache: init_cache(..., per_layer=True)")
             new_k, new_v = [], []
+            rope = rope_tables(positions, rope_inv_freq(cfg)) if self.packed_weights else None  # once, not per layer
             for i, layer in enumerate(self.layer_list):
                 layer_cache = None if cache_kv is None else (cache_kv[0][i], cache_kv[1][i])
-                (x, layer_cache), _ = layer((x, layer_cache), positions, mask, i, cache_index)
+                if self.packed_weights:
+                    x, layer_cache = layer(x, rope, mask, layer_cache, cache_index)
+                else:
+                    (x, layer_cache), _ = layer((x, layer_cache), positions, mask, i, cache_index)
                 if layer_cache is not None:
                     new_k.append(layer_cache[0])
                     new_v.append(layer_cache[1])
@@ -422,22 +439,34 @@ def unstack_layer_params(params: Any, num_layers: int) -> Any:
     return out
 
 
-def pack_decode_params(params: Any, config: ModelConfig) -> Any:
-    """Unrolled params (`unstack_layer_params`) -> the `packed_weights=True` layout: per layer one packed
-    q|k|v projection, o, one gate|up projection and down; the LM head (the embedding's transpose when
-    tied) packed as `lm_head_packed`. Norms, biases and the embedding (token lookup) stay as they are."""
+def pack_layer(layer: Any, config: ModelConfig) -> cpu_layer.LayerWeights:
+    """One unrolled layer's params (`unstack_layer_params(...)["layers_i"]`) -> `cpu_layer.LayerWeights`:
+    q|k|v, o, gate|up and down packed, the norms and biases in fp32 (zero biases, unit q/k norms where the
+    model has none)."""
     e, h, k, d = config.hidden_size, config.num_heads, config.num_kv_heads, config.head_dim
+    attn, mlp = layer["attn"], layer["mlp"]
+    f32 = lambda x: jnp.asarray(x, jnp.float32)
+    bias = [attn[n].reshape(-1) if config.qkv_bias else jnp.zeros((m * d,)) for n, m in
+            (("q_bias", h), ("k_bias", k), ("v_bias", k))]
+    return cpu_layer.LayerWeights(
+        input_norm=f32(layer["input_norm"]["scale"]),
+        qkv=cpu_gemm.pack(jnp.concatenate([attn[n].reshape(e, -1) for n in ("q_proj", "k_proj", "v_proj")], axis=1)),
+        qkv_bias=f32(jnp.concatenate(bias)),
+        qk_norm=f32(jnp.stack([attn[n]["scale"] if config.qk_norm else jnp.ones((d,)) for n in ("q_norm", "k_norm")])),
+        o=cpu_gemm.pack(attn["o_proj"].reshape(h * d, e)),
+        post_attn_norm=f32(layer["post_attn_norm"]["scale"]),
+        gate_up=cpu_layer.pack_gate_up(mlp["gate_proj"], mlp["up_proj"]),
+        down=cpu_gemm.pack(mlp["down_proj"]),
+    )
+
+
+def pack_decode_params(params: Any, config: ModelConfig) -> Any:
+    """Unrolled params (`unstack_layer_params`) -> the `packed_weights=True` layout: each layer `pack_layer`'s
+    `cpu_layer.LayerWeights` (as a dict), the LM head (the embedding's transpose when tied) packed as
+    `lm_head_packed`, the embedding and final norm as they are."""
     out = {name: v for name, v in params.items() if not name.startswith("layers_") and name != "lm_head"}
     head = params["embedding"].T if config.tie_word_embeddings else params["lm_head"]
     out["lm_head_packed"] = cpu_gemm.pack(head)  # pack() casts to fp32
     for i in range(config.num_layers):
-        layer = params[f"layers_{i}"]
-        attn = {n: v for n, v in layer["attn"].items() if not n.endswith("_proj")}
-        qkv = [layer["attn"][n].reshape(e, -1) for n in ("q_proj", "k_proj", "v_proj")]
-        attn["qkv_proj"] = cpu_gemm.pack(jnp.concatenate(qkv, axis=1))
-        attn["o_proj"] = cpu_gemm.pack(layer["attn"]["o_proj"].reshape(h * d, e))
-        mlp = layer["mlp"]
-        packed_mlp = {"gate_up_proj": cpu_gemm.pack(jnp.concatenate([mlp["gate_proj"], mlp["up_proj"]], axis=1)),
-                      "down_proj": cpu_gemm.pack(mlp["down_proj"])}
-        out[f"layers_{i}"] = {**layer, "attn": attn, "mlp": packed_mlp}
+        out[f"layers_{i}"] = pack_layer(params[f"layers_{i}"], config)._asdict()
     return out

@@ -585,7 +585,7 @@ def run_requests(
         params = jax.device_put(params, core.param_shardings(model))
     packed = unroll_layers and core.use_cpu_kernels(model, cpu_kernels)
     decode_model = core.decode_model(model, packed) if unroll_layers else model
-    decode_params = core.unstack_program(model, packed)(params) if unroll_layers else params
+    decode_params = core.decode_params(model, params, packed) if unroll_layers else params
     admit = admit_program(decode_model)  # unrolled prefill on the split layers too
     # The CPU kernel's attention reads only each row's valid slots: a smaller window saves it nothing.
     windows = (plan.cache_len,) if packed else attention_windows(plan.cache_len, int(chunk_steps))

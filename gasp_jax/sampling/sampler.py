@@ -280,7 +280,7 @@ def generate_static(model: Transformer, params: Any, arrays: Sequence[np.ndarray
     if unroll_layers:
         packed = core.use_cpu_kernels(model)
         decode_model = core.decode_model(model, packed)
-        decode_params = core.unstack_program(model, packed)(params)
+        decode_params = core.decode_params(model, params, packed)
     outs = [
         _generate_batch(decode_model, decode_params, [arrays[i] for i in b], plan, [limits[i] for i in b], b.start,
                         rng=rng, temperature=temperature, top_p=top_p, eos_ids=eos_ids, num_samples=num_samples)
