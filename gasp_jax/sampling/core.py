@@ -288,8 +288,9 @@ def batch_shards(mesh: Mesh | None, rules: shd.Rules) -> int:
 
 
 def use_cpu_kernels(model: Transformer, requested: bool | None = None) -> bool:
-    """Whether the unrolled decode reads packed weights through `kernels.cpu_gemm` (`pack_decode_params`),
-    attends through `kernels.cpu_attention` and picks greedy tokens through `kernels.cpu_sampling`.
+    """Whether the unrolled decode runs on packed weights (`pack_decode_params`): each layer one
+    `kernels.cpu_layer` call, the LM head through `kernels.cpu_gemm`, greedy picks through
+    `kernels.cpu_sampling`.
 
     `requested=None` (the default everywhere): yes where it applies, an fp32 model on one CPU device with
     the kernel built; False: never; True: yes, or ValueError saying why it cannot."""
@@ -370,7 +371,7 @@ def _prefill(params, tokens, pad_lens, *, model: Transformer):
 
 def decode_model(model: Transformer, packed: bool = False) -> Transformer:
     """The model both engines prefill and decode with when the layers run unrolled (`packed`: over weights
-    packed for `kernels.cpu_gemm`, `use_cpu_kernels`); its params come from `unstack_program`."""
+    for the CPU kernels, `use_cpu_kernels`); its params come from `decode_params`."""
     return model.clone(scan_layers=False, packed_weights=bool(packed))
 
 

@@ -554,8 +554,9 @@ def run_requests(
         every admit at `slots` rows; the first call compiles the admit program of every prompt bucket
         its settings allow (`warm_admits`), so a run's later calls compile nothing. Needs `max_slots`
         or `kv_cache_tokens`.
-      cpu_kernels: the unrolled layers' projections and LM head through `kernels.cpu_gemm` over weights
-        packed once per call (`core.use_cpu_kernels`); None: where that applies (fp32 on one CPU device).
+      cpu_kernels: each unrolled layer one `kernels.cpu_layer` call and the LM head `kernels.cpu_gemm`, over
+        weights packed once per params (`core.use_cpu_kernels`, `core.decode_params`); None: where that
+        applies (fp32 on one CPU device).
       Others as `sampling.generate`.
 
     Returns:

@@ -23,7 +23,8 @@ Design (see docs/sampling.md)
   never recompiles); greedy-vs-sampled, top-k (`lax.top_k` needs a static k) and whether top-p is on
   are static, so the top-p threshold search is only compiled in when it is used.
 - Prefill and decode run the layers unrolled over per-layer weights and cache buffers (split once per
-  call, `core.unstack_program`; packed for `kernels.cpu_gemm` on one CPU device, `core.use_cpu_kernels`)
+  call, `core.decode_params`; packed for the CPU kernels on one CPU device, once per params,
+  `core.use_cpu_kernels`)
   instead of the scanned stack, which would slice (copy) every layer's weights each step: the same
   model, weights and prefill as the continuous engine, so both give the same tokens and log-probs.
 - Randomness: row (prompt i, sample j) gets key `fold_in(fold_in(rng, i), j)` and step t of that row
@@ -275,7 +276,8 @@ def generate_static(model: Transformer, params: Any, arrays: Sequence[np.ndarray
     ]
     if model.mesh is not None:
         params = jax.device_put(params, core.param_shardings(model))  # no-op when already placed
-    # Both programs of every batch run the decode model over weights split (and packed) once per call.
+    # Both programs of every batch run the decode model over weights split once per call (packed: once per
+    # params, `core.decode_params`).
     decode_model, decode_params = model, params
     if unroll_layers:
         packed = core.use_cpu_kernels(model)
