@@ -215,6 +215,21 @@ def test_cpu_kernels_apply_to_fp32_on_one_cpu_device(tiny, monkeypatch):
         core.use_cpu_kernels(model, True)
 
 
+@needs_kernel
+def test_decode_params_packs_the_same_params_once(tiny):
+    """The packed copy is reused for the very same params arrays, made anew for other arrays (with their
+    values), and the unpacked split (device memory on an accelerator) is never kept."""
+    model, params = tiny
+    packed = core.decode_params(model, params, True)
+    assert core.decode_params(model, params, True) is packed
+    doubled = jax.tree.map(lambda x: x * 2, params)
+    repacked = core.decode_params(model, doubled, True)
+    assert repacked is not packed
+    np.testing.assert_allclose(repacked["lm_head_packed"], 2 * np.asarray(packed["lm_head_packed"]), rtol=1e-6)
+    assert core.decode_params(model, doubled, True) is repacked
+    assert core.decode_params(model, params, False) is not core.decode_params(model, params, False)
+
+
 # ------------------------------------------------------------------------------------ compilation
 
 
