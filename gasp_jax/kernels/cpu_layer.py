@@ -19,6 +19,10 @@ whose threads run the layer's ten phases back to back (decoder_layer.cc lists th
 - k_cache, v_cache `[B, K, S, D]` fp32: updated in place when donated (the call aliases them to its
   outputs), else copied first by XLA.
 
+A query whose mask keeps no slot (a prompt's left padding, an idle decode slot) is skipped: its output row
+is its input row and it writes no cache slot (nothing can read it: its own slot is masked out too), so
+padding costs no compute. XLA's layer would give such a row the mean of v and write its slot.
+
 Equal to the XLA layer up to float rounding: sums run in another order, SiLU's exp is vec16.h's. fp32 only,
 forward only, CPU only; `available()` is `kernels.library`'s.
 """

@@ -17,7 +17,8 @@
 //
 // A query whose mask keeps no slot (a prompt's left padding, an idle decode slot) is skipped: its output is its
 // input and it writes no cache slot. Nothing reads either (its own slot is masked out with the rest), and the
-// phases run over the other queries only, gathered into consecutive rows, so padding costs no GEMM rows.
+// phases run over the other queries only, gathered into consecutive rows (phase 0), so padding costs no GEMM
+// rows; an eleventh phase then writes every output row (the live rows' results, x for the others).
 
 #include <algorithm>
 #include <cmath>
