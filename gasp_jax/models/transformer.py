@@ -20,8 +20,8 @@ Conventions
 - Packed weights (`packed_weights=True`, decode on CPU): each unrolled layer is one
   `kernels.cpu_layer.decoder_layer` call over weights packed once per rollout (`pack_decode_params`) and
   the LM head one `kernels.cpu_gemm` call. XLA:CPU's dot repacks its weight operand on every call, which
-  at decode's few rows costs as much as the matmul, and a layer's dozen small ops around the matmuls cost
-  a third of a step; same math up to float rounding, fp32 only.
+  at decode's few rows costs as much as the matmul, and the dozen small ops around a layer's matmuls are
+  each a pass over memory of their own; same math up to float rounding, fp32 only.
 """
 
 from __future__ import annotations
