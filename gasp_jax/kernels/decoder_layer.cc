@@ -48,25 +48,16 @@ struct Gemm {
   const float* extra;  // kBias: bias [N]; kResidual: r [M, N] (y = r + xt @ W)
   Epilogue epilogue;
   int64_t M, K, N, P;  // P: output panels (panel pairs for kSwiGlu)
-  int64_t panels_per_item = 1, tiles_per_item = 1, row_items = 1, items = 1;
+  gm::Split split;
 
   Gemm(const float* xt_, const float* w_, float* y_, const float* extra_, Epilogue e, int64_t M_, int64_t K_,
        int64_t N_, int64_t threads)
-      : xt(xt_), w(w_), y(y_), extra(extra_), epilogue(e), M(M_), K(K_), N(N_), P((N_ + gm::kNB - 1) / gm::kNB) {
-    const int64_t tiles = (M + gm::kMR - 1) / gm::kMR;
-    const int64_t want = threads == 1 ? 1 : 8 * threads;
-    panels_per_item = std::max<int64_t>(1, (P + want - 1) / want);
-    const int64_t panel_items = (P + panels_per_item - 1) / panels_per_item;
-    const int64_t row_split = std::min(tiles, std::max<int64_t>(1, want / panel_items));
-    tiles_per_item = (tiles + row_split - 1) / row_split;
-    row_items = (tiles + tiles_per_item - 1) / tiles_per_item;
-    items = panel_items * row_items;
-  }
+      : xt(xt_), w(w_), y(y_), extra(extra_), epilogue(e), M(M_), K(K_), N(N_), P((N_ + gm::kNB - 1) / gm::kNB),
+        split(P, (M + gm::kMR - 1) / gm::kMR, gm::ItemsWanted(threads)) {}
 
   void Run(int64_t item) const {
-    const int64_t p0 = (item / row_items) * panels_per_item, p1 = std::min(P, p0 + panels_per_item);
-    const int64_t t0 = (item % row_items) * tiles_per_item;
-    const int64_t t1 = std::min((M + gm::kMR - 1) / gm::kMR, t0 + tiles_per_item);
+    const int64_t p0 = split.Panel0(item), p1 = std::min(P, p0 + split.panels_per_item);
+    const int64_t t0 = split.Tile0(item), t1 = std::min((M + gm::kMR - 1) / gm::kMR, t0 + split.tiles_per_item);
     for (int64_t j = p0; j < p1; ++j) {
       const int64_t c0 = j * gm::kNB, ncols = std::min(gm::kNB, N - c0);
       for (int64_t t = t0; t < t1; ++t) {
@@ -243,8 +234,8 @@ ffi::Error DecoderLayer(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buff
     }
   };
   gasp::ParallelPhases(pool,
-                       {tiles, qkv_gemm.items, L, L * K, tiles, o_gemm.items, tiles, gate_up_gemm.items, tiles,
-                        down_gemm.items, all ? 0 : M},
+                       {tiles, qkv_gemm.split.items, L, L * K, tiles, o_gemm.split.items, tiles,
+                        gate_up_gemm.split.items, tiles, down_gemm.split.items, all ? 0 : M},
                        true, phase);
   return ffi::Error::Success();
 }

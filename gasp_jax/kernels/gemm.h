@@ -52,6 +52,27 @@ constexpr int64_t kPrefetchRows = 64;
 // A weight up to this size stays in a core's L2 (1 MiB on Zen 4) while row tiles stream past it.
 constexpr int64_t kL2WeightBytes = 512 << 10;
 
+// Items a product is cut into: 8 per thread, so an uneven start or a busy core evens out.
+inline int64_t ItemsWanted(int64_t threads) { return threads == 1 ? 1 : 8 * threads; }
+
+// A product of `tiles` row tiles by P column panels cut into items of (panel range, row-tile range): panel
+// ranges first, rows split too only when there are fewer panel ranges than items wanted. Item i covers
+// panels [Panel0(i), +panels_per_item) and tiles [Tile0(i), +tiles_per_item), both clipped at the end.
+struct Split {
+  int64_t panels_per_item, tiles_per_item, row_items, items;
+
+  Split(int64_t P, int64_t tiles, int64_t want, int64_t panels_each = 0) {
+    panels_per_item = panels_each ? panels_each : std::max<int64_t>(1, (P + want - 1) / want);
+    const int64_t panel_items = (P + panels_per_item - 1) / panels_per_item;
+    const int64_t row_split = std::min(tiles, std::max<int64_t>(1, want / panel_items));
+    tiles_per_item = panels_each ? (tiles + want - 1) / want : (tiles + row_split - 1) / row_split;
+    row_items = (tiles + tiles_per_item - 1) / tiles_per_item;
+    items = panel_items * row_items;
+  }
+  int64_t Panel0(int64_t item) const { return (item / row_items) * panels_per_item; }
+  int64_t Tile0(int64_t item) const { return (item % row_items) * tiles_per_item; }
+};
+
 // y[0:MR, 0:ncols] = xt @ panel, where xt is the row tile packed k-major ([K, MR]) and panel is [K, NB].
 // Small tiles would be bound by the FMA latency chain of too few accumulators, so they keep KU independent
 // partial sums over interleaved k and add them at the end.

@@ -8,21 +8,19 @@
 // x is packed per call into row tiles of kMR rows, k-major, so the microkernel's broadcasts come from one
 // cache line per k (x is small next to W at decode; at prefill the packing is ~1 / (2 * panels) of the work).
 //
-// Work split: the output is cut into (panel range, row range) items; the calling thread and the tasks it
-// schedules on XLA's intra-op pool claim items from a shared atomic counter, so the call never waits on a
-// pool thread that has not started (with no pool, the caller does every item). Within an item the loop is
+// Work split: the output is cut into (panel range, row range) items (gemm.h's Split), run after the packing of
+// x as two phases of parallel.h's ParallelPhases (the calling thread and pool tasks claim items from shared
+// counters, so the call never waits on a pool thread that has not started). Within an item the loop is
 // panel-outer, row-tile-inner: a panel (K * 64 bytes) is read from DRAM once and reused from L1/L2 by every
 // row tile. A weight small enough to stay in L2 runs row-tile-outer instead (each item packs its own tiles).
 
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
 #include <cstring>
-#include <memory>
-#include <thread>
 #include <vector>
 
 #include "gemm.h"
+#include "parallel.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -37,14 +35,12 @@ struct Problem {
   const float* w;      // [P, K, NB]
   float* y;            // [M, N]
   int64_t M, K, N, P;
-  int64_t panels_per_item, tiles_per_item, row_items;
+  Split split;
 };
 
 void RunItem(const Problem& p, int64_t item) {
-  const int64_t p0 = (item / p.row_items) * p.panels_per_item;
-  const int64_t p1 = std::min(p.P, p0 + p.panels_per_item);
-  const int64_t t0 = (item % p.row_items) * p.tiles_per_item;
-  const int64_t t1 = std::min((p.M + kMR - 1) / kMR, t0 + p.tiles_per_item);
+  const int64_t p0 = p.split.Panel0(item), p1 = std::min(p.P, p0 + p.split.panels_per_item);
+  const int64_t t0 = p.split.Tile0(item), t1 = std::min((p.M + kMR - 1) / kMR, t0 + p.split.tiles_per_item);
   if (p.xt == nullptr) {  // every panel stays in L2: tile-outer, each tile packed here into L1/L2
     static thread_local std::vector<float> tile;
     if (static_cast<int64_t>(tile.size()) < kMR * p.K) tile.resize(kMR * p.K);
@@ -69,26 +65,6 @@ void RunItem(const Problem& p, int64_t item) {
   }
 }
 
-// Shared by the caller and its pool tasks; a task may start after the call returned, so it holds a reference.
-// Two phases, each claimed item by item: pack x's row tiles (unless the items pack their own), then, once
-// every tile is packed, the products.
-struct Job {
-  Problem problem;
-  int64_t tiles, items;
-  std::atomic<int64_t> next_tile{0}, packed{0}, next{0}, done{0};
-
-  void Work() {
-    int64_t finished = 0;
-    for (int64_t t; (t = next_tile.fetch_add(1, std::memory_order_relaxed)) < tiles; ++finished)
-      PackTile(problem.x, problem.M, problem.K, t, problem.xt + t * kMR * problem.K);
-    if (finished) packed.fetch_add(finished, std::memory_order_acq_rel);
-    while (packed.load(std::memory_order_acquire) < tiles) std::this_thread::yield();
-    finished = 0;
-    for (int64_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < items; ++finished) RunItem(problem, i);
-    if (finished) done.fetch_add(finished, std::memory_order_acq_rel);
-  }
-};
-
 ffi::Error PackedGemm(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
                       ffi::ResultBuffer<ffi::F32> y) {
   const auto xd = x.dimensions();
@@ -107,38 +83,27 @@ ffi::Error PackedGemm(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer
 
   const int64_t threads = std::max<int64_t>(1, pool.num_threads());
   const int64_t tiles = (M + kMR - 1) / kMR;
-  const int64_t want = threads == 1 ? 1 : 8 * threads;  // items: an uneven start or a busy core evens out
-  Problem prob{x.typed_data(), nullptr, w.typed_data(), y->typed_data(), M, K, N, P, 0, 0, 0};
+  const int64_t want = ItemsWanted(threads);
   const bool weights_in_l2 = P * K * kNB * int64_t{sizeof(float)} <= kL2WeightBytes;
-  if (tiles >= want && weights_in_l2) {
-    // Prefill through a small weight (a narrow projection): split rows only, every item packs its own row
-    // tiles and runs them over all panels from L2, so x is read once and never written back packed.
-    prob.panels_per_item = P;
-    prob.tiles_per_item = (tiles + want - 1) / want;
-  } else {
-    // Panel ranges (rows split too only when there are fewer panels than items), x packed up front.
-    // The packed copy lives in a per-thread buffer that only grows (to the largest M * K this thread has
-    // run): a fresh allocation per call costs page faults worth as much as the packing itself.
+  // Prefill through a small weight (a narrow projection): split rows only, every item packs its own row tiles
+  // and runs them over all panels from L2, so x is read once and never written back packed. Otherwise panel
+  // ranges, x packed up front (phase 0) into a per-thread buffer that only grows (to the largest M * K this
+  // thread has run): a fresh allocation per call costs page faults worth as much as the packing itself.
+  const bool rows_only = tiles >= want && weights_in_l2;
+  float* xt = nullptr;
+  if (!rows_only) {
     static thread_local std::vector<float> packed_x;
     if (static_cast<int64_t>(packed_x.size()) < M * K) packed_x.resize(M * K);
-    prob.xt = packed_x.data();
-    prob.panels_per_item = std::max<int64_t>(1, (P + want - 1) / want);
-    const int64_t panel_items = (P + prob.panels_per_item - 1) / prob.panels_per_item;
-    const int64_t row_split = std::min(tiles, std::max<int64_t>(1, want / panel_items));
-    prob.tiles_per_item = (tiles + row_split - 1) / row_split;
+    xt = packed_x.data();
   }
-  prob.row_items = (tiles + prob.tiles_per_item - 1) / prob.tiles_per_item;
-
-  auto job = std::make_shared<Job>();
-  job->problem = prob;
-  job->tiles = prob.xt ? tiles : 0;
-  job->items = (P + prob.panels_per_item - 1) / prob.panels_per_item * prob.row_items;
+  const Problem prob{x.typed_data(), xt, w.typed_data(), y->typed_data(), M, K, N, P,
+                     Split(P, tiles, want, rows_only ? P : 0)};
   // Tiny products (a few microseconds of work) are not worth a pool round trip.
-  const bool parallel = threads > 1 && job->items > 1 && 2 * M * K * N >= (int64_t{1} << 21);
-  if (parallel)
-    for (int64_t t = 0; t < std::min(threads, job->items) - 1; ++t) pool.Schedule([job] { job->Work(); });
-  job->Work();
-  while (job->done.load(std::memory_order_acquire) < job->items) std::this_thread::yield();
+  const bool parallel = 2 * M * K * N >= (int64_t{1} << 21);
+  gasp::ParallelPhases(pool, {xt ? tiles : 0, prob.split.items}, parallel, [&prob](int phase, int64_t i) {
+    if (phase == 0) return PackTile(prob.x, prob.M, prob.K, i, prob.xt + i * kMR * prob.K);
+    RunItem(prob, i);
+  });
   return ffi::Error::Success();
 }
 

@@ -1,5 +1,5 @@
-// The work split of the kernels other than the GEMM: items claimed from shared counters by the calling thread
-// and up to (threads - 1) tasks on XLA's intra-op pool (packed_gemm.cc does the same for its two phases).
+// The work split of every kernel: items claimed from shared counters by the calling thread and up to
+// (threads - 1) tasks on XLA's intra-op pool.
 #pragma once
 
 #include <algorithm>
