@@ -398,8 +398,7 @@ def decode_params(model: Transformer, params: Any, packed: bool = False) -> Any:
     leaves, tree = jax.tree.flatten(params)
     key = (_model_key(model), tree)
     with _PROGRAMS_LOCK:
-        if _PACKED and _PACKED[0][0] == key and len(_PACKED[0][1]) == len(leaves) and all(
-                ref() is leaf for ref, leaf in zip(_PACKED[0][1], leaves)):
+        if _PACKED and _PACKED[0][0] == key and all(ref() is leaf for ref, leaf in zip(_PACKED[0][1], leaves)):
             return _PACKED[0][2]
     out = unstack_program(model, True)(params)
     if all(isinstance(leaf, jax.Array) for leaf in leaves):  # immutable: the same object, the same values
